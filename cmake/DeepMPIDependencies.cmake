@@ -1,0 +1,47 @@
+# Finds every dependency the way ../shared/reference/platform-notes.md describes.
+# Required: MPI, OpenMP, OpenBLAS (CBLAS), nlohmann_json, parallel HDF5.
+# Optional: oneDNN (bf16/fp16 GEMMs), GTest + benchmark (tests, perf).
+
+find_package(MPI REQUIRED COMPONENTS C CXX)
+find_package(OpenMP REQUIRED COMPONENTS CXX)
+find_package(nlohmann_json 3.10 REQUIRED)
+
+# OpenBLAS: the pthreads build; cblas.h found next to it.
+set(BLA_VENDOR OpenBLAS)
+find_package(BLAS REQUIRED)
+find_path(DEEPMPI_CBLAS_INCLUDE_DIR cblas.h
+  HINTS /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/openblas /usr/include
+  REQUIRED)
+add_library(deepmpi_blas INTERFACE)
+target_link_libraries(deepmpi_blas INTERFACE ${BLAS_LIBRARIES})
+target_include_directories(deepmpi_blas INTERFACE ${DEEPMPI_CBLAS_INCLUDE_DIR})
+add_library(deepmpi::blas ALIAS deepmpi_blas)
+
+# Parallel HDF5 (checkpoints). Module mode: Debian ships no hdf5-config.cmake.
+set(HDF5_PREFER_PARALLEL ON)
+find_package(HDF5 REQUIRED COMPONENTS C)
+if(NOT HDF5_IS_PARALLEL)
+  message(FATAL_ERROR "deepmpi needs a parallel (MPI) HDF5; found a serial one at ${HDF5_INCLUDE_DIRS}. "
+                      "On Debian: apt-get install libhdf5-openmpi-dev (and remove libhdf5-dev).")
+endif()
+
+set(DEEPMPI_HAVE_DNNL OFF)
+if(DEEPMPI_ENABLE_DNNL)
+  find_package(dnnl CONFIG QUIET)
+  if(dnnl_FOUND)
+    set(DEEPMPI_HAVE_DNNL ON)
+    message(STATUS "deepmpi: oneDNN ${dnnl_VERSION} found: bf16/fp16 GEMMs go through oneDNN")
+  else()
+    message(STATUS "deepmpi: oneDNN not found: half-precision GEMMs convert per tile to fp32")
+  endif()
+endif()
+
+if(DEEPMPI_ENABLE_CUDA)
+  enable_language(CUDA)
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES 80 90)
+  endif()
+  find_package(CUDAToolkit REQUIRED)
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS /usr/include /usr/local/cuda/include REQUIRED)
+  find_library(NCCL_LIBRARY nccl HINTS /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64 REQUIRED)
+endif()

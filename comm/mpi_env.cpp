@@ -1,0 +1,47 @@
+#include "comm/mpi_env.hpp"
+
+#include "src/util/error.hpp"
+#include "src/util/system.hpp"
+
+namespace dmpi::comm {
+
+MpiEnv::MpiEnv(int* argc, char*** argv) {
+  int provided = 0;
+  DMPI_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  // Errors come back as codes, so every call's failure is reported with file:line and rank.
+  DMPI_CHECK_MPI(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  DMPI_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
+  DMPI_CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size_));
+  DMPI_CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node_));
+  DMPI_CHECK_MPI(MPI_Comm_rank(node_, &local_rank_));
+  DMPI_CHECK_MPI(MPI_Comm_size(node_, &local_size_));
+  auto cross_check = [&](const char* var, int mpi_value) {
+    if (auto v = env(var)) {
+      if (*v != std::to_string(mpi_value))
+        warnings_.push_back(std::string(var) + "=" + *v + " disagrees with MPI (" + std::to_string(mpi_value) +
+                            "); using MPI's value");
+    }
+  };
+  cross_check("RANK", rank_);
+  cross_check("WORLD_SIZE", size_);
+  cross_check("LOCAL_RANK", local_rank_);
+}
+
+MpiEnv::~MpiEnv() {
+  int fin = 0;
+  MPI_Finalized(&fin);
+  if (fin) return;
+  if (node_ != MPI_COMM_NULL) MPI_Comm_free(&node_);
+  MPI_Finalize();
+}
+
+std::string MpiEnv::library_version() {
+  char buf[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  if (MPI_Get_library_version(buf, &len) != MPI_SUCCESS) return "unknown";
+  std::string s(buf, static_cast<size_t>(len));
+  auto nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+}  // namespace dmpi::comm

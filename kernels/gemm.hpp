@@ -1,0 +1,36 @@
+// The GEMM interface every layer uses. Row-major: C[M x N] = alpha * op(A) * op(B) + beta * C,
+// op(A) is M x K, op(B) is K x N. A backend (OpenBLAS today; oneDNN for bf16 on AMX) plugs in
+// behind GemmBackend without touching the layers.
+#pragma once
+#include <memory>
+
+#include "kernels/dtype.hpp"
+
+namespace dmpi::kernels {
+
+enum class Op { N, T };
+
+class GemmBackend {
+ public:
+  virtual ~GemmBackend() = default;
+  virtual const char* name() const = 0;
+  virtual void sgemm(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda,
+                     const float* B, int ldb, float beta, float* C, int ldc) = 0;
+  // bf16 inputs, fp32 accumulation and output.
+  virtual void gemm_bf16(Op ta, Op tb, int M, int N, int K, float alpha, const bf16* A, int lda,
+                         const bf16* B, int ldb, float beta, float* C, int ldc) = 0;
+};
+
+GemmBackend& gemm_backend();
+void set_gemm_backend(std::unique_ptr<GemmBackend> backend);
+std::unique_ptr<GemmBackend> make_blas_backend();
+
+inline void gemm(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
+                 int ldb, float beta, float* C, int ldc) {
+  gemm_backend().sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// Measured peak of sgemm on this process's threads (GFLOP/s): best of `reps` n^3 products.
+double measure_sgemm_gflops(int n = 1536, int reps = 5);
+
+}  // namespace dmpi::kernels

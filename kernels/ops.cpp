@@ -1,0 +1,324 @@
+#include "kernels/ops.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/fastmath.hpp"
+#include "kernels/gemm.hpp"
+
+namespace dmpi::kernels {
+
+void encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C) {
+#pragma omp parallel for schedule(static)
+  for (int bt = 0; bt < B * T; ++bt) {
+    const float* e = wte + static_cast<size_t>(tokens[bt]) * C;
+    const float* p = wpe + static_cast<size_t>(bt % T) * C;
+    float* o = out + static_cast<size_t>(bt) * C;
+#pragma omp simd
+    for (int c = 0; c < C; ++c) o[c] = e[c] + p[c];
+  }
+}
+
+void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C) {
+  // Several positions may hold the same token: split the channels over threads instead of rows.
+#pragma omp parallel
+  {
+    int nt = omp_get_num_threads(), id = omp_get_thread_num();
+    int chunk = (C + nt - 1) / nt, c0 = std::min(C, id * chunk), c1 = std::min(C, c0 + chunk);
+    for (int bt = 0; bt < B * T; ++bt) {
+      const float* d = dout + static_cast<size_t>(bt) * C;
+      float* de = dwte + static_cast<size_t>(tokens[bt]) * C;
+      float* dp = dwpe + static_cast<size_t>(bt % T) * C;
+#pragma omp simd
+      for (int c = c0; c < c1; ++c) {
+        de[c] += d[c];
+        dp[c] += d[c];
+      }
+    }
+  }
+}
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                       int N, int C) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) {
+    const float* x = inp + static_cast<size_t>(n) * C;
+    float m = 0.f;
+#pragma omp simd reduction(+ : m)
+    for (int c = 0; c < C; ++c) m += x[c];
+    m /= C;
+    float v = 0.f;
+#pragma omp simd reduction(+ : v)
+    for (int c = 0; c < C; ++c) v += (x[c] - m) * (x[c] - m);
+    v /= C;
+    float s = 1.0f / std::sqrt(v + 1e-5f);
+    float* o = out + static_cast<size_t>(n) * C;
+#pragma omp simd
+    for (int c = 0; c < C; ++c) o[c] = (x[c] - m) * s * w[c] + b[c];
+    mean[n] = m;
+    rstd[n] = s;
+  }
+}
+
+void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                        const float* mean, const float* rstd, int N, int C) {
+  int nt = omp_get_max_threads();
+  // Per-thread partial dw/db, combined in thread order: deterministic for a fixed thread count.
+  std::vector<float> part(static_cast<size_t>(nt) * 2 * C, 0.f);
+#pragma omp parallel num_threads(nt)
+  {
+    int id = omp_get_thread_num();
+    float* pdw = part.data() + static_cast<size_t>(id) * 2 * C;
+    float* pdb = pdw + C;
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      const float* x = inp + static_cast<size_t>(n) * C;
+      const float* d = dout + static_cast<size_t>(n) * C;
+      float* dx = dinp + static_cast<size_t>(n) * C;
+      float m = mean[n], s = rstd[n];
+      float sum_d = 0.f, sum_dx = 0.f;
+#pragma omp simd reduction(+ : sum_d, sum_dx)
+      for (int c = 0; c < C; ++c) {
+        float xhat = (x[c] - m) * s;
+        float dxhat = d[c] * w[c];
+        sum_d += dxhat;
+        sum_dx += dxhat * xhat;
+        pdw[c] += d[c] * xhat;
+        pdb[c] += d[c];
+      }
+      sum_d /= C;
+      sum_dx /= C;
+#pragma omp simd
+      for (int c = 0; c < C; ++c) {
+        float xhat = (x[c] - m) * s;
+        dx[c] += (d[c] * w[c] - sum_d - xhat * sum_dx) * s;
+      }
+    }
+  }
+  for (int t = 0; t < nt; ++t) {
+    const float* pdw = part.data() + static_cast<size_t>(t) * 2 * C;
+    for (int c = 0; c < C; ++c) {
+      dw[c] += pdw[c];
+      db[c] += pdw[C + c];
+    }
+  }
+}
+
+void matmul_forward(float* out, const float* inp, const float* w, const float* bias, int N, int C, int OC) {
+  if (bias) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; ++n) std::memcpy(out + static_cast<size_t>(n) * OC, bias, sizeof(float) * OC);
+  }
+  gemm(Op::N, Op::T, N, OC, C, 1.0f, inp, C, w, C, bias ? 1.0f : 0.0f, out, OC);
+}
+
+void matmul_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
+                     int N, int C, int OC) {
+  if (dinp) gemm(Op::N, Op::N, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+  gemm(Op::T, Op::N, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+  if (dbias) {
+    // Column sums of dout: each thread owns a block of columns and walks all rows.
+    constexpr int kBlock = 64;
+    int nblocks = (OC + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblocks; ++blk) {
+      int o0 = blk * kBlock, o1 = std::min(OC, o0 + kBlock);
+      float acc[kBlock] = {0};
+      for (int n = 0; n < N; ++n) {
+        const float* d = dout + static_cast<size_t>(n) * OC;
+#pragma omp simd
+        for (int o = o0; o < o1; ++o) acc[o - o0] += d[o];
+      }
+      for (int o = o0; o < o1; ++o) dbias[o] += acc[o - o0];
+    }
+  }
+}
+
+void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+  const int hs = C / NH, C3 = 3 * C;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  // 1) scores S = scale * Q K^T per (b, h), straight from the strided qkv rows.
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h) {
+      const float* q = qkv + static_cast<size_t>(b) * T * C3 + h * hs;
+      float* s = att + (static_cast<size_t>(b) * NH + h) * T * T;
+      gemm(Op::N, Op::T, T, T, hs, scale, q, C3, q + C, C3, 0.0f, s, T);
+    }
+  // 2) causal softmax, row by row; entries above the diagonal become 0.
+  const int rows = B * NH * T;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) {
+    int i = r % T;
+    float* a = att + static_cast<size_t>(r) * T;
+    float mx = a[0];
+    for (int j = 1; j <= i; ++j) mx = std::max(mx, a[j]);
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j <= i; ++j) {
+      a[j] = fast_exp(a[j] - mx);
+      sum += a[j];
+    }
+    float inv = 1.0f / sum;
+#pragma omp simd
+    for (int j = 0; j <= i; ++j) a[j] *= inv;
+    std::memset(a + i + 1, 0, sizeof(float) * static_cast<size_t>(T - i - 1));
+  }
+  // 3) out_h = P V
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h) {
+      const float* v = qkv + static_cast<size_t>(b) * T * C3 + 2 * C + h * hs;
+      const float* p = att + (static_cast<size_t>(b) * NH + h) * T * T;
+      float* o = out + static_cast<size_t>(b) * T * C + h * hs;
+      gemm(Op::N, Op::N, T, hs, T, 1.0f, p, T, v, C3, 0.0f, o, C);
+    }
+}
+
+void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int B,
+                        int T, int C, int NH) {
+  const int hs = C / NH, C3 = 3 * C;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  // dP = dO V^T ; dV += P^T dO
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h) {
+      size_t base = static_cast<size_t>(b) * T * C3 + h * hs;
+      const float* d = dout + static_cast<size_t>(b) * T * C + h * hs;
+      const float* p = att + (static_cast<size_t>(b) * NH + h) * T * T;
+      float* dp = datt + (static_cast<size_t>(b) * NH + h) * T * T;
+      gemm(Op::N, Op::T, T, T, hs, 1.0f, d, C, qkv + base + 2 * C, C3, 0.0f, dp, T);
+      gemm(Op::T, Op::N, T, hs, T, 1.0f, p, T, d, C, 1.0f, dqkv + base + 2 * C, C3);
+    }
+  // dS = P * (dP - rowsum(P * dP)), causal part only
+  const int rows = B * NH * T;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) {
+    int i = r % T;
+    const float* p = att + static_cast<size_t>(r) * T;
+    float* ds = datt + static_cast<size_t>(r) * T;
+    float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+    for (int j = 0; j <= i; ++j) dot += p[j] * ds[j];
+#pragma omp simd
+    for (int j = 0; j <= i; ++j) ds[j] = p[j] * (ds[j] - dot);
+    std::memset(ds + i + 1, 0, sizeof(float) * static_cast<size_t>(T - i - 1));
+  }
+  // dQ += scale dS K ; dK += scale dS^T Q
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h) {
+      size_t base = static_cast<size_t>(b) * T * C3 + h * hs;
+      const float* ds = datt + (static_cast<size_t>(b) * NH + h) * T * T;
+      gemm(Op::N, Op::N, T, hs, T, scale, ds, T, qkv + base + C, C3, 1.0f, dqkv + base, C3);
+      gemm(Op::T, Op::N, T, hs, T, scale, ds, T, qkv + base, C3, 1.0f, dqkv + base + C, C3);
+    }
+}
+
+namespace {
+constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2/pi)
+constexpr float kGeluA = 0.044715f;
+}  // namespace
+
+void gelu_forward(float* out, const float* inp, size_t N) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < N; ++i) {
+    float x = inp[i];
+    out[i] = 0.5f * x * (1.0f + fast_tanh(kGeluK * (x + kGeluA * x * x * x)));
+  }
+}
+
+void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < N; ++i) {
+    float x = inp[i];
+    float th = fast_tanh(kGeluK * (x + kGeluA * x * x * x));
+    float du = kGeluK * (1.0f + 3.0f * kGeluA * x * x);
+    float g = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
+    dinp[i] += g * dout[i];
+  }
+}
+
+void residual_forward(float* out, const float* a, const float* b, size_t N) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < N; ++i) out[i] = a[i] + b[i];
+}
+
+void residual_backward(float* da, float* db, const float* dout, size_t N) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < N; ++i) {
+    da[i] += dout[i];
+    db[i] += dout[i];
+  }
+}
+
+int64_t crossentropy_forward(float* losses, float* probs, const int32_t* targets, int N, int V,
+                             int32_t ignore_index) {
+  int64_t valid = 0;
+#pragma omp parallel for schedule(static) reduction(+ : valid)
+  for (int n = 0; n < N; ++n) {
+    float* p = probs + static_cast<size_t>(n) * V;
+    float mx = p[0];
+#pragma omp simd reduction(max : mx)
+    for (int v = 0; v < V; ++v) mx = std::max(mx, p[v]);
+    int32_t tgt = targets[n];
+    float lt = tgt == ignore_index ? 0.f : p[tgt] - mx;
+    double sum = 0.0;  // 50k terms: accumulate in double
+#pragma omp simd reduction(+ : sum)
+    for (int v = 0; v < V; ++v) {
+      p[v] = fast_exp(p[v] - mx);
+      sum += p[v];
+    }
+    float inv = static_cast<float>(1.0 / sum);
+#pragma omp simd
+    for (int v = 0; v < V; ++v) p[v] *= inv;
+    if (tgt == ignore_index) {
+      losses[n] = 0.f;
+    } else {
+      losses[n] = static_cast<float>(std::log(sum)) - lt;
+      ++valid;
+    }
+  }
+  return valid;
+}
+
+void crossentropy_backward(float* probs, const int32_t* targets, float dloss, int N, int V, int32_t ignore_index) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) {
+    float* p = probs + static_cast<size_t>(n) * V;
+    if (targets[n] == ignore_index) {
+      std::memset(p, 0, sizeof(float) * static_cast<size_t>(V));
+      continue;
+    }
+#pragma omp simd
+    for (int v = 0; v < V; ++v) p[v] *= dloss;
+    p[targets[n]] -= dloss;
+  }
+}
+
+double sum_squares(const float* x, size_t n) {
+  int nt = omp_get_max_threads();
+  std::vector<double> part(static_cast<size_t>(nt) * 8, 0.0);  // padded against false sharing
+#pragma omp parallel num_threads(nt)
+  {
+    double s = 0.0;
+#pragma omp for simd schedule(static)
+    for (size_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * x[i];
+    part[static_cast<size_t>(omp_get_thread_num()) * 8] = s;
+  }
+  double total = 0.0;
+  for (int t = 0; t < nt; ++t) total += part[static_cast<size_t>(t) * 8];
+  return total;
+}
+
+void scale_inplace(float* x, size_t n, float s) {
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+void fill_zero(float* x, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i += 1 << 16) std::memset(x + i, 0, sizeof(float) * std::min<size_t>(1 << 16, n - i));
+}
+
+}  // namespace dmpi::kernels

@@ -1,0 +1,107 @@
+// Kernel benchmarks: GEMM shapes of the presets (GFLOP/s), attention (GFLOP/s of the executed
+// products), layernorm and AdamW (GB/s of the bytes they must move).
+// Run: build/release/perf/bench_kernels --benchmark_min_time=0.2
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+#include "kernels/gemm.hpp"
+#include "kernels/ops.hpp"
+#include "kernels/optim.hpp"
+#include "src/util/system.hpp"
+
+using namespace dmpi::kernels;
+
+namespace {
+std::vector<float> filled(size_t n, float v) { return std::vector<float>(n, v); }
+
+// Linear layer shapes (rows N = micro-batch x seq, in C, out OC) of the presets' forward pass.
+void BM_LinearForward(benchmark::State& st) {
+  const int N = static_cast<int>(st.range(0)), C = static_cast<int>(st.range(1)), OC = static_cast<int>(st.range(2));
+  auto x = filled(static_cast<size_t>(N) * C, 0.01f), w = filled(static_cast<size_t>(OC) * C, 0.02f),
+       b = filled(OC, 0.f), y = filled(static_cast<size_t>(N) * OC, 0.f);
+  for (auto _ : st) {
+    matmul_forward(y.data(), x.data(), w.data(), b.data(), N, C, OC);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["FOM:GFLOP/s"] = benchmark::Counter(2.0 * N * C * OC * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+void BM_LinearBackward(benchmark::State& st) {
+  const int N = static_cast<int>(st.range(0)), C = static_cast<int>(st.range(1)), OC = static_cast<int>(st.range(2));
+  auto x = filled(static_cast<size_t>(N) * C, 0.01f), w = filled(static_cast<size_t>(OC) * C, 0.02f),
+       dy = filled(static_cast<size_t>(N) * OC, 0.01f), dx = filled(static_cast<size_t>(N) * C, 0.f),
+       dw = filled(static_cast<size_t>(OC) * C, 0.f), db = filled(OC, 0.f);
+  for (auto _ : st) {
+    matmul_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), N, C, OC);
+    benchmark::DoNotOptimize(dw.data());
+  }
+  st.counters["FOM:GFLOP/s"] = benchmark::Counter(4.0 * N * C * OC * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+void BM_Attention(benchmark::State& st) {
+  const int B = static_cast<int>(st.range(0)), T = static_cast<int>(st.range(1)), C = static_cast<int>(st.range(2)),
+            NH = static_cast<int>(st.range(3));
+  const bool backward = st.range(4) != 0;
+  auto qkv = filled(static_cast<size_t>(B) * T * 3 * C, 0.01f), out = filled(static_cast<size_t>(B) * T * C, 0.f),
+       att = filled(static_cast<size_t>(B) * NH * T * T, 0.f), datt = att, dqkv = qkv;
+  attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+  for (auto _ : st) {
+    if (backward)
+      attention_backward(dqkv.data(), datt.data(), out.data(), qkv.data(), att.data(), B, T, C, NH);
+    else
+      attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+    benchmark::DoNotOptimize(out.data());
+  }
+  // executed GEMM flops: forward 2 products, backward 4, each 2*B*T*T*C
+  double flops = (backward ? 4.0 : 2.0) * 2.0 * B * T * static_cast<double>(T) * C;
+  st.counters["FOM:GFLOP/s"] = benchmark::Counter(flops * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+void BM_LayerNormForward(benchmark::State& st) {
+  const int N = static_cast<int>(st.range(0)), C = static_cast<int>(st.range(1));
+  auto x = filled(static_cast<size_t>(N) * C, 0.5f), y = x, w = filled(C, 1.f), b = filled(C, 0.f), m = filled(N, 0.f),
+       r = m;
+  for (auto _ : st) {
+    layernorm_forward(y.data(), m.data(), r.data(), x.data(), w.data(), b.data(), N, C);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["FOM:GB/s"] = benchmark::Counter(2.0 * N * C * 4 * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+void BM_AdamW(benchmark::State& st) {
+  const size_t n = static_cast<size_t>(st.range(0));
+  auto p = filled(n, 0.1f), g = filled(n, 0.01f), m = filled(n, 0.f), v = filled(n, 0.f);
+  AdamParams hp;
+  hp.weight_decay = 0.1f;
+  int64_t step = 0;
+  for (auto _ : st) {
+    adam_step(p.data(), g.data(), m.data(), v.data(), n, hp, ++step, 1.0f);
+    benchmark::DoNotOptimize(p.data());
+  }
+  // reads p, g, m, v; writes p, m, v
+  st.counters["FOM:GB/s"] = benchmark::Counter(7.0 * 4 * n * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+}  // namespace
+
+// {rows, in, out}: tiny (B=8,T=64,C=128), small (B=4,T=256,C=384), gpt2-124m (B=2,T=256,C=768)
+BENCHMARK(BM_LinearForward)->Args({512, 128, 384})->Args({512, 128, 512})->Args({1024, 384, 1152})
+    ->Args({1024, 384, 1536})->Args({1024, 1536, 384})->Args({1024, 384, 8192})->Args({512, 768, 2304})
+    ->Args({512, 768, 3072})->Args({512, 3072, 768})->Args({512, 768, 50257})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LinearBackward)->Args({1024, 384, 1536})->Args({512, 768, 3072})->Args({512, 768, 50257})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Attention)->Args({4, 256, 384, 6, 0})->Args({4, 256, 384, 6, 1})->Args({2, 256, 768, 12, 0})
+    ->Args({2, 256, 768, 12, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_LayerNormForward)->Args({1024, 384})->Args({512, 768})->UseRealTime();
+BENCHMARK(BM_AdamW)->Arg(1 << 20)->Arg(124439808)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+int main(int argc, char** argv) {
+  dmpi::ensure_passive_omp_wait(argv);
+  benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("openblas", dmpi::blas_config());
+  benchmark::AddCustomContext("threads", std::to_string(dmpi::compute_threads()));
+  benchmark::AddCustomContext("sgemm_peak_gflops", std::to_string(measure_sgemm_gflops()));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

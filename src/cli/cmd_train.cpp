@@ -1,0 +1,117 @@
+#include <omp.h>
+#include <sched.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "comm/mpi_env.hpp"
+#include "src/cli/commands.hpp"
+#include "src/config/ds_config.hpp"
+#include "src/engine/trainer.hpp"
+#include "src/model/config.hpp"
+#include "src/util/args.hpp"
+#include "src/util/error.hpp"
+#include "src/util/system.hpp"
+
+namespace dmpi::cli {
+
+namespace {
+
+std::vector<FlagSpec> train_flags() {
+  return {
+      {"deepspeed-config", true, "ds_config.json (batch sizes, optimizer, LR schedule, clipping); default: built-in"},
+      {"model", true, "preset: tiny | small | gpt2-124m (default tiny)"},
+      {"num-layers", true, "transformer blocks (overrides the preset)"},
+      {"hidden-size", true, "model width"},
+      {"num-attention-heads", true, "attention heads (must divide --hidden-size)"},
+      {"seq-length", true, "tokens per sample"},
+      {"max-position-embeddings", true, "learned positions (>= --seq-length; default = --seq-length)"},
+      {"vocab-size", true, "vocabulary size"},
+      {"mock-data", false, "deterministic random tokens (the default)"},
+      {"data-path", true, "token dataset: PREFIX.tokens (deepmpi data prepare) or Megatron PREFIX.bin/.idx"},
+      {"train-iters", true, "optimizer steps (default 20)"},
+      {"seed", true, "initialisation and mock-data seed (default: ds_config seed, else 1234)"},
+      {"log-interval", true, "print every N steps (default 1)"},
+      {"metrics-file", true, "append one JSON object per logged step (rank 0)"},
+      {"peak-tflops", true, "peak for MFU in TFLOP/s (default: measured with an sgemm probe)"},
+      {"print-config", false, "print the resolved ds_config as JSON and continue"},
+      {"help", false, "show this help"},
+  };
+}
+
+// OpenMP and OpenBLAS threads: OMP_NUM_THREADS when set; otherwise the CPUs this rank may run
+// on, shared among the ranks of the node.
+int choose_threads(int local_size) {
+  if (auto v = env("OMP_NUM_THREADS")) return std::max(1, omp_get_max_threads());
+  cpu_set_t set;
+  int allowed = static_cast<int>(std::thread::hardware_concurrency());
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) allowed = CPU_COUNT(&set);
+  int hw = static_cast<int>(std::thread::hardware_concurrency());
+  return std::max(1, std::min(allowed, hw / std::max(1, local_size)));
+}
+
+}  // namespace
+
+int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
+  Args a(train_flags(), argl);
+  if (a.has("help")) {
+    std::printf("usage: deepmpi train [flags]   (under srun / mpirun)\n\n%s", a.usage().c_str());
+    return 0;
+  }
+  DMPI_REQUIRE(a.positional().empty(), "unexpected argument '" << a.positional().front() << "' (flags start with --)");
+  DMPI_REQUIRE(!(a.has("mock-data") && a.has("data-path")), "give either --mock-data or --data-path, not both");
+
+  comm::MpiEnv mpi(argc, argv);
+  int threads = choose_threads(mpi.local_size());
+  omp_set_num_threads(threads);
+  set_blas_threads(threads);
+
+  engine::TrainOptions opt;
+  opt.model = model::preset(a.str("model", "tiny"));
+  auto set_int = [&](const char* flag, int& field) {
+    if (a.has(flag)) {
+      int64_t v = a.integer(flag, 0);
+      DMPI_REQUIRE(v >= 1 && v <= (1 << 30), "--" << flag << " must be in [1, 2^30] (got " << v << ")");
+      field = static_cast<int>(v);
+    }
+  };
+  set_int("num-layers", opt.model.num_layers);
+  set_int("hidden-size", opt.model.hidden);
+  set_int("num-attention-heads", opt.model.heads);
+  set_int("vocab-size", opt.model.vocab);
+  bool seq_given = a.has("seq-length");
+  set_int("seq-length", opt.model.seq_len);
+  if (a.has("max-position-embeddings")) set_int("max-position-embeddings", opt.model.max_pos);
+  else if (seq_given) opt.model.max_pos = std::max(opt.model.max_pos, opt.model.seq_len);
+  if (a.has("num-layers") || a.has("hidden-size") || a.has("num-attention-heads") || a.has("vocab-size") || seq_given ||
+      a.has("max-position-embeddings"))
+    opt.model.name += "+overrides";
+  opt.model.validate();
+
+  const int dp = mpi.size();
+  if (a.has("deepspeed-config")) {
+    opt.ds = config::load_ds_config(a.str("deepspeed-config"), dp);
+  } else {
+    opt.ds = config::parse_ds_config(config::default_ds_config_json(), dp);
+    if (mpi.rank() == 0) std::printf("no --deepspeed_config given: using the built-in defaults (`--print-config` shows them)\n");
+  }
+  if (a.has("print-config") && mpi.rank() == 0) std::printf("%s\n", opt.ds.resolved().dump(2).c_str());
+  opt.train_iters = a.integer("train-iters", 20);
+  int64_t seed = a.integer("seed", opt.ds.seed >= 0 ? opt.ds.seed : 1234);
+  DMPI_REQUIRE(seed >= 0, "--seed must be >= 0");
+  opt.seed = static_cast<uint64_t>(seed);
+  opt.log_interval = a.integer("log-interval", 1);
+  opt.metrics_file = a.str("metrics-file");
+  double peak_tflops = a.real("peak-tflops", 0.0);
+  DMPI_REQUIRE(peak_tflops >= 0.0, "--peak-tflops must be positive");
+  opt.peak_gflops = peak_tflops * 1e3;
+  opt.data_path = a.str("data-path");
+  for (auto& w : mpi.warnings())
+    if (mpi.rank() == 0) std::printf("warning: %s\n", w.c_str());
+
+  engine::Trainer trainer(mpi, opt);
+  trainer.run();
+  return 0;
+}
+
+}  // namespace dmpi::cli

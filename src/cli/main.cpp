@@ -1,0 +1,67 @@
+// deepmpi: the command-line entry point. Errors become one line on stderr; with more than one
+// rank the job is ended with MPI_Abort so no rank is left waiting in a collective.
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "deepmpi/version.hpp"
+#include "src/cli/commands.hpp"
+#include "src/util/error.hpp"
+#include "src/util/system.hpp"
+
+namespace dmpi::cli {
+
+std::string version_string() {
+  return std::string("deepmpi ") + DEEPMPI_VERSION + " (git " + DEEPMPI_GIT_HASH + ", " + DEEPMPI_BUILD_TYPE + ", " +
+         DEEPMPI_CXX_COMPILER + ")";
+}
+
+}  // namespace dmpi::cli
+
+static void usage() {
+  std::printf(
+      "usage: deepmpi <command> [flags]\n\n"
+      "commands:\n"
+      "  train          train a GPT model (run under srun / mpirun); `deepmpi train --help` for flags\n"
+      "  data prepare   tokenize text files into a token dataset; `deepmpi data prepare --help`\n"
+      "  --version      print the version\n");
+}
+
+int main(int argc, char** argv) {
+  dmpi::ensure_passive_omp_wait(argv);
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+      usage();
+      return args.empty() ? 2 : 0;
+    }
+    if (args[0] == "--version" || args[0] == "-V" || args[0] == "version") {
+      std::printf("%s\n", dmpi::cli::version_string().c_str());
+      return 0;
+    }
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    if (args[0] == "train") return dmpi::cli::cmd_train(&argc, &argv, rest);
+    if (args[0] == "data") return dmpi::cli::cmd_data(rest);
+    std::string hint = dmpi::closest_match(args[0], {"train", "data"});
+    std::fprintf(stderr, "deepmpi: error: unknown command '%s'%s\n", args[0].c_str(),
+                 hint.empty() ? "" : ("; did you mean '" + hint + "'?").c_str());
+    usage();
+    return 2;
+  } catch (const std::exception& e) {
+    int init = 0, fin = 0, size = 1;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    if (init && !fin) MPI_Comm_size(MPI_COMM_WORLD, &size);
+    std::fprintf(stderr, "deepmpi: error: %s\n", e.what());
+    std::fflush(stderr);
+    if (init && !fin) {
+      if (size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+      MPI_Finalize();
+    }
+    return 1;
+  }
+}

@@ -1,0 +1,439 @@
+#include "src/config/ds_config.hpp"
+
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "src/util/error.hpp"
+
+namespace dmpi::config {
+
+using nlohmann::json;
+
+namespace {
+
+// Keys DeepSpeed knows that this build does not implement yet (top level).
+const std::vector<std::string> kKnownTopLevel = {
+    "activation_checkpointing", "aio", "amp", "autotuning", "bf16", "bfloat16", "checkpoint", "comet",
+    "comms_logger", "communication_data_type", "compile", "compression_training", "csv_monitor",
+    "curriculum_learning", "data_efficiency", "data_types", "dataloader_drop_last", "dump_state",
+    "eigenvalue", "elasticity", "flops_profiler", "fp16", "gradient_predivide_factor", "hybrid_engine",
+    "load_universal_checkpoint", "managed_gradient_accumulation", "memory_breakdown", "moe", "monitor",
+    "nebula", "pipeline", "prescale_gradients", "progressive_layer_drop", "seq_parallel_communication_data_type",
+    "sequence_parallel_size", "sparse_attention", "sparse_gradients", "tensor_parallel", "tensorboard",
+    "timers", "torch_autocast", "wall_clock_breakdown", "wandb", "weight_quantization",
+    "zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "gradient_accumulation_dtype",
+    "use_data_before_expert_parallelism", "graph_harvesting", "zero_optimization"};
+
+const std::vector<std::string> kSupportedTopLevel = {
+    "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
+    "steps_per_print", "seed", "optimizer", "scheduler", "zero_optimization", "fp16", "bf16",
+    "wall_clock_breakdown", "memory_breakdown"};
+
+const std::vector<std::string> kZeroKeys = {
+    "stage", "contiguous_gradients", "reduce_scatter", "reduce_bucket_size", "use_multi_rank_bucket_allreduce",
+    "allgather_partitions", "allgather_bucket_size", "overlap_comm", "load_from_fp32_weights",
+    "elastic_checkpoint", "offload_param", "offload_optimizer", "sub_group_size", "prefetch_bucket_size",
+    "stage3_prefetch_bucket_size", "param_persistence_threshold", "stage3_param_persistence_threshold",
+    "model_persistence_threshold", "stage3_model_persistence_threshold", "max_live_parameters",
+    "stage3_max_live_parameters", "max_reuse_distance", "stage3_max_reuse_distance",
+    "gather_16bit_weights_on_model_save", "stage3_gather_16bit_weights_on_model_save",
+    "stage3_gather_fp16_weights_on_model_save", "module_granularity_threshold",
+    "stage3_module_granularity_threshold", "use_all_reduce_for_fetch_params",
+    "stage3_use_all_reduce_for_fetch_params", "allgather_sequential", "stage3_allgather_sequential",
+    "ignore_unused_parameters", "legacy_stage1", "round_robin_gradients", "zero_hpz_partition_size",
+    "zero_quantized_weights", "zero_quantized_nontrainable_weights", "zero_quantized_gradients",
+    "zeropp_loco_param", "mics_shard_size", "mics_hierarchical_params_gather", "memory_efficient_linear",
+    "pipeline_loading_checkpoint", "override_module_apply", "log_trace_cache_warnings", "enable_sanity_checks",
+    "save_muon_momentum_buffer_in_memory", "leaf_module", "zenflow", "cpu_offload", "cpu_offload_param",
+    "cpu_offload_use_pin_memory"};
+
+class Reader {
+ public:
+  std::vector<std::string> errors, warnings;
+
+  void err(const std::string& path, const std::string& msg) { errors.push_back(path + ": " + msg); }
+
+  // Reports keys of `obj` outside `allowed`; keys in `known` but not `supported` are "not supported yet".
+  void check_keys(const json& obj, const std::string& path, const std::vector<std::string>& supported,
+                  const std::vector<std::string>& known = {}) {
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+      const std::string& k = it.key();
+      std::string p = path.empty() ? k : path + "." + k;
+      bool sup = std::find(supported.begin(), supported.end(), k) != supported.end();
+      if (sup) continue;
+      bool kn = std::find(known.begin(), known.end(), k) != known.end();
+      if (kn) {
+        errors.push_back("not supported yet: " + p + " (deepmpi knows this DeepSpeed key but does not implement it "
+                         "in this build; remove it to continue)");
+        continue;
+      }
+      std::vector<std::string> all = supported;
+      all.insert(all.end(), known.begin(), known.end());
+      std::string hint = closest_match(k, all);
+      errors.push_back(p + ": unknown key" + (hint.empty() ? "" : "; did you mean '" + (path.empty() ? hint : path + "." + hint) + "'?"));
+    }
+  }
+
+  static bool is_auto(const json& v) { return v.is_string() && v.get<std::string>() == "auto"; }
+
+  // Integer: accepts 5e8-style numbers when integral.
+  bool get_int(const json& obj, const std::string& key, const std::string& path, int64_t& out, int64_t lo,
+               int64_t hi) {
+    if (!obj.contains(key)) return false;
+    const json& v = obj.at(key);
+    std::string p = path.empty() ? key : path + "." + key;
+    double d;
+    if (v.is_number_integer() || v.is_number_unsigned()) {
+      d = v.get<double>();
+      if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) d = 1e300;
+    } else if (v.is_number_float()) {
+      d = v.get<double>();
+      if (d != std::floor(d)) {
+        err(p, "expected an integer, got " + v.dump());
+        return false;
+      }
+    } else {
+      err(p, "expected an integer, got " + v.dump());
+      return false;
+    }
+    if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
+      std::ostringstream os;
+      os << "value " << v.dump() << " out of range [" << lo << ", " << hi << "]";
+      err(p, os.str());
+      return false;
+    }
+    out = static_cast<int64_t>(d);
+    return true;
+  }
+
+  bool get_real(const json& obj, const std::string& key, const std::string& path, double& out, double lo,
+                double hi) {
+    if (!obj.contains(key)) return false;
+    const json& v = obj.at(key);
+    std::string p = path.empty() ? key : path + "." + key;
+    if (!v.is_number()) {
+      err(p, "expected a number, got " + v.dump());
+      return false;
+    }
+    double d = v.get<double>();
+    if (!(d >= lo && d <= hi)) {
+      std::ostringstream os;
+      os << "value " << v.dump() << " out of range [" << lo << ", " << hi << "]";
+      err(p, os.str());
+      return false;
+    }
+    out = d;
+    return true;
+  }
+
+  bool get_bool(const json& obj, const std::string& key, const std::string& path, bool& out) {
+    if (!obj.contains(key)) return false;
+    const json& v = obj.at(key);
+    if (!v.is_boolean()) {
+      err(path.empty() ? key : path + "." + key, "expected true or false, got " + v.dump());
+      return false;
+    }
+    out = v.get<bool>();
+    return true;
+  }
+
+  bool get_string(const json& obj, const std::string& key, const std::string& path, std::string& out) {
+    if (!obj.contains(key)) return false;
+    const json& v = obj.at(key);
+    if (!v.is_string()) {
+      err(path.empty() ? key : path + "." + key, "expected a string, got " + v.dump());
+      return false;
+    }
+    out = v.get<std::string>();
+    return true;
+  }
+
+  bool object(const json& obj, const std::string& key, const std::string& path) {
+    if (!obj.contains(key)) return false;
+    if (!obj.at(key).is_object()) {
+      err(path.empty() ? key : path + "." + key, "expected an object {...}, got " + obj.at(key).dump());
+      return false;
+    }
+    return true;
+  }
+
+  void reject_auto(const json& obj, const std::string& path) {
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+      std::string p = path.empty() ? it.key() : path + "." + it.key();
+      if (is_auto(it.value())) err(p, "\"auto\" is not supported yet for this key; write a value");
+    }
+  }
+};
+
+void read_optimizer(Reader& r, const json& j, OptimizerConfig& o) {
+  const std::string path = "optimizer";
+  r.check_keys(j, path, {"type", "params"});
+  std::string type = "AdamW";
+  if (!r.get_string(j, "type", path, type)) {
+    if (!j.contains("type")) r.err(path + ".type", "missing; write \"type\": \"AdamW\"");
+  }
+  std::string lower = type;
+  for (auto& c : lower) c = static_cast<char>(std::tolower(c));
+  static const std::vector<std::string> known_unsupported = {"lamb", "onebitadam", "zerooneadam", "onebitlamb",
+                                                              "adagrad", "lion", "sgd", "muadam", "muadamw",
+                                                              "musgd", "muon", "rmsprop"};
+  if (lower == "adam" || lower == "adamw") {
+    o.type = lower == "adam" ? "Adam" : "AdamW";
+  } else if (std::find(known_unsupported.begin(), known_unsupported.end(), lower) != known_unsupported.end()) {
+    r.errors.push_back("not supported yet: optimizer.type \"" + type + "\" (this build implements Adam and AdamW)");
+  } else {
+    std::string hint = closest_match(lower, {"adam", "adamw", "lamb", "adagrad", "lion", "sgd"});
+    r.err(path + ".type", "unknown optimizer \"" + type + "\"" + (hint.empty() ? "" : "; did you mean \"" + hint + "\"?"));
+  }
+  if (!r.object(j, "params", path)) return;
+  const json& p = j.at("params");
+  const std::string pp = path + ".params";
+  r.reject_auto(p, pp);
+  r.check_keys(p, pp, {"lr", "betas", "eps", "weight_decay", "bias_correction", "adam_w_mode", "amsgrad", "torch_adam",
+                       "fp32_optimizer_states"});
+  r.get_real(p, "lr", pp, o.lr, 0.0, 1e6);
+  r.get_real(p, "eps", pp, o.eps, 0.0, 1.0);
+  r.get_real(p, "weight_decay", pp, o.weight_decay, 0.0, 1e6);
+  r.get_bool(p, "bias_correction", pp, o.bias_correction);
+  // "Adam" runs decoupled AdamW unless adam_w_mode: false (DeepSpeed's default is true).
+  r.get_bool(p, "adam_w_mode", pp, o.adam_w_mode);
+  bool flag = false;
+  if (r.get_bool(p, "amsgrad", pp, flag) && flag) r.errors.push_back("not supported yet: optimizer.params.amsgrad = true");
+  r.get_bool(p, "torch_adam", pp, flag);  // an implementation choice in DeepSpeed: the same math here
+  bool fp32_states = true;
+  if (r.get_bool(p, "fp32_optimizer_states", pp, fp32_states) && !fp32_states)
+    r.errors.push_back("not supported yet: optimizer.params.fp32_optimizer_states = false (states are fp32)");
+  if (p.contains("betas")) {
+    const json& b = p.at("betas");
+    if (!b.is_array() || b.size() != 2 || !b[0].is_number() || !b[1].is_number()) {
+      r.err(pp + ".betas", "expected [beta1, beta2], got " + b.dump());
+    } else {
+      o.beta1 = b[0].get<double>();
+      o.beta2 = b[1].get<double>();
+      if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1))
+        r.err(pp + ".betas", "each beta must be in [0, 1), got " + b.dump());
+    }
+  }
+  if (o.type == "AdamW" && p.contains("adam_w_mode") && !o.adam_w_mode)
+    r.warnings.push_back("optimizer.params.adam_w_mode=false with type AdamW: running Adam with L2 weight decay");
+}
+
+void read_scheduler(Reader& r, const json& j, SchedulerConfig& s, const OptimizerConfig& opt) {
+  const std::string path = "scheduler";
+  r.check_keys(j, path, {"type", "params"});
+  std::string type;
+  if (!r.get_string(j, "type", path, type)) {
+    if (!j.contains("type")) r.err(path + ".type", "missing; write \"type\": \"WarmupLR\"");
+    return;
+  }
+  static const std::vector<std::string> unsupported = {"WarmupCosineLR", "OneCycle", "LRRangeTest"};
+  if (type == "WarmupLR" || type == "WarmupDecayLR") {
+    s.type = type;
+  } else if (std::find(unsupported.begin(), unsupported.end(), type) != unsupported.end()) {
+    r.errors.push_back("not supported yet: scheduler.type \"" + type + "\" (this build implements WarmupLR and WarmupDecayLR)");
+    return;
+  } else {
+    std::string hint = closest_match(type, {"WarmupLR", "WarmupDecayLR", "WarmupCosineLR", "OneCycle", "LRRangeTest"});
+    r.err(path + ".type", "unknown scheduler \"" + type + "\"" + (hint.empty() ? "" : "; did you mean \"" + hint + "\"?"));
+    return;
+  }
+  if (!j.contains("params")) {
+    if (s.type == "WarmupDecayLR") r.err(path + ".params.total_num_steps", "required by WarmupDecayLR");
+    return;
+  }
+  if (!r.object(j, "params", path)) return;
+  const json& p = j.at("params");
+  const std::string pp = path + ".params";
+  r.reject_auto(p, pp);
+  std::vector<std::string> keys = {"warmup_min_lr", "warmup_max_lr", "warmup_num_steps", "warmup_type",
+                                   "last_batch_iteration"};
+  if (s.type == "WarmupDecayLR") keys.push_back("total_num_steps");
+  r.check_keys(p, pp, keys, s.type == "WarmupLR" ? std::vector<std::string>{} : std::vector<std::string>{});
+  r.get_real(p, "warmup_min_lr", pp, s.warmup_min_lr, 0.0, 1e6);
+  r.get_real(p, "warmup_max_lr", pp, s.warmup_max_lr, 0.0, 1e6);
+  r.get_int(p, "warmup_num_steps", pp, s.warmup_num_steps, 1, INT64_MAX / 4);
+  if (r.get_string(p, "warmup_type", pp, s.warmup_type) && s.warmup_type != "log" && s.warmup_type != "linear")
+    r.err(pp + ".warmup_type", "expected \"log\" or \"linear\", got \"" + s.warmup_type + "\"");
+  int64_t lbi = -1;
+  if (r.get_int(p, "last_batch_iteration", pp, lbi, -1, INT64_MAX / 4) && lbi != -1)
+    r.errors.push_back("not supported yet: scheduler.params.last_batch_iteration != -1 (resume comes from checkpoints)");
+  if (s.type == "WarmupDecayLR") {
+    if (!r.get_int(p, "total_num_steps", pp, s.total_num_steps, 1, INT64_MAX / 4) && !p.contains("total_num_steps"))
+      r.err(pp + ".total_num_steps", "required by WarmupDecayLR; write the total number of optimizer steps");
+    if (s.total_num_steps > 0 && s.total_num_steps < s.warmup_num_steps)
+      r.warnings.push_back("scheduler.params.total_num_steps < warmup_num_steps");
+  }
+  (void)opt;
+}
+
+}  // namespace
+
+void resolve_batch_triangle(int64_t& tbs, int64_t& mbs, int64_t& gas, int W) {
+  DMPI_REQUIRE(W >= 1, "data-parallel size must be >= 1");
+  if (tbs > 0 && mbs > 0 && gas > 0) {
+    // nothing derived
+  } else if (tbs > 0 && mbs > 0) {
+    gas = tbs / mbs / W;
+  } else if (tbs > 0 && gas > 0) {
+    mbs = tbs / W / gas;
+  } else if (mbs > 0 && gas > 0) {
+    tbs = mbs * gas * W;
+  } else if (tbs > 0) {
+    gas = 1;
+    mbs = tbs / W;
+  } else if (mbs > 0) {
+    gas = 1;
+    tbs = mbs * W;
+  } else {
+    DMPI_FAIL("Either train_batch_size or train_micro_batch_size_per_gpu needs to be provided in the ds_config");
+  }
+  if (tbs > 0 && mbs > 0 && gas > 0 && tbs == mbs * gas * W) return;
+  // Nearest consistent choices, keeping the micro batch when possible.
+  std::ostringstream os;
+  os << "batch sizes are inconsistent: train_batch_size (TBS) = " << tbs << ", train_micro_batch_size_per_gpu (MBS) = "
+     << mbs << ", gradient_accumulation_steps (GAS) = " << gas << ", data-parallel size (W) = " << W
+     << "; DeepSpeed requires TBS == MBS * GAS * W.";
+  int64_t m = std::max<int64_t>(1, mbs), g = std::max<int64_t>(1, gas);
+  os << " Consistent choices: TBS = " << m * g * W << " (keeping MBS and GAS)";
+  if (tbs > 0 && tbs % (static_cast<int64_t>(W) * m) == 0)
+    os << ", or GAS = " << tbs / (static_cast<int64_t>(W) * m) << " (keeping TBS and MBS)";
+  if (tbs > 0 && tbs % (static_cast<int64_t>(W) * g) == 0)
+    os << ", or MBS = " << tbs / (static_cast<int64_t>(W) * g) << " (keeping TBS and GAS)";
+  os << ", or omit train_batch_size and let it be derived.";
+  DMPI_FAIL(os.str());
+}
+
+DsConfig parse_ds_config(const json& j, int dp_size) {
+  DMPI_REQUIRE(j.is_object(), "ds_config: the top level must be a JSON object {...}");
+  Reader r;
+  DsConfig c;
+  c.raw = j;
+  r.check_keys(j, "", kSupportedTopLevel, kKnownTopLevel);
+
+  auto batch_key = [&](const char* key, int64_t& out) {
+    if (j.contains(key) && Reader::is_auto(j.at(key))) return;  // "auto": derived by the triangle
+    r.get_int(j, key, "", out, 1, INT64_MAX / 4);
+  };
+  batch_key("train_batch_size", c.train_batch_size);
+  batch_key("train_micro_batch_size_per_gpu", c.micro_batch);
+  batch_key("gradient_accumulation_steps", c.grad_accum);
+  if (j.contains("gradient_clipping") && Reader::is_auto(j.at("gradient_clipping")))
+    r.err("gradient_clipping", "\"auto\" is not supported yet; write a number (0 disables clipping)");
+  else
+    r.get_real(j, "gradient_clipping", "", c.gradient_clipping, 0.0, 1e30);
+  c.steps_per_print_given = r.get_int(j, "steps_per_print", "", c.steps_per_print, 1, INT64_MAX / 4);
+  r.get_int(j, "seed", "", c.seed, 0, INT64_MAX / 4);
+
+  bool flag = false;
+  if (r.get_bool(j, "wall_clock_breakdown", "", flag) && flag)
+    r.errors.push_back("not supported yet: wall_clock_breakdown = true");
+  if (r.get_bool(j, "memory_breakdown", "", flag) && flag)
+    r.errors.push_back("not supported yet: memory_breakdown = true (the memory report is always printed at start)");
+  for (const char* prec : {"fp16", "bf16"}) {
+    if (!r.object(j, prec, "")) continue;
+    const json& p = j.at(prec);
+    bool enabled = false;
+    if (p.contains("enabled") && Reader::is_auto(p.at("enabled"))) {
+      r.err(std::string(prec) + ".enabled", "\"auto\" is not supported yet; write true or false");
+      continue;
+    }
+    r.get_bool(p, "enabled", prec, enabled);
+    if (enabled) {
+      r.errors.push_back(std::string("not supported yet: ") + prec + ".enabled = true (mixed precision lands with the ZeRO engine)");
+    } else {
+      for (auto it = p.begin(); it != p.end(); ++it)
+        if (it.key() != "enabled") r.warnings.push_back(std::string(prec) + "." + it.key() + " has no effect while " + prec + " is disabled");
+    }
+  }
+  if (j.contains("zero_optimization")) {
+    const json& z = j.at("zero_optimization");
+    if (z.is_boolean()) {
+      if (z.get<bool>()) r.errors.push_back("not supported yet: zero_optimization = true (legacy form of stage 1)");
+    } else if (z.is_object()) {
+      r.check_keys(z, "zero_optimization", {"stage"}, kZeroKeys);
+      int64_t stage = 0;
+      if (r.get_int(z, "stage", "zero_optimization", stage, 0, 3)) {
+        if (stage != 0)
+          r.errors.push_back("not supported yet: zero_optimization.stage = " + std::to_string(stage) +
+                             " (this build trains with stage 0; stages 1-3 land with the ZeRO engine)");
+        c.zero_stage = static_cast<int>(stage);
+      }
+    } else {
+      r.err("zero_optimization", "expected an object {\"stage\": 0, ...}, got " + z.dump());
+    }
+  }
+  if (r.object(j, "optimizer", "")) read_optimizer(r, j.at("optimizer"), c.optimizer);
+  if (r.object(j, "scheduler", "")) read_scheduler(r, j.at("scheduler"), c.scheduler, c.optimizer);
+
+  if (r.errors.empty()) {
+    try {
+      resolve_batch_triangle(c.train_batch_size, c.micro_batch, c.grad_accum, dp_size);
+    } catch (const Error& e) {
+      std::string w = e.what();
+      auto pos = w.find(": ");  // drop the file:line prefix: this is about the user's file
+      r.errors.push_back(pos == std::string::npos ? w : w.substr(pos + 2));
+    }
+  }
+  if (!r.errors.empty()) {
+    std::ostringstream os;
+    os << r.errors.size() << " error" << (r.errors.size() > 1 ? "s" : "") << " in the ds_config:";
+    for (auto& e : r.errors) os << "\n  - " << e;
+    throw Error(os.str());
+  }
+  c.warnings = r.warnings;
+  return c;
+}
+
+DsConfig load_ds_config(const std::string& path, int dp_size) {
+  std::ifstream f(path);
+  DMPI_REQUIRE(f.good(), "cannot open --deepspeed_config file '" << path << "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  json j;
+  try {
+    j = json::parse(ss.str());
+  } catch (const json::parse_error& e) {
+    DMPI_FAIL("--deepspeed_config '" << path << "' is not valid JSON: " << e.what());
+  }
+  try {
+    return parse_ds_config(j, dp_size);
+  } catch (const Error& e) {
+    throw Error(std::string("'") + path + "': " + e.what());
+  }
+}
+
+json default_ds_config_json() {
+  return json{{"train_micro_batch_size_per_gpu", 4},
+              {"gradient_accumulation_steps", 1},
+              {"gradient_clipping", 1.0},
+              {"optimizer", {{"type", "AdamW"}, {"params", {{"lr", 1e-3}, {"betas", {0.9, 0.95}}, {"eps", 1e-8}, {"weight_decay", 0.1}}}}},
+              {"scheduler", {{"type", "WarmupLR"}, {"params", {{"warmup_min_lr", 0.0}, {"warmup_max_lr", 1e-3}, {"warmup_num_steps", 10}, {"warmup_type", "linear"}}}}}};
+}
+
+json DsConfig::resolved() const {
+  json o{{"type", optimizer.type},
+         {"params", {{"lr", optimizer.lr}, {"betas", {optimizer.beta1, optimizer.beta2}}, {"eps", optimizer.eps},
+                     {"weight_decay", optimizer.weight_decay}, {"bias_correction", optimizer.bias_correction},
+                     {"adam_w_mode", optimizer.adam_w_mode}}}};
+  json j{{"train_batch_size", train_batch_size},
+         {"train_micro_batch_size_per_gpu", micro_batch},
+         {"gradient_accumulation_steps", grad_accum},
+         {"gradient_clipping", gradient_clipping},
+         {"steps_per_print", steps_per_print},
+         {"zero_optimization", {{"stage", zero_stage}}},
+         {"optimizer", o}};
+  if (!scheduler.type.empty()) {
+    json p{{"warmup_min_lr", scheduler.warmup_min_lr},
+           {"warmup_max_lr", scheduler.warmup_max_lr < 0 ? optimizer.lr : scheduler.warmup_max_lr},
+           {"warmup_num_steps", scheduler.warmup_num_steps},
+           {"warmup_type", scheduler.warmup_type}};
+    if (scheduler.type == "WarmupDecayLR") p["total_num_steps"] = scheduler.total_num_steps;
+    j["scheduler"] = {{"type", scheduler.type}, {"params", p}};
+  }
+  if (seed >= 0) j["seed"] = seed;
+  return j;
+}
+
+}  // namespace dmpi::config

@@ -1,0 +1,60 @@
+// ds_config.json: the subset the single-rank trainer implements, read with DeepSpeed's
+// meaning and defaults (../shared/reference/deepspeed-semantics.md). Every other key
+// DeepSpeed knows fails with "not supported yet: <path>"; an unknown key fails naming the
+// JSON path and the closest valid key. All errors of one file are reported together.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace dmpi::config {
+
+struct OptimizerConfig {
+  std::string type = "AdamW";  // Adam | AdamW (Adam is AdamW unless adam_w_mode: false)
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  bool bias_correction = true;
+  bool adam_w_mode = true;
+};
+
+struct SchedulerConfig {
+  std::string type;            // "" = constant lr | WarmupLR | WarmupDecayLR
+  double warmup_min_lr = 0.0;
+  double warmup_max_lr = -1;   // < 0: the optimizer's lr (DeepSpeed >= 0.17.2)
+  int64_t warmup_num_steps = 1000;
+  std::string warmup_type = "log";  // log | linear
+  int64_t total_num_steps = 0;      // WarmupDecayLR
+};
+
+struct DsConfig {
+  int64_t train_batch_size = 0;
+  int64_t micro_batch = 0;     // train_micro_batch_size_per_gpu
+  int64_t grad_accum = 0;      // gradient_accumulation_steps
+  double gradient_clipping = 1.0;  // DeepSpeed >= 0.19.3 default (0.16: 0.0 = off)
+  int64_t steps_per_print = 10;
+  bool steps_per_print_given = false;
+  int64_t seed = -1;           // -1: not given
+  int zero_stage = 0;
+  OptimizerConfig optimizer;
+  SchedulerConfig scheduler;
+  nlohmann::json raw;          // the file as given
+  std::vector<std::string> warnings;
+
+  nlohmann::json resolved() const;  // every value in force, for printing
+};
+
+// Parses and validates; resolves the batch triangle with W = data-parallel size.
+DsConfig parse_ds_config(const nlohmann::json& j, int dp_size);
+DsConfig load_ds_config(const std::string& path, int dp_size);
+// Defaults used when no --deepspeed_config is given.
+nlohmann::json default_ds_config_json();
+
+// DeepSpeed's batch triangle (§1.2): derives the missing values with floor division, then
+// asserts TBS == MBS * GAS * W. Zero means "not given". Throws naming all four values.
+void resolve_batch_triangle(int64_t& tbs, int64_t& mbs, int64_t& gas, int dp_size);
+
+}  // namespace dmpi::config

@@ -1,0 +1,31 @@
+// Learning-rate schedules with DeepSpeed's formulas (deepspeed-semantics.md §1.7) and its
+// stepping convention: last_batch_iteration starts at -1; the optimizer's first step uses the
+// initial lr (warmup_min_lr), and each *applied* optimizer step then calls step(), which
+// evaluates the formula at it = last_batch_iteration + 1.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "src/config/ds_config.hpp"
+
+namespace dmpi::engine {
+
+class LRScheduler {
+ public:
+  LRScheduler(const config::SchedulerConfig& s, double optimizer_lr);
+  double current_lr() const { return lr_; }   // lr the next optimizer step uses
+  void step();                                // after an applied optimizer step
+  int64_t last_batch_iteration() const { return it_; }
+  void set_last_batch_iteration(int64_t it);  // restore state by value
+  double lr_at(int64_t it) const;             // the formula
+  std::string describe() const;
+
+ private:
+  config::SchedulerConfig s_;
+  double base_lr_;
+  double max_lr_;
+  int64_t it_ = -1;
+  double lr_;
+};
+
+}  // namespace dmpi::engine

@@ -1,0 +1,195 @@
+#include "src/engine/trainer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "kernels/gemm.hpp"
+#include "kernels/ops.hpp"
+#include "src/engine/flops.hpp"
+#include "src/util/error.hpp"
+#include "src/util/system.hpp"
+
+namespace dmpi::engine {
+
+namespace {
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+}  // namespace
+
+Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
+    : env_(env), opt_(std::move(opt)), sched_(opt_.ds.scheduler, opt_.ds.optimizer.lr),
+      metrics_(env.rank() == 0 ? opt_.metrics_file : std::string()) {
+  DMPI_REQUIRE(env_.size() == 1, "this build trains on one rank (got " << env_.size()
+                                     << " ranks); data-parallel training lands with the ZeRO engine — run with "
+                                        "`mpirun -np 1`");
+  DMPI_REQUIRE(opt_.train_iters >= 0, "--train-iters must be >= 0 (got " << opt_.train_iters << ")");
+  DMPI_REQUIRE(opt_.log_interval >= 1, "--log-interval must be >= 1 (got " << opt_.log_interval << ")");
+  const auto& ds = opt_.ds;
+  DMPI_REQUIRE(ds.micro_batch >= 1 && ds.grad_accum >= 1, "batch sizes must be resolved before training");
+  DMPI_REQUIRE(ds.micro_batch <= 1 << 20, "train_micro_batch_size_per_gpu " << ds.micro_batch << " is too large");
+  model_ = std::make_unique<model::GPT<float>>(opt_.model, static_cast<int>(ds.micro_batch), opt_.model.seq_len);
+  model_->init_weights(opt_.seed);
+  m_.assign(model_->num_params(), 0.0f);
+  v_.assign(model_->num_params(), 0.0f);
+  for (const auto& t : model_->param_table()) {
+    if (!segments_.empty() && segments_.back().decay == t.weight_decay &&
+        segments_.back().offset + segments_.back().size == t.offset)
+      segments_.back().size += t.numel;
+    else
+      segments_.push_back({t.offset, t.numel, t.weight_decay});
+  }
+  if (opt_.data_path.empty())
+    source_ = io::make_mock_source(opt_.seed, opt_.model.vocab);
+  else
+    source_ = io::open_token_source(opt_.data_path, opt_.model.vocab);
+  loader_ = std::make_unique<io::BatchLoader>(*source_, static_cast<int>(ds.micro_batch), opt_.model.seq_len);
+  tokens_.resize(static_cast<size_t>(ds.micro_batch) * opt_.model.seq_len);
+  targets_.resize(tokens_.size());
+
+  adam_.lr = static_cast<float>(ds.optimizer.lr);
+  adam_.beta1 = static_cast<float>(ds.optimizer.beta1);
+  adam_.beta2 = static_cast<float>(ds.optimizer.beta2);
+  adam_.eps = static_cast<float>(ds.optimizer.eps);
+  adam_.weight_decay = static_cast<float>(ds.optimizer.weight_decay);
+  adam_.bias_correction = ds.optimizer.bias_correction;
+  adam_.adam_w_mode = ds.optimizer.adam_w_mode;
+
+  peak_gflops_ = opt_.peak_gflops > 0 ? opt_.peak_gflops : kernels::measure_sgemm_gflops();
+  flops_per_token_ = flops_per_token(opt_.model, opt_.model.seq_len);
+}
+
+MemoryReport Trainer::memory() const {
+  MemoryReport r;
+  r.params = model_->param_bytes();
+  r.grads = model_->grad_bytes();
+  r.optimizer_states = (m_.size() + v_.size()) * sizeof(float);
+  r.activations = model_->activation_bytes();
+  return r;
+}
+
+std::string Trainer::banner() const {
+  std::ostringstream os;
+  const auto& ds = opt_.ds;
+  auto mem = memory();
+  os << "deepmpi train: " << opt_.model.describe() << "\n"
+     << "  parameters " << model_->num_params() << " (" << human_bytes(static_cast<double>(mem.params)) << " fp32)"
+     << ", FLOPs/token " << flops_per_token_ / 1e6 << " M (6N + 6LTC)\n"
+     << "  data: " << source_->describe() << "\n"
+     << "  batch: train_batch_size " << ds.train_batch_size << " = micro " << ds.micro_batch << " x accumulation "
+     << ds.grad_accum << " x dp " << env_.size() << "; tokens/step " << ds.train_batch_size * opt_.model.seq_len << "\n"
+     << "  optimizer " << ds.optimizer.type << (adam_.adam_w_mode ? " (decoupled weight decay)" : " (L2)") << " lr "
+     << ds.optimizer.lr << " betas (" << ds.optimizer.beta1 << ", " << ds.optimizer.beta2 << ") eps "
+     << ds.optimizer.eps << " weight_decay " << ds.optimizer.weight_decay << "; schedule " << sched_.describe()
+     << "; gradient_clipping " << ds.gradient_clipping << "\n"
+     << "  threads: " << compute_threads() << " OpenMP, " << blas_threads() << " OpenBLAS; peak " << peak_gflops_
+     << " GFLOP/s (" << (opt_.peak_gflops > 0 ? "--peak-tflops" : "sgemm probe") << ")\n"
+     << "  memory per rank: params " << human_bytes(static_cast<double>(mem.params)) << " | grads "
+     << human_bytes(static_cast<double>(mem.grads)) << " | optimizer states "
+     << human_bytes(static_cast<double>(mem.optimizer_states)) << " | activations "
+     << human_bytes(static_cast<double>(mem.activations)) << " | total "
+     << human_bytes(static_cast<double>(mem.total()));
+  return os.str();
+}
+
+StepMetrics Trainer::train_step() {
+  const auto& ds = opt_.ds;
+  const double t0 = now_seconds();
+  model_->zero_grad();
+  double loss_sum = 0.0;
+  for (int64_t micro = 0; micro < ds.grad_accum; ++micro) {
+    loader_->load(samples_, tokens_.data(), targets_.data());
+    samples_ += static_cast<uint64_t>(ds.micro_batch);
+    loss_sum += model_->forward(tokens_.data(), targets_.data());
+    model_->backward(1.0 / static_cast<double>(ds.grad_accum));  // DeepSpeed divides each micro loss by GAS
+    ++micro_steps_;
+  }
+  const double norm = std::sqrt(kernels::sum_squares(model_->grads(), model_->num_params()));
+  DMPI_REQUIRE(std::isfinite(norm), "gradient norm is " << norm << " at step " << global_steps_ + 1
+                                                        << " (fp32 training diverged; lower the lr)");
+  // DeepSpeed (fp32): clip_coef = min(1, max_norm / (norm + 1e-6)); 0 disables clipping.
+  double coef = 1.0;
+  if (ds.gradient_clipping > 0.0) coef = std::min(1.0, ds.gradient_clipping / (norm + 1e-6));
+  const double lr = sched_.current_lr();
+  kernels::AdamParams hp = adam_;
+  hp.lr = static_cast<float>(lr);
+  ++global_steps_;
+  for (const auto& s : segments_) {
+    kernels::AdamParams h = hp;
+    if (!s.decay) h.weight_decay = 0.0f;
+    kernels::adam_step(model_->params() + s.offset, model_->grads() + s.offset, m_.data() + s.offset,
+                       v_.data() + s.offset, s.size, h, global_steps_, static_cast<float>(coef));
+  }
+  sched_.step();
+  const double dt = now_seconds() - t0;
+
+  StepMetrics m;
+  m.step = global_steps_;
+  m.loss = loss_sum / static_cast<double>(ds.grad_accum);
+  m.lr = lr;
+  m.grad_norm = norm;
+  m.grad_norm_clipped = norm * coef;
+  m.step_ms = dt * 1e3;
+  const double tokens = static_cast<double>(ds.train_batch_size) * opt_.model.seq_len;
+  m.tokens_per_s = tokens / dt;
+  m.tflops = m.tokens_per_s * flops_per_token_ / 1e12;
+  m.mfu = m.tflops * 1e3 / peak_gflops_;
+  return m;
+}
+
+TrainSummary Trainer::run() {
+  TrainSummary s;
+  s.memory = memory();
+  const bool print = opt_.print && env_.rank() == 0;
+  if (print) {
+    std::printf("%s\n", banner().c_str());
+    for (auto& w : opt_.ds.warnings) std::printf("  warning: %s\n", w.c_str());
+    std::fflush(stdout);
+  }
+  for (int64_t i = 0; i < opt_.train_iters; ++i) {
+    StepMetrics m = train_step();
+    s.steps.push_back(m);
+    bool log = m.step % opt_.log_interval == 0 || i + 1 == opt_.train_iters;
+    if (log && print) {
+      std::printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.4f | %8.1f ms | %9.0f tokens/s | "
+                  "%6.3f TFLOP/s | MFU %5.1f%%\n",
+                  static_cast<long long>(m.step), static_cast<long long>(opt_.train_iters), m.loss, m.lr, m.grad_norm,
+                  m.step_ms, m.tokens_per_s, m.tflops, 100.0 * m.mfu);
+      std::fflush(stdout);
+    }
+    if (log)
+      metrics_.write({{"step", m.step}, {"loss", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
+                      {"grad_norm_clipped", m.grad_norm_clipped}, {"step_ms", m.step_ms},
+                      {"tokens_per_s", m.tokens_per_s}, {"tflops", m.tflops}, {"mfu", m.mfu}});
+  }
+  // Medians over the steps after the first (which pays page faults and thread start-up).
+  std::vector<double> ms, tps, tf, mfu;
+  for (size_t i = s.steps.size() > 1 ? 1 : 0; i < s.steps.size(); ++i) {
+    ms.push_back(s.steps[i].step_ms);
+    tps.push_back(s.steps[i].tokens_per_s);
+    tf.push_back(s.steps[i].tflops);
+    mfu.push_back(s.steps[i].mfu);
+  }
+  s.median_step_ms = median(ms);
+  s.median_tokens_per_s = median(tps);
+  s.median_tflops = median(tf);
+  s.median_mfu = median(mfu);
+  s.peak_rss = peak_rss_bytes();
+  if (print && !s.steps.empty()) {
+    std::printf("done: %zu steps | median %.1f ms/step | %.0f tokens/s | %.3f TFLOP/s | MFU %.1f%% | peak RSS %s "
+                "(%.2fx the %s of params+grads+optimizer+activations)\n",
+                s.steps.size(), s.median_step_ms, s.median_tokens_per_s, s.median_tflops, 100.0 * s.median_mfu,
+                human_bytes(static_cast<double>(s.peak_rss)).c_str(),
+                static_cast<double>(s.peak_rss) / static_cast<double>(s.memory.total()),
+                human_bytes(static_cast<double>(s.memory.total())).c_str());
+    std::fflush(stdout);
+  }
+  return s;
+}
+
+}  // namespace dmpi::engine

@@ -1,0 +1,91 @@
+// GPT-2 (pre-LayerNorm blocks, learned positions, tied embeddings) with explicit forward and
+// backward, no autograd. Parameters and their gradients are each one flat buffer described by
+// gpt_param_table(); activations are one flat buffer described by an activation table.
+// Backward runs in the exact reverse order of forward; parameter gradients accumulate (+=).
+//
+// Two kernel paths: Fast (kernels/ops.hpp: BLAS + OpenMP, float only) and Reference
+// (kernels/ref/ops_ref.hpp: plain loops, float or double). Tests hold Fast to Reference and
+// Reference (double) to finite differences.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "src/model/config.hpp"
+
+namespace dmpi::model {
+
+enum class KernelPath { Fast, Reference };
+
+struct ActSpec {
+  std::string name;
+  size_t offset = 0, numel = 0;
+};
+
+template <class F>
+class GPT {
+ public:
+  // B = micro-batch size, T = sequence length used for the activation buffers (<= max_pos).
+  GPT(const GPTConfig& cfg, int B, int T, KernelPath path = KernelPath::Fast);
+
+  const GPTConfig& config() const { return cfg_; }
+  int batch() const { return B_; }
+  int seq() const { return T_; }
+  const std::vector<TensorSpec>& param_table() const { return ptable_; }
+  const std::vector<ActSpec>& act_table() const { return atable_; }
+
+  F* params() { return params_.data(); }
+  const F* params() const { return params_.data(); }
+  F* grads() { return grads_.data(); }
+  const F* grads() const { return grads_.data(); }
+  size_t num_params() const { return params_.size(); }
+  F* param(const std::string& name);   // pointer into the flat buffer; throws if unknown
+  F* grad(const std::string& name);
+
+  // GPT-2 initialisation from `seed` (independent of the standard library): weights
+  // N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)), biases 0, LayerNorm weight 1.
+  void init_weights(uint64_t seed);
+
+  // tokens, targets: [B*T] int32. Returns the mean loss over rows whose target is not
+  // ignore_index (-100, as in PyTorch). Every token must be in [0, vocab).
+  double forward(const int32_t* tokens, const int32_t* targets);
+  // Accumulates gradients of (loss_scale * mean loss) into grads().
+  void backward(double loss_scale);
+  void zero_grad();
+
+  // Bytes the model holds, by category (for the memory report).
+  size_t param_bytes() const { return params_.size() * sizeof(F); }
+  size_t grad_bytes() const { return grads_.size() * sizeof(F); }
+  size_t activation_bytes() const { return (acts_.size() + scratch_.size()) * sizeof(F); }
+  int64_t last_valid_rows() const { return valid_; }
+  const F* losses() const;  // [B*T] per-row losses of the last forward
+
+  static constexpr int32_t kIgnoreIndex = -100;
+
+ private:
+  struct LayerActs {
+    F *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res3;
+  };
+  F* act(const std::string& name);
+
+  GPTConfig cfg_;
+  int B_, T_;
+  KernelPath path_;
+  std::vector<TensorSpec> ptable_;
+  std::vector<ActSpec> atable_;
+  std::vector<F> params_, grads_, acts_, scratch_;
+  std::vector<LayerActs> layers_;
+  F *encoded_ = nullptr, *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr, *logits_ = nullptr,
+    *losses_ = nullptr, *tmp_ = nullptr;
+  // backward scratch (one set, reused by every layer)
+  F *d_res_ = nullptr, *d_btc_ = nullptr, *d_atty_ = nullptr, *d_qkv_ = nullptr, *d_att_ = nullptr,
+    *d_fch_gelu_ = nullptr, *d_fch_ = nullptr;
+  std::vector<int32_t> tokens_, targets_;
+  int64_t valid_ = 0;
+  bool have_forward_ = false;
+};
+
+extern template class GPT<float>;
+extern template class GPT<double>;
+
+}  // namespace dmpi::model

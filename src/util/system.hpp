@@ -1,0 +1,30 @@
+// Small OS helpers: clocks, memory, environment, threads.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace dmpi {
+
+double now_seconds();                      // monotonic clock
+size_t peak_rss_bytes();                   // getrusage ru_maxrss of this process
+size_t current_rss_bytes();                // /proc/self/statm
+std::optional<std::string> env(const char* name);
+std::string hostname();
+std::string human_bytes(double bytes);     // "1.23 GiB"
+
+// Thread policy (platform notes): OpenMP threads for element-wise/attention work, OpenBLAS
+// threads for GEMMs, never nested: BLAS is never called inside an OpenMP region.
+int compute_threads();                     // OMP max threads
+void set_blas_threads(int n);
+int blas_threads();
+std::string blas_config();                 // openblas_get_config()
+
+// OpenMP threads that spin after a parallel region steal the cores OpenBLAS's threads need
+// for the next GEMM (measured: 2-10x slower GEMMs). libgomp reads OMP_WAIT_POLICY when it is
+// loaded, so when the user has not chosen one this re-executes the program once with
+// OMP_WAIT_POLICY=PASSIVE (before MPI_Init; same PID and environment otherwise).
+void ensure_passive_omp_wait(char** argv);
+
+}  // namespace dmpi

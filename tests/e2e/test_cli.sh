@@ -1,0 +1,54 @@
+#!/bin/bash
+# End-to-end: the deepmpi CLI under mpirun. Usage: test_cli.sh DEEPMPI MPIEXEC SOURCE_DIR
+set -euo pipefail
+BIN=$1 MPIEXEC=$2 SRC=$3
+work=$(mktemp -d -t deepmpi-e2e.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+run1() { OMP_NUM_THREADS=2 "$MPIEXEC" -np 1 --bind-to none "$BIN" "$@"; }
+
+"$BIN" --version | grep -q '^deepmpi [0-9]' || fail "--version"
+
+# 1. mock-data training with a metrics file: one JSON object per logged step, loss finite
+run1 train --model tiny --mock-data --deepspeed_config "$SRC/examples/ds_config.json" --train-iters 4 \
+  --metrics-file "$work/m.jsonl" > "$work/out.txt"
+grep -q 'step      4/4 | loss' "$work/out.txt" || fail "no step line"
+grep -q 'tokens/s' "$work/out.txt" && grep -q 'MFU' "$work/out.txt" || fail "no throughput columns"
+[ "$(wc -l < "$work/m.jsonl")" = 4 ] || fail "metrics file should have 4 lines"
+/usr/bin/python3 - "$work/m.jsonl" <<'PY' || fail "metrics records"
+import json, math, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+keys = {"step", "loss", "lr", "grad_norm", "step_ms", "tokens_per_s", "tflops", "mfu"}
+assert all(keys <= set(r) for r in recs), recs[0].keys()
+assert [r["step"] for r in recs] == [1, 2, 3, 4]
+assert all(math.isfinite(r["loss"]) and r["tokens_per_s"] > 0 for r in recs)
+PY
+
+# 2. data prepare (deepmpi and Megatron formats) and training on the result
+for i in $(seq 200); do echo "line $i: the quick brown fox jumps over the lazy dog"; done > "$work/a.txt"
+printf 'second document\n%.0s' $(seq 100) > "$work/b.txt"
+"$BIN" data prepare --input "$work/a.txt" "$work/b.txt" --output "$work/corpus" | grep -q 'wrote' || fail "prepare"
+"$BIN" data prepare --input "$work/a.txt" --output "$work/mega" --format megatron | grep -q MMIDIDX || fail "prepare megatron"
+if "$BIN" data prepare --input "$work/a.txt" --output "$work/corpus" 2> "$work/err.txt"; then fail "overwrite allowed"; fi
+grep -q 'refusing to overwrite' "$work/err.txt" || fail "overwrite message"
+for p in corpus mega; do
+  run1 train --model tiny --data-path "$work/$p" --train-iters 2 --seq-length 32 > "$work/out.txt" || fail "train on $p"
+  grep -q 'step      2/2' "$work/out.txt" || fail "train on $p: no steps"
+done
+
+# 3. user errors: one clear line, non-zero exit
+expect_error() {  # expect_error PATTERN ARGS...
+  local pat=$1; shift
+  if run1 "$@" > "$work/out.txt" 2>&1; then fail "expected failure: $*"; fi
+  grep -q -- "$pat" "$work/out.txt" || { cat "$work/out.txt"; fail "missing '$pat' for: $*"; }
+}
+expect_error "did you mean --model" train --modle tiny
+expect_error "did you mean 'gpt2-124m'" train --model gpt2-124
+echo '{"train_micro_batch_size_per_gpu": 2, "optimzer": {}, "zero_optimization": {"stage": 1}}' > "$work/bad.json"
+expect_error "did you mean 'optimizer'" train --deepspeed_config "$work/bad.json"
+expect_error "not supported yet: zero_optimization.stage = 1" train --deepspeed_config "$work/bad.json"
+expect_error "no such dataset" train --data-path "$work/missing"
+expect_error "must be divisible" train --hidden-size 100 --num-attention-heads 3
+if OMP_NUM_THREADS=1 "$MPIEXEC" -np 2 "$BIN" train --model tiny --train-iters 1 > "$work/out.txt" 2>&1; then fail "2 ranks accepted"; fi
+grep -q "this build trains on one rank" "$work/out.txt" || { cat "$work/out.txt"; fail "2-rank message"; }
+echo "e2e cli: all checks passed"

@@ -1,0 +1,141 @@
+// ds_config: the batch triangle truth table, validation errors with paths and suggestions.
+#include <gtest/gtest.h>
+
+#include "src/config/ds_config.hpp"
+#include "src/util/error.hpp"
+
+using namespace dmpi;
+using namespace dmpi::config;
+using nlohmann::json;
+
+namespace {
+std::string error_of(const json& j, int dp = 1) {
+  try {
+    parse_ds_config(j, dp);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+bool has(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
+}  // namespace
+
+TEST(BatchTriangle, DerivesLikeDeepSpeed) {
+  struct Case {
+    int64_t tbs, mbs, gas;
+    int W;
+    int64_t e_tbs, e_mbs, e_gas;
+  };
+  // the six input combinations with W = 4 (data-parallel size)
+  const Case cases[] = {
+      {64, 4, 4, 4, 64, 4, 4},  // all three
+      {64, 4, 0, 4, 64, 4, 4},  // TBS + MBS -> GAS = TBS // MBS // W
+      {64, 0, 4, 4, 64, 4, 4},  // TBS + GAS -> MBS = TBS // W // GAS
+      {0, 4, 4, 4, 64, 4, 4},   // MBS + GAS -> TBS = MBS * GAS * W
+      {64, 0, 0, 4, 64, 16, 1}, // TBS only -> GAS = 1, MBS = TBS // W
+      {0, 4, 0, 4, 16, 4, 1},   // MBS only -> GAS = 1, TBS = MBS * W
+  };
+  for (const auto& c : cases) {
+    int64_t t = c.tbs, m = c.mbs, g = c.gas;
+    resolve_batch_triangle(t, m, g, c.W);
+    EXPECT_EQ(t, c.e_tbs);
+    EXPECT_EQ(m, c.e_mbs);
+    EXPECT_EQ(g, c.e_gas);
+  }
+}
+
+TEST(BatchTriangle, InconsistentInputsFailNamingAllFour) {
+  // the same six combinations, inconsistent (floor division never silently rounds)
+  const int64_t cases[][3] = {{65, 4, 4}, {66, 4, 0}, {66, 0, 4}, {0, 0, 4}, {3, 0, 0}, {0, 0, 0}};
+  for (const auto& c : cases) {
+    int64_t t = c[0], m = c[1], g = c[2];
+    try {
+      resolve_batch_triangle(t, m, g, 4);
+      FAIL() << c[0] << " " << c[1] << " " << c[2];
+    } catch (const Error& e) {
+      std::string w = e.what();
+      if (c[0] == 0 && c[1] == 0) {
+        EXPECT_TRUE(has(w, "Either train_batch_size or train_micro_batch_size_per_gpu")) << w;
+      } else {
+        EXPECT_TRUE(has(w, "TBS") && has(w, "MBS") && has(w, "GAS") && has(w, "(W) = 4")) << w;
+        EXPECT_TRUE(has(w, "Consistent choices")) << w;
+      }
+    }
+  }
+  // DeepSpeed's own regression case (2, 33, 17, 2): TBS=2 MBS=33 GAS=17 W=2
+  int64_t t = 2, m = 33, g = 17;
+  EXPECT_THROW(resolve_batch_triangle(t, m, g, 2), Error);
+  // suggestion arithmetic: TBS 64, MBS 4, GAS 3, W 4 -> GAS = 4 keeps TBS and MBS
+  t = 64, m = 4, g = 3;
+  try {
+    resolve_batch_triangle(t, m, g, 4);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "GAS = 4 (keeping TBS and MBS)")) << e.what();
+    EXPECT_TRUE(has(e.what(), "TBS = 48 (keeping MBS and GAS)")) << e.what();
+  }
+}
+
+TEST(DsConfig, DefaultsAndValues) {
+  auto c = parse_ds_config(json{{"train_micro_batch_size_per_gpu", 2}}, 1);
+  EXPECT_EQ(c.train_batch_size, 2);
+  EXPECT_EQ(c.grad_accum, 1);
+  EXPECT_DOUBLE_EQ(c.gradient_clipping, 1.0);  // DeepSpeed >= 0.19.3
+  EXPECT_EQ(c.optimizer.type, "AdamW");
+  EXPECT_TRUE(c.optimizer.adam_w_mode);
+  auto d = parse_ds_config(json::parse(R"({"train_batch_size": 1e1, "gradient_accumulation_steps": 5,
+      "optimizer": {"type": "adam", "params": {"lr": 3e-4, "betas": [0.8, 0.9], "weight_decay": 0.01}},
+      "scheduler": {"type": "WarmupDecayLR", "params": {"total_num_steps": 1e3, "warmup_num_steps": 10}}})"), 1);
+  EXPECT_EQ(d.train_batch_size, 10);
+  EXPECT_EQ(d.micro_batch, 2);
+  EXPECT_EQ(d.optimizer.type, "Adam");
+  EXPECT_TRUE(d.optimizer.adam_w_mode);  // "Adam" is AdamW unless adam_w_mode: false
+  EXPECT_DOUBLE_EQ(d.optimizer.beta1, 0.8);
+  EXPECT_EQ(d.scheduler.total_num_steps, 1000);
+  auto e = parse_ds_config(json::parse(R"({"train_micro_batch_size_per_gpu": "auto", "train_batch_size": 8})"), 2);
+  EXPECT_EQ(e.micro_batch, 4);
+}
+
+TEST(DsConfig, UnknownKeysNamePathAndClosestKey) {
+  std::string w = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1,
+      "optimzer": {"type": "AdamW"},
+      "zero_optimization": {"stage": 0, "stage3_prefetch_bucket_sise": 5e8},
+      "scheduler": {"type": "WarmupLR", "params": {"warmup_num_step": 10}}})"));
+  EXPECT_TRUE(has(w, "3 errors")) << w;
+  EXPECT_TRUE(has(w, "optimzer: unknown key; did you mean 'optimizer'?")) << w;
+  EXPECT_TRUE(has(w, "zero_optimization.stage3_prefetch_bucket_sise: unknown key; did you mean "
+                     "'zero_optimization.stage3_prefetch_bucket_size'?")) << w;
+  EXPECT_TRUE(has(w, "scheduler.params.warmup_num_step: unknown key; did you mean 'scheduler.params.warmup_num_steps'?")) << w;
+}
+
+TEST(DsConfig, TypesRangesAndNotSupported) {
+  std::string w = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 2.5, "gradient_clipping": "big",
+      "fp16": {"enabled": true}, "zero_optimization": {"stage": 2}, "pipeline": {},
+      "optimizer": {"type": "Lamb"}, "steps_per_print": -3})"));
+  EXPECT_TRUE(has(w, "train_micro_batch_size_per_gpu: expected an integer, got 2.5")) << w;
+  EXPECT_TRUE(has(w, "gradient_clipping: expected a number, got \"big\"")) << w;
+  EXPECT_TRUE(has(w, "not supported yet: fp16.enabled = true")) << w;
+  EXPECT_TRUE(has(w, "not supported yet: zero_optimization.stage = 2")) << w;
+  EXPECT_TRUE(has(w, "not supported yet: pipeline")) << w;
+  EXPECT_TRUE(has(w, "not supported yet: optimizer.type \"Lamb\"")) << w;
+  EXPECT_TRUE(has(w, "steps_per_print: value -3 out of range")) << w;
+  EXPECT_TRUE(has(w, "7 errors")) << w;
+  std::string w2 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 4}})"));
+  EXPECT_TRUE(has(w2, "zero_optimization.stage: value 4 out of range [0, 3]")) << w2;
+  std::string w3 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW",
+      "params": {"lr": "auto", "betas": [0.9]}}})"));
+  EXPECT_TRUE(has(w3, "optimizer.params.lr: \"auto\" is not supported yet")) << w3;
+  EXPECT_TRUE(has(w3, "optimizer.params.betas: expected [beta1, beta2]")) << w3;
+  std::string w4 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 2,
+      "train_batch_size": 3})"));
+  EXPECT_TRUE(has(w4, "TBS == MBS * GAS * W")) << w4;
+}
+
+TEST(DsConfig, ResolvedContainsEveryValueInForce) {
+  auto c = parse_ds_config(default_ds_config_json(), 1);
+  json r = c.resolved();
+  EXPECT_EQ(r["train_batch_size"], 4);
+  EXPECT_EQ(r["optimizer"]["params"]["weight_decay"], 0.1);
+  EXPECT_EQ(r["scheduler"]["params"]["warmup_max_lr"], 1e-3);
+  EXPECT_EQ(r["zero_optimization"]["stage"], 0);
+}

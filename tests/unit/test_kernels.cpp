@@ -1,0 +1,347 @@
+// Kernels: (1) every reference backward against central finite differences in double;
+// (2) every fast kernel against the reference in float; (3) GEMM backends, fast math, norms.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "kernels/fastmath.hpp"
+#include "kernels/gemm.hpp"
+#include "kernels/ops.hpp"
+#include "kernels/ref/ops_ref.hpp"
+#include "src/util/error.hpp"
+#include "tests/unit/test_util.hpp"
+
+using namespace dmpi;
+using namespace dmpi::kernels;
+using dmpi::test::randn;
+using dmpi::test::rel_err;
+
+namespace {
+
+using Vec = std::vector<double>;
+
+// Checks d(sum(R * f(x)))/dx computed analytically against central differences, for every
+// element of x. `forward` writes f(x) into out; the analytic gradient is given.
+void fd_check(Vec& x, const Vec& analytic, const std::function<double()>& objective, double tol,
+              const char* what) {
+  ASSERT_EQ(x.size(), analytic.size());
+  const double h = 1e-6;
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    double keep = x[i];
+    x[i] = keep + h;
+    double up = objective();
+    x[i] = keep - h;
+    double dn = objective();
+    x[i] = keep;
+    double fd = (up - dn) / (2 * h);
+    double err = std::fabs(fd - analytic[i]) / std::max(1.0, std::fabs(fd));
+    worst = std::max(worst, err);
+  }
+  EXPECT_LT(worst, tol) << what;
+}
+
+double dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+}  // namespace
+
+TEST(RefKernelsFD, Encoder) {
+  const int B = 2, T = 3, C = 4, V = 5;
+  std::vector<int32_t> tok = {0, 3, 3, 4, 1, 3};
+  Vec wte = randn<double>(V * C, 1), wpe = randn<double>(T * C, 2), R = randn<double>(B * T * C, 3);
+  Vec out(B * T * C), dwte(V * C, 0), dwpe(T * C, 0);
+  auto obj = [&] {
+    ref::encoder_forward(out.data(), tok.data(), wte.data(), wpe.data(), B, T, C);
+    return dot(out, R);
+  };
+  ref::encoder_backward(dwte.data(), dwpe.data(), R.data(), tok.data(), B, T, C);
+  fd_check(wte, dwte, obj, 1e-7, "dwte");
+  fd_check(wpe, dwpe, obj, 1e-7, "dwpe");
+}
+
+TEST(RefKernelsFD, LayerNorm) {
+  const int N = 3, C = 7;
+  Vec x = randn<double>(N * C, 1), w = randn<double>(C, 2), b = randn<double>(C, 3), R = randn<double>(N * C, 4);
+  Vec out(N * C), mean(N), rstd(N), dx(N * C, 0), dw(C, 0), db(C, 0);
+  auto obj = [&] {
+    ref::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C);
+    return dot(out, R);
+  };
+  obj();
+  ref::layernorm_backward(dx.data(), dw.data(), db.data(), R.data(), x.data(), w.data(), mean.data(), rstd.data(), N, C);
+  fd_check(x, dx, obj, 1e-6, "dinp");
+  fd_check(w, dw, obj, 1e-6, "dw");
+  fd_check(b, db, obj, 1e-6, "db");
+}
+
+TEST(RefKernelsFD, Matmul) {
+  const int N = 4, C = 5, OC = 3;
+  Vec x = randn<double>(N * C, 1), w = randn<double>(OC * C, 2), b = randn<double>(OC, 3), R = randn<double>(N * OC, 4);
+  Vec out(N * OC), dx(N * C, 0), dw(OC * C, 0), db(OC, 0);
+  auto obj = [&] {
+    ref::matmul_forward(out.data(), x.data(), w.data(), b.data(), N, C, OC);
+    return dot(out, R);
+  };
+  ref::matmul_backward(dx.data(), dw.data(), db.data(), R.data(), x.data(), w.data(), N, C, OC);
+  fd_check(x, dx, obj, 1e-7, "dinp");
+  fd_check(w, dw, obj, 1e-7, "dw");
+  fd_check(b, db, obj, 1e-7, "dbias");
+}
+
+TEST(RefKernelsFD, Attention) {
+  const int B = 2, T = 4, C = 6, NH = 2;
+  Vec qkv = randn<double>(B * T * 3 * C, 1), R = randn<double>(B * T * C, 2);
+  Vec out(B * T * C), att(B * NH * T * T), datt(B * NH * T * T), dqkv(B * T * 3 * C, 0);
+  auto obj = [&] {
+    ref::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+    return dot(out, R);
+  };
+  obj();
+  // causal: probabilities above the diagonal are exactly zero and rows sum to one
+  for (int r = 0; r < B * NH * T; ++r) {
+    double s = 0;
+    for (int j = 0; j < T; ++j) {
+      if (j > r % T) {
+        EXPECT_EQ(att[r * T + j], 0.0);
+      }
+      s += att[r * T + j];
+    }
+    EXPECT_NEAR(s, 1.0, 1e-12);
+  }
+  ref::attention_backward(dqkv.data(), datt.data(), R.data(), qkv.data(), att.data(), B, T, C, NH);
+  fd_check(qkv, dqkv, obj, 1e-6, "dqkv");
+}
+
+TEST(RefKernelsFD, Gelu) {
+  const size_t N = 41;
+  Vec x = randn<double>(N, 1, 2.0), R = randn<double>(N, 2), out(N), dx(N, 0);
+  auto obj = [&] {
+    ref::gelu_forward(out.data(), x.data(), N);
+    return dot(out, R);
+  };
+  ref::gelu_backward(dx.data(), x.data(), R.data(), N);
+  fd_check(x, dx, obj, 1e-7, "dinp");
+}
+
+TEST(RefKernelsFD, Residual) {
+  const size_t N = 9;
+  Vec a = randn<double>(N, 1), b = randn<double>(N, 2), R = randn<double>(N, 3), out(N), da(N, 0), db(N, 0);
+  auto obj = [&] {
+    ref::residual_forward(out.data(), a.data(), b.data(), N);
+    return dot(out, R);
+  };
+  ref::residual_backward(da.data(), db.data(), R.data(), N);
+  fd_check(a, da, obj, 1e-8, "da");
+  fd_check(b, db, obj, 1e-8, "db");
+}
+
+TEST(RefKernelsFD, CrossEntropyWithIgnoreIndex) {
+  const int N = 5, V = 7;
+  std::vector<int32_t> tgt = {3, -100, 0, 6, 2};
+  Vec logits = randn<double>(N * V, 1, 3.0), probs(N * V), losses(N), dlogits(N * V);
+  int64_t valid = 0;
+  auto obj = [&] {
+    valid = ref::crossentropy_forward(losses.data(), probs.data(), logits.data(), tgt.data(), N, V, -100);
+    double s = 0;
+    for (double l : losses) s += l;
+    return s / static_cast<double>(valid);
+  };
+  obj();
+  EXPECT_EQ(valid, 4);
+  EXPECT_EQ(losses[1], 0.0);
+  // closed form for one row: -log softmax
+  double mx = -1e300, sum = 0;
+  for (int v = 0; v < V; ++v) mx = std::max(mx, logits[v]);
+  for (int v = 0; v < V; ++v) sum += std::exp(logits[v] - mx);
+  EXPECT_NEAR(losses[0], -(logits[3] - mx - std::log(sum)), 1e-12);
+  ref::crossentropy_backward(dlogits.data(), probs.data(), tgt.data(), 1.0 / valid, N, V, -100);
+  fd_check(logits, dlogits, obj, 1e-7, "dlogits");
+}
+
+// ---- fast (float) against reference (float) ----
+
+TEST(FastKernels, EncoderMatchesReference) {
+  const int B = 3, T = 17, C = 40, V = 11;
+  std::vector<int32_t> tok(B * T);
+  for (int i = 0; i < B * T; ++i) tok[i] = (i * 7) % V;
+  auto wte = randn<float>(V * C, 1), wpe = randn<float>(T * C, 2), d = randn<float>(B * T * C, 3);
+  std::vector<float> o1(B * T * C), o2(B * T * C), dw1(V * C, 0.5f), dw2(V * C, 0.5f), dp1(T * C, 0.25f), dp2(T * C, 0.25f);
+  encoder_forward(o1.data(), tok.data(), wte.data(), wpe.data(), B, T, C);
+  ref::encoder_forward(o2.data(), tok.data(), wte.data(), wpe.data(), B, T, C);
+  EXPECT_LT(rel_err(o1, o2), 1e-7);
+  encoder_backward(dw1.data(), dp1.data(), d.data(), tok.data(), B, T, C);
+  ref::encoder_backward(dw2.data(), dp2.data(), d.data(), tok.data(), B, T, C);
+  EXPECT_LT(rel_err(dw1, dw2), 1e-6);
+  EXPECT_LT(rel_err(dp1, dp2), 1e-6);
+}
+
+TEST(FastKernels, LayerNormMatchesReference) {
+  const int N = 37, C = 96;
+  auto x = randn<float>(N * C, 1, 3.0), w = randn<float>(C, 2), b = randn<float>(C, 3), d = randn<float>(N * C, 4);
+  std::vector<float> o1(N * C), o2(N * C), m1(N), m2(N), r1(N), r2(N);
+  layernorm_forward(o1.data(), m1.data(), r1.data(), x.data(), w.data(), b.data(), N, C);
+  ref::layernorm_forward(o2.data(), m2.data(), r2.data(), x.data(), w.data(), b.data(), N, C);
+  EXPECT_LT(rel_err(o1, o2), 1e-5);
+  std::vector<float> dx1(N * C, 1.0f), dx2(N * C, 1.0f), dw1(C, 0), dw2(C, 0), db1(C, 0), db2(C, 0);
+  layernorm_backward(dx1.data(), dw1.data(), db1.data(), d.data(), x.data(), w.data(), m1.data(), r1.data(), N, C);
+  ref::layernorm_backward(dx2.data(), dw2.data(), db2.data(), d.data(), x.data(), w.data(), m2.data(), r2.data(), N, C);
+  EXPECT_LT(rel_err(dx1, dx2), 1e-5);
+  EXPECT_LT(rel_err(dw1, dw2), 1e-5);
+  EXPECT_LT(rel_err(db1, db2), 1e-5);
+}
+
+TEST(FastKernels, MatmulMatchesReference) {
+  const int N = 33, C = 48, OC = 70;
+  auto x = randn<float>(N * C, 1), w = randn<float>(OC * C, 2), b = randn<float>(OC, 3), d = randn<float>(N * OC, 4);
+  for (bool with_bias : {true, false}) {
+    std::vector<float> o1(N * OC), o2(N * OC);
+    matmul_forward(o1.data(), x.data(), w.data(), with_bias ? b.data() : nullptr, N, C, OC);
+    ref::matmul_forward(o2.data(), x.data(), w.data(), with_bias ? b.data() : nullptr, N, C, OC);
+    EXPECT_LT(rel_err(o1, o2), 1e-5);
+    std::vector<float> dx1(N * C, 0.5f), dx2(N * C, 0.5f), dw1(OC * C, 0.5f), dw2(OC * C, 0.5f), db1(OC, 1), db2(OC, 1);
+    matmul_backward(dx1.data(), dw1.data(), with_bias ? db1.data() : nullptr, d.data(), x.data(), w.data(), N, C, OC);
+    ref::matmul_backward(dx2.data(), dw2.data(), with_bias ? db2.data() : nullptr, d.data(), x.data(), w.data(), N, C, OC);
+    EXPECT_LT(rel_err(dx1, dx2), 1e-5);
+    EXPECT_LT(rel_err(dw1, dw2), 1e-5);
+    EXPECT_LT(rel_err(db1, db2), 1e-5);
+  }
+}
+
+TEST(FastKernels, AttentionMatchesReference) {
+  const int B = 2, T = 19, C = 24, NH = 3;
+  auto qkv = randn<float>(B * T * 3 * C, 1), d = randn<float>(B * T * C, 2);
+  std::vector<float> o1(B * T * C), o2(B * T * C), a1(B * NH * T * T, 9.f), a2(B * NH * T * T, 9.f);
+  attention_forward(o1.data(), a1.data(), qkv.data(), B, T, C, NH);
+  ref::attention_forward(o2.data(), a2.data(), qkv.data(), B, T, C, NH);
+  EXPECT_LT(rel_err(o1, o2), 1e-5);
+  EXPECT_LT(rel_err(a1, a2), 1e-5);
+  std::vector<float> dq1(B * T * 3 * C, 0.5f), dq2(B * T * 3 * C, 0.5f), s1(B * NH * T * T), s2(B * NH * T * T);
+  attention_backward(dq1.data(), s1.data(), d.data(), qkv.data(), a1.data(), B, T, C, NH);
+  ref::attention_backward(dq2.data(), s2.data(), d.data(), qkv.data(), a2.data(), B, T, C, NH);
+  EXPECT_LT(rel_err(dq1, dq2), 1e-5);
+}
+
+TEST(FastKernels, GeluMatchesReference) {
+  const size_t N = 10007;
+  auto x = randn<float>(N, 1, 3.0), d = randn<float>(N, 2);
+  std::vector<float> o1(N), o2(N), dx1(N, 1.f), dx2(N, 1.f);
+  gelu_forward(o1.data(), x.data(), N);
+  ref::gelu_forward(o2.data(), x.data(), N);
+  EXPECT_LT(rel_err(o1, o2), 1e-6);
+  gelu_backward(dx1.data(), x.data(), d.data(), N);
+  ref::gelu_backward(dx2.data(), x.data(), d.data(), N);
+  EXPECT_LT(rel_err(dx1, dx2), 1e-6);
+}
+
+TEST(FastKernels, ResidualMatchesReference) {
+  const size_t N = 1001;
+  auto a = randn<float>(N, 1), b = randn<float>(N, 2), d = randn<float>(N, 3);
+  std::vector<float> o1(N), o2(N), da1(N, 1), da2(N, 1), db1(N, 2), db2(N, 2);
+  residual_forward(o1.data(), a.data(), b.data(), N);
+  ref::residual_forward(o2.data(), a.data(), b.data(), N);
+  EXPECT_EQ(rel_err(o1, o2), 0.0);
+  residual_backward(da1.data(), db1.data(), d.data(), N);
+  ref::residual_backward(da2.data(), db2.data(), d.data(), N);
+  EXPECT_EQ(rel_err(da1, da2), 0.0);
+  EXPECT_EQ(rel_err(db1, db2), 0.0);
+}
+
+TEST(FastKernels, CrossEntropyMatchesReference) {
+  const int N = 23, V = 1031;
+  auto logits = randn<float>(N * V, 1, 4.0);
+  std::vector<int32_t> tgt(N);
+  for (int i = 0; i < N; ++i) tgt[i] = i == 5 ? -100 : (i * 131) % V;
+  std::vector<float> p1 = logits, p2(N * V), l1(N), l2(N), d2(N * V);
+  int64_t v1 = crossentropy_forward(l1.data(), p1.data(), tgt.data(), N, V, -100);
+  int64_t v2 = ref::crossentropy_forward(l2.data(), p2.data(), logits.data(), tgt.data(), N, V, -100);
+  EXPECT_EQ(v1, v2);
+  EXPECT_EQ(v1, N - 1);
+  EXPECT_LT(rel_err(l1, l2), 1e-5);
+  EXPECT_LT(rel_err(p1, p2), 1e-5);
+  crossentropy_backward(p1.data(), tgt.data(), 0.125f, N, V, -100);
+  ref::crossentropy_backward(d2.data(), p2.data(), tgt.data(), 0.125f, N, V, -100);
+  EXPECT_LT(rel_err(p1, d2), 1e-5);
+}
+
+TEST(FastMath, ExpAndTanhAccuracy) {
+  double worst_exp = 0, worst_tanh = 0;
+  for (double x = -80.0; x <= 80.0; x += 0.0137) {
+    float fx = static_cast<float>(x);
+    worst_exp = std::max(worst_exp, std::fabs(fast_exp(fx) - std::exp(double(fx))) / std::exp(double(fx)));
+    worst_tanh = std::max(worst_tanh, std::fabs(fast_tanh(fx) - std::tanh(double(fx))));
+  }
+  EXPECT_LT(worst_exp, 5e-7);
+  EXPECT_LT(worst_tanh, 5e-7);
+  EXPECT_EQ(fast_tanh(0.0f), 0.0f);
+  EXPECT_GT(fast_exp(-200.0f), 0.0f);  // clamped, never NaN
+}
+
+TEST(Gemm, AllTransposesAgainstNaive) {
+  const int M = 13, N = 9, K = 21;
+  for (Op ta : {Op::N, Op::T})
+    for (Op tb : {Op::N, Op::T}) {
+      int lda = (ta == Op::N ? K : M) + 3, ldb = (tb == Op::N ? N : K) + 2, ldc = N + 1;
+      auto A = randn<float>(static_cast<size_t>(ta == Op::N ? M : K) * lda, 1);
+      auto B = randn<float>(static_cast<size_t>(tb == Op::N ? K : N) * ldb, 2);
+      auto C = randn<float>(static_cast<size_t>(M) * ldc, 3);
+      std::vector<double> ref(C.begin(), C.end());
+      for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) {
+          double s = 0;
+          for (int k = 0; k < K; ++k) {
+            double a = ta == Op::N ? A[i * lda + k] : A[k * lda + i];
+            double b = tb == Op::N ? B[k * ldb + j] : B[j * ldb + k];
+            s += a * b;
+          }
+          ref[i * ldc + j] = 0.5 * s + 2.0 * ref[i * ldc + j];
+        }
+      gemm(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 2.0f, C.data(), ldc);
+      EXPECT_LT(rel_err(C, ref), 1e-5);
+    }
+}
+
+TEST(Gemm, Bf16MatchesFp32OnRoundedInputs) {
+  const int M = 17, N = 300, K = 600;  // K spans several conversion tiles
+  auto A = randn<float>(M * K, 1), B = randn<float>(N * K, 2);
+  std::vector<bf16> a16(A.size()), b16(B.size());
+  for (size_t i = 0; i < A.size(); ++i) {
+    a16[i] = to_bf16(A[i]);
+    A[i] = to_float(a16[i]);
+  }
+  for (size_t i = 0; i < B.size(); ++i) {
+    b16[i] = to_bf16(B[i]);
+    B[i] = to_float(b16[i]);
+  }
+  std::vector<float> c32(M * N, 1.0f), c16(M * N, 1.0f);
+  gemm(Op::N, Op::T, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.5f, c32.data(), N);
+  gemm_backend().gemm_bf16(Op::N, Op::T, M, N, K, 1.0f, a16.data(), K, b16.data(), K, 0.5f, c16.data(), N);
+  EXPECT_LT(rel_err(c16, c32), 1e-5);
+}
+
+TEST(Gemm, RejectsBadLeadingDimension) {
+  std::vector<float> a(16), b(16), c(16);
+  EXPECT_THROW(gemm(Op::N, Op::N, 4, 4, 4, 1.f, a.data(), 3, b.data(), 4, 0.f, c.data(), 4), dmpi::Error);
+}
+
+TEST(Bf16, RoundToNearestEven) {
+  EXPECT_EQ(to_bf16(1.0f).bits, 0x3f80);
+  // 1 + 2^-8 is halfway between two bf16 values: ties to even (down to 1.0)
+  EXPECT_EQ(to_bf16(1.00390625f).bits, 0x3f80);
+  // 1 + 3*2^-8 is halfway: ties to even (up)
+  EXPECT_EQ(to_bf16(1.01171875f).bits, 0x3f82);
+  EXPECT_TRUE(std::isnan(to_float(to_bf16(NAN))));
+}
+
+TEST(Norm, SumSquaresMatchesDouble) {
+  auto x = randn<float>(100003, 5);
+  double s = 0;
+  for (float v : x) s += double(v) * v;
+  EXPECT_NEAR(sum_squares(x.data(), x.size()), s, 1e-9 * s);
+  EXPECT_EQ(sum_squares(x.data(), 0), 0.0);
+}

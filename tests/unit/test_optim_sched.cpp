@@ -1,0 +1,137 @@
+// AdamW against its closed form; LR schedules against DeepSpeed's formulas (§1.7).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/optim.hpp"
+#include "src/engine/lr_schedule.hpp"
+#include "tests/unit/test_util.hpp"
+
+using namespace dmpi;
+
+TEST(AdamW, ConstantGradientClosedForm) {
+  // With a constant gradient g and zero initial moments, bias-corrected m_hat = g and
+  // v_hat = g^2 at every step, so each step moves p by lr * (g / (|g| + eps') + wd * p)
+  // where eps' = eps * sqrt(1 - b2^t) ... (eps is added after dividing sqrt(v) by sqrt(bc2)).
+  kernels::AdamParams hp;
+  hp.lr = 0.01f, hp.beta1 = 0.9f, hp.beta2 = 0.99f, hp.eps = 1e-3f, hp.weight_decay = 0.1f;
+  const int n = 5;
+  std::vector<float> p = {1.0f, -2.0f, 0.5f, 3.0f, 0.0f}, g = {0.3f, -0.7f, 2.0f, -0.01f, 1.0f}, m(n, 0), v(n, 0);
+  std::vector<double> pd(p.begin(), p.end());
+  for (int t = 1; t <= 6; ++t) {
+    kernels::adam_step(p.data(), g.data(), m.data(), v.data(), n, hp, t, 1.0f);
+    for (int i = 0; i < n; ++i) {
+      double gi = g[i];
+      double update = gi / (std::fabs(gi) + hp.eps) + hp.weight_decay * pd[i];
+      pd[i] -= hp.lr * update;
+    }
+  }
+  for (int i = 0; i < n; ++i) EXPECT_NEAR(p[i], pd[i], 2e-6) << i;
+}
+
+TEST(AdamW, VaryingGradientsAgainstFormula) {
+  // Adam (L2 mode), AdamW mode, and no bias correction, against a double-precision
+  // transcription of the update rule, with a gradient scale folded in.
+  for (int mode = 0; mode < 3; ++mode) {
+    kernels::AdamParams hp;
+    hp.lr = 0.002f, hp.beta1 = 0.8f, hp.beta2 = 0.95f, hp.eps = 1e-6f, hp.weight_decay = 0.05f;
+    hp.adam_w_mode = mode != 0;
+    hp.bias_correction = mode != 2;
+    const int n = 64;
+    auto p = test::randn<float>(n, 1);
+    std::vector<float> m(n, 0), v(n, 0);
+    std::vector<double> P(p.begin(), p.end()), M(n, 0), V(n, 0);
+    for (int t = 1; t <= 5; ++t) {
+      auto g = test::randn<float>(n, 10 + t);
+      const float scale = 0.5f;
+      kernels::adam_step(p.data(), g.data(), m.data(), v.data(), n, hp, t, scale);
+      double bc1 = hp.bias_correction ? 1 - std::pow(double(hp.beta1), t) : 1;
+      double bc2 = hp.bias_correction ? 1 - std::pow(double(hp.beta2), t) : 1;
+      for (int i = 0; i < n; ++i) {
+        double gi = double(g[i]) * scale;
+        if (!hp.adam_w_mode) gi += hp.weight_decay * P[i];
+        M[i] = hp.beta1 * M[i] + (1 - hp.beta1) * gi;
+        V[i] = hp.beta2 * V[i] + (1 - hp.beta2) * gi * gi;
+        double upd = (M[i] / bc1) / (std::sqrt(V[i]) / std::sqrt(bc2) + hp.eps);
+        if (hp.adam_w_mode) upd += hp.weight_decay * P[i];
+        P[i] -= hp.lr * upd;
+      }
+    }
+    EXPECT_LT(test::rel_err(p, P), 1e-5) << "mode " << mode;
+    EXPECT_LT(test::rel_err(m, M), 1e-5) << "mode " << mode;
+    EXPECT_LT(test::rel_err(v, V), 1e-5) << "mode " << mode;
+  }
+}
+
+namespace {
+config::SchedulerConfig sched(const std::string& type, const std::string& warm, int64_t N, double lo, double hi,
+                              int64_t total = 0) {
+  config::SchedulerConfig s;
+  s.type = type;
+  s.warmup_type = warm;
+  s.warmup_num_steps = N;
+  s.warmup_min_lr = lo;
+  s.warmup_max_lr = hi;
+  s.total_num_steps = total;
+  return s;
+}
+}  // namespace
+
+TEST(LRSchedule, WarmupLRLogAndLinear) {
+  const double lo = 1e-5, hi = 3e-3;
+  const int64_t N = 50;
+  for (std::string warm : {"log", "linear"}) {
+    engine::LRScheduler s(sched("WarmupLR", warm, N, lo, hi), 1.0);
+    // before the first scheduler step: warmup_min_lr (DeepSpeed sets it at construction)
+    EXPECT_DOUBLE_EQ(s.current_lr(), lo);
+    for (int64_t it = 0; it < 200; ++it) {
+      s.step();
+      ASSERT_EQ(s.last_batch_iteration(), it);
+      double gamma = it < N ? (warm == "log" ? std::log(double(it + 1)) / std::log(double(N)) : double(it) / N) : 1.0;
+      EXPECT_NEAR(s.current_lr(), lo + (hi - lo) * gamma, 1e-15) << warm << " it=" << it;
+    }
+    EXPECT_DOUBLE_EQ(s.lr_at(0), warm == "log" ? lo : lo);        // log(1) = 0 and 0/N = 0
+    EXPECT_DOUBLE_EQ(s.lr_at(N), hi);                               // end of warmup
+    EXPECT_DOUBLE_EQ(s.lr_at(N - 1), warm == "log" ? hi : lo + (hi - lo) * (N - 1.0) / N);
+  }
+}
+
+TEST(LRSchedule, WarmupMaxDefaultsToOptimizerLr) {
+  auto c = sched("WarmupLR", "linear", 10, 0.0, -1);
+  engine::LRScheduler s(c, 0.25);
+  EXPECT_DOUBLE_EQ(s.lr_at(100), 0.25);
+  EXPECT_DOUBLE_EQ(s.lr_at(5), 0.125);
+}
+
+TEST(LRSchedule, WarmupNumStepsClampedToTwo) {
+  engine::LRScheduler s(sched("WarmupLR", "log", 1, 0.0, 1.0), 1.0);
+  EXPECT_DOUBLE_EQ(s.lr_at(0), 0.0);  // log(1)/log(2)
+  EXPECT_DOUBLE_EQ(s.lr_at(1), 1.0);  // log(2)/log(2)
+  EXPECT_TRUE(std::isfinite(s.lr_at(0)));
+}
+
+TEST(LRSchedule, WarmupDecayLR) {
+  const int64_t N = 10, T = 40;
+  const double lo = 0.0, hi = 1e-3;
+  engine::LRScheduler s(sched("WarmupDecayLR", "linear", N, lo, hi, T), 1.0);
+  for (int64_t it = 0; it < 60; ++it) {
+    double gamma = it < N ? double(it) / N : std::max(0.0, double(T - it) / std::max(1.0, double(T - N)));
+    EXPECT_NEAR(s.lr_at(it), lo + (hi - lo) * gamma, 1e-15) << it;
+  }
+  EXPECT_DOUBLE_EQ(s.lr_at(N), hi);   // decay starts from the peak
+  EXPECT_DOUBLE_EQ(s.lr_at(T), 0.0);  // reaches zero at total_num_steps
+  EXPECT_DOUBLE_EQ(s.lr_at(T + 5), 0.0);
+}
+
+TEST(LRSchedule, ConstantAndStateByValue) {
+  engine::LRScheduler c(config::SchedulerConfig{}, 0.01);
+  for (int i = 0; i < 5; ++i) c.step();
+  EXPECT_DOUBLE_EQ(c.current_lr(), 0.01);
+  engine::LRScheduler a(sched("WarmupLR", "log", 20, 0.0, 1.0), 1.0), b(sched("WarmupLR", "log", 20, 0.0, 1.0), 1.0);
+  for (int i = 0; i < 7; ++i) a.step();
+  b.set_last_batch_iteration(a.last_batch_iteration());
+  EXPECT_DOUBLE_EQ(a.current_lr(), b.current_lr());
+  a.step();
+  b.step();
+  EXPECT_DOUBLE_EQ(a.current_lr(), b.current_lr());
+}
