@@ -69,6 +69,33 @@ void BM_LayerNormForward(benchmark::State& st) {
   st.counters["FOM:GB/s"] = benchmark::Counter(2.0 * N * C * 4 * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
+void BM_Gelu(benchmark::State& st) {
+  const size_t n = static_cast<size_t>(st.range(0));
+  const bool backward = st.range(1) != 0;
+  auto x = filled(n, 0.3f), y = filled(n, 0.f), d = filled(n, 0.1f);
+  for (auto _ : st) {
+    if (backward) gelu_backward(y.data(), x.data(), d.data(), n);
+    else gelu_forward(y.data(), x.data(), n);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["FOM:GB/s"] = benchmark::Counter((backward ? 4.0 : 2.0) * 4 * n * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+void BM_CrossEntropy(benchmark::State& st) {
+  const int N = static_cast<int>(st.range(0)), V = static_cast<int>(st.range(1));
+  auto logits = filled(static_cast<size_t>(N) * V, 0.f), losses = filled(N, 0.f);
+  std::vector<int32_t> tgt(N, 1);
+  for (auto _ : st) {
+    st.PauseTiming();
+    for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>(i % 97) * 0.01f;
+    st.ResumeTiming();
+    crossentropy_forward(losses.data(), logits.data(), tgt.data(), N, V, -100);
+    crossentropy_backward(logits.data(), tgt.data(), 0.5f, N, V, -100);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  st.counters["FOM:GB/s"] = benchmark::Counter(6.0 * 4 * N * V * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
 void BM_AdamW(benchmark::State& st) {
   const size_t n = static_cast<size_t>(st.range(0));
   auto p = filled(n, 0.1f), g = filled(n, 0.01f), m = filled(n, 0.f), v = filled(n, 0.f);
@@ -93,6 +120,8 @@ BENCHMARK(BM_LinearBackward)->Args({1024, 384, 1536})->Args({512, 768, 3072})->A
 BENCHMARK(BM_Attention)->Args({4, 256, 384, 6, 0})->Args({4, 256, 384, 6, 1})->Args({2, 256, 768, 12, 0})
     ->Args({2, 256, 768, 12, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerNormForward)->Args({1024, 384})->Args({512, 768})->UseRealTime();
+BENCHMARK(BM_Gelu)->Args({1 << 20, 0})->Args({1 << 20, 1})->Args({512 * 3072, 0})->Args({512 * 3072, 1})->UseRealTime();
+BENCHMARK(BM_CrossEntropy)->Args({512, 50257})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_AdamW)->Arg(1 << 20)->Arg(124439808)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 int main(int argc, char** argv) {

@@ -3,9 +3,7 @@
 # model on mock data under mpirun, printing loss, tokens/s and MFU per step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install-deps.sh
-cmake --preset release > /dev/null
-cmake --build --preset release
+./scripts/build.sh
 source scripts/mpi-env.sh
 exec mpirun -np 1 --bind-to none build/release/deepmpi train --model tiny --mock-data \
   --deepspeed_config examples/ds_config.json --train-iters "${TRAIN_ITERS:-50}" "$@"

@@ -1,10 +1,8 @@
 #!/bin/bash
 # README command 2 (and what .ci/run calls): install what is missing, build once (release
-# preset), run every test: unit, mpi and e2e labels.
+# preset), run every test (all ctest labels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install-deps.sh
-cmake --preset release > /dev/null
-cmake --build --preset release
+./scripts/build.sh
 source scripts/mpi-env.sh
 ctest --preset release --output-on-failure -j2 "$@"

@@ -112,17 +112,20 @@ F* GPT<F>::act(const std::string& name) {
 }
 
 template <class F>
-F* GPT<F>::param(const std::string& name) {
+size_t GPT<F>::offset_of(const std::string& name) const {
   for (auto& t : ptable_)
-    if (t.name == name) return params_.data() + t.offset;
+    if (t.name == name) return t.offset;
   DMPI_FAIL("no parameter named '" << name << "'");
 }
 
 template <class F>
+F* GPT<F>::param(const std::string& name) {
+  return params_.data() + offset_of(name);
+}
+
+template <class F>
 F* GPT<F>::grad(const std::string& name) {
-  for (auto& t : ptable_)
-    if (t.name == name) return grads_.data() + t.offset;
-  DMPI_FAIL("no parameter named '" << name << "'");
+  return grads_.data() + offset_of(name);
 }
 
 template <class F>

@@ -67,6 +67,7 @@ class GPT {
     F *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res3;
   };
   F* act(const std::string& name);
+  size_t offset_of(const std::string& name) const;
 
   GPTConfig cfg_;
   int B_, T_;
