@@ -67,6 +67,27 @@ std::unique_ptr<GemmBackend>& slot() {
 }  // namespace
 
 std::unique_ptr<GemmBackend> make_blas_backend() { return std::make_unique<BlasBackend>(); }
+
+std::vector<std::string> gemm_backend_names() {
+#ifdef DEEPMPI_HAVE_DNNL
+  return {"openblas", "onednn"};
+#else
+  return {"openblas"};
+#endif
+}
+
+std::unique_ptr<GemmBackend> make_gemm_backend(const std::string& name) {
+  if (name == "openblas") return make_blas_backend();
+#ifdef DEEPMPI_HAVE_DNNL
+  if (name == "onednn") return make_dnnl_backend();
+#else
+  DMPI_REQUIRE(name != "onednn", "GEMM backend 'onednn' is not built in (oneDNN was not found at configure time; "
+                                 "install libdnnl-dev and rebuild) — use 'openblas'");
+#endif
+  std::string hint = closest_match(name, gemm_backend_names());
+  DMPI_FAIL("unknown GEMM backend '" << name << "'" << (hint.empty() ? "" : "; did you mean '" + hint + "'?")
+                                     << " (choices: openblas, onednn)");
+}
 GemmBackend& gemm_backend() { return *slot(); }
 void set_gemm_backend(std::unique_ptr<GemmBackend> backend) {
   DMPI_REQUIRE(backend != nullptr, "set_gemm_backend: null backend");

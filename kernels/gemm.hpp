@@ -3,6 +3,8 @@
 // behind GemmBackend without touching the layers.
 #pragma once
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "kernels/dtype.hpp"
 
@@ -24,6 +26,12 @@ class GemmBackend {
 GemmBackend& gemm_backend();
 void set_gemm_backend(std::unique_ptr<GemmBackend> backend);
 std::unique_ptr<GemmBackend> make_blas_backend();
+#ifdef DEEPMPI_HAVE_DNNL
+std::unique_ptr<GemmBackend> make_dnnl_backend();
+#endif
+// Backend by name: "openblas" or "onednn" (when built with oneDNN); throws naming the choices.
+std::unique_ptr<GemmBackend> make_gemm_backend(const std::string& name);
+std::vector<std::string> gemm_backend_names();
 
 inline void gemm(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
                  int ldb, float beta, float* C, int ldc) {

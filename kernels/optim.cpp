@@ -4,8 +4,8 @@
 
 namespace dmpi::kernels {
 
-void adam_step(float* p, const float* g, float* m, float* v, size_t n, const AdamParams& hp, int64_t step,
-               float grad_scale) {
+void adam_step(float* p, float* g, float* m, float* v, size_t n, const AdamParams& hp, int64_t step,
+               float grad_scale, bool zero_grads) {
   const float b1 = hp.beta1, b2 = hp.beta2;
   float bc1 = 1.0f, bc2_sqrt = 1.0f;
   if (hp.bias_correction) {
@@ -18,6 +18,7 @@ void adam_step(float* p, const float* g, float* m, float* v, size_t n, const Ada
 #pragma omp parallel for simd schedule(static)
   for (size_t i = 0; i < n; ++i) {
     float gi = g[i] * grad_scale;
+    if (zero_grads) g[i] = 0.0f;
     if (!decoupled) gi += wd * p[i];
     float mi = b1 * m[i] + (1.0f - b1) * gi;
     float vi = b2 * v[i] + (1.0f - b2) * gi * gi;

@@ -20,8 +20,9 @@ struct AdamParams {
 //   denom = sqrt(v) / sqrt(1 - b2^step) + eps        (bias corrections when enabled)
 //   update = (m / (1 - b1^step)) / denom ; adam_w_mode=true: update += wd * p
 //   p -= lr * update
-// `grad_scale` multiplies every gradient first (clipping / unscaling folded in).
-void adam_step(float* p, const float* g, float* m, float* v, size_t n, const AdamParams& hp, int64_t step,
-               float grad_scale);
+// `grad_scale` multiplies every gradient first (clipping / unscaling folded in). With
+// `zero_grads` the gradient is set to 0 once used (saves the next step's zeroing pass).
+void adam_step(float* p, float* g, float* m, float* v, size_t n, const AdamParams& hp, int64_t step,
+               float grad_scale, bool zero_grads = false);
 
 }  // namespace dmpi::kernels

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "comm/mpi_env.hpp"
+#include "kernels/gemm.hpp"
 #include "src/cli/commands.hpp"
 #include "src/config/ds_config.hpp"
 #include "src/engine/trainer.hpp"
@@ -34,6 +35,7 @@ std::vector<FlagSpec> train_flags() {
       {"log-interval", true, "print every N steps (default 1)"},
       {"metrics-file", true, "append one JSON object per logged step (rank 0)"},
       {"peak-tflops", true, "peak for MFU in TFLOP/s (default: measured with an sgemm probe)"},
+      {"gemm-backend", true, "onednn (default when built with oneDNN) | openblas; also DEEPMPI_GEMM"},
       {"print-config", false, "print the resolved ds_config as JSON and continue"},
       {"help", false, "show this help"},
   };
@@ -65,6 +67,8 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   int threads = choose_threads(mpi.local_size());
   omp_set_num_threads(threads);
   set_blas_threads(threads);
+  std::string backend = a.str("gemm-backend", env("DEEPMPI_GEMM").value_or(kernels::gemm_backend_names().back()));
+  kernels::set_gemm_backend(kernels::make_gemm_backend(backend));
 
   engine::TrainOptions opt;
   opt.model = model::preset(a.str("model", "tiny"));

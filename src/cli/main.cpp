@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -12,6 +13,7 @@
 #include "src/cli/commands.hpp"
 #include "src/util/error.hpp"
 #include "src/util/system.hpp"
+#include "kernels/gemm.hpp"
 
 namespace dmpi::cli {
 
@@ -31,8 +33,25 @@ static void usage() {
       "  --version      print the version\n");
 }
 
+// True when the GEMMs of this run go to OpenBLAS (its own pthreads pool), the case where
+// spinning OpenMP threads starve the GEMMs (see ensure_passive_omp_wait). With oneDNN the GEMMs
+// run on the OpenMP pool itself, and the active policy is faster.
+static bool gemms_on_openblas(int argc, char** argv) {
+  std::string backend = dmpi::kernels::gemm_backend_names().back();
+  if (const char* e = std::getenv("DEEPMPI_GEMM")) backend = e;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    for (const char* flag : {"--gemm-backend", "--gemm_backend"}) {
+      std::string f = flag;
+      if (a == f && i + 1 < argc) backend = argv[i + 1];
+      else if (a.rfind(f + "=", 0) == 0) backend = a.substr(f.size() + 1);
+    }
+  }
+  return backend == "openblas";
+}
+
 int main(int argc, char** argv) {
-  dmpi::ensure_passive_omp_wait(argv);
+  if (gemms_on_openblas(argc, argv)) dmpi::ensure_passive_omp_wait(argv);
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {

@@ -87,7 +87,8 @@ std::string Trainer::banner() const {
      << ds.optimizer.lr << " betas (" << ds.optimizer.beta1 << ", " << ds.optimizer.beta2 << ") eps "
      << ds.optimizer.eps << " weight_decay " << ds.optimizer.weight_decay << "; schedule " << sched_.describe()
      << "; gradient_clipping " << ds.gradient_clipping << "\n"
-     << "  threads: " << compute_threads() << " OpenMP, " << blas_threads() << " OpenBLAS; peak " << peak_gflops_
+     << "  threads: " << compute_threads() << " OpenMP, " << blas_threads() << " OpenBLAS; GEMM backend "
+     << kernels::gemm_backend().name() << "; peak " << peak_gflops_
      << " GFLOP/s (" << (opt_.peak_gflops > 0 ? "--peak-tflops" : "sgemm probe") << ")\n"
      << "  memory per rank: params " << human_bytes(static_cast<double>(mem.params)) << " | grads "
      << human_bytes(static_cast<double>(mem.grads)) << " | optimizer states "
@@ -100,7 +101,8 @@ std::string Trainer::banner() const {
 StepMetrics Trainer::train_step() {
   const auto& ds = opt_.ds;
   const double t0 = now_seconds();
-  model_->zero_grad();
+  if (!grads_zero_) model_->zero_grad();  // AdamW zeroes them as it consumes them
+  grads_zero_ = false;
   double loss_sum = 0.0;
   for (int64_t micro = 0; micro < ds.grad_accum; ++micro) {
     loader_->load(samples_, tokens_.data(), targets_.data());
@@ -123,8 +125,9 @@ StepMetrics Trainer::train_step() {
     kernels::AdamParams h = hp;
     if (!s.decay) h.weight_decay = 0.0f;
     kernels::adam_step(model_->params() + s.offset, model_->grads() + s.offset, m_.data() + s.offset,
-                       v_.data() + s.offset, s.size, h, global_steps_, static_cast<float>(coef));
+                       v_.data() + s.offset, s.size, h, global_steps_, static_cast<float>(coef), true);
   }
+  grads_zero_ = true;
   sched_.step();
   const double dt = now_seconds() - t0;
 

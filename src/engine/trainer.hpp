@@ -78,6 +78,7 @@ class Trainer {
   double peak_gflops_ = 0, flops_per_token_ = 0;
   int64_t global_steps_ = 0, micro_steps_ = 0;
   uint64_t samples_ = 0;
+  bool grads_zero_ = true;  // grads start zeroed (allocation) and AdamW re-zeroes them
 };
 
 }  // namespace dmpi::engine

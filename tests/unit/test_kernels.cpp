@@ -282,7 +282,18 @@ TEST(FastMath, ExpAndTanhAccuracy) {
   EXPECT_GT(fast_exp(-200.0f), 0.0f);  // clamped, never NaN
 }
 
+// Runs `body` once with every GEMM backend built in, restoring the default afterwards.
+static void for_each_backend(const std::function<void(const std::string&)>& body) {
+  for (const auto& name : gemm_backend_names()) {
+    set_gemm_backend(make_gemm_backend(name));
+    body(name);
+  }
+  set_gemm_backend(make_blas_backend());
+}
+
 TEST(Gemm, AllTransposesAgainstNaive) {
+  for_each_backend([](const std::string& backend) {
+  SCOPED_TRACE(backend);
   const int M = 13, N = 9, K = 21;
   for (Op ta : {Op::N, Op::T})
     for (Op tb : {Op::N, Op::T}) {
@@ -304,6 +315,43 @@ TEST(Gemm, AllTransposesAgainstNaive) {
       gemm(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 2.0f, C.data(), ldc);
       EXPECT_LT(rel_err(C, ref), 1e-5);
     }
+  });
+}
+
+TEST(Gemm, BackendsByName) {
+  EXPECT_STREQ(make_gemm_backend("openblas")->name(), "openblas");
+  try {
+    make_gemm_backend("openblass");
+    FAIL();
+  } catch (const dmpi::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("did you mean 'openblas'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(FastKernels, MatmulAndAttentionOnEveryBackend) {
+  for_each_backend([](const std::string& backend) {
+    SCOPED_TRACE(backend);
+    const int N = 40, C = 48, OC = 72, B = 2, T = 20, NH = 4;
+    auto x = randn<float>(N * C, 1), w = randn<float>(OC * C, 2), b = randn<float>(OC, 3), d = randn<float>(N * OC, 4);
+    std::vector<float> o1(N * OC), o2(N * OC), dx1(N * C, 0), dx2(N * C, 0), dw1(OC * C, 0), dw2(OC * C, 0),
+        db1(OC, 0), db2(OC, 0);
+    matmul_forward(o1.data(), x.data(), w.data(), b.data(), N, C, OC);
+    ref::matmul_forward(o2.data(), x.data(), w.data(), b.data(), N, C, OC);
+    EXPECT_LT(rel_err(o1, o2), 1e-5);
+    matmul_backward(dx1.data(), dw1.data(), db1.data(), d.data(), x.data(), w.data(), N, C, OC);
+    ref::matmul_backward(dx2.data(), dw2.data(), db2.data(), d.data(), x.data(), w.data(), N, C, OC);
+    EXPECT_LT(rel_err(dx1, dx2), 1e-5);
+    EXPECT_LT(rel_err(dw1, dw2), 1e-5);
+    auto qkv = randn<float>(B * T * 3 * C, 5), dy = randn<float>(B * T * C, 6);
+    std::vector<float> y1(B * T * C), y2(B * T * C), a1(B * NH * T * T), a2(B * NH * T * T), s1(a1.size()),
+        s2(a2.size()), dq1(qkv.size(), 0), dq2(qkv.size(), 0);
+    attention_forward(y1.data(), a1.data(), qkv.data(), B, T, C, NH);
+    ref::attention_forward(y2.data(), a2.data(), qkv.data(), B, T, C, NH);
+    EXPECT_LT(rel_err(y1, y2), 1e-5);
+    attention_backward(dq1.data(), s1.data(), dy.data(), qkv.data(), a1.data(), B, T, C, NH);
+    ref::attention_backward(dq2.data(), s2.data(), dy.data(), qkv.data(), a2.data(), B, T, C, NH);
+    EXPECT_LT(rel_err(dq1, dq2), 1e-5);
+  });
 }
 
 TEST(Gemm, Bf16MatchesFp32OnRoundedInputs) {

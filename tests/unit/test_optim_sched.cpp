@@ -63,6 +63,21 @@ TEST(AdamW, VaryingGradientsAgainstFormula) {
   }
 }
 
+TEST(AdamW, ZeroGradsAfterUseGivesTheSameUpdate) {
+  kernels::AdamParams hp;
+  hp.weight_decay = 0.1f;
+  auto p1 = test::randn<float>(1000, 1), g1 = test::randn<float>(1000, 2);
+  auto p2 = p1, g2 = g1;
+  std::vector<float> m1(1000, 0), v1(1000, 0), m2(1000, 0), v2(1000, 0);
+  kernels::adam_step(p1.data(), g1.data(), m1.data(), v1.data(), 1000, hp, 1, 0.7f, false);
+  kernels::adam_step(p2.data(), g2.data(), m2.data(), v2.data(), 1000, hp, 1, 0.7f, true);
+  EXPECT_EQ(p1, p2);
+  EXPECT_EQ(m1, m2);
+  EXPECT_EQ(v1, v2);
+  EXPECT_EQ(g2, std::vector<float>(1000, 0.0f));
+  EXPECT_NE(g1, std::vector<float>(1000, 0.0f));
+}
+
 namespace {
 config::SchedulerConfig sched(const std::string& type, const std::string& warm, int64_t N, double lo, double hi,
                               int64_t total = 0) {

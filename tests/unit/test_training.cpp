@@ -7,6 +7,7 @@
 #include <map>
 
 #include "io/token_dataset.hpp"
+#include "kernels/gemm.hpp"
 #include "io/tokenizer.hpp"
 #include "src/engine/trainer.hpp"
 #include "tests/unit/test_util.hpp"
@@ -36,6 +37,9 @@ engine::TrainOptions tiny_options(int64_t mbs, int64_t gas, int64_t iters) {
 
 TEST(Training, SameSeedIsBitIdentical) {
   auto& env = test::mpi_env();
+  for (const auto& backend : kernels::gemm_backend_names()) {
+  SCOPED_TRACE(backend);
+  kernels::set_gemm_backend(kernels::make_gemm_backend(backend));
   engine::Trainer a(env, tiny_options(2, 2, 6)), b(env, tiny_options(2, 2, 6));
   auto sa = a.run(), sb = b.run();
   ASSERT_EQ(sa.steps.size(), 6u);
@@ -48,6 +52,8 @@ TEST(Training, SameSeedIsBitIdentical) {
   o.seed = 100;
   engine::Trainer c(env, o);
   EXPECT_NE(c.run().steps[0].loss, sa.steps[0].loss);
+  }
+  kernels::set_gemm_backend(kernels::make_blas_backend());
 }
 
 TEST(Training, AccumulationMatchesOneLargeMicroBatch) {

@@ -1,0 +1,389 @@
+#include "comm/mpi_communicator.hpp"
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <sstream>
+
+#include "comm/comm_logger.hpp"
+#include "kernels/dtype.hpp"
+#include "src/util/error.hpp"
+#include "src/util/system.hpp"
+
+namespace dmpi::comm {
+
+namespace {
+
+const char* const kOps[] = {"all_reduce", "reduce_scatter", "all_gather", "all_gatherv", "broadcast",
+                            "all_to_all", "all_to_allv",    "send",       "recv",        "barrier"};
+long long op_code(const char* op) {
+  for (long long i = 0; i < static_cast<long long>(sizeof(kOps) / sizeof(kOps[0])); ++i)
+    if (std::strcmp(kOps[i], op) == 0) return i;
+  return -1;
+}
+
+MPI_Datatype g_f16 = MPI_DATATYPE_NULL, g_bf16 = MPI_DATATYPE_NULL;
+MPI_Op g_half_sum = MPI_OP_NULL, g_half_max = MPI_OP_NULL;
+std::once_flag g_types_once;
+
+inline float load(const uint16_t v, bool bf) { return bf ? to_float(bf16{v}) : half_to_float(v); }
+inline uint16_t store(float f, bool bf) { return bf ? to_bf16(f).bits : float_to_half(f); }
+
+// Pairwise combination in fp32, one rounding back to the 16-bit type.
+void half_sum(void* in, void* inout, int* len, MPI_Datatype* dt) {
+  const bool bf = *dt == g_bf16;
+  auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = store(load(a[i], bf) + load(b[i], bf), bf);
+}
+void half_max(void* in, void* inout, int* len, MPI_Datatype* dt) {
+  const bool bf = *dt == g_bf16;
+  auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i)
+    if (load(a[i], bf) > load(b[i], bf)) b[i] = a[i];
+}
+
+void init_types() {
+  std::call_once(g_types_once, [] {
+    DMPI_CHECK_MPI(MPI_Type_contiguous(1, MPI_UINT16_T, &g_f16));
+    DMPI_CHECK_MPI(MPI_Type_commit(&g_f16));
+    DMPI_CHECK_MPI(MPI_Type_contiguous(1, MPI_UINT16_T, &g_bf16));
+    DMPI_CHECK_MPI(MPI_Type_commit(&g_bf16));
+    DMPI_CHECK_MPI(MPI_Op_create(&half_sum, 1, &g_half_sum));
+    DMPI_CHECK_MPI(MPI_Op_create(&half_max, 1, &g_half_max));
+  });
+}
+
+int as_int(size_t n, const char* what) {
+  DMPI_REQUIRE(n <= static_cast<size_t>(INT_MAX),
+               what << ": " << n << " elements exceed MPI's int count (" << INT_MAX << "); split the message");
+  return static_cast<int>(n);
+}
+
+bool is_half(DType t) { return t == DType::F16 || t == DType::BF16; }
+
+// Divides `n` elements at `p` by `d` (the Avg of a Sum).
+void divide(void* p, size_t n, DType t, int d) {
+  switch (t) {
+    case DType::F32: {
+      auto* x = static_cast<float*>(p);
+      for (size_t i = 0; i < n; ++i) x[i] /= static_cast<float>(d);
+      break;
+    }
+    case DType::F16:
+    case DType::BF16: {
+      bool bf = t == DType::BF16;
+      auto* x = static_cast<uint16_t*>(p);
+      for (size_t i = 0; i < n; ++i) x[i] = store(load(x[i], bf) / static_cast<float>(d), bf);
+      break;
+    }
+    case DType::I32: {
+      auto* x = static_cast<int32_t*>(p);
+      for (size_t i = 0; i < n; ++i) x[i] /= d;
+      break;
+    }
+    case DType::I64: {
+      auto* x = static_cast<int64_t*>(p);
+      for (size_t i = 0; i < n; ++i) x[i] /= d;
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+MPI_Datatype mpi_type(DType t) {
+  init_types();
+  switch (t) {
+    case DType::F32: return MPI_FLOAT;
+    case DType::F16: return g_f16;
+    case DType::BF16: return g_bf16;
+    case DType::I32: return MPI_INT32_T;
+    case DType::I64: return MPI_INT64_T;
+  }
+  return MPI_DATATYPE_NULL;
+}
+
+MPI_Op mpi_op(DType t, ReduceOp op) {
+  init_types();
+  if (op == ReduceOp::Max) return is_half(t) ? g_half_max : MPI_MAX;
+  return is_half(t) ? g_half_sum : MPI_SUM;  // Sum, and Avg = Sum then divide
+}
+
+double default_comm_timeout() {
+  if (auto v = env("DEEPMPI_COMM_TIMEOUT")) {
+    char* end = nullptr;
+    double s = std::strtod(v->c_str(), &end);
+    if (end && *end == '\0' && s > 0) return s;
+  }
+  return 1800.0;
+}
+
+// ---- MpiWork ----
+
+MpiWork::MpiWork(MpiCommunicator* comm, const char* op, long long seq, size_t bytes)
+    : comm_(comm), op_(op), seq_(seq), bytes_(bytes), t0_(now_seconds()) {}
+
+MpiWork::~MpiWork() {
+  if (done_ || req_ == MPI_REQUEST_NULL) return;
+  try {
+    wait();
+  } catch (...) {
+    // an MPI error while unwinding: the error that caused the unwinding is the one reported
+  }
+}
+
+bool MpiWork::test() {
+  if (done_) return true;
+  int flag = 0;
+  DMPI_CHECK_MPI(MPI_Test(&req_, &flag, MPI_STATUS_IGNORE));
+  if (flag) finish();
+  return done_;
+}
+
+void MpiWork::wait() {
+  if (done_) return;
+  const double start = now_seconds();
+  long spins = 0;
+  for (;;) {
+    int flag = 0;
+    DMPI_CHECK_MPI(MPI_Test(&req_, &flag, MPI_STATUS_IGNORE));
+    if (flag) break;
+    if (++spins < 256) continue;  // small messages: poll without sleeping
+    double waited = now_seconds() - start;
+    if (waited > comm_->timeout()) comm_->hang(op_, seq_, bytes_, waited);
+    if (spins < 4096) sched_yield();
+    else usleep(50);
+  }
+  finish();
+}
+
+void MpiWork::finish() {
+  done_ = true;
+  if (on_complete) on_complete();
+  auto& log = CommLogger::instance();
+  if (log.config().enabled && log.wants(op_))
+    log.record(op_, comm_->name(), comm_->size(), bytes_, now_seconds() - t0_, seq_);
+}
+
+// ---- MpiCommunicator ----
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, bool owned)
+    : comm_(comm), owned_(owned), name_(std::move(name)), timeout_(default_comm_timeout()) {
+  init_types();
+  DMPI_CHECK_MPI(MPI_Comm_rank(comm_, &rank_));
+  DMPI_CHECK_MPI(MPI_Comm_size(comm_, &size_));
+  MPI_Group g, wg;
+  DMPI_CHECK_MPI(MPI_Comm_group(comm_, &g));
+  DMPI_CHECK_MPI(MPI_Comm_group(MPI_COMM_WORLD, &wg));
+  std::vector<int> local(size_), world(size_);
+  for (int i = 0; i < size_; ++i) local[i] = i;
+  DMPI_CHECK_MPI(MPI_Group_translate_ranks(g, size_, local.data(), wg, world.data()));
+  DMPI_CHECK_MPI(MPI_Group_free(&g));
+  DMPI_CHECK_MPI(MPI_Group_free(&wg));
+  world_ranks_ = world;
+  if (size_ > 1) {
+    MPI_Aint bytes = rank_ == 0 ? static_cast<MPI_Aint>(size_) * 2 * sizeof(long long) : 0;
+    DMPI_CHECK_MPI(MPI_Win_allocate(bytes, sizeof(long long), MPI_INFO_NULL, comm_, &table_, &win_));
+    if (rank_ == 0) std::memset(table_, 0, static_cast<size_t>(bytes));
+    DMPI_CHECK_MPI(MPI_Win_lock_all(MPI_MODE_NOCHECK, win_));
+    DMPI_CHECK_MPI(MPI_Barrier(comm_));  // the table is zeroed before anyone writes to it
+  }
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  int fin = 0;
+  MPI_Finalized(&fin);
+  if (fin) return;
+  if (win_ != MPI_WIN_NULL) {
+    MPI_Win_unlock_all(win_);
+    MPI_Win_free(&win_);
+  }
+  if (owned_ && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+std::unique_ptr<MpiWork> MpiCommunicator::start(const char* op, size_t bytes) {
+  ++seq_;
+  if (win_ != MPI_WIN_NULL) {  // record arrival in the group's table (group rank 0)
+    entry_[0] = seq_;
+    entry_[1] = op_code(op);
+    DMPI_CHECK_MPI(MPI_Put(entry_, 2, MPI_LONG_LONG, 0, static_cast<MPI_Aint>(rank_) * 2, 2, MPI_LONG_LONG, win_));
+    DMPI_CHECK_MPI(MPI_Win_flush(0, win_));
+  }
+  return std::make_unique<MpiWork>(this, op, seq_, bytes);
+}
+
+void MpiCommunicator::hang(const char* op, long long seq, size_t bytes, double waited) {
+  std::ostringstream os;
+  os << "deepmpi: HANG on world rank " << world_ranks_[rank_] << " (" << hostname() << "): waited " << waited
+     << " s (timeout " << timeout_ << " s, DEEPMPI_COMM_TIMEOUT) in " << op << " #" << seq << " on group '" << name_
+     << "' (" << size_ << " ranks, world ranks";
+  for (int r : world_ranks_) os << " " << r;
+  os << "), " << bytes << " bytes";
+  std::fprintf(stderr, "%s\n", os.str().c_str());
+  std::fflush(stderr);
+  if (win_ != MPI_WIN_NULL) {
+    std::vector<long long> t(static_cast<size_t>(size_) * 2, 0);
+    if (rank_ == 0) {
+      MPI_Win_sync(win_);
+      std::memcpy(t.data(), table_, t.size() * sizeof(long long));
+    } else {
+      MPI_Get(t.data(), size_ * 2, MPI_LONG_LONG, 0, 0, size_ * 2, MPI_LONG_LONG, win_);
+      MPI_Win_flush(0, win_);
+    }
+    std::ostringstream miss;
+    int missing = 0;
+    for (int r = 0; r < size_; ++r) {
+      long long entered = t[2 * r], last = t[2 * r + 1];
+      bool same_op = entered == seq && last == op_code(op);
+      if (same_op) continue;
+      ++missing;
+      miss << "\n  group rank " << r << " (world rank " << world_ranks_[r] << ") has not arrived: it entered "
+           << entered << " ops on this group";
+      if (entered > 0 && last >= 0) miss << ", the last " << kOps[last] << " #" << entered;
+    }
+    std::fprintf(stderr, "deepmpi: %d of %d ranks of group '%s' have not arrived at %s #%lld:%s\n", missing, size_,
+                 name_.c_str(), op, seq, miss.str().c_str());
+  }
+  std::fprintf(stderr, "deepmpi: aborting the job (MPI_Abort) instead of hanging\n");
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 3);
+  std::abort();
+}
+
+WorkPtr MpiCommunicator::iall_reduce(const void* send, void* recv, size_t count, DType t, ReduceOp op) {
+  auto w = start("all_reduce", count * dtype_size(t));
+  int n = as_int(count, "all_reduce");
+  DMPI_CHECK_MPI(MPI_Iallreduce(send == recv ? MPI_IN_PLACE : send, recv, n, mpi_type(t), mpi_op(t, op), comm_, w->req()));
+  if (op == ReduceOp::Avg) w->on_complete = [recv, count, t, s = size_] { divide(recv, count, t, s); };
+  return w;
+}
+
+WorkPtr MpiCommunicator::ireduce_scatter(const void* send, void* recv, size_t recv_count, DType t, ReduceOp op) {
+  auto w = start("reduce_scatter", recv_count * dtype_size(t) * size_);
+  int n = as_int(recv_count, "reduce_scatter");
+  DMPI_CHECK_MPI(MPI_Ireduce_scatter_block(send == recv ? MPI_IN_PLACE : send, recv, n, mpi_type(t), mpi_op(t, op),
+                                           comm_, w->req()));
+  if (op == ReduceOp::Avg) w->on_complete = [recv, recv_count, t, s = size_] { divide(recv, recv_count, t, s); };
+  return w;
+}
+
+WorkPtr MpiCommunicator::iall_gather(const void* send, size_t count, void* recv, DType t) {
+  const size_t es = dtype_size(t);
+  auto w = start("all_gather", count * es * size_);
+  int n = as_int(count, "all_gather");
+  bool in_place = send == static_cast<const char*>(recv) + static_cast<size_t>(rank_) * count * es;
+  DMPI_CHECK_MPI(MPI_Iallgather(in_place ? MPI_IN_PLACE : send, n, mpi_type(t), recv, n, mpi_type(t), comm_, w->req()));
+  return w;
+}
+
+WorkPtr MpiCommunicator::iall_gatherv(const void* send, void* recv, const std::vector<size_t>& counts, DType t) {
+  DMPI_REQUIRE(static_cast<int>(counts.size()) == size_,
+               "all_gatherv on group '" << name_ << "': " << counts.size() << " counts for " << size_ << " ranks");
+  const size_t es = dtype_size(t);
+  size_t total = 0;
+  for (auto c : counts) total += c;
+  auto w = start("all_gatherv", total * es);
+  std::vector<int> ints(2 * static_cast<size_t>(size_));
+  size_t displ = 0, my_displ = 0;
+  for (int r = 0; r < size_; ++r) {
+    ints[r] = as_int(counts[r], "all_gatherv");
+    ints[size_ + r] = as_int(displ, "all_gatherv displacement");
+    if (r == rank_) my_displ = displ;
+    displ += counts[r];
+  }
+  bool in_place = send == static_cast<const char*>(recv) + my_displ * es;
+  w->scratch.resize(ints.size() * sizeof(int));
+  std::memcpy(w->scratch.data(), ints.data(), w->scratch.size());
+  const int* c = reinterpret_cast<const int*>(w->scratch.data());
+  DMPI_CHECK_MPI(MPI_Iallgatherv(in_place ? MPI_IN_PLACE : send, c[rank_], mpi_type(t), recv, c, c + size_, mpi_type(t),
+                                 comm_, w->req()));
+  return w;
+}
+
+WorkPtr MpiCommunicator::ibroadcast(void* buf, size_t count, DType t, int root) {
+  DMPI_REQUIRE(root >= 0 && root < size_, "broadcast on group '" << name_ << "': root " << root << " outside [0, " << size_ << ")");
+  auto w = start("broadcast", count * dtype_size(t));
+  DMPI_CHECK_MPI(MPI_Ibcast(buf, as_int(count, "broadcast"), mpi_type(t), root, comm_, w->req()));
+  return w;
+}
+
+WorkPtr MpiCommunicator::iall_to_all(const void* send, void* recv, size_t count_per_rank, DType t) {
+  const size_t es = dtype_size(t), total = count_per_rank * es * size_;
+  auto w = start("all_to_all", total);
+  int n = as_int(count_per_rank, "all_to_all");
+  const void* src = send;
+  if (send == recv) {  // in place through a copy (MPI_IN_PLACE for non-blocking all-to-all is not portable)
+    w->scratch.assign(static_cast<const unsigned char*>(send), static_cast<const unsigned char*>(send) + total);
+    src = w->scratch.data();
+  }
+  DMPI_CHECK_MPI(MPI_Ialltoall(src, n, mpi_type(t), recv, n, mpi_type(t), comm_, w->req()));
+  return w;
+}
+
+WorkPtr MpiCommunicator::iall_to_allv(const void* send, const std::vector<size_t>& send_counts, void* recv,
+                                      const std::vector<size_t>& recv_counts, DType t) {
+  DMPI_REQUIRE(static_cast<int>(send_counts.size()) == size_ && static_cast<int>(recv_counts.size()) == size_,
+               "all_to_allv on group '" << name_ << "': counts must have " << size_ << " entries");
+  const size_t es = dtype_size(t);
+  size_t send_total = 0, recv_total = 0;
+  for (int r = 0; r < size_; ++r) send_total += send_counts[r], recv_total += recv_counts[r];
+  auto w = start("all_to_allv", send_total * es);
+  size_t ints_bytes = 4 * static_cast<size_t>(size_) * sizeof(int);
+  size_t copy_bytes = send == recv ? send_total * es : 0;
+  w->scratch.resize(ints_bytes + copy_bytes);
+  int* c = reinterpret_cast<int*>(w->scratch.data());
+  size_t sd = 0, rd = 0;
+  for (int r = 0; r < size_; ++r) {
+    c[r] = as_int(send_counts[r], "all_to_allv");
+    c[size_ + r] = as_int(sd, "all_to_allv displacement");
+    c[2 * size_ + r] = as_int(recv_counts[r], "all_to_allv");
+    c[3 * size_ + r] = as_int(rd, "all_to_allv displacement");
+    sd += send_counts[r];
+    rd += recv_counts[r];
+  }
+  const void* src = send;
+  if (copy_bytes) {
+    std::memcpy(w->scratch.data() + ints_bytes, send, copy_bytes);
+    src = w->scratch.data() + ints_bytes;
+  }
+  DMPI_CHECK_MPI(MPI_Ialltoallv(src, c, c + size_, mpi_type(t), recv, c + 2 * size_, c + 3 * size_, mpi_type(t), comm_,
+                                w->req()));
+  return w;
+}
+
+WorkPtr MpiCommunicator::isend(const void* buf, size_t count, DType t, int dst, int tag) {
+  DMPI_REQUIRE(dst >= 0 && dst < size_, "send on group '" << name_ << "': destination " << dst << " outside [0, " << size_ << ")");
+  auto w = start("send", count * dtype_size(t));
+  DMPI_CHECK_MPI(MPI_Isend(buf, as_int(count, "send"), mpi_type(t), dst, tag, comm_, w->req()));
+  return w;
+}
+
+WorkPtr MpiCommunicator::irecv(void* buf, size_t count, DType t, int src, int tag) {
+  DMPI_REQUIRE(src >= 0 && src < size_, "recv on group '" << name_ << "': source " << src << " outside [0, " << size_ << ")");
+  auto w = start("recv", count * dtype_size(t));
+  DMPI_CHECK_MPI(MPI_Irecv(buf, as_int(count, "recv"), mpi_type(t), src, tag, comm_, w->req()));
+  return w;
+}
+
+WorkPtr MpiCommunicator::ibarrier() {
+  auto w = start("barrier", 0);
+  DMPI_CHECK_MPI(MPI_Ibarrier(comm_, w->req()));
+  return w;
+}
+
+double bus_factor(const std::string& op, int n) {
+  if (n <= 1) return op == "all_reduce" ? 0.0 : (op == "broadcast" || op == "send" || op == "recv" ? 1.0 : 0.0);
+  if (op == "all_reduce") return 2.0 * (n - 1) / n;
+  if (op == "reduce_scatter" || op == "all_gather" || op == "all_gatherv" || op == "all_to_all" || op == "all_to_allv")
+    return static_cast<double>(n - 1) / n;
+  if (op == "barrier") return 0.0;
+  return 1.0;  // broadcast, send, recv
+}
+
+}  // namespace dmpi::comm
