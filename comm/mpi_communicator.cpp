@@ -157,8 +157,12 @@ void MpiWork::wait() {
     if (++spins < 256) continue;  // small messages: poll without sleeping
     double waited = now_seconds() - start;
     if (waited > comm_->timeout()) comm_->hang(op_, seq_, bytes_, waited);
-    if (spins < 4096) sched_yield();
-    else usleep(50);
+    if (spins < 4096) {
+      sched_yield();
+    } else {
+      if (spins % 64 == 0) comm_->answer_queries(op_, seq_);  // a member that timed out asks
+      usleep(50);
+    }
   }
   finish();
 }
@@ -187,34 +191,19 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, bool owned)
   DMPI_CHECK_MPI(MPI_Group_free(&g));
   DMPI_CHECK_MPI(MPI_Group_free(&wg));
   world_ranks_ = world;
-  if (size_ > 1) {
-    MPI_Aint bytes = rank_ == 0 ? static_cast<MPI_Aint>(size_) * 2 * sizeof(long long) : 0;
-    DMPI_CHECK_MPI(MPI_Win_allocate(bytes, sizeof(long long), MPI_INFO_NULL, comm_, &table_, &win_));
-    if (rank_ == 0) std::memset(table_, 0, static_cast<size_t>(bytes));
-    DMPI_CHECK_MPI(MPI_Win_lock_all(MPI_MODE_NOCHECK, win_));
-    DMPI_CHECK_MPI(MPI_Barrier(comm_));  // the table is zeroed before anyone writes to it
-  }
+  if (size_ > 1) DMPI_CHECK_MPI(MPI_Comm_dup(comm_, &diag_));
 }
 
 MpiCommunicator::~MpiCommunicator() {
   int fin = 0;
   MPI_Finalized(&fin);
   if (fin) return;
-  if (win_ != MPI_WIN_NULL) {
-    MPI_Win_unlock_all(win_);
-    MPI_Win_free(&win_);
-  }
+  if (diag_ != MPI_COMM_NULL) MPI_Comm_free(&diag_);
   if (owned_ && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
 std::unique_ptr<MpiWork> MpiCommunicator::start(const char* op, size_t bytes) {
   ++seq_;
-  if (win_ != MPI_WIN_NULL) {  // record arrival in the group's table (group rank 0)
-    entry_[0] = seq_;
-    entry_[1] = op_code(op);
-    DMPI_CHECK_MPI(MPI_Put(entry_, 2, MPI_LONG_LONG, 0, static_cast<MPI_Aint>(rank_) * 2, 2, MPI_LONG_LONG, win_));
-    DMPI_CHECK_MPI(MPI_Win_flush(0, win_));
-  }
   return std::make_unique<MpiWork>(this, op, seq_, bytes);
 }
 
@@ -227,25 +216,50 @@ void MpiCommunicator::hang(const char* op, long long seq, size_t bytes, double w
   os << "), " << bytes << " bytes";
   std::fprintf(stderr, "%s\n", os.str().c_str());
   std::fflush(stderr);
-  if (win_ != MPI_WIN_NULL) {
-    std::vector<long long> t(static_cast<size_t>(size_) * 2, 0);
-    if (rank_ == 0) {
-      MPI_Win_sync(win_);
-      std::memcpy(t.data(), table_, t.size() * sizeof(long long));
-    } else {
-      MPI_Get(t.data(), size_ * 2, MPI_LONG_LONG, 0, 0, size_ * 2, MPI_LONG_LONG, win_);
-      MPI_Win_flush(0, win_);
+  if (diag_ != MPI_COMM_NULL) {
+    // Ask every other member which op it is waiting in; members blocked in a wait on this
+    // group answer (answer_queries), the others stay silent.
+    constexpr int kQuery = 1, kAnswer = 2;
+    const long long me[2] = {seq, op_code(op)};
+    std::vector<MPI_Request> sends;
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) continue;
+      sends.emplace_back();
+      MPI_Isend(me, 2, MPI_LONG_LONG, r, kQuery, diag_, &sends.back());
+    }
+    std::vector<long long> state(static_cast<size_t>(size_) * 2, -1);
+    std::vector<bool> answered(size_, false);
+    answered[rank_] = true;
+    state[2 * rank_] = me[0], state[2 * rank_ + 1] = me[1];
+    const double until = now_seconds() + 3.0;
+    int pending = size_ - 1;
+    while (pending > 0 && now_seconds() < until) {
+      answer_queries(op, seq);  // the others time out too and ask us
+      int flag = 0;
+      MPI_Status st;
+      MPI_Iprobe(MPI_ANY_SOURCE, kAnswer, diag_, &flag, &st);
+      if (!flag) {
+        usleep(1000);
+        continue;
+      }
+      long long a[2];
+      MPI_Recv(a, 2, MPI_LONG_LONG, st.MPI_SOURCE, kAnswer, diag_, MPI_STATUS_IGNORE);
+      if (!answered[st.MPI_SOURCE]) --pending;
+      answered[st.MPI_SOURCE] = true;
+      state[2 * st.MPI_SOURCE] = a[0], state[2 * st.MPI_SOURCE + 1] = a[1];
     }
     std::ostringstream miss;
     int missing = 0;
     for (int r = 0; r < size_; ++r) {
-      long long entered = t[2 * r], last = t[2 * r + 1];
-      bool same_op = entered == seq && last == op_code(op);
-      if (same_op) continue;
+      if (answered[r] && state[2 * r] == seq && state[2 * r + 1] == me[1]) continue;  // waiting in the same op
       ++missing;
-      miss << "\n  group rank " << r << " (world rank " << world_ranks_[r] << ") has not arrived: it entered "
-           << entered << " ops on this group";
-      if (entered > 0 && last >= 0) miss << ", the last " << kOps[last] << " #" << entered;
+      miss << "\n  group rank " << r << " (world rank " << world_ranks_[r] << ") has not arrived: ";
+      if (!answered[r]) {
+        miss << "it is not waiting in any op on this group (computing, in another group's op, or finished)";
+      } else {
+        long long c = state[2 * r + 1];
+        miss << "it is waiting in " << (c >= 0 ? kOps[c] : "?") << " #" << state[2 * r] << " on this group";
+      }
     }
     std::fprintf(stderr, "deepmpi: %d of %d ranks of group '%s' have not arrived at %s #%lld:%s\n", missing, size_,
                  name_.c_str(), op, seq, miss.str().c_str());
@@ -254,6 +268,20 @@ void MpiCommunicator::hang(const char* op, long long seq, size_t bytes, double w
   std::fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, 3);
   std::abort();
+}
+
+void MpiCommunicator::answer_queries(const char* op, long long seq) {
+  if (diag_ == MPI_COMM_NULL) return;
+  constexpr int kQuery = 1, kAnswer = 2;
+  for (;;) {
+    int flag = 0;
+    MPI_Status st;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, kQuery, diag_, &flag, &st) != MPI_SUCCESS || !flag) return;
+    long long q[2];
+    MPI_Recv(q, 2, MPI_LONG_LONG, st.MPI_SOURCE, kQuery, diag_, MPI_STATUS_IGNORE);
+    const long long a[2] = {seq, op_code(op)};
+    MPI_Send(a, 2, MPI_LONG_LONG, st.MPI_SOURCE, kAnswer, diag_);  // two integers: sent eagerly
+  }
 }
 
 WorkPtr MpiCommunicator::iall_reduce(const void* send, void* recv, size_t count, DType t, ReduceOp op) {

@@ -68,6 +68,9 @@ class MpiCommunicator final : public Communicator {
 
   // Called by MpiWork when a wait exceeds the timeout: prints the report and aborts.
   [[noreturn]] void hang(const char* op, long long seq, size_t bytes, double waited);
+  // Called from slow wait loops: answers other members' "where are you?" queries with the
+  // op this rank is waiting in.
+  void answer_queries(const char* op, long long seq);
 
  private:
   std::unique_ptr<MpiWork> start(const char* op, size_t bytes);
@@ -78,10 +81,9 @@ class MpiCommunicator final : public Communicator {
   std::vector<int> world_ranks_;
   double timeout_;
   long long seq_ = 0;
-  // Arrival table on group rank 0: (ops entered, op code of the last one) per member.
-  MPI_Win win_ = MPI_WIN_NULL;
-  long long* table_ = nullptr;
-  long long entry_[2] = {0, 0};
+  // Hang diagnostics travel on a duplicate of the group's communicator, so they never match
+  // the program's own messages.
+  MPI_Comm diag_ = MPI_COMM_NULL;
 };
 
 // MPI datatypes and ops used for each payload type.
