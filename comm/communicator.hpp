@@ -49,26 +49,26 @@ class Communicator {
   virtual WorkPtr irecv(void* buf, size_t count, DType t, int src, int tag = 0) = 0;
   virtual WorkPtr ibarrier() = 0;
 
-  void all_reduce(const void* send, void* recv, size_t count, DType t, ReduceOp op) {
+  virtual void all_reduce(const void* send, void* recv, size_t count, DType t, ReduceOp op) {
     iall_reduce(send, recv, count, t, op)->wait();
   }
-  void reduce_scatter(const void* send, void* recv, size_t recv_count, DType t, ReduceOp op) {
+  virtual void reduce_scatter(const void* send, void* recv, size_t recv_count, DType t, ReduceOp op) {
     ireduce_scatter(send, recv, recv_count, t, op)->wait();
   }
-  void all_gather(const void* send, size_t count, void* recv, DType t) { iall_gather(send, count, recv, t)->wait(); }
-  void all_gatherv(const void* send, void* recv, const std::vector<size_t>& counts, DType t) {
+  virtual void all_gather(const void* send, size_t count, void* recv, DType t) { iall_gather(send, count, recv, t)->wait(); }
+  virtual void all_gatherv(const void* send, void* recv, const std::vector<size_t>& counts, DType t) {
     iall_gatherv(send, recv, counts, t)->wait();
   }
-  void broadcast(void* buf, size_t count, DType t, int root) { ibroadcast(buf, count, t, root)->wait(); }
-  void all_to_all(const void* send, void* recv, size_t count_per_rank, DType t) {
+  virtual void broadcast(void* buf, size_t count, DType t, int root) { ibroadcast(buf, count, t, root)->wait(); }
+  virtual void all_to_all(const void* send, void* recv, size_t count_per_rank, DType t) {
     iall_to_all(send, recv, count_per_rank, t)->wait();
   }
-  void all_to_allv(const void* send, const std::vector<size_t>& sc, void* recv, const std::vector<size_t>& rc, DType t) {
+  virtual void all_to_allv(const void* send, const std::vector<size_t>& sc, void* recv, const std::vector<size_t>& rc, DType t) {
     iall_to_allv(send, sc, recv, rc, t)->wait();
   }
   void send(const void* buf, size_t count, DType t, int dst, int tag = 0) { isend(buf, count, t, dst, tag)->wait(); }
   void recv(void* buf, size_t count, DType t, int src, int tag = 0) { irecv(buf, count, t, src, tag)->wait(); }
-  void barrier() { ibarrier()->wait(); }
+  virtual void barrier() { ibarrier()->wait(); }
 };
 
 // nccl-tests conventions: the bytes an op is sized by, and busbw = algbw * factor.

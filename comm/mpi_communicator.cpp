@@ -1,6 +1,7 @@
 #include "comm/mpi_communicator.hpp"
 
 #include <sched.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <climits>
@@ -10,6 +11,7 @@
 #include <sstream>
 
 #include "comm/comm_logger.hpp"
+#include "comm/watchdog.hpp"
 #include "kernels/dtype.hpp"
 #include "src/util/error.hpp"
 #include "src/util/system.hpp"
@@ -148,6 +150,22 @@ bool MpiWork::test() {
 
 void MpiWork::wait() {
   if (done_) return;
+  auto& dog = Watchdog::instance();
+  if (dog.active()) {  // the watchdog bounds the wait and answers queries
+    dog.enter(comm_, op_, seq_, bytes_);
+    long spins = 0;
+    for (;;) {
+      int flag = 0;
+      DMPI_CHECK_MPI(MPI_Test(&req_, &flag, MPI_STATUS_IGNORE));
+      if (flag) break;
+      if (++spins < 256) continue;
+      if (spins < 4096) sched_yield();
+      else usleep(50);
+    }
+    dog.leave();
+    finish();
+    return;
+  }
   const double start = now_seconds();
   long spins = 0;
   for (;;) {
@@ -191,20 +209,114 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, bool owned)
   DMPI_CHECK_MPI(MPI_Group_free(&g));
   DMPI_CHECK_MPI(MPI_Group_free(&wg));
   world_ranks_ = world;
-  if (size_ > 1) DMPI_CHECK_MPI(MPI_Comm_dup(comm_, &diag_));
+  if (size_ > 1) {
+    DMPI_CHECK_MPI(MPI_Comm_dup(comm_, &diag_));
+    Watchdog::instance().start();
+    Watchdog::instance().add(this);
+  }
 }
 
 MpiCommunicator::~MpiCommunicator() {
   int fin = 0;
   MPI_Finalized(&fin);
   if (fin) return;
+  Watchdog::instance().remove(this);
   if (diag_ != MPI_COMM_NULL) MPI_Comm_free(&diag_);
   if (owned_ && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
 std::unique_ptr<MpiWork> MpiCommunicator::start(const char* op, size_t bytes) {
-  ++seq_;
-  return std::make_unique<MpiWork>(this, op, seq_, bytes);
+  long long seq = ++seq_;
+  last_op_ = op_code(op);
+  return std::make_unique<MpiWork>(this, op, seq, bytes);
+}
+
+template <class F>
+void MpiCommunicator::blocking(const char* op, size_t bytes, F&& call) {
+  long long seq = ++seq_;
+  last_op_ = op_code(op);
+  auto& dog = Watchdog::instance();
+  const double t0 = now_seconds();
+  dog.enter(this, op, seq, bytes);
+  call();
+  dog.leave();
+  auto& log = CommLogger::instance();
+  if (log.config().enabled && log.wants(op)) log.record(op, name_, size_, bytes, now_seconds() - t0, seq);
+}
+
+void MpiCommunicator::all_reduce(const void* send, void* recv, size_t count, DType t, ReduceOp op) {
+  if (!Watchdog::instance().active()) return Communicator::all_reduce(send, recv, count, t, op);
+  int n = as_int(count, "all_reduce");
+  blocking("all_reduce", count * dtype_size(t), [&] {
+    DMPI_CHECK_MPI(MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, n, mpi_type(t), mpi_op(t, op), comm_));
+  });
+  if (op == ReduceOp::Avg) divide(recv, count, t, size_);
+}
+
+void MpiCommunicator::reduce_scatter(const void* send, void* recv, size_t recv_count, DType t, ReduceOp op) {
+  if (!Watchdog::instance().active()) return Communicator::reduce_scatter(send, recv, recv_count, t, op);
+  int n = as_int(recv_count, "reduce_scatter");
+  blocking("reduce_scatter", recv_count * dtype_size(t) * size_, [&] {
+    DMPI_CHECK_MPI(MPI_Reduce_scatter_block(send == recv ? MPI_IN_PLACE : send, recv, n, mpi_type(t), mpi_op(t, op), comm_));
+  });
+  if (op == ReduceOp::Avg) divide(recv, recv_count, t, size_);
+}
+
+void MpiCommunicator::all_gather(const void* send, size_t count, void* recv, DType t) {
+  if (!Watchdog::instance().active()) return Communicator::all_gather(send, count, recv, t);
+  const size_t es = dtype_size(t);
+  int n = as_int(count, "all_gather");
+  bool in_place = send == static_cast<const char*>(recv) + static_cast<size_t>(rank_) * count * es;
+  blocking("all_gather", count * es * size_, [&] {
+    DMPI_CHECK_MPI(MPI_Allgather(in_place ? MPI_IN_PLACE : send, n, mpi_type(t), recv, n, mpi_type(t), comm_));
+  });
+}
+
+void MpiCommunicator::all_gatherv(const void* send, void* recv, const std::vector<size_t>& counts, DType t) {
+  if (!Watchdog::instance().active()) return Communicator::all_gatherv(send, recv, counts, t);
+  DMPI_REQUIRE(static_cast<int>(counts.size()) == size_,
+               "all_gatherv on group '" << name_ << "': " << counts.size() << " counts for " << size_ << " ranks");
+  const size_t es = dtype_size(t);
+  std::vector<int> c(size_), d(size_);
+  size_t displ = 0, my_displ = 0;
+  for (int r = 0; r < size_; ++r) {
+    c[r] = as_int(counts[r], "all_gatherv");
+    d[r] = as_int(displ, "all_gatherv displacement");
+    if (r == rank_) my_displ = displ;
+    displ += counts[r];
+  }
+  bool in_place = send == static_cast<const char*>(recv) + my_displ * es;
+  blocking("all_gatherv", displ * es, [&] {
+    DMPI_CHECK_MPI(MPI_Allgatherv(in_place ? MPI_IN_PLACE : send, c[rank_], mpi_type(t), recv, c.data(), d.data(),
+                                  mpi_type(t), comm_));
+  });
+}
+
+void MpiCommunicator::broadcast(void* buf, size_t count, DType t, int root) {
+  if (!Watchdog::instance().active()) return Communicator::broadcast(buf, count, t, root);
+  DMPI_REQUIRE(root >= 0 && root < size_, "broadcast on group '" << name_ << "': root " << root << " outside [0, " << size_ << ")");
+  int n = as_int(count, "broadcast");
+  blocking("broadcast", count * dtype_size(t), [&] { DMPI_CHECK_MPI(MPI_Bcast(buf, n, mpi_type(t), root, comm_)); });
+}
+
+void MpiCommunicator::all_to_all(const void* send, void* recv, size_t count_per_rank, DType t) {
+  if (!Watchdog::instance().active()) return Communicator::all_to_all(send, recv, count_per_rank, t);
+  int n = as_int(count_per_rank, "all_to_all");
+  blocking("all_to_all", count_per_rank * dtype_size(t) * size_, [&] {
+    DMPI_CHECK_MPI(MPI_Alltoall(send == recv ? MPI_IN_PLACE : send, n, mpi_type(t), recv, n, mpi_type(t), comm_));
+  });
+}
+
+void MpiCommunicator::all_to_allv(const void* send, const std::vector<size_t>& sc, void* recv,
+                                  const std::vector<size_t>& rc, DType t) {
+  // Through the non-blocking path (its displacement bookkeeping, in-place copy); the wait is
+  // bounded either way.
+  Communicator::all_to_allv(send, sc, recv, rc, t);
+}
+
+void MpiCommunicator::barrier() {
+  if (!Watchdog::instance().active()) return Communicator::barrier();
+  blocking("barrier", 0, [&] { DMPI_CHECK_MPI(MPI_Barrier(comm_)); });
 }
 
 void MpiCommunicator::hang(const char* op, long long seq, size_t bytes, double waited) {
@@ -227,42 +339,68 @@ void MpiCommunicator::hang(const char* op, long long seq, size_t bytes, double w
       sends.emplace_back();
       MPI_Isend(me, 2, MPI_LONG_LONG, r, kQuery, diag_, &sends.back());
     }
-    std::vector<long long> state(static_cast<size_t>(size_) * 2, -1);
+    std::vector<long long> state(static_cast<size_t>(size_) * 3, -1);
     std::vector<bool> answered(size_, false);
     answered[rank_] = true;
-    state[2 * rank_] = me[0], state[2 * rank_ + 1] = me[1];
+    state[3 * rank_] = me[0], state[3 * rank_ + 1] = me[1], state[3 * rank_ + 2] = 1;
     const double until = now_seconds() + 3.0;
     int pending = size_ - 1;
     while (pending > 0 && now_seconds() < until) {
-      answer_queries(op, seq);  // the others time out too and ask us
+      answer_queries(op, seq);  // the others may time out too and ask us
       int flag = 0;
+      MPI_Message msg;
       MPI_Status st;
-      MPI_Iprobe(MPI_ANY_SOURCE, kAnswer, diag_, &flag, &st);
+      MPI_Improbe(MPI_ANY_SOURCE, kAnswer, diag_, &flag, &msg, &st);
       if (!flag) {
         usleep(1000);
         continue;
       }
-      long long a[2];
-      MPI_Recv(a, 2, MPI_LONG_LONG, st.MPI_SOURCE, kAnswer, diag_, MPI_STATUS_IGNORE);
+      long long a[3];
+      MPI_Mrecv(a, 3, MPI_LONG_LONG, &msg, MPI_STATUS_IGNORE);
       if (!answered[st.MPI_SOURCE]) --pending;
       answered[st.MPI_SOURCE] = true;
-      state[2 * st.MPI_SOURCE] = a[0], state[2 * st.MPI_SOURCE + 1] = a[1];
+      for (int k = 0; k < 3; ++k) state[3 * st.MPI_SOURCE + k] = a[k];
     }
     std::ostringstream miss;
     int missing = 0;
     for (int r = 0; r < size_; ++r) {
-      if (answered[r] && state[2 * r] == seq && state[2 * r + 1] == me[1]) continue;  // waiting in the same op
+      const long long s_seq = state[3 * r], s_op = state[3 * r + 1], s_wait = state[3 * r + 2];
+      if (answered[r] && s_wait == 1 && s_seq == seq && s_op == me[1]) continue;  // waiting in the same op
       ++missing;
       miss << "\n  group rank " << r << " (world rank " << world_ranks_[r] << ") has not arrived: ";
-      if (!answered[r]) {
-        miss << "it is not waiting in any op on this group (computing, in another group's op, or finished)";
-      } else {
-        long long c = state[2 * r + 1];
-        miss << "it is waiting in " << (c >= 0 ? kOps[c] : "?") << " #" << state[2 * r] << " on this group";
-      }
+      const char* name = s_op >= 0 ? kOps[s_op] : "no op yet";
+      if (!answered[r]) miss << "no answer (it finished, crashed, or cannot progress MPI)";
+      else if (s_wait == 1) miss << "it is waiting in " << name << " #" << s_seq << " on this group";
+      else miss << "it is not in an op on this group (computing, or in another group's op); its last op here was "
+                << name << " #" << s_seq;
     }
     std::fprintf(stderr, "deepmpi: %d of %d ranks of group '%s' have not arrived at %s #%lld:%s\n", missing, size_,
                  name_.c_str(), op, seq, miss.str().c_str());
+    std::fflush(stderr);
+    // One abort per job: launchers (seen with Open MPI's mpiexec) can hang or crash when several
+    // ranks call MPI_Abort at the same instant. The lowest rank waiting in this op aborts; the
+    // others wait to be killed, and abort themselves if that does not happen.
+    int leader = rank_;
+    for (int r = 0; r < size_; ++r)
+      if (answered[r] && state[3 * r + 2] == 1 && state[3 * r] == seq && state[3 * r + 1] == me[1]) {
+        leader = r;
+        break;
+      }
+    if (leader != rank_) {
+      const double until_kill = now_seconds() + 10.0;
+      while (now_seconds() < until_kill) {
+        answer_queries(op, seq);
+        usleep(10000);
+      }
+    }
+  }
+  if (Watchdog::instance().on_watchdog_thread()) {
+    // Open MPI 4.1 can hang or crash in MPI_Abort called from a second thread while the main
+    // thread is inside a blocking collective; a rank killed by a signal ends the job under
+    // mpirun, and under srun with --kill-on-bad-exit=1 (jobs/ sets it).
+    std::fprintf(stderr, "deepmpi: ending this rank (SIGKILL) so the launcher ends the job instead of hanging\n");
+    std::fflush(stderr);
+    kill(getpid(), SIGKILL);
   }
   std::fprintf(stderr, "deepmpi: aborting the job (MPI_Abort) instead of hanging\n");
   std::fflush(stderr);
@@ -270,17 +408,21 @@ void MpiCommunicator::hang(const char* op, long long seq, size_t bytes, double w
   std::abort();
 }
 
-void MpiCommunicator::answer_queries(const char* op, long long seq) {
+void MpiCommunicator::answer_queries(const char* waiting_op, long long waiting_seq) {
   if (diag_ == MPI_COMM_NULL) return;
   constexpr int kQuery = 1, kAnswer = 2;
   for (;;) {
     int flag = 0;
+    MPI_Message msg;
     MPI_Status st;
-    if (MPI_Iprobe(MPI_ANY_SOURCE, kQuery, diag_, &flag, &st) != MPI_SUCCESS || !flag) return;
+    // Matched probe: the watchdog and a wait loop can never take each other's message.
+    if (MPI_Improbe(MPI_ANY_SOURCE, kQuery, diag_, &flag, &msg, &st) != MPI_SUCCESS || !flag) return;
     long long q[2];
-    MPI_Recv(q, 2, MPI_LONG_LONG, st.MPI_SOURCE, kQuery, diag_, MPI_STATUS_IGNORE);
-    const long long a[2] = {seq, op_code(op)};
-    MPI_Send(a, 2, MPI_LONG_LONG, st.MPI_SOURCE, kAnswer, diag_);  // two integers: sent eagerly
+    MPI_Mrecv(q, 2, MPI_LONG_LONG, &msg, MPI_STATUS_IGNORE);
+    long long a[3];
+    if (waiting_op) a[0] = waiting_seq, a[1] = op_code(waiting_op), a[2] = 1;
+    else a[0] = seq_.load(), a[1] = last_op_.load(), a[2] = 0;
+    MPI_Send(a, 3, MPI_LONG_LONG, st.MPI_SOURCE, kAnswer, diag_);  // three integers: sent eagerly
   }
 }
 

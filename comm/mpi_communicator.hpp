@@ -2,6 +2,7 @@
 #pragma once
 #include <mpi.h>
 
+#include <atomic>
 #include <functional>
 #include <string>
 #include <vector>
@@ -66,21 +67,36 @@ class MpiCommunicator final : public Communicator {
   WorkPtr irecv(void* buf, size_t count, DType t, int src, int tag = 0) override;
   WorkPtr ibarrier() override;
 
+  // Blocking calls go to the blocking MPI collectives (Open MPI's tuned algorithms) with the
+  // watchdog bounding them; without the watchdog, to the non-blocking path and a bounded wait.
+  void all_reduce(const void* send, void* recv, size_t count, DType t, ReduceOp op) override;
+  void reduce_scatter(const void* send, void* recv, size_t recv_count, DType t, ReduceOp op) override;
+  void all_gather(const void* send, size_t count, void* recv, DType t) override;
+  void all_gatherv(const void* send, void* recv, const std::vector<size_t>& counts, DType t) override;
+  void broadcast(void* buf, size_t count, DType t, int root) override;
+  void all_to_all(const void* send, void* recv, size_t count_per_rank, DType t) override;
+  void all_to_allv(const void* send, const std::vector<size_t>& sc, void* recv, const std::vector<size_t>& rc,
+                   DType t) override;
+  void barrier() override;
+
   // Called by MpiWork when a wait exceeds the timeout: prints the report and aborts.
   [[noreturn]] void hang(const char* op, long long seq, size_t bytes, double waited);
-  // Called from slow wait loops: answers other members' "where are you?" queries with the
-  // op this rank is waiting in.
-  void answer_queries(const char* op, long long seq);
+  // Answers other members' "where are you?" queries: with the op this rank is blocked in on
+  // this group (`waiting_op`, `waiting_seq`), or, when null, with the last op it entered here.
+  // Called by the watchdog thread, or from slow wait loops when there is no watchdog.
+  void answer_queries(const char* waiting_op, long long waiting_seq);
 
  private:
   std::unique_ptr<MpiWork> start(const char* op, size_t bytes);
+  template <class F>
+  void blocking(const char* op, size_t bytes, F&& call);
   MPI_Comm comm_;
   bool owned_;
   std::string name_;
   int rank_ = 0, size_ = 1;
   std::vector<int> world_ranks_;
   double timeout_;
-  long long seq_ = 0;
+  std::atomic<long long> seq_{0}, last_op_{-1};  // read by the watchdog thread
   // Hang diagnostics travel on a duplicate of the group's communicator, so they never match
   // the program's own messages.
   MPI_Comm diag_ = MPI_COMM_NULL;

@@ -1,5 +1,7 @@
 #include "comm/mpi_env.hpp"
 
+#include "comm/watchdog.hpp"
+
 #include "src/util/error.hpp"
 #include "src/util/system.hpp"
 
@@ -7,7 +9,8 @@ namespace dmpi::comm {
 
 MpiEnv::MpiEnv(int* argc, char*** argv) {
   int provided = 0;
-  DMPI_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  // MULTIPLE lets the hang watchdog (comm/watchdog.hpp) make MPI calls beside the main thread.
+  DMPI_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
   // Errors come back as codes, so every call's failure is reported with file:line and rank.
   DMPI_CHECK_MPI(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
   DMPI_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
@@ -31,6 +34,7 @@ MpiEnv::~MpiEnv() {
   int fin = 0;
   MPI_Finalized(&fin);
   if (fin) return;
+  Watchdog::instance().stop();
   if (node_ != MPI_COMM_NULL) MPI_Comm_free(&node_);
   MPI_Finalize();
 }

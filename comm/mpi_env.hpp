@@ -12,7 +12,7 @@ namespace dmpi::comm {
 
 class MpiEnv {
  public:
-  MpiEnv(int* argc, char*** argv);   // MPI_Init_thread(FUNNELED)
+  MpiEnv(int* argc, char*** argv);   // MPI_Init_thread(MULTIPLE)
   ~MpiEnv();                         // MPI_Finalize unless aborted
   MpiEnv(const MpiEnv&) = delete;
   MpiEnv& operator=(const MpiEnv&) = delete;
