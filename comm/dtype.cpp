@@ -11,6 +11,7 @@ const char* dtype_name(DType t) {
     case DType::BF16: return "bfloat16";
     case DType::I32: return "int32";
     case DType::I64: return "int64";
+    case DType::F64: return "double";
   }
   return "?";
 }

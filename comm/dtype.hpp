@@ -5,7 +5,7 @@
 
 namespace dmpi::comm {
 
-enum class DType { F32, F16, BF16, I32, I64 };
+enum class DType { F32, F16, BF16, I32, I64, F64 };
 enum class ReduceOp { Sum, Avg, Max };
 
 inline size_t dtype_size(DType t) {
@@ -15,6 +15,7 @@ inline size_t dtype_size(DType t) {
     case DType::BF16: return 2;
     case DType::I32: return 4;
     case DType::I64: return 8;
+    case DType::F64: return 8;
   }
   return 0;
 }

@@ -94,6 +94,11 @@ void divide(void* p, size_t n, DType t, int d) {
       for (size_t i = 0; i < n; ++i) x[i] /= d;
       break;
     }
+    case DType::F64: {
+      auto* x = static_cast<double*>(p);
+      for (size_t i = 0; i < n; ++i) x[i] /= d;
+      break;
+    }
   }
 }
 
@@ -107,6 +112,7 @@ MPI_Datatype mpi_type(DType t) {
     case DType::BF16: return g_bf16;
     case DType::I32: return MPI_INT32_T;
     case DType::I64: return MPI_INT64_T;
+    case DType::F64: return MPI_DOUBLE;
   }
   return MPI_DATATYPE_NULL;
 }

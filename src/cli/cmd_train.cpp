@@ -35,6 +35,7 @@ std::vector<FlagSpec> train_flags() {
       {"log-interval", true, "print every N steps (default 1)"},
       {"metrics-file", true, "append one JSON object per logged step (rank 0)"},
       {"peak-tflops", true, "peak for MFU in TFLOP/s (default: measured with an sgemm probe)"},
+      {"comm-timeout", true, "seconds a rank may wait in a collective before the hang report (default 1800; DEEPMPI_COMM_TIMEOUT)"},
       {"gemm-backend", true, "onednn (default when built with oneDNN) | openblas; also DEEPMPI_GEMM"},
       {"print-config", false, "print the resolved ds_config as JSON and continue"},
       {"help", false, "show this help"},
@@ -63,6 +64,11 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   DMPI_REQUIRE(a.positional().empty(), "unexpected argument '" << a.positional().front() << "' (flags start with --)");
   DMPI_REQUIRE(!(a.has("mock-data") && a.has("data-path")), "give either --mock-data or --data-path, not both");
 
+  if (a.has("comm-timeout")) {
+    double t = a.real("comm-timeout", 0);
+    DMPI_REQUIRE(t > 0, "--comm-timeout must be a positive number of seconds (got " << t << ")");
+    setenv("DEEPMPI_COMM_TIMEOUT", a.str("comm-timeout").c_str(), 1);
+  }
   comm::MpiEnv mpi(argc, argv);
   int threads = choose_threads(mpi.local_size());
   omp_set_num_threads(threads);

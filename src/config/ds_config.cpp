@@ -16,7 +16,7 @@ namespace {
 // Keys DeepSpeed knows that this build does not implement yet (top level).
 const std::vector<std::string> kKnownTopLevel = {
     "activation_checkpointing", "aio", "amp", "autotuning", "bf16", "bfloat16", "checkpoint", "comet",
-    "comms_logger", "communication_data_type", "compile", "compression_training", "csv_monitor",
+    "communication_data_type", "compile", "compression_training", "csv_monitor",
     "curriculum_learning", "data_efficiency", "data_types", "dataloader_drop_last", "dump_state",
     "eigenvalue", "elasticity", "flops_profiler", "fp16", "gradient_predivide_factor", "hybrid_engine",
     "load_universal_checkpoint", "managed_gradient_accumulation", "memory_breakdown", "moe", "monitor",
@@ -29,7 +29,7 @@ const std::vector<std::string> kKnownTopLevel = {
 const std::vector<std::string> kSupportedTopLevel = {
     "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
     "steps_per_print", "seed", "optimizer", "scheduler", "zero_optimization", "fp16", "bf16",
-    "wall_clock_breakdown", "memory_breakdown"};
+    "wall_clock_breakdown", "memory_breakdown", "comms_logger"};
 
 const std::vector<std::string> kZeroKeys = {
     "stage", "contiguous_gradients", "reduce_scatter", "reduce_bucket_size", "use_multi_rank_bucket_allreduce",
@@ -364,6 +364,37 @@ DsConfig parse_ds_config(const json& j, int dp_size) {
       r.err("zero_optimization", "expected an object {\"stage\": 0, ...}, got " + z.dump());
     }
   }
+  if (r.object(j, "comms_logger", "")) {
+    const json& cl = j.at("comms_logger");
+    const std::string p = "comms_logger";
+    r.check_keys(cl, p, {"enabled", "verbose", "prof_all", "prof_ops", "debug"});
+    r.get_bool(cl, "enabled", p, c.comms_logger.enabled);
+    r.get_bool(cl, "verbose", p, c.comms_logger.verbose);
+    r.get_bool(cl, "prof_all", p, c.comms_logger.prof_all);
+    r.get_bool(cl, "debug", p, c.comms_logger.debug);
+    if (cl.contains("prof_ops")) {
+      static const std::vector<std::string> ops = {"all_reduce", "reduce_scatter", "all_gather", "all_gatherv",
+                                                   "broadcast", "all_to_all", "all_to_allv", "send", "recv", "barrier"};
+      const json& po = cl.at("prof_ops");
+      if (!po.is_array()) {
+        r.err(p + ".prof_ops", "expected a list of op names, got " + po.dump());
+      } else {
+        for (const auto& o : po) {
+          if (!o.is_string()) {
+            r.err(p + ".prof_ops", "expected op names (strings), got " + o.dump());
+            continue;
+          }
+          std::string name = o.get<std::string>();
+          if (std::find(ops.begin(), ops.end(), name) == ops.end()) {
+            std::string hint = closest_match(name, ops);
+            r.err(p + ".prof_ops", "unknown op \"" + name + "\"" + (hint.empty() ? "" : "; did you mean \"" + hint + "\"?"));
+          } else {
+            c.comms_logger.prof_ops.push_back(name);
+          }
+        }
+      }
+    }
+  }
   if (r.object(j, "optimizer", "")) read_optimizer(r, j.at("optimizer"), c.optimizer);
   if (r.object(j, "scheduler", "")) read_scheduler(r, j.at("scheduler"), c.scheduler, c.optimizer);
 
@@ -433,6 +464,9 @@ json DsConfig::resolved() const {
     j["scheduler"] = {{"type", scheduler.type}, {"params", p}};
   }
   if (seed >= 0) j["seed"] = seed;
+  j["comms_logger"] = {{"enabled", comms_logger.enabled}, {"verbose", comms_logger.verbose},
+                       {"prof_all", comms_logger.prof_all}, {"prof_ops", comms_logger.prof_ops},
+                       {"debug", comms_logger.debug}};
   return j;
 }
 

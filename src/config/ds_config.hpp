@@ -30,6 +30,16 @@ struct SchedulerConfig {
   int64_t total_num_steps = 0;      // WarmupDecayLR
 };
 
+// DeepSpeed's comms_logger block (defaults as DeepSpeed's): logs every collective's count,
+// bytes, time, algbw and busbw, and prints a summary table at the end of the run.
+struct CommsLoggerConfig {
+  bool enabled = false;
+  bool verbose = false;
+  bool prof_all = true;
+  std::vector<std::string> prof_ops;
+  bool debug = false;
+};
+
 struct DsConfig {
   int64_t train_batch_size = 0;
   int64_t micro_batch = 0;     // train_micro_batch_size_per_gpu
@@ -41,6 +51,7 @@ struct DsConfig {
   int zero_stage = 0;
   OptimizerConfig optimizer;
   SchedulerConfig scheduler;
+  CommsLoggerConfig comms_logger;
   nlohmann::json raw;          // the file as given
   std::vector<std::string> warnings;
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "comm/comm_logger.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/ops.hpp"
 #include "src/engine/flops.hpp"
@@ -32,6 +33,14 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   DMPI_REQUIRE(opt_.log_interval >= 1, "--log-interval must be >= 1 (got " << opt_.log_interval << ")");
   const auto& ds = opt_.ds;
   DMPI_REQUIRE(ds.micro_batch >= 1 && ds.grad_accum >= 1, "batch sizes must be resolved before training");
+  comm::CommLogConfig lc;
+  lc.enabled = ds.comms_logger.enabled;
+  lc.verbose = ds.comms_logger.verbose;
+  lc.prof_all = ds.comms_logger.prof_all;
+  lc.prof_ops = ds.comms_logger.prof_ops;
+  lc.debug = ds.comms_logger.debug;
+  comm::CommLogger::instance().configure(lc);
+  groups_ = std::make_unique<comm::ProcessGroups>(comm::Topology(env_.size(), 1, 1));
   DMPI_REQUIRE(ds.micro_batch <= 1 << 20, "train_micro_batch_size_per_gpu " << ds.micro_batch << " is too large");
   model_ = std::make_unique<model::GPT<float>>(opt_.model, static_cast<int>(ds.micro_batch), opt_.model.seq_len);
   model_->init_weights(opt_.seed);
@@ -131,9 +140,12 @@ StepMetrics Trainer::train_step() {
   sched_.step();
   const double dt = now_seconds() - t0;
 
+  // The logged loss is the mean over the whole global batch: averaged over the dp group.
+  double loss = loss_sum / static_cast<double>(ds.grad_accum);
+  groups_->get(comm::Group::DP).all_reduce(&loss, &loss, 1, comm::DType::F64, comm::ReduceOp::Avg);
   StepMetrics m;
   m.step = global_steps_;
-  m.loss = loss_sum / static_cast<double>(ds.grad_accum);
+  m.loss = loss;
   m.lr = lr;
   m.grad_norm = norm;
   m.grad_norm_clipped = norm * coef;
@@ -191,6 +203,10 @@ TrainSummary Trainer::run() {
                 static_cast<double>(s.peak_rss) / static_cast<double>(s.memory.total()),
                 human_bytes(static_cast<double>(s.memory.total())).c_str());
     std::fflush(stdout);
+  }
+  if (comm::CommLogger::instance().config().enabled) {  // collective: every rank takes part
+    std::string table = comm::CommLogger::instance().summary(MPI_COMM_WORLD);
+    if (print) std::printf("%s", table.c_str());
   }
   return s;
 }

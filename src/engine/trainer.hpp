@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "comm/mpi_env.hpp"
+#include "comm/process_groups.hpp"
 #include "io/metrics.hpp"
 #include "io/token_dataset.hpp"
 #include "kernels/optim.hpp"
@@ -66,6 +67,7 @@ class Trainer {
   };
   const comm::MpiEnv& env_;
   TrainOptions opt_;
+  std::unique_ptr<comm::ProcessGroups> groups_;
   std::unique_ptr<model::GPT<float>> model_;
   std::unique_ptr<io::TokenSource> source_;
   std::unique_ptr<io::BatchLoader> loader_;

@@ -43,6 +43,7 @@ std::vector<unsigned char> make(DType t, const std::vector<double>& v) {
       case DType::BF16: { uint16_t x = to_bf16(static_cast<float>(v[i])).bits; std::memcpy(p, &x, 2); break; }
       case DType::I32: { int32_t x = static_cast<int32_t>(v[i]); std::memcpy(p, &x, 4); break; }
       case DType::I64: { int64_t x = static_cast<int64_t>(v[i]); std::memcpy(p, &x, 8); break; }
+      case DType::F64: { std::memcpy(p, &v[i], 8); break; }
     }
   }
   return b;
@@ -55,6 +56,7 @@ double get(DType t, const std::vector<unsigned char>& b, size_t i) {
     case DType::BF16: { uint16_t x; std::memcpy(&x, p, 2); return to_float(bf16{x}); }
     case DType::I32: { int32_t x; std::memcpy(&x, p, 4); return x; }
     case DType::I64: { int64_t x; std::memcpy(&x, p, 8); return static_cast<double>(x); }
+    case DType::F64: { double x; std::memcpy(&x, p, 8); return x; }
   }
   return 0;
 }
@@ -71,10 +73,11 @@ double expect_reduce(DType t, ReduceOp op, int n, size_t i) {
   float avg = static_cast<float>(s) / static_cast<float>(n);
   if (t == DType::F16) return half_to_float(float_to_half(avg));
   if (t == DType::BF16) return to_float(to_bf16(avg));
+  if (t == DType::F64) return s / n;
   return avg;
 }
 
-const DType kTypes[] = {DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64};
+const DType kTypes[] = {DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::F64};
 const size_t kCounts[] = {0, 1, 7, 1000, 100003};
 
 }  // namespace

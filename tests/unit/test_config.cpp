@@ -139,3 +139,19 @@ TEST(DsConfig, ResolvedContainsEveryValueInForce) {
   EXPECT_EQ(r["scheduler"]["params"]["warmup_max_lr"], 1e-3);
   EXPECT_EQ(r["zero_optimization"]["stage"], 0);
 }
+
+TEST(DsConfig, CommsLogger) {
+  auto c = parse_ds_config(json::parse(R"({"train_micro_batch_size_per_gpu": 1,
+      "comms_logger": {"enabled": true, "verbose": false, "prof_all": false, "prof_ops": ["all_reduce"], "debug": true}})"), 1);
+  EXPECT_TRUE(c.comms_logger.enabled);
+  EXPECT_FALSE(c.comms_logger.prof_all);
+  EXPECT_EQ(c.comms_logger.prof_ops, std::vector<std::string>{"all_reduce"});
+  auto d = parse_ds_config(json{{"train_micro_batch_size_per_gpu", 1}}, 1);
+  EXPECT_FALSE(d.comms_logger.enabled);  // DeepSpeed's defaults
+  EXPECT_TRUE(d.comms_logger.prof_all);
+  std::string w = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1,
+      "comms_logger": {"enabled": "yes", "prof_ops": ["allreduce"], "verbos": true}})"));
+  EXPECT_TRUE(has(w, "comms_logger.enabled: expected true or false")) << w;
+  EXPECT_TRUE(has(w, "comms_logger.prof_ops: unknown op \"allreduce\"; did you mean \"all_reduce\"?")) << w;
+  EXPECT_TRUE(has(w, "comms_logger.verbos: unknown key; did you mean 'comms_logger.verbose'?")) << w;
+}
