@@ -37,11 +37,18 @@ if(DEEPMPI_ENABLE_DNNL)
 endif()
 
 if(DEEPMPI_ENABLE_CUDA)
-  enable_language(CUDA)
+  # Explicit architectures (not "native": the build machines have no GPU); CUDA 13 supports
+  # sm_75 and newer.
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
     set(CMAKE_CUDA_ARCHITECTURES 80 90)
   endif()
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  enable_language(CUDA)
   find_package(CUDAToolkit REQUIRED)
-  find_path(NCCL_INCLUDE_DIR nccl.h HINTS /usr/include /usr/local/cuda/include REQUIRED)
-  find_library(NCCL_LIBRARY nccl HINTS /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64 REQUIRED)
+  # NCCL ships no CMake config.
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include /usr/include REQUIRED)
+  find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu REQUIRED)
+  message(STATUS "deepmpi: CUDA ${CUDAToolkit_VERSION}, NCCL ${NCCL_LIBRARY}: the NCCL backend is built")
 endif()
