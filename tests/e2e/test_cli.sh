@@ -51,4 +51,14 @@ expect_error "no such dataset" train --data-path "$work/missing"
 expect_error "must be divisible" train --hidden-size 100 --num-attention-heads 3
 if OMP_NUM_THREADS=1 "$MPIEXEC" -np 2 "$BIN" train --model tiny --train-iters 1 > "$work/out.txt" 2>&1; then fail "2 ranks accepted"; fi
 grep -q "this build trains on one rank" "$work/out.txt" || { cat "$work/out.txt"; fail "2-rank message"; }
+# 4. launcher variables are only a cross-check: a mismatch is reported, MPI's answer is used
+RANK=5 WORLD_SIZE=9 run1 train --model tiny --train-iters 1 > "$work/out.txt" 2>&1 || fail "train with RANK=5"
+grep -q "RANK=5 disagrees with MPI (0); using MPI's value" "$work/out.txt" || { cat "$work/out.txt"; fail "RANK cross-check"; }
+grep -q "WORLD_SIZE=9 disagrees with MPI (1)" "$work/out.txt" || fail "WORLD_SIZE cross-check"
+grep -q 'step      1/1' "$work/out.txt" || fail "training with mismatched launcher variables"
+
+# 5. comms logger from the ds_config: the summary table at the end of the run
+echo '{"train_micro_batch_size_per_gpu": 2, "comms_logger": {"enabled": true, "prof_all": true}}' > "$work/cl.json"
+run1 train --deepspeed_config "$work/cl.json" --train-iters 2 > "$work/out.txt" || fail "comms logger run"
+grep -q "comms summary" "$work/out.txt" && grep -qE "^all_reduce +dp +1 +8 +2 " "$work/out.txt" || { cat "$work/out.txt"; fail "comms summary"; }
 echo "e2e cli: all checks passed"
