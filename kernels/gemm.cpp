@@ -60,7 +60,8 @@ class BlasBackend final : public GemmBackend {
 };
 
 std::unique_ptr<GemmBackend>& slot() {
-  static std::unique_ptr<GemmBackend> b = make_blas_backend();
+  // The best backend built in (oneDNN when found at configure time).
+  static std::unique_ptr<GemmBackend> b = make_gemm_backend(gemm_backend_names().back());
   return b;
 }
 

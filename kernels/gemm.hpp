@@ -23,7 +23,7 @@ class GemmBackend {
                          const bf16* B, int ldb, float beta, float* C, int ldc) = 0;
 };
 
-GemmBackend& gemm_backend();
+GemmBackend& gemm_backend();  // default: the best built in (oneDNN, else OpenBLAS)
 void set_gemm_backend(std::unique_ptr<GemmBackend> backend);
 std::unique_ptr<GemmBackend> make_blas_backend();
 #ifdef DEEPMPI_HAVE_DNNL

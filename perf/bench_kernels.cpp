@@ -127,7 +127,7 @@ BENCHMARK(BM_AdamW)->Arg(1 << 20)->Arg(124439808)->Unit(benchmark::kMillisecond)
 int main(int argc, char** argv) {
   if (dmpi::env("DEEPMPI_GEMM").value_or("") == "openblas") dmpi::ensure_passive_omp_wait(argv);
   benchmark::Initialize(&argc, argv);
-  // DEEPMPI_GEMM=openblas|onednn picks the backend, as for `deepmpi train`.
+  // DEEPMPI_GEMM=openblas|onednn picks the backend, as for `deepmpi train` (default: the best built in).
   if (auto b = dmpi::env("DEEPMPI_GEMM")) set_gemm_backend(make_gemm_backend(*b));
   benchmark::AddCustomContext("gemm_backend", gemm_backend().name());
   benchmark::AddCustomContext("openblas", dmpi::blas_config());

@@ -288,7 +288,7 @@ static void for_each_backend(const std::function<void(const std::string&)>& body
     set_gemm_backend(make_gemm_backend(name));
     body(name);
   }
-  set_gemm_backend(make_blas_backend());
+  set_gemm_backend(make_gemm_backend(gemm_backend_names().back()));
 }
 
 TEST(Gemm, AllTransposesAgainstNaive) {

@@ -53,7 +53,7 @@ TEST(Training, SameSeedIsBitIdentical) {
   engine::Trainer c(env, o);
   EXPECT_NE(c.run().steps[0].loss, sa.steps[0].loss);
   }
-  kernels::set_gemm_backend(kernels::make_blas_backend());
+  kernels::set_gemm_backend(kernels::make_gemm_backend(kernels::gemm_backend_names().back()));
 }
 
 TEST(Training, AccumulationMatchesOneLargeMicroBatch) {
