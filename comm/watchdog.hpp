@@ -1,12 +1,13 @@
 // Hang watchdog: one background thread per process (needs MPI_THREAD_MULTIPLE).
-//  * The main thread marks the op it is blocked in (enter/leave); when that op outlives its
-//    communicator's timeout the watchdog asks the other members where they are, prints the
-//    report (op, group, sequence number, bytes, which ranks have not arrived) and aborts.
 //  * It answers the other ranks' "where are you?" queries for every live communicator, even
-//    while this rank computes, so a report can say "rank 3 is computing; its last op on this
-//    group was all_reduce #41".
-// Without MPI_THREAD_MULTIPLE it stays off and communicators fall back to non-blocking MPI
-// calls with a bounded wait loop in the calling thread.
+//    while this rank computes, so a hang report can say "rank 3 is not in an op on this group;
+//    its last op here was all_reduce #41".
+//  * With DEEPMPI_BLOCKING_MPI=1 blocking collectives call the blocking MPI functions and the
+//    main thread marks the op it is blocked in (enter/leave); the watchdog then enforces the
+//    timeout itself. By default waits are bounded in the calling thread (MpiWork::wait), which
+//    can always end the job with MPI_Abort.
+// Without MPI_THREAD_MULTIPLE (or with DEEPMPI_NO_WATCHDOG set) it stays off; wait loops then
+// answer the queries themselves.
 #pragma once
 #include <atomic>
 #include <mutex>
