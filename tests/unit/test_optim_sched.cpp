@@ -150,3 +150,106 @@ TEST(LRSchedule, ConstantAndStateByValue) {
   b.step();
   EXPECT_DOUBLE_EQ(a.current_lr(), b.current_lr());
 }
+
+// ---- SGD, Adagrad, Lion, Lamb against closed forms and double transcriptions ----
+
+TEST(Sgd, ConstantGradientAndMomentumForms) {
+  // plain SGD with a constant gradient: p_t = p_0 - t * lr * g
+  kernels::SgdParams hp;
+  hp.lr = 0.1f;
+  std::vector<float> p = {1.0f, -2.0f}, buf(2, 0);
+  for (int t = 1; t <= 5; ++t) {
+    std::vector<float> g = {0.5f, -0.25f};
+    kernels::sgd_step(p.data(), g.data(), buf.data(), 2, hp, t, 1.0f);
+  }
+  EXPECT_NEAR(p[0], 1.0 - 5 * 0.1 * 0.5, 1e-6);
+  EXPECT_NEAR(p[1], -2.0 + 5 * 0.1 * 0.25, 1e-6);
+  // momentum, dampening, nesterov, weight decay, gradient scale vs torch's rule in double
+  for (bool nesterov : {false, true}) {
+    kernels::SgdParams h;
+    h.lr = 0.05f, h.momentum = 0.9f, h.dampening = nesterov ? 0.0f : 0.1f, h.weight_decay = 0.01f, h.nesterov = nesterov;
+    const int n = 32;
+    auto P = test::randn<float>(n, 3);
+    std::vector<double> Pd(P.begin(), P.end()), Bd(n, 0);
+    std::vector<float> B(n, 0);
+    for (int t = 1; t <= 4; ++t) {
+      auto G = test::randn<float>(n, 20 + t);
+      auto Gk = G;
+      kernels::sgd_step(P.data(), Gk.data(), B.data(), n, h, t, 0.5f, true);
+      for (float x : Gk) ASSERT_EQ(x, 0.0f);
+      for (int i = 0; i < n; ++i) {
+        double g = 0.5 * G[i] + h.weight_decay * Pd[i];
+        Bd[i] = t == 1 ? g : h.momentum * Bd[i] + (1 - h.dampening) * g;
+        double d = nesterov ? g + h.momentum * Bd[i] : Bd[i];
+        Pd[i] -= h.lr * d;
+      }
+    }
+    EXPECT_LT(test::rel_err(P, Pd), 1e-5) << nesterov;
+  }
+}
+
+TEST(Adagrad, ConstantGradientClosedForm) {
+  kernels::AdagradParams hp;
+  hp.lr = 0.1f, hp.lr_decay = 0.05f, hp.eps = 1e-10f;
+  std::vector<float> p = {0.3f, -0.7f}, sum(2, 0.0f);
+  const float g0[2] = {2.0f, -0.5f};
+  double expect[2] = {0.3, -0.7};
+  for (int t = 1; t <= 6; ++t) {
+    std::vector<float> g(g0, g0 + 2);
+    kernels::adagrad_step(p.data(), g.data(), sum.data(), 2, hp, t, 1.0f);
+    double clr = 0.1 / (1 + (t - 1) * 0.05);
+    for (int i = 0; i < 2; ++i) expect[i] -= clr * g0[i] / (std::sqrt(t * double(g0[i]) * g0[i]) + 1e-10);
+  }
+  EXPECT_NEAR(p[0], expect[0], 1e-6);
+  EXPECT_NEAR(p[1], expect[1], 1e-6);
+  EXPECT_NEAR(sum[0], 6 * 4.0, 1e-5);
+}
+
+TEST(Lion, ConstantGradientClosedForm) {
+  // with m_0 = 0 and a constant g, c always has g's sign: p_t = p_{t-1}(1 - lr*wd) - lr*sign(g)
+  kernels::LionParams hp;
+  hp.lr = 0.01f, hp.weight_decay = 0.5f;
+  std::vector<float> p = {1.0f, -1.0f, 0.25f}, m(3, 0.0f);
+  const float g0[3] = {0.3f, -2.0f, 0.0f};
+  double e[3] = {1.0, -1.0, 0.25};
+  for (int t = 1; t <= 5; ++t) {
+    std::vector<float> g(g0, g0 + 3);
+    kernels::lion_step(p.data(), g.data(), m.data(), 3, hp, 1.0f);
+    for (int i = 0; i < 3; ++i) e[i] = e[i] * (1 - 0.01 * 0.5) - 0.01 * (g0[i] > 0 ? 1 : (g0[i] < 0 ? -1 : 0));
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(p[i], e[i], 1e-6) << i;
+  EXPECT_NEAR(m[0], 0.3 * (1 - std::pow(0.999, 5)), 1e-6);
+}
+
+TEST(Lamb, TrustRatioAgainstFormula) {
+  for (int variant = 0; variant < 3; ++variant) {
+    kernels::LambParams hp;
+    hp.lr = 0.01f, hp.weight_decay = 0.01f;
+    if (variant == 1) hp.max_coeff = 0.5f;        // clamp from above
+    if (variant == 2) hp.eps_inside_sqrt = true, hp.bias_correction = false;
+    const int n = 50;
+    auto P = test::randn<float>(n, 9, 3.0);
+    std::vector<float> M(n, 0), V(n, 0);
+    std::vector<double> Pd(P.begin(), P.end()), Md(n, 0), Vd(n, 0);
+    for (int t = 1; t <= 4; ++t) {
+      auto G = test::randn<float>(n, 40 + t, 0.1);
+      auto Gk = G;
+      kernels::lamb_step(P.data(), Gk.data(), M.data(), V.data(), n, hp, t, 1.0f, true);
+      double bc1 = hp.bias_correction ? 1 - std::pow(0.9, t) : 1, bc2 = hp.bias_correction ? 1 - std::pow(0.999, t) : 1;
+      std::vector<double> u(n);
+      double w2 = 0, u2 = 0;
+      for (int i = 0; i < n; ++i) {
+        Md[i] = 0.9 * Md[i] + 0.1 * G[i];
+        Vd[i] = 0.999 * Vd[i] + 0.001 * double(G[i]) * G[i];
+        double denom = hp.eps_inside_sqrt ? std::sqrt(Vd[i] / bc2 + 1e-8) : std::sqrt(Vd[i] / bc2) + 1e-8;
+        u[i] = (Md[i] / bc1) / denom + 0.01 * Pd[i];
+        w2 += Pd[i] * Pd[i];
+        u2 += u[i] * u[i];
+      }
+      double trust = std::min<double>(hp.max_coeff, std::max<double>(hp.min_coeff, std::sqrt(w2) / std::sqrt(u2)));
+      if (variant == 1) EXPECT_DOUBLE_EQ(trust, 0.5);  // the clamp is exercised
+      for (int i = 0; i < n; ++i) Pd[i] -= 0.01 * trust * u[i];
+    }
+    EXPECT_LT(test::rel_err(P, Pd), 2e-5) << "variant " << variant;
+  }
+}
