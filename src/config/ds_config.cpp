@@ -173,32 +173,71 @@ void read_optimizer(Reader& r, const json& j, OptimizerConfig& o) {
   std::string type = "AdamW";
   if (!r.get_string(j, "type", path, type)) {
     if (!j.contains("type")) r.err(path + ".type", "missing; write \"type\": \"AdamW\"");
+    return;
   }
   std::string lower = type;
   for (auto& c : lower) c = static_cast<char>(std::tolower(c));
-  static const std::vector<std::string> known_unsupported = {"lamb", "onebitadam", "zerooneadam", "onebitlamb",
-                                                              "adagrad", "lion", "sgd", "muadam", "muadamw",
-                                                              "musgd", "muon", "rmsprop"};
+  static const std::vector<std::string> known_unsupported = {"onebitadam", "zerooneadam", "onebitlamb", "muadam",
+                                                              "muadamw", "musgd", "muon", "rmsprop"};
+  std::vector<std::string> keys;
   if (lower == "adam" || lower == "adamw") {
     o.type = lower == "adam" ? "Adam" : "AdamW";
+    keys = {"lr", "betas", "eps", "weight_decay", "bias_correction", "adam_w_mode", "amsgrad", "torch_adam",
+            "fp32_optimizer_states"};
+  } else if (lower == "lamb") {
+    o.type = "Lamb";
+    keys = {"lr", "betas", "eps", "weight_decay", "bias_correction", "eps_inside_sqrt", "max_coeff", "min_coeff",
+            "amsgrad"};
+  } else if (lower == "sgd") {
+    o.type = "SGD";
+    o.lr = -1;  // torch.optim.SGD has no default lr
+    keys = {"lr", "momentum", "dampening", "weight_decay", "nesterov"};
+  } else if (lower == "adagrad") {
+    o.type = "Adagrad";
+    o.lr = 1e-2, o.eps = 1e-10;
+    keys = {"lr", "lr_decay", "weight_decay", "eps", "initial_accumulator_value"};
+  } else if (lower == "lion") {
+    o.type = "Lion";
+    keys = {"lr", "betas", "weight_decay"};
   } else if (std::find(known_unsupported.begin(), known_unsupported.end(), lower) != known_unsupported.end()) {
-    r.errors.push_back("not supported yet: optimizer.type \"" + type + "\" (this build implements Adam and AdamW)");
+    r.errors.push_back("not supported yet: optimizer.type \"" + type +
+                       "\" (this build implements Adam, AdamW, Lamb, SGD, Adagrad and Lion)");
+    return;
   } else {
     std::string hint = closest_match(lower, {"adam", "adamw", "lamb", "adagrad", "lion", "sgd"});
     r.err(path + ".type", "unknown optimizer \"" + type + "\"" + (hint.empty() ? "" : "; did you mean \"" + hint + "\"?"));
+    return;
+  }
+  if (!j.contains("params")) {
+    if (o.type == "SGD") r.err(path + ".params.lr", "required by SGD (torch.optim.SGD has no default lr)");
+    return;
   }
   if (!r.object(j, "params", path)) return;
   const json& p = j.at("params");
   const std::string pp = path + ".params";
   r.reject_auto(p, pp);
-  r.check_keys(p, pp, {"lr", "betas", "eps", "weight_decay", "bias_correction", "adam_w_mode", "amsgrad", "torch_adam",
-                       "fp32_optimizer_states"});
+  if (p.contains("max_grad_norm"))
+    r.err(pp + ".max_grad_norm", "not an optimizer parameter in DeepSpeed; use the top-level \"gradient_clipping\"");
+  std::vector<std::string> keys_plus = keys;
+  keys_plus.push_back("max_grad_norm");  // reported above, not as unknown
+  r.check_keys(p, pp, keys_plus);
   r.get_real(p, "lr", pp, o.lr, 0.0, 1e6);
+  if (o.type == "SGD" && !p.contains("lr")) r.err(pp + ".lr", "required by SGD (torch.optim.SGD has no default lr)");
   r.get_real(p, "eps", pp, o.eps, 0.0, 1.0);
   r.get_real(p, "weight_decay", pp, o.weight_decay, 0.0, 1e6);
   r.get_bool(p, "bias_correction", pp, o.bias_correction);
-  // "Adam" runs decoupled AdamW unless adam_w_mode: false (DeepSpeed's default is true).
   r.get_bool(p, "adam_w_mode", pp, o.adam_w_mode);
+  r.get_bool(p, "eps_inside_sqrt", pp, o.eps_inside_sqrt);
+  r.get_real(p, "max_coeff", pp, o.max_coeff, 0.0, 1e6);
+  r.get_real(p, "min_coeff", pp, o.min_coeff, 0.0, 1e6);
+  if (o.min_coeff > o.max_coeff) r.err(pp + ".min_coeff", "must be <= max_coeff");
+  r.get_real(p, "momentum", pp, o.momentum, 0.0, 1.0);
+  r.get_real(p, "dampening", pp, o.dampening, 0.0, 1.0);
+  r.get_bool(p, "nesterov", pp, o.nesterov);
+  if (o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0))
+    r.err(pp + ".nesterov", "Nesterov momentum requires momentum > 0 and dampening = 0 (as torch.optim.SGD)");
+  r.get_real(p, "lr_decay", pp, o.lr_decay, 0.0, 1e6);
+  r.get_real(p, "initial_accumulator_value", pp, o.initial_accumulator_value, 0.0, 1e6);
   bool flag = false;
   if (r.get_bool(p, "amsgrad", pp, flag) && flag) r.errors.push_back("not supported yet: optimizer.params.amsgrad = true");
   r.get_bool(p, "torch_adam", pp, flag);  // an implementation choice in DeepSpeed: the same math here
@@ -444,10 +483,24 @@ json default_ds_config_json() {
 }
 
 json DsConfig::resolved() const {
-  json o{{"type", optimizer.type},
-         {"params", {{"lr", optimizer.lr}, {"betas", {optimizer.beta1, optimizer.beta2}}, {"eps", optimizer.eps},
-                     {"weight_decay", optimizer.weight_decay}, {"bias_correction", optimizer.bias_correction},
-                     {"adam_w_mode", optimizer.adam_w_mode}}}};
+  const auto& op = optimizer;
+  json params;
+  if (op.type == "Adam" || op.type == "AdamW")
+    params = {{"lr", op.lr}, {"betas", {op.beta1, op.beta2}}, {"eps", op.eps}, {"weight_decay", op.weight_decay},
+              {"bias_correction", op.bias_correction}, {"adam_w_mode", op.adam_w_mode}};
+  else if (op.type == "Lamb")
+    params = {{"lr", op.lr}, {"betas", {op.beta1, op.beta2}}, {"eps", op.eps}, {"weight_decay", op.weight_decay},
+              {"bias_correction", op.bias_correction}, {"eps_inside_sqrt", op.eps_inside_sqrt},
+              {"max_coeff", op.max_coeff}, {"min_coeff", op.min_coeff}};
+  else if (op.type == "SGD")
+    params = {{"lr", op.lr}, {"momentum", op.momentum}, {"dampening", op.dampening},
+              {"weight_decay", op.weight_decay}, {"nesterov", op.nesterov}};
+  else if (op.type == "Adagrad")
+    params = {{"lr", op.lr}, {"lr_decay", op.lr_decay}, {"weight_decay", op.weight_decay}, {"eps", op.eps},
+              {"initial_accumulator_value", op.initial_accumulator_value}};
+  else
+    params = {{"lr", op.lr}, {"betas", {op.beta1, op.beta2}}, {"weight_decay", op.weight_decay}};
+  json o{{"type", op.type}, {"params", params}};
   json j{{"train_batch_size", train_batch_size},
          {"train_micro_batch_size_per_gpu", micro_batch},
          {"gradient_accumulation_steps", grad_accum},

@@ -12,13 +12,23 @@
 namespace dmpi::config {
 
 struct OptimizerConfig {
-  std::string type = "AdamW";  // Adam | AdamW (Adam is AdamW unless adam_w_mode: false)
+  // Adam | AdamW | Lamb | SGD | Adagrad | Lion (case-insensitive in the file; "Adam" runs
+  // AdamW unless adam_w_mode: false). Defaults are DeepSpeed's / torch's per type.
+  std::string type = "AdamW";
   double lr = 1e-3;
   double beta1 = 0.9, beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 0.0;
   bool bias_correction = true;
   bool adam_w_mode = true;
+  // Lamb
+  double max_coeff = 10.0, min_coeff = 0.01;
+  bool eps_inside_sqrt = false;
+  // SGD
+  double momentum = 0.0, dampening = 0.0;
+  bool nesterov = false;
+  // Adagrad
+  double lr_decay = 0.0, initial_accumulator_value = 0.0;
 };
 
 struct SchedulerConfig {

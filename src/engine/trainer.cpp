@@ -44,8 +44,22 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   DMPI_REQUIRE(ds.micro_batch <= 1 << 20, "train_micro_batch_size_per_gpu " << ds.micro_batch << " is too large");
   model_ = std::make_unique<model::GPT<float>>(opt_.model, static_cast<int>(ds.micro_batch), opt_.model.seq_len);
   model_->init_weights(opt_.seed);
-  m_.assign(model_->num_params(), 0.0f);
-  v_.assign(model_->num_params(), 0.0f);
+  // Optimizer states (fp32): Adam/AdamW/Lamb m and v; SGD the momentum buffer (when
+  // momentum > 0); Adagrad the squared-gradient sum; Lion m.
+  const auto& oc = ds.optimizer;
+  const size_t np = model_->num_params();
+  if (oc.type == "Adam" || oc.type == "AdamW" || oc.type == "Lamb") {
+    m_.assign(np, 0.0f);
+    v_.assign(np, 0.0f);
+  } else if (oc.type == "SGD") {
+    if (oc.momentum != 0.0) m_.assign(np, 0.0f);
+  } else if (oc.type == "Adagrad") {
+    m_.assign(np, static_cast<float>(oc.initial_accumulator_value));
+  } else if (oc.type == "Lion") {
+    m_.assign(np, 0.0f);
+  } else {
+    DMPI_FAIL("optimizer type '" << oc.type << "' is not implemented by the trainer");
+  }
   for (const auto& t : model_->param_table()) {
     if (!segments_.empty() && segments_.back().decay == t.weight_decay &&
         segments_.back().offset + segments_.back().size == t.offset)
@@ -92,9 +106,8 @@ std::string Trainer::banner() const {
      << "  data: " << source_->describe() << "\n"
      << "  batch: train_batch_size " << ds.train_batch_size << " = micro " << ds.micro_batch << " x accumulation "
      << ds.grad_accum << " x dp " << env_.size() << "; tokens/step " << ds.train_batch_size * opt_.model.seq_len << "\n"
-     << "  optimizer " << ds.optimizer.type << (adam_.adam_w_mode ? " (decoupled weight decay)" : " (L2)") << " lr "
-     << ds.optimizer.lr << " betas (" << ds.optimizer.beta1 << ", " << ds.optimizer.beta2 << ") eps "
-     << ds.optimizer.eps << " weight_decay " << ds.optimizer.weight_decay << "; schedule " << sched_.describe()
+     << "  optimizer " << ds.optimizer.type << " " << ds.resolved()["optimizer"]["params"].dump()
+     << "; schedule " << sched_.describe()
      << "; gradient_clipping " << ds.gradient_clipping << "\n"
      << "  threads: " << compute_threads() << " OpenMP, " << blas_threads() << " OpenBLAS; GEMM backend "
      << kernels::gemm_backend().name() << "; peak " << peak_gflops_
@@ -105,6 +118,48 @@ std::string Trainer::banner() const {
      << human_bytes(static_cast<double>(mem.activations)) << " | total "
      << human_bytes(static_cast<double>(mem.total()));
   return os.str();
+}
+
+void Trainer::apply_optimizer(double lr, float grad_scale) {
+  const auto& oc = opt_.ds.optimizer;
+  float* P = model_->params();
+  float* G = model_->grads();
+  const float flr = static_cast<float>(lr);
+  if (oc.type == "Lamb") {  // the trust ratio is per tensor
+    for (const auto& t : model_->param_table()) {
+      kernels::LambParams h;
+      h.lr = flr, h.beta1 = static_cast<float>(oc.beta1), h.beta2 = static_cast<float>(oc.beta2);
+      h.eps = static_cast<float>(oc.eps), h.weight_decay = t.weight_decay ? static_cast<float>(oc.weight_decay) : 0.f;
+      h.max_coeff = static_cast<float>(oc.max_coeff), h.min_coeff = static_cast<float>(oc.min_coeff);
+      h.bias_correction = oc.bias_correction, h.eps_inside_sqrt = oc.eps_inside_sqrt;
+      kernels::lamb_step(P + t.offset, G + t.offset, m_.data() + t.offset, v_.data() + t.offset, t.numel, h,
+                         global_steps_, grad_scale, true);
+    }
+    return;
+  }
+  for (const auto& sg : segments_) {
+    const float wd = sg.decay ? static_cast<float>(oc.weight_decay) : 0.0f;
+    float* p = P + sg.offset;
+    float* g = G + sg.offset;
+    if (oc.type == "Adam" || oc.type == "AdamW") {
+      kernels::AdamParams h = adam_;
+      h.lr = flr, h.weight_decay = wd;
+      kernels::adam_step(p, g, m_.data() + sg.offset, v_.data() + sg.offset, sg.size, h, global_steps_, grad_scale, true);
+    } else if (oc.type == "SGD") {
+      kernels::SgdParams h;
+      h.lr = flr, h.momentum = static_cast<float>(oc.momentum), h.dampening = static_cast<float>(oc.dampening);
+      h.weight_decay = wd, h.nesterov = oc.nesterov;
+      kernels::sgd_step(p, g, m_.empty() ? nullptr : m_.data() + sg.offset, sg.size, h, global_steps_, grad_scale, true);
+    } else if (oc.type == "Adagrad") {
+      kernels::AdagradParams h;
+      h.lr = flr, h.lr_decay = static_cast<float>(oc.lr_decay), h.weight_decay = wd, h.eps = static_cast<float>(oc.eps);
+      kernels::adagrad_step(p, g, m_.data() + sg.offset, sg.size, h, global_steps_, grad_scale, true);
+    } else {  // Lion
+      kernels::LionParams h;
+      h.lr = flr, h.beta1 = static_cast<float>(oc.beta1), h.beta2 = static_cast<float>(oc.beta2), h.weight_decay = wd;
+      kernels::lion_step(p, g, m_.data() + sg.offset, sg.size, h, grad_scale, true);
+    }
+  }
 }
 
 StepMetrics Trainer::train_step() {
@@ -127,15 +182,8 @@ StepMetrics Trainer::train_step() {
   double coef = 1.0;
   if (ds.gradient_clipping > 0.0) coef = std::min(1.0, ds.gradient_clipping / (norm + 1e-6));
   const double lr = sched_.current_lr();
-  kernels::AdamParams hp = adam_;
-  hp.lr = static_cast<float>(lr);
   ++global_steps_;
-  for (const auto& s : segments_) {
-    kernels::AdamParams h = hp;
-    if (!s.decay) h.weight_decay = 0.0f;
-    kernels::adam_step(model_->params() + s.offset, model_->grads() + s.offset, m_.data() + s.offset,
-                       v_.data() + s.offset, s.size, h, global_steps_, static_cast<float>(coef), true);
-  }
+  apply_optimizer(lr, static_cast<float>(coef));
   grads_zero_ = true;
   sched_.step();
   const double dt = now_seconds() - t0;

@@ -54,6 +54,7 @@ class Trainer {
   Trainer(const comm::MpiEnv& env, TrainOptions opt);
   StepMetrics train_step();
   TrainSummary run();
+  void apply_optimizer(double lr, float grad_scale);  // one step of the configured optimizer
   model::GPT<float>& model() { return *model_; }
   MemoryReport memory() const;
   double peak_gflops() const { return peak_gflops_; }
@@ -71,7 +72,7 @@ class Trainer {
   std::unique_ptr<model::GPT<float>> model_;
   std::unique_ptr<io::TokenSource> source_;
   std::unique_ptr<io::BatchLoader> loader_;
-  std::vector<float> m_, v_;
+  std::vector<float> m_, v_;  // optimizer states (which ones: see the constructor)
   std::vector<Segment> segments_;
   std::vector<int32_t> tokens_, targets_;
   LRScheduler sched_;

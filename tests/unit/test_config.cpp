@@ -111,13 +111,13 @@ TEST(DsConfig, UnknownKeysNamePathAndClosestKey) {
 TEST(DsConfig, TypesRangesAndNotSupported) {
   std::string w = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 2.5, "gradient_clipping": "big",
       "fp16": {"enabled": true}, "zero_optimization": {"stage": 2}, "pipeline": {},
-      "optimizer": {"type": "Lamb"}, "steps_per_print": -3})"));
+      "optimizer": {"type": "OneBitAdam"}, "steps_per_print": -3})"));
   EXPECT_TRUE(has(w, "train_micro_batch_size_per_gpu: expected an integer, got 2.5")) << w;
   EXPECT_TRUE(has(w, "gradient_clipping: expected a number, got \"big\"")) << w;
   EXPECT_TRUE(has(w, "not supported yet: fp16.enabled = true")) << w;
   EXPECT_TRUE(has(w, "not supported yet: zero_optimization.stage = 2")) << w;
   EXPECT_TRUE(has(w, "not supported yet: pipeline")) << w;
-  EXPECT_TRUE(has(w, "not supported yet: optimizer.type \"Lamb\"")) << w;
+  EXPECT_TRUE(has(w, "not supported yet: optimizer.type \"OneBitAdam\"")) << w;
   EXPECT_TRUE(has(w, "steps_per_print: value -3 out of range")) << w;
   EXPECT_TRUE(has(w, "7 errors")) << w;
   std::string w2 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 4}})"));
@@ -154,4 +154,26 @@ TEST(DsConfig, CommsLogger) {
   EXPECT_TRUE(has(w, "comms_logger.enabled: expected true or false")) << w;
   EXPECT_TRUE(has(w, "comms_logger.prof_ops: unknown op \"allreduce\"; did you mean \"all_reduce\"?")) << w;
   EXPECT_TRUE(has(w, "comms_logger.verbos: unknown key; did you mean 'comms_logger.verbose'?")) << w;
+}
+
+TEST(DsConfig, OptimizersWithDeepSpeedDefaults) {
+  auto opt = [](const char* body) { return parse_ds_config(json::parse(std::string(R"({"train_micro_batch_size_per_gpu": 1, "optimizer": )") + body + "}"), 1).optimizer; };
+  auto sgd = opt(R"({"type": "sgd", "params": {"lr": 0.1, "momentum": 0.9, "nesterov": true}})");
+  EXPECT_EQ(sgd.type, "SGD");
+  EXPECT_DOUBLE_EQ(sgd.momentum, 0.9);
+  auto ada = opt(R"({"type": "Adagrad"})");
+  EXPECT_DOUBLE_EQ(ada.lr, 1e-2);   // torch's Adagrad defaults
+  EXPECT_DOUBLE_EQ(ada.eps, 1e-10);
+  auto lion = opt(R"({"type": "Lion", "params": {"betas": [0.95, 0.98]}})");
+  EXPECT_DOUBLE_EQ(lion.lr, 1e-3);
+  EXPECT_DOUBLE_EQ(lion.beta2, 0.98);
+  auto lamb = opt(R"({"type": "LAMB", "params": {"max_coeff": 0.3, "min_coeff": 0.01}})");
+  EXPECT_EQ(lamb.type, "Lamb");
+  EXPECT_DOUBLE_EQ(lamb.max_coeff, 0.3);
+  std::string w = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "SGD",
+      "params": {"momentum": 0.9, "nesterov": true, "dampening": 0.1, "max_grad_norm": 1.0, "betas": [0.9, 0.99]}}})"));
+  EXPECT_TRUE(has(w, "optimizer.params.lr: required by SGD")) << w;
+  EXPECT_TRUE(has(w, "optimizer.params.nesterov: Nesterov momentum requires momentum > 0 and dampening = 0")) << w;
+  EXPECT_TRUE(has(w, "optimizer.params.max_grad_norm: not an optimizer parameter in DeepSpeed; use the top-level \"gradient_clipping\"")) << w;
+  EXPECT_TRUE(has(w, "optimizer.params.betas: unknown key")) << w;  // SGD has no betas
 }
