@@ -158,6 +158,7 @@ void MpiWork::wait() {
   if (done_) return;
   const double start = now_seconds();
   long spins = 0;
+  Watchdog::instance().enter(comm_, op_, seq_, bytes_, false);  // lets the watchdog answer for us
   for (;;) {
     int flag = 0;
     DMPI_CHECK_MPI(MPI_Test(&req_, &flag, MPI_STATUS_IGNORE));
@@ -172,6 +173,7 @@ void MpiWork::wait() {
       usleep(50);
     }
   }
+  Watchdog::instance().leave();
   finish();
 }
 
@@ -236,7 +238,7 @@ void MpiCommunicator::blocking(const char* op, size_t bytes, F&& call) {
   last_op_ = op_code(op);
   auto& dog = Watchdog::instance();
   const double t0 = now_seconds();
-  dog.enter(this, op, seq, bytes);
+  dog.enter(this, op, seq, bytes, true);
   call();
   dog.leave();
   auto& log = CommLogger::instance();
@@ -328,38 +330,10 @@ void MpiCommunicator::hang(const char* op, long long seq, size_t bytes, double w
   std::fprintf(stderr, "%s\n", os.str().c_str());
   std::fflush(stderr);
   if (diag_ != MPI_COMM_NULL) {
-    // Ask every other member which op it is waiting in; members blocked in a wait on this
-    // group answer (answer_queries), the others stay silent.
-    constexpr int kQuery = 1, kAnswer = 2;
+    auto ms = query_members(op, seq, 3.0);
+    const std::vector<bool>& answered = ms.answered;
+    const std::vector<long long>& state = ms.state;
     const long long me[2] = {seq, op_code(op)};
-    std::vector<MPI_Request> sends;
-    for (int r = 0; r < size_; ++r) {
-      if (r == rank_) continue;
-      sends.emplace_back();
-      MPI_Isend(me, 2, MPI_LONG_LONG, r, kQuery, diag_, &sends.back());
-    }
-    std::vector<long long> state(static_cast<size_t>(size_) * 3, -1);
-    std::vector<bool> answered(size_, false);
-    answered[rank_] = true;
-    state[3 * rank_] = me[0], state[3 * rank_ + 1] = me[1], state[3 * rank_ + 2] = 1;
-    const double until = now_seconds() + 3.0;
-    int pending = size_ - 1;
-    while (pending > 0 && now_seconds() < until) {
-      answer_queries(op, seq);  // the others may time out too and ask us
-      int flag = 0;
-      MPI_Message msg;
-      MPI_Status st;
-      MPI_Improbe(MPI_ANY_SOURCE, kAnswer, diag_, &flag, &msg, &st);
-      if (!flag) {
-        usleep(1000);
-        continue;
-      }
-      long long a[3];
-      MPI_Mrecv(a, 3, MPI_LONG_LONG, &msg, MPI_STATUS_IGNORE);
-      if (!answered[st.MPI_SOURCE]) --pending;
-      answered[st.MPI_SOURCE] = true;
-      for (int k = 0; k < 3; ++k) state[3 * st.MPI_SOURCE + k] = a[k];
-    }
     std::ostringstream miss;
     int missing = 0;
     for (int r = 0; r < size_; ++r) {
@@ -367,8 +341,9 @@ void MpiCommunicator::hang(const char* op, long long seq, size_t bytes, double w
       if (answered[r] && s_wait == 1 && s_seq == seq && s_op == me[1]) continue;  // waiting in the same op
       ++missing;
       miss << "\n  group rank " << r << " (world rank " << world_ranks_[r] << ") has not arrived: ";
-      const char* name = s_op >= 0 ? kOps[s_op] : "no op yet";
-      if (!answered[r]) miss << "no answer (it finished, crashed, or cannot progress MPI)";
+      const char* name = op_name_of(s_op);
+      if (!answered[r]) miss << "no answer (it finished, crashed, is computing, or is in another group's op; "
+                                "DEEPMPI_WATCHDOG=1 lets computing ranks answer)";
       else if (s_wait == 1) miss << "it is waiting in " << name << " #" << s_seq << " on this group";
       else miss << "it is not in an op on this group (computing, or in another group's op); its last op here was "
                 << name << " #" << s_seq;
@@ -376,16 +351,17 @@ void MpiCommunicator::hang(const char* op, long long seq, size_t bytes, double w
     std::fprintf(stderr, "deepmpi: %d of %d ranks of group '%s' have not arrived at %s #%lld:%s\n", missing, size_,
                  name_.c_str(), op, seq, miss.str().c_str());
     std::fflush(stderr);
-    // One abort per job: launchers (seen with Open MPI's mpiexec) can hang or crash when several
-    // ranks call MPI_Abort at the same instant. The lowest rank waiting in this op aborts; the
-    // others wait to be killed, and abort themselves if that does not happen.
+    // Watchdog-thread path: one rank ends the job. The lowest rank waiting in this op goes
+    // first; the others wait to be killed, and end themselves if that does not happen.
     int leader = rank_;
     for (int r = 0; r < size_; ++r)
       if (answered[r] && state[3 * r + 2] == 1 && state[3 * r] == seq && state[3 * r + 1] == me[1]) {
         leader = r;
         break;
       }
-    if (leader != rank_) {
+    // (Only on the opt-in watchdog-thread path: from a waiting main thread every rank calling
+    // MPI_Abort is what launchers handle best.)
+    if (leader != rank_ && Watchdog::instance().on_watchdog_thread()) {
       const double until_kill = now_seconds() + 10.0;
       while (now_seconds() < until_kill) {
         answer_queries(op, seq);
@@ -423,6 +399,59 @@ void MpiCommunicator::answer_queries(const char* waiting_op, long long waiting_s
     else a[0] = seq_.load(), a[1] = last_op_.load(), a[2] = 0;
     MPI_Send(a, 3, MPI_LONG_LONG, st.MPI_SOURCE, kAnswer, diag_);  // three integers: sent eagerly
   }
+}
+
+const char* MpiCommunicator::op_name_of(long long code) {
+  return code >= 0 && code < static_cast<long long>(sizeof(kOps) / sizeof(kOps[0])) ? kOps[code] : "no op yet";
+}
+
+MpiCommunicator::MemberStates MpiCommunicator::query_members(const char* op, long long seq, double wait_s) {
+  MemberStates ms;
+  ms.answered.assign(size_, false);
+  ms.state.assign(static_cast<size_t>(size_) * 3, -1);
+  ms.answered[rank_] = true;
+  ms.state[3 * rank_] = op ? seq : seq_.load();
+  ms.state[3 * rank_ + 1] = op ? op_code(op) : last_op_.load();
+  ms.state[3 * rank_ + 2] = op ? 1 : 0;
+  if (diag_ == MPI_COMM_NULL) return ms;
+  // Ask every other member which op it is in; members waiting on this group (or whose
+  // watchdog thread runs) answer; the others stay silent.
+  constexpr int kQuery = 1, kAnswer = 2;
+  const long long q[2] = {seq, op ? op_code(op) : -1};
+  std::vector<MPI_Request> sends;
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    sends.emplace_back();
+    MPI_Isend(q, 2, MPI_LONG_LONG, r, kQuery, diag_, &sends.back());
+  }
+  const double until = now_seconds() + wait_s;
+  int pending = size_ - 1;
+  while (pending > 0 && now_seconds() < until) {
+    answer_queries(op, seq);  // the others may be asking us at the same time
+    int flag = 0;
+    MPI_Message msg;
+    MPI_Status st;
+    MPI_Improbe(MPI_ANY_SOURCE, kAnswer, diag_, &flag, &msg, &st);
+    if (!flag) {
+      usleep(1000);
+      continue;
+    }
+    long long a[3];
+    MPI_Mrecv(a, 3, MPI_LONG_LONG, &msg, MPI_STATUS_IGNORE);
+    if (!ms.answered[st.MPI_SOURCE]) --pending;
+    ms.answered[st.MPI_SOURCE] = true;
+    for (int k = 0; k < 3; ++k) ms.state[3 * st.MPI_SOURCE + k] = a[k];
+  }
+  // Queries nobody answered stay posted; cancel them so a later query starts clean.
+  for (auto& rq : sends) {
+    int done = 0;
+    MPI_Test(&rq, &done, MPI_STATUS_IGNORE);
+    if (!done) {
+      MPI_Cancel(&rq);
+      MPI_Request_free(&rq);
+    }
+  }
+  return ms;
 }
 
 WorkPtr MpiCommunicator::iall_reduce(const void* send, void* recv, size_t count, DType t, ReduceOp op) {

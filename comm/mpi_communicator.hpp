@@ -79,6 +79,15 @@ class MpiCommunicator final : public Communicator {
                    DType t) override;
   void barrier() override;
 
+  // What each member is doing, as far as it answers within `wait_s` seconds: for member r,
+  // answered[r], and (ops entered, op code, 1 if waiting in it) in state[3r..3r+2].
+  struct MemberStates {
+    std::vector<bool> answered;
+    std::vector<long long> state;
+  };
+  MemberStates query_members(const char* op, long long seq, double wait_s);
+  static const char* op_name_of(long long code);
+
   // Called by MpiWork when a wait exceeds the timeout: prints the report and aborts.
   [[noreturn]] void hang(const char* op, long long seq, size_t bytes, double waited);
   // Answers other members' "where are you?" queries: with the op this rank is blocked in on

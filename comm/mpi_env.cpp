@@ -16,8 +16,11 @@ MpiEnv::MpiEnv(int* argc, char*** argv) {
   // same small-message latency (perf/README.md). Only when the user has not chosen; other MPIs
   // ignore OMPI_MCA_ variables.
   setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
-  // MULTIPLE lets the hang watchdog (comm/watchdog.hpp) make MPI calls beside the main thread.
-  DMPI_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
+  // The hang watchdog thread (comm/watchdog.hpp, opt-in with DEEPMPI_WATCHDOG=1) makes MPI
+  // calls beside the main thread and needs MULTIPLE; otherwise FUNNELED. (With the watchdog
+  // thread alive, Open MPI 4.1's mpiexec sometimes hung while tearing down an aborted job.)
+  const bool watchdog = env("DEEPMPI_WATCHDOG").value_or("0") == "1";
+  DMPI_CHECK_MPI(MPI_Init_thread(argc, argv, watchdog ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED, &provided));
   // Errors come back as codes, so every call's failure is reported with file:line and rank.
   DMPI_CHECK_MPI(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
   DMPI_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));

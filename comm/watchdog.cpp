@@ -20,7 +20,7 @@ void Watchdog::start() {
   if (!init) return;
   MPI_Query_thread(&provided);
   if (provided < MPI_THREAD_MULTIPLE) return;
-  if (env("DEEPMPI_NO_WATCHDOG")) return;
+  if (env("DEEPMPI_WATCHDOG").value_or("0") != "1") return;  // opt-in
   stop_ = false;
   running_ = true;
   thread_ = std::thread([this] { loop(); });
@@ -44,12 +44,14 @@ void Watchdog::remove(MpiCommunicator* c) {
   if (cur_comm_ == c) cur_comm_ = nullptr;
 }
 
-void Watchdog::enter(MpiCommunicator* c, const char* op, long long seq, size_t bytes) {
+void Watchdog::enter(MpiCommunicator* c, const char* op, long long seq, size_t bytes, bool enforce) {
+  if (!running_.load()) return;
   std::lock_guard<std::mutex> g(mu_);
-  cur_comm_ = c, cur_op_ = op, cur_seq_ = seq, cur_bytes_ = bytes, cur_start_ = now_seconds();
+  cur_comm_ = c, cur_op_ = op, cur_seq_ = seq, cur_bytes_ = bytes, cur_start_ = now_seconds(), cur_enforce_ = enforce;
 }
 
 void Watchdog::leave() {
+  if (!running_.load()) return;
   std::lock_guard<std::mutex> g(mu_);
   cur_comm_ = nullptr;
 }
@@ -64,7 +66,7 @@ void Watchdog::loop() {
     {
       std::lock_guard<std::mutex> g(mu_);
       for (MpiCommunicator* c : comms_) c->answer_queries(c == cur_comm_ ? cur_op_ : nullptr, cur_seq_);
-      if (cur_comm_) {
+      if (cur_comm_ && cur_enforce_) {
         waited = now_seconds() - cur_start_;
         if (waited > cur_comm_->timeout()) hung = cur_comm_, op = cur_op_, seq = cur_seq_, bytes = cur_bytes_;
       }

@@ -6,8 +6,9 @@
 //    main thread marks the op it is blocked in (enter/leave); the watchdog then enforces the
 //    timeout itself. By default waits are bounded in the calling thread (MpiWork::wait), which
 //    can always end the job with MPI_Abort.
-// Without MPI_THREAD_MULTIPLE (or with DEEPMPI_NO_WATCHDOG set) it stays off; wait loops then
-// answer the queries themselves.
+// Opt-in with DEEPMPI_WATCHDOG=1 (MpiEnv then asks for MPI_THREAD_MULTIPLE): with the thread
+// alive, Open MPI 4.1's mpiexec sometimes hung while tearing down an aborted job. Off, wait
+// loops answer the queries themselves and a computing rank shows as "no answer".
 #pragma once
 #include <atomic>
 #include <mutex>
@@ -28,7 +29,9 @@ class Watchdog {
   bool on_watchdog_thread() const { return running_.load() && std::this_thread::get_id() == thread_.get_id(); }
   void add(MpiCommunicator* c);
   void remove(MpiCommunicator* c);
-  void enter(MpiCommunicator* c, const char* op, long long seq, size_t bytes);
+  // `enforce`: the watchdog ends the job when the op outlives the timeout (blocking-MPI mode);
+  // otherwise the waiting thread does that itself and the mark only serves the answers.
+  void enter(MpiCommunicator* c, const char* op, long long seq, size_t bytes, bool enforce);
   void leave();
 
  private:
@@ -43,6 +46,7 @@ class Watchdog {
   long long cur_seq_ = 0;
   size_t cur_bytes_ = 0;
   double cur_start_ = 0;
+  bool cur_enforce_ = false;
 };
 
 }  // namespace dmpi::comm

@@ -30,6 +30,8 @@ static void usage() {
       "commands:\n"
       "  train          train a GPT model (run under srun / mpirun); `deepmpi train --help` for flags\n"
       "  data prepare   tokenize text files into a token dataset; `deepmpi data prepare --help`\n"
+      "  config check FILE [--data-parallel-size N]   validate a ds_config, print it resolved\n"
+      "  config defaults                               the default of every key\n"
       "  --version      print the version\n");
 }
 
@@ -65,7 +67,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> rest(args.begin() + 1, args.end());
     if (args[0] == "train") return dmpi::cli::cmd_train(&argc, &argv, rest);
     if (args[0] == "data") return dmpi::cli::cmd_data(rest);
-    std::string hint = dmpi::closest_match(args[0], {"train", "data"});
+    if (args[0] == "config") return dmpi::cli::cmd_config(rest);
+    std::string hint = dmpi::closest_match(args[0], {"train", "data", "config"});
     std::fprintf(stderr, "deepmpi: error: unknown command '%s'%s\n", args[0].c_str(),
                  hint.empty() ? "" : ("; did you mean '" + hint + "'?").c_str());
     usage();

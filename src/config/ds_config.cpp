@@ -267,29 +267,35 @@ void read_scheduler(Reader& r, const json& j, SchedulerConfig& s, const Optimize
     if (!j.contains("type")) r.err(path + ".type", "missing; write \"type\": \"WarmupLR\"");
     return;
   }
-  static const std::vector<std::string> unsupported = {"WarmupCosineLR", "OneCycle", "LRRangeTest"};
-  if (type == "WarmupLR" || type == "WarmupDecayLR") {
-    s.type = type;
-  } else if (std::find(unsupported.begin(), unsupported.end(), type) != unsupported.end()) {
-    r.errors.push_back("not supported yet: scheduler.type \"" + type + "\" (this build implements WarmupLR and WarmupDecayLR)");
-    return;
-  } else {
-    std::string hint = closest_match(type, {"WarmupLR", "WarmupDecayLR", "WarmupCosineLR", "OneCycle", "LRRangeTest"});
+  static const std::vector<std::string> types = {"WarmupLR", "WarmupDecayLR", "WarmupCosineLR", "OneCycle", "LRRangeTest"};
+  if (std::find(types.begin(), types.end(), type) == types.end()) {
+    std::string hint = closest_match(type, types);
     r.err(path + ".type", "unknown scheduler \"" + type + "\"" + (hint.empty() ? "" : "; did you mean \"" + hint + "\"?"));
     return;
   }
+  s.type = type;
+  const bool needs_total = type == "WarmupDecayLR" || type == "WarmupCosineLR";
   if (!j.contains("params")) {
-    if (s.type == "WarmupDecayLR") r.err(path + ".params.total_num_steps", "required by WarmupDecayLR");
+    if (needs_total) r.err(path + ".params.total_num_steps", "required by " + type);
+    if (type == "OneCycle") r.err(path + ".params.cycle_min_lr", "OneCycle needs cycle_min_lr and cycle_max_lr");
     return;
   }
   if (!r.object(j, "params", path)) return;
   const json& p = j.at("params");
   const std::string pp = path + ".params";
   r.reject_auto(p, pp);
-  std::vector<std::string> keys = {"warmup_min_lr", "warmup_max_lr", "warmup_num_steps", "warmup_type",
-                                   "last_batch_iteration"};
-  if (s.type == "WarmupDecayLR") keys.push_back("total_num_steps");
-  r.check_keys(p, pp, keys, s.type == "WarmupLR" ? std::vector<std::string>{} : std::vector<std::string>{});
+  std::vector<std::string> keys = {"last_batch_iteration"};
+  if (type == "WarmupLR" || type == "WarmupDecayLR")
+    keys.insert(keys.end(), {"warmup_min_lr", "warmup_max_lr", "warmup_num_steps", "warmup_type"});
+  if (needs_total) keys.push_back("total_num_steps");
+  if (type == "WarmupCosineLR") keys.insert(keys.end(), {"warmup_min_ratio", "warmup_num_steps", "cos_min_ratio", "warmup_type"});
+  if (type == "OneCycle")
+    keys.insert(keys.end(), {"cycle_min_lr", "cycle_max_lr", "decay_lr_rate", "cycle_first_step_size", "cycle_second_step_size",
+                             "cycle_first_stair_count", "cycle_second_stair_count", "decay_step_size", "cycle_momentum",
+                             "cycle_min_mom", "cycle_max_mom", "decay_mom_rate"});
+  if (type == "LRRangeTest")
+    keys.insert(keys.end(), {"lr_range_test_min_lr", "lr_range_test_step_size", "lr_range_test_step_rate", "lr_range_test_staircase"});
+  r.check_keys(p, pp, keys);
   r.get_real(p, "warmup_min_lr", pp, s.warmup_min_lr, 0.0, 1e6);
   r.get_real(p, "warmup_max_lr", pp, s.warmup_max_lr, 0.0, 1e6);
   r.get_int(p, "warmup_num_steps", pp, s.warmup_num_steps, 1, INT64_MAX / 4);
@@ -298,12 +304,38 @@ void read_scheduler(Reader& r, const json& j, SchedulerConfig& s, const Optimize
   int64_t lbi = -1;
   if (r.get_int(p, "last_batch_iteration", pp, lbi, -1, INT64_MAX / 4) && lbi != -1)
     r.errors.push_back("not supported yet: scheduler.params.last_batch_iteration != -1 (resume comes from checkpoints)");
-  if (s.type == "WarmupDecayLR") {
+  if (needs_total) {
     if (!r.get_int(p, "total_num_steps", pp, s.total_num_steps, 1, INT64_MAX / 4) && !p.contains("total_num_steps"))
-      r.err(pp + ".total_num_steps", "required by WarmupDecayLR; write the total number of optimizer steps");
+      r.err(pp + ".total_num_steps", "required by " + type + "; write the total number of optimizer steps");
     if (s.total_num_steps > 0 && s.total_num_steps < s.warmup_num_steps)
       r.warnings.push_back("scheduler.params.total_num_steps < warmup_num_steps");
   }
+  r.get_real(p, "warmup_min_ratio", pp, s.warmup_min_ratio, 0.0, 1.0);
+  r.get_real(p, "cos_min_ratio", pp, s.cos_min_ratio, 0.0, 1.0);
+  if (type == "OneCycle") {
+    if (!r.get_real(p, "cycle_min_lr", pp, s.cycle_min_lr, 0.0, 1e6) && !p.contains("cycle_min_lr"))
+      r.err(pp + ".cycle_min_lr", "required by OneCycle");
+    if (!r.get_real(p, "cycle_max_lr", pp, s.cycle_max_lr, 0.0, 1e6) && !p.contains("cycle_max_lr"))
+      r.err(pp + ".cycle_max_lr", "required by OneCycle");
+    r.get_real(p, "decay_lr_rate", pp, s.decay_lr_rate, 0.0, 1e6);
+    r.get_real(p, "cycle_first_step_size", pp, s.cycle_first_step_size, 1.0, 1e15);
+    r.get_real(p, "cycle_second_step_size", pp, s.cycle_second_step_size, 1.0, 1e15);
+    r.get_real(p, "decay_step_size", pp, s.decay_step_size, 0.0, 1e15);
+    r.get_bool(p, "cycle_momentum", pp, s.cycle_momentum);
+    r.get_real(p, "cycle_min_mom", pp, s.cycle_min_mom, 0.0, 1.0);
+    r.get_real(p, "cycle_max_mom", pp, s.cycle_max_mom, 0.0, 1.0);
+    r.get_real(p, "decay_mom_rate", pp, s.decay_mom_rate, 0.0, 1e6);
+    for (const char* k : {"cycle_first_stair_count", "cycle_second_stair_count"}) {
+      int64_t n = 0;
+      if (r.get_int(p, k, pp, n, 0, INT64_MAX / 4) && n != 0)
+        r.errors.push_back(std::string("not supported yet: scheduler.params.") + k +
+                           " != 0 (stair-stepped cycles; DeepSpeed ignored them before 0.19.4)");
+    }
+  }
+  r.get_real(p, "lr_range_test_min_lr", pp, s.lr_range_test_min_lr, 0.0, 1e6);
+  r.get_real(p, "lr_range_test_step_size", pp, s.lr_range_test_step_size, 1e-12, 1e15);
+  r.get_real(p, "lr_range_test_step_rate", pp, s.lr_range_test_step_rate, 0.0, 1e6);
+  r.get_bool(p, "lr_range_test_staircase", pp, s.lr_range_test_staircase);
   (void)opt;
 }
 
@@ -509,12 +541,26 @@ json DsConfig::resolved() const {
          {"zero_optimization", {{"stage", zero_stage}}},
          {"optimizer", o}};
   if (!scheduler.type.empty()) {
-    json p{{"warmup_min_lr", scheduler.warmup_min_lr},
-           {"warmup_max_lr", scheduler.warmup_max_lr < 0 ? optimizer.lr : scheduler.warmup_max_lr},
-           {"warmup_num_steps", scheduler.warmup_num_steps},
-           {"warmup_type", scheduler.warmup_type}};
-    if (scheduler.type == "WarmupDecayLR") p["total_num_steps"] = scheduler.total_num_steps;
-    j["scheduler"] = {{"type", scheduler.type}, {"params", p}};
+    const auto& sc = scheduler;
+    json p;
+    if (sc.type == "WarmupLR" || sc.type == "WarmupDecayLR") {
+      p = {{"warmup_min_lr", sc.warmup_min_lr}, {"warmup_max_lr", sc.warmup_max_lr < 0 ? optimizer.lr : sc.warmup_max_lr},
+           {"warmup_num_steps", sc.warmup_num_steps}, {"warmup_type", sc.warmup_type}};
+      if (sc.type == "WarmupDecayLR") p["total_num_steps"] = sc.total_num_steps;
+    } else if (sc.type == "WarmupCosineLR") {
+      p = {{"total_num_steps", sc.total_num_steps}, {"warmup_min_ratio", sc.warmup_min_ratio},
+           {"warmup_num_steps", sc.warmup_num_steps}, {"cos_min_ratio", sc.cos_min_ratio}, {"warmup_type", sc.warmup_type}};
+    } else if (sc.type == "OneCycle") {
+      p = {{"cycle_min_lr", sc.cycle_min_lr}, {"cycle_max_lr", sc.cycle_max_lr}, {"decay_lr_rate", sc.decay_lr_rate},
+           {"cycle_first_step_size", sc.cycle_first_step_size},
+           {"cycle_second_step_size", sc.cycle_second_step_size < 0 ? sc.cycle_first_step_size : sc.cycle_second_step_size},
+           {"decay_step_size", sc.decay_step_size}, {"cycle_momentum", sc.cycle_momentum},
+           {"cycle_min_mom", sc.cycle_min_mom}, {"cycle_max_mom", sc.cycle_max_mom}, {"decay_mom_rate", sc.decay_mom_rate}};
+    } else {
+      p = {{"lr_range_test_min_lr", sc.lr_range_test_min_lr}, {"lr_range_test_step_size", sc.lr_range_test_step_size},
+           {"lr_range_test_step_rate", sc.lr_range_test_step_rate}, {"lr_range_test_staircase", sc.lr_range_test_staircase}};
+    }
+    j["scheduler"] = {{"type", sc.type}, {"params", p}};
   }
   if (seed >= 0) j["seed"] = seed;
   j["comms_logger"] = {{"enabled", comms_logger.enabled}, {"verbose", comms_logger.verbose},

@@ -32,12 +32,24 @@ struct OptimizerConfig {
 };
 
 struct SchedulerConfig {
-  std::string type;            // "" = constant lr | WarmupLR | WarmupDecayLR
+  // "" = constant lr | WarmupLR | WarmupDecayLR | WarmupCosineLR | OneCycle | LRRangeTest
+  std::string type;
   double warmup_min_lr = 0.0;
   double warmup_max_lr = -1;   // < 0: the optimizer's lr (DeepSpeed >= 0.17.2)
   int64_t warmup_num_steps = 1000;
   std::string warmup_type = "log";  // log | linear
-  int64_t total_num_steps = 0;      // WarmupDecayLR
+  int64_t total_num_steps = 0;      // WarmupDecayLR, WarmupCosineLR
+  // WarmupCosineLR (ratios of the optimizer's lr)
+  double warmup_min_ratio = 0.0, cos_min_ratio = 1e-4;
+  // OneCycle
+  double cycle_min_lr = -1, cycle_max_lr = -1, decay_lr_rate = 0.0;
+  double cycle_first_step_size = 2000, cycle_second_step_size = -1;  // -1: = first
+  double decay_step_size = 0;
+  bool cycle_momentum = true;
+  double cycle_min_mom = 0.8, cycle_max_mom = 0.9, decay_mom_rate = 0.0;
+  // LRRangeTest
+  double lr_range_test_min_lr = 1e-3, lr_range_test_step_size = 2000, lr_range_test_step_rate = 1.0;
+  bool lr_range_test_staircase = false;
 };
 
 // DeepSpeed's comms_logger block (defaults as DeepSpeed's): logs every collective's count,

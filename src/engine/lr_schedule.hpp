@@ -14,6 +14,9 @@ class LRScheduler {
  public:
   LRScheduler(const config::SchedulerConfig& s, double optimizer_lr);
   double current_lr() const { return lr_; }   // lr the next optimizer step uses
+  // OneCycle with cycle_momentum: (beta1, beta2) the next step uses; false otherwise.
+  bool momentum(double& beta1, double& beta2) const;
+  double momentum_at(int64_t it) const;       // OneCycle's beta1 formula
   void step();                                // after an applied optimizer step
   int64_t last_batch_iteration() const { return it_; }
   void set_last_batch_iteration(int64_t it);  // restore state by value

@@ -87,6 +87,11 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   flops_per_token_ = flops_per_token(opt_.model, opt_.model.seq_len);
 }
 
+bool Trainer::optimizer_has_betas() const {
+  const auto& t = opt_.ds.optimizer.type;
+  return t == "Adam" || t == "AdamW" || t == "Lamb" || t == "Lion";
+}
+
 MemoryReport Trainer::memory() const {
   MemoryReport r;
   r.params = model_->param_bytes();
@@ -120,7 +125,7 @@ std::string Trainer::banner() const {
   return os.str();
 }
 
-void Trainer::apply_optimizer(double lr, float grad_scale) {
+void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double beta2) {
   const auto& oc = opt_.ds.optimizer;
   float* P = model_->params();
   float* G = model_->grads();
@@ -128,7 +133,7 @@ void Trainer::apply_optimizer(double lr, float grad_scale) {
   if (oc.type == "Lamb") {  // the trust ratio is per tensor
     for (const auto& t : model_->param_table()) {
       kernels::LambParams h;
-      h.lr = flr, h.beta1 = static_cast<float>(oc.beta1), h.beta2 = static_cast<float>(oc.beta2);
+      h.lr = flr, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2);
       h.eps = static_cast<float>(oc.eps), h.weight_decay = t.weight_decay ? static_cast<float>(oc.weight_decay) : 0.f;
       h.max_coeff = static_cast<float>(oc.max_coeff), h.min_coeff = static_cast<float>(oc.min_coeff);
       h.bias_correction = oc.bias_correction, h.eps_inside_sqrt = oc.eps_inside_sqrt;
@@ -143,7 +148,7 @@ void Trainer::apply_optimizer(double lr, float grad_scale) {
     float* g = G + sg.offset;
     if (oc.type == "Adam" || oc.type == "AdamW") {
       kernels::AdamParams h = adam_;
-      h.lr = flr, h.weight_decay = wd;
+      h.lr = flr, h.weight_decay = wd, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2);
       kernels::adam_step(p, g, m_.data() + sg.offset, v_.data() + sg.offset, sg.size, h, global_steps_, grad_scale, true);
     } else if (oc.type == "SGD") {
       kernels::SgdParams h;
@@ -156,7 +161,7 @@ void Trainer::apply_optimizer(double lr, float grad_scale) {
       kernels::adagrad_step(p, g, m_.data() + sg.offset, sg.size, h, global_steps_, grad_scale, true);
     } else {  // Lion
       kernels::LionParams h;
-      h.lr = flr, h.beta1 = static_cast<float>(oc.beta1), h.beta2 = static_cast<float>(oc.beta2), h.weight_decay = wd;
+      h.lr = flr, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2), h.weight_decay = wd;
       kernels::lion_step(p, g, m_.data() + sg.offset, sg.size, h, grad_scale, true);
     }
   }
@@ -183,7 +188,9 @@ StepMetrics Trainer::train_step() {
   if (ds.gradient_clipping > 0.0) coef = std::min(1.0, ds.gradient_clipping / (norm + 1e-6));
   const double lr = sched_.current_lr();
   ++global_steps_;
-  apply_optimizer(lr, static_cast<float>(coef));
+  double b1 = ds.optimizer.beta1, b2 = ds.optimizer.beta2;
+  if (optimizer_has_betas()) sched_.momentum(b1, b2);  // OneCycle's cycled momentum
+  apply_optimizer(lr, static_cast<float>(coef), b1, b2);
   grads_zero_ = true;
   sched_.step();
   const double dt = now_seconds() - t0;
@@ -212,6 +219,9 @@ TrainSummary Trainer::run() {
   if (print) {
     std::printf("%s\n", banner().c_str());
     for (auto& w : opt_.ds.warnings) std::printf("  warning: %s\n", w.c_str());
+    if (opt_.ds.scheduler.type == "OneCycle" && opt_.ds.scheduler.cycle_momentum && !optimizer_has_betas())
+      std::printf("  warning: cycle_momentum is disabled: optimizer %s has no betas (as in DeepSpeed)\n",
+                  opt_.ds.optimizer.type.c_str());
     std::fflush(stdout);
   }
   for (int64_t i = 0; i < opt_.train_iters; ++i) {

@@ -54,7 +54,9 @@ class Trainer {
   Trainer(const comm::MpiEnv& env, TrainOptions opt);
   StepMetrics train_step();
   TrainSummary run();
-  void apply_optimizer(double lr, float grad_scale);  // one step of the configured optimizer
+  // one step of the configured optimizer (beta1/beta2: the config's, or OneCycle's cycled ones)
+  void apply_optimizer(double lr, float grad_scale, double beta1, double beta2);
+  bool optimizer_has_betas() const;
   model::GPT<float>& model() { return *model_; }
   MemoryReport memory() const;
   double peak_gflops() const { return peak_gflops_; }

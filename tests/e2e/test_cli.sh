@@ -61,4 +61,19 @@ grep -q 'step      1/1' "$work/out.txt" || fail "training with mismatched launch
 echo '{"train_micro_batch_size_per_gpu": 2, "comms_logger": {"enabled": true, "prof_all": true}}' > "$work/cl.json"
 run1 train --deepspeed_config "$work/cl.json" --train-iters 2 > "$work/out.txt" || fail "comms logger run"
 grep -q "comms summary" "$work/out.txt" && grep -qE "^all_reduce +dp +1 +8 +2 " "$work/out.txt" || { cat "$work/out.txt"; fail "comms summary"; }
+# 6. config check / defaults
+echo '{"train_batch_size": 64, "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "Lion"},
+  "scheduler": {"type": "WarmupCosineLR", "params": {"total_num_steps": 5e3}}}' > "$work/ok.json"
+"$BIN" config check "$work/ok.json" --data-parallel-size 4 > "$work/out.txt" || fail "config check of a valid file"
+/usr/bin/python3 - "$work/out.txt" <<'PY' || fail "config check output"
+import json, sys
+c = json.load(open(sys.argv[1]))
+assert c["gradient_accumulation_steps"] == 4, c          # 64 // 4 // 4
+assert c["optimizer"]["params"]["betas"] == [0.9, 0.999], c
+assert c["scheduler"]["params"]["cos_min_ratio"] == 0.0001, c
+assert c["gradient_clipping"] == 1.0, c
+PY
+if "$BIN" config check "$work/bad.json" > "$work/out.txt" 2>&1; then fail "config check accepted a bad file"; fi
+grep -q "2 errors in the ds_config" "$work/out.txt" || { cat "$work/out.txt"; fail "config check errors"; }
+"$BIN" config defaults | grep -q '"reduce_bucket_size"\|"gradient_clipping": 1.0' || fail "config defaults"
 echo "e2e cli: all checks passed"

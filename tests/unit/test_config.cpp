@@ -177,3 +177,29 @@ TEST(DsConfig, OptimizersWithDeepSpeedDefaults) {
   EXPECT_TRUE(has(w, "optimizer.params.max_grad_norm: not an optimizer parameter in DeepSpeed; use the top-level \"gradient_clipping\"")) << w;
   EXPECT_TRUE(has(w, "optimizer.params.betas: unknown key")) << w;  // SGD has no betas
 }
+
+TEST(DsConfig, SchedulersWithDeepSpeedDefaults) {
+  auto sch = [](const char* body) { return parse_ds_config(json::parse(std::string(R"({"train_micro_batch_size_per_gpu": 1, "scheduler": )") + body + "}"), 1).scheduler; };
+  auto cos = sch(R"({"type": "WarmupCosineLR", "params": {"total_num_steps": 1e4}})");
+  EXPECT_EQ(cos.total_num_steps, 10000);
+  EXPECT_EQ(cos.warmup_num_steps, 1000);
+  EXPECT_DOUBLE_EQ(cos.cos_min_ratio, 1e-4);
+  EXPECT_EQ(cos.warmup_type, "log");
+  auto oc = sch(R"({"type": "OneCycle", "params": {"cycle_min_lr": 1e-5, "cycle_max_lr": 1e-3}})");
+  EXPECT_DOUBLE_EQ(oc.cycle_first_step_size, 2000);
+  EXPECT_DOUBLE_EQ(oc.cycle_min_mom, 0.8);
+  EXPECT_DOUBLE_EQ(oc.cycle_max_mom, 0.9);
+  EXPECT_TRUE(oc.cycle_momentum);
+  auto rt = sch(R"({"type": "LRRangeTest"})");
+  EXPECT_DOUBLE_EQ(rt.lr_range_test_min_lr, 1e-3);
+  EXPECT_DOUBLE_EQ(rt.lr_range_test_step_size, 2000);
+  std::string w = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "scheduler": {"type": "OneCycle",
+      "params": {"cycle_max_lr": 1e-3, "cycle_first_stair_count": 2, "warmup_num_steps": 5}}})"));
+  EXPECT_TRUE(has(w, "scheduler.params.cycle_min_lr: required by OneCycle")) << w;
+  EXPECT_TRUE(has(w, "not supported yet: scheduler.params.cycle_first_stair_count != 0")) << w;
+  EXPECT_TRUE(has(w, "scheduler.params.warmup_num_steps: unknown key")) << w;
+  std::string w2 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "scheduler": {"type": "WarmupCosineLR"}})"));
+  EXPECT_TRUE(has(w2, "scheduler.params.total_num_steps: required by WarmupCosineLR")) << w2;
+  std::string w3 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "scheduler": {"type": "OneCylce"}})"));
+  EXPECT_TRUE(has(w3, "did you mean \"OneCycle\"")) << w3;
+}

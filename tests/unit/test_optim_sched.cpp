@@ -253,3 +253,83 @@ TEST(Lamb, TrustRatioAgainstFormula) {
     EXPECT_LT(test::rel_err(P, Pd), 2e-5) << "variant " << variant;
   }
 }
+
+// ---- WarmupCosineLR, OneCycle, LRRangeTest against DeepSpeed's formulas (semantics §1.7) ----
+
+TEST(LRSchedule, WarmupCosineLR) {
+  config::SchedulerConfig c;
+  c.type = "WarmupCosineLR", c.total_num_steps = 100, c.warmup_num_steps = 10, c.warmup_min_ratio = 0.1,
+  c.cos_min_ratio = 0.01, c.warmup_type = "linear";
+  const double base = 2e-3;
+  engine::LRScheduler s(c, base);
+  EXPECT_DOUBLE_EQ(s.current_lr(), 0.0);  // before the first scheduler step
+  for (int64_t it = 0; it < 130; ++it) {
+    double r;
+    if (it < 10) {
+      r = 0.1 + 0.9 * (it / 10.0);
+    } else {
+      double p = std::min(1.0, (it - 10 + 1) / 90.0);
+      r = std::max(0.0, 0.01 + 0.99 * (1 + std::cos(M_PI * p)) / 2);
+    }
+    EXPECT_NEAR(s.lr_at(it), base * r, 1e-15) << it;
+  }
+  EXPECT_DOUBLE_EQ(s.lr_at(0), base * 0.1);             // step 0: the warmup floor
+  EXPECT_NEAR(s.lr_at(9), base * (0.1 + 0.9 * 0.9), 1e-15);  // last warmup step
+  EXPECT_NEAR(s.lr_at(99), base * 0.01, 1e-15);          // p reaches 1 at the total: cos_min_ratio
+  EXPECT_NEAR(s.lr_at(500), base * 0.01, 1e-15);         // past the total: clamped
+  c.warmup_type = "log";
+  engine::LRScheduler l(c, base);
+  EXPECT_NEAR(l.lr_at(4), base * (0.1 + 0.9 * std::log(5.0) / std::log(10.0)), 1e-15);
+}
+
+TEST(LRSchedule, OneCycleLrAndMomentum) {
+  config::SchedulerConfig c;
+  c.type = "OneCycle", c.cycle_min_lr = 1e-4, c.cycle_max_lr = 1e-3, c.cycle_first_step_size = 10,
+  c.cycle_second_step_size = 30, c.decay_lr_rate = 0.5, c.decay_step_size = 4, c.cycle_min_mom = 0.85,
+  c.cycle_max_mom = 0.95, c.decay_mom_rate = 0.01;
+  engine::LRScheduler s(c, 1.0);
+  // before the first step: the minimum lr and the minimum momentum, beta2 0.99
+  EXPECT_DOUBLE_EQ(s.current_lr(), 1e-4);
+  double b1 = 0, b2 = 0;
+  ASSERT_TRUE(s.momentum(b1, b2));
+  EXPECT_DOUBLE_EQ(b1, 0.85);
+  EXPECT_DOUBLE_EQ(b2, 0.99);
+  const double total = 40, ratio = 10.0 / 40.0;
+  for (int64_t it = 0; it < 80; ++it) {
+    double lr, mom;
+    if (it < total) {
+      double bi = it + 1, x = 1 + bi / total - std::floor(1 + bi / total);
+      double scale = x <= ratio ? x / ratio : (x - 1) / (ratio - 1);
+      lr = 1e-4 + (1e-3 - 1e-4) * scale;
+      mom = 0.95 - (0.95 - 0.85) * scale;
+    } else {
+      double interval = (it - total + 1) / 4.0;
+      lr = 1e-4 / (1 + 0.5 * interval);
+      mom = 0.95 * (1 + 0.01 * interval);
+    }
+    EXPECT_NEAR(s.lr_at(it), lr, 1e-15) << it;
+    EXPECT_NEAR(s.momentum_at(it), mom, 1e-15) << it;
+  }
+  EXPECT_NEAR(s.lr_at(9), 1e-3, 1e-15);   // the peak at the end of the first step size
+  EXPECT_NEAR(s.momentum_at(9), 0.85, 1e-15);  // momentum runs inversely
+  c.decay_step_size = 0;                   // no decay after the cycle
+  engine::LRScheduler n(c, 1.0);
+  EXPECT_DOUBLE_EQ(n.lr_at(100), 1e-4);
+  EXPECT_DOUBLE_EQ(n.momentum_at(100), 0.95);
+  c.cycle_momentum = false;
+  engine::LRScheduler m(c, 1.0);
+  EXPECT_FALSE(m.momentum(b1, b2));
+}
+
+TEST(LRSchedule, LRRangeTest) {
+  config::SchedulerConfig c;
+  c.type = "LRRangeTest", c.lr_range_test_min_lr = 1e-4, c.lr_range_test_step_size = 5, c.lr_range_test_step_rate = 2.0;
+  engine::LRScheduler cont(c, 1.0);
+  c.lr_range_test_staircase = true;
+  engine::LRScheduler stair(c, 1.0);
+  for (int64_t it = -1; it < 30; ++it) {
+    EXPECT_NEAR(cont.lr_at(it), 1e-4 * (1 + 2.0 * (it + 1) / 5.0), 1e-15) << it;
+    EXPECT_NEAR(stair.lr_at(it), 1e-4 * (1 + 2.0 * std::floor((it + 1) / 5.0)), 1e-15) << it;
+  }
+  EXPECT_DOUBLE_EQ(cont.current_lr(), 1e-4);  // it = -1: the minimum
+}
