@@ -17,9 +17,11 @@ int cmd_config(const std::vector<std::string>& argl) {
       "       deepmpi config defaults\n";
   DMPI_REQUIRE(!argl.empty() && (argl[0] == "check" || argl[0] == "defaults"), usage);
   std::vector<std::string> rest(argl.begin() + 1, argl.end());
-  Args a({{"data-parallel-size", true, "data-parallel size W of the batch triangle (default 1)"},
-          {"help", false, "show this help"}},
-         rest);
+  std::vector<FlagSpec> flags = {{"data-parallel-size", true, "data-parallel size W of the batch triangle (default 1)"},
+                                 {"train-iters", true, "resolves scheduler.params.total_num_steps: \"auto\""},
+                                 {"help", false, "show this help"}};
+  for (auto& f : auto_flags()) flags.push_back(f);
+  Args a(flags, rest);
   if (a.has("help")) {
     std::printf("%s\n%s", usage, a.usage().c_str());
     return 0;
@@ -37,10 +39,46 @@ int cmd_config(const std::vector<std::string>& argl) {
   DMPI_REQUIRE(a.positional().size() == 1, "deepmpi config check: give exactly one FILE\n" << usage);
   const int64_t dp = a.integer("data-parallel-size", 1);
   DMPI_REQUIRE(dp >= 1 && dp <= (1 << 24), "--data-parallel-size must be >= 1 (got " << dp << ")");
-  auto c = config::load_ds_config(a.positional()[0], static_cast<int>(dp));
+  auto c = config::load_ds_config(a.positional()[0], static_cast<int>(dp), auto_context(a));
   for (const auto& w : c.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   std::printf("%s\n", c.resolved().dump(2).c_str());
   return 0;
+}
+
+}  // namespace dmpi::cli
+
+namespace dmpi::cli {
+
+std::vector<FlagSpec> auto_flags() {
+  return {{"micro-batch-size", true, "train_micro_batch_size_per_gpu when \"auto\""},
+          {"global-batch-size", true, "train_batch_size when \"auto\""},
+          {"lr", true, "optimizer.params.lr and scheduler warmup_max_lr when \"auto\""},
+          {"clip-grad", true, "gradient_clipping when \"auto\""},
+          {"adam-beta1", true, "optimizer.params.betas[0] when \"auto\""},
+          {"adam-beta2", true, "optimizer.params.betas[1] when \"auto\""},
+          {"adam-eps", true, "optimizer.params.eps when \"auto\""},
+          {"weight-decay", true, "optimizer.params.weight_decay when \"auto\""},
+          {"lr-warmup-iters", true, "scheduler.params.warmup_num_steps when \"auto\""},
+          {"fp16", false, "fp16.enabled when \"auto\""},
+          {"bf16", false, "bf16.enabled when \"auto\""}};
+}
+
+config::AutoContext auto_context(const Args& a) {
+  config::AutoContext c;
+  if (a.has("micro-batch-size")) c.micro_batch = a.integer("micro-batch-size", 0);
+  if (a.has("global-batch-size")) c.global_batch = a.integer("global-batch-size", 0);
+  if (a.has("lr")) c.lr = a.real("lr", 0);
+  if (a.has("clip-grad")) c.clip_grad = a.real("clip-grad", 0);
+  if (a.has("adam-beta1")) c.beta1 = a.real("adam-beta1", 0);
+  if (a.has("adam-beta2")) c.beta2 = a.real("adam-beta2", 0);
+  if (a.has("adam-eps")) c.eps = a.real("adam-eps", 0);
+  if (a.has("weight-decay")) c.weight_decay = a.real("weight-decay", 0);
+  if (a.has("lr-warmup-iters")) c.warmup_iters = a.integer("lr-warmup-iters", 0);
+  if (a.has("train-iters")) c.train_iters = a.integer("train-iters", 0);
+  c.fp16 = a.has("fp16");
+  c.bf16 = a.has("bf16");
+  DMPI_REQUIRE(!(c.fp16 && c.bf16), "give at most one of --fp16 and --bf16");
+  return c;
 }
 
 }  // namespace dmpi::cli

@@ -56,7 +56,9 @@ int choose_threads(int local_size) {
 }  // namespace
 
 int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
-  Args a(train_flags(), argl);
+  auto flags = train_flags();
+  for (auto& f : auto_flags()) flags.push_back(f);
+  Args a(flags, argl);
   if (a.has("help")) {
     std::printf("usage: deepmpi train [flags]   (under srun / mpirun)\n\n%s", a.usage().c_str());
     return 0;
@@ -100,9 +102,9 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
 
   const int dp = mpi.size();
   if (a.has("deepspeed-config")) {
-    opt.ds = config::load_ds_config(a.str("deepspeed-config"), dp);
+    opt.ds = config::load_ds_config(a.str("deepspeed-config"), dp, auto_context(a));
   } else {
-    opt.ds = config::parse_ds_config(config::default_ds_config_json(), dp);
+    opt.ds = config::parse_ds_config(config::default_ds_config_json(), dp, auto_context(a));
     if (mpi.rank() == 0) std::printf("no --deepspeed_config given: using the built-in defaults (`--print-config` shows them)\n");
   }
   if (a.has("print-config") && mpi.rank() == 0) std::printf("%s\n", opt.ds.resolved().dump(2).c_str());

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <fstream>
 #include <set>
+#include <tuple>
 #include <sstream>
 
 #include "src/util/error.hpp"
@@ -376,11 +377,72 @@ void resolve_batch_triangle(int64_t& tbs, int64_t& mbs, int64_t& gas, int W) {
   DMPI_FAIL(os.str());
 }
 
-DsConfig parse_ds_config(const json& j, int dp_size) {
-  DMPI_REQUIRE(j.is_object(), "ds_config: the top level must be a JSON object {...}");
+json resolve_auto(const json& in, const AutoContext& ctx, std::vector<std::string>& errors) {
+  json j = in;
+  auto is_auto = [](const json& v) { return v.is_string() && v.get<std::string>() == "auto"; };
+  // key path -> (value from the flags, flag name); a missing value means "cannot resolve".
+  auto fill = [&](json& obj, const std::string& key, const std::string& path, const std::optional<json>& value,
+                  const std::string& flag) {
+    if (!obj.is_object() || !obj.contains(key)) {
+      return;
+    }
+    json& v = obj[key];
+    if (is_auto(v)) {
+      if (value) {
+        v = *value;
+      } else {
+        errors.push_back(path + ": \"auto\" cannot be resolved: pass " + flag + " or write a value");
+        obj.erase(key);  // reported once, here
+      }
+    } else if (value && v.is_number() && value->is_number() && v.get<double>() != value->get<double>()) {
+      errors.push_back(path + " = " + v.dump() + " disagrees with " + flag + " " + value->dump() +
+                       "; set it to \"auto\" or drop the flag");
+    } else if (value && v.is_array() && value->is_array() && v != *value) {
+      errors.push_back(path + " = " + v.dump() + " disagrees with " + flag + " " + value->dump() +
+                       "; set it to \"auto\" or drop the flag");
+    } else if (value && v.is_boolean() && value->is_boolean() && v != *value) {
+      errors.push_back(path + " = " + v.dump() + " disagrees with " + flag + "; set it to \"auto\" or drop the flag");
+    }
+  };
+  auto opt = [](auto o) -> std::optional<json> { return o ? std::optional<json>(json(*o)) : std::nullopt; };
+  // Batch keys: "auto" without a flag means "derive it from the triangle" (removed here).
+  for (auto [key, val, flag] : {std::tuple{"train_micro_batch_size_per_gpu", opt(ctx.micro_batch), "--micro-batch-size"},
+                                std::tuple{"train_batch_size", opt(ctx.global_batch), "--global-batch-size"}}) {
+    if (j.contains(key) && is_auto(j[key]) && !val) j.erase(key);
+    else fill(j, key, key, val, flag);
+  }
+  if (j.contains("gradient_accumulation_steps") && is_auto(j["gradient_accumulation_steps"]))
+    j.erase("gradient_accumulation_steps");  // derived by the batch triangle
+  fill(j, "gradient_clipping", "gradient_clipping", opt(ctx.clip_grad), "--clip-grad");
+  if (j.contains("optimizer") && j["optimizer"].is_object() && j["optimizer"].contains("params")) {
+    json& p = j["optimizer"]["params"];
+    fill(p, "lr", "optimizer.params.lr", opt(ctx.lr), "--lr");
+    std::optional<json> betas;
+    if (ctx.beta1 && ctx.beta2) betas = json::array({*ctx.beta1, *ctx.beta2});
+    fill(p, "betas", "optimizer.params.betas", betas, "--adam-beta1 and --adam-beta2");
+    fill(p, "eps", "optimizer.params.eps", opt(ctx.eps), "--adam-eps");
+    fill(p, "weight_decay", "optimizer.params.weight_decay", opt(ctx.weight_decay), "--weight-decay");
+  }
+  if (j.contains("scheduler") && j["scheduler"].is_object() && j["scheduler"].contains("params")) {
+    json& p = j["scheduler"]["params"];
+    if (p.is_object() && p.contains("warmup_min_lr") && is_auto(p["warmup_min_lr"])) p["warmup_min_lr"] = 0.0;  // HF
+    fill(p, "warmup_max_lr", "scheduler.params.warmup_max_lr", opt(ctx.lr), "--lr");
+    fill(p, "warmup_num_steps", "scheduler.params.warmup_num_steps", opt(ctx.warmup_iters), "--lr-warmup-iters");
+    fill(p, "total_num_steps", "scheduler.params.total_num_steps", opt(ctx.train_iters), "--train-iters");
+  }
+  for (auto [block, on] : {std::pair{"fp16", ctx.fp16}, std::pair{"bf16", ctx.bf16}}) {
+    if (j.contains(block) && j[block].is_object() && j[block].contains("enabled") && is_auto(j[block]["enabled"]))
+      j[block]["enabled"] = on;  // HF: from --fp16 / --bf16
+  }
+  return j;
+}
+
+DsConfig parse_ds_config(const json& in, int dp_size, const AutoContext& ctx) {
+  DMPI_REQUIRE(in.is_object(), "ds_config: the top level must be a JSON object {...}");
   Reader r;
+  const json j = resolve_auto(in, ctx, r.errors);
   DsConfig c;
-  c.raw = j;
+  c.raw = in;
   r.check_keys(j, "", kSupportedTopLevel, kKnownTopLevel);
 
   auto batch_key = [&](const char* key, int64_t& out) {
@@ -390,10 +452,7 @@ DsConfig parse_ds_config(const json& j, int dp_size) {
   batch_key("train_batch_size", c.train_batch_size);
   batch_key("train_micro_batch_size_per_gpu", c.micro_batch);
   batch_key("gradient_accumulation_steps", c.grad_accum);
-  if (j.contains("gradient_clipping") && Reader::is_auto(j.at("gradient_clipping")))
-    r.err("gradient_clipping", "\"auto\" is not supported yet; write a number (0 disables clipping)");
-  else
-    r.get_real(j, "gradient_clipping", "", c.gradient_clipping, 0.0, 1e30);
+  r.get_real(j, "gradient_clipping", "", c.gradient_clipping, 0.0, 1e30);
   c.steps_per_print_given = r.get_int(j, "steps_per_print", "", c.steps_per_print, 1, INT64_MAX / 4);
   r.get_int(j, "seed", "", c.seed, 0, INT64_MAX / 4);
 
@@ -488,7 +547,7 @@ DsConfig parse_ds_config(const json& j, int dp_size) {
   return c;
 }
 
-DsConfig load_ds_config(const std::string& path, int dp_size) {
+DsConfig load_ds_config(const std::string& path, int dp_size, const AutoContext& ctx) {
   std::ifstream f(path);
   DMPI_REQUIRE(f.good(), "cannot open --deepspeed_config file '" << path << "'");
   std::stringstream ss;
@@ -500,7 +559,7 @@ DsConfig load_ds_config(const std::string& path, int dp_size) {
     DMPI_FAIL("--deepspeed_config '" << path << "' is not valid JSON: " << e.what());
   }
   try {
-    return parse_ds_config(j, dp_size);
+    return parse_ds_config(j, dp_size, ctx);
   } catch (const Error& e) {
     throw Error(std::string("'") + path + "': " + e.what());
   }

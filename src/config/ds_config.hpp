@@ -4,6 +4,7 @@
 // JSON path and the closest valid key. All errors of one file are reported together.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -80,9 +81,28 @@ struct DsConfig {
   nlohmann::json resolved() const;  // every value in force, for printing
 };
 
-// Parses and validates; resolves the batch triangle with W = data-parallel size.
-DsConfig parse_ds_config(const nlohmann::json& j, int dp_size);
-DsConfig load_ds_config(const std::string& path, int dp_size);
+// Values from the command line that resolve "auto" the way the Hugging Face Trainer does
+// (semantics doc §3.4), Megatron-style flags. A config value that is explicit and differs from a
+// given flag is an error naming both (as HF's "mismatch TrainingArguments").
+struct AutoContext {
+  std::optional<int64_t> micro_batch;    // --micro-batch-size  -> train_micro_batch_size_per_gpu
+  std::optional<int64_t> global_batch;   // --global-batch-size -> train_batch_size
+  std::optional<double> clip_grad;       // --clip-grad         -> gradient_clipping
+  std::optional<double> lr;              // --lr                -> optimizer.params.lr, scheduler warmup_max_lr
+  std::optional<double> beta1, beta2;    // --adam-beta1/2      -> optimizer.params.betas
+  std::optional<double> eps;             // --adam-eps          -> optimizer.params.eps
+  std::optional<double> weight_decay;    // --weight-decay      -> optimizer.params.weight_decay
+  std::optional<int64_t> warmup_iters;   // --lr-warmup-iters   -> scheduler.params.warmup_num_steps
+  std::optional<int64_t> train_iters;    // --train-iters       -> scheduler.params.total_num_steps
+  bool fp16 = false, bf16 = false;       // --fp16 / --bf16     -> fp16.enabled / bf16.enabled
+};
+
+// Replaces every "auto" it can resolve; returns the errors for those it cannot.
+nlohmann::json resolve_auto(const nlohmann::json& j, const AutoContext& ctx, std::vector<std::string>& errors);
+
+// Parses and validates; resolves "auto" and the batch triangle with W = data-parallel size.
+DsConfig parse_ds_config(const nlohmann::json& j, int dp_size, const AutoContext& ctx = {});
+DsConfig load_ds_config(const std::string& path, int dp_size, const AutoContext& ctx = {});
 // Defaults used when no --deepspeed_config is given.
 nlohmann::json default_ds_config_json();
 

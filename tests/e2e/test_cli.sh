@@ -75,5 +75,15 @@ assert c["gradient_clipping"] == 1.0, c
 PY
 if "$BIN" config check "$work/bad.json" > "$work/out.txt" 2>&1; then fail "config check accepted a bad file"; fi
 grep -q "2 errors in the ds_config" "$work/out.txt" || { cat "$work/out.txt"; fail "config check errors"; }
-"$BIN" config defaults | grep -q '"reduce_bucket_size"\|"gradient_clipping": 1.0' || fail "config defaults"
+"$BIN" config defaults | grep -q '"gradient_clipping": 1.0' || fail "config defaults"
+# "auto" resolved from Megatron-style flags, the way the HF Trainer fills it in
+echo '{"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_clipping": "auto",
+  "optimizer": {"type": "AdamW", "params": {"lr": "auto", "weight_decay": "auto"}}}' > "$work/hf.json"
+"$BIN" config check "$work/hf.json" --micro-batch-size 2 --global-batch-size 8 --clip-grad 0.5 --lr 3e-4 \
+  --weight-decay 0.05 --data-parallel-size 2 > "$work/out.txt" || { cat "$work/out.txt"; fail "auto resolution"; }
+grep -q '"gradient_accumulation_steps": 2' "$work/out.txt" && grep -q '"lr": 0.0003' "$work/out.txt" || fail "auto values"
+if "$BIN" config check "$work/hf.json" > "$work/out.txt" 2>&1; then fail "unresolved auto accepted"; fi
+grep -q 'gradient_clipping: "auto" cannot be resolved: pass --clip-grad' "$work/out.txt" || { cat "$work/out.txt"; fail "auto error"; }
+run1 train --deepspeed_config "$work/hf.json" --micro-batch-size 2 --clip-grad 1 --lr 1e-3 --weight-decay 0 \
+  --train-iters 2 > "$work/out.txt" || { cat "$work/out.txt"; fail "train with auto"; }
 echo "e2e cli: all checks passed"

@@ -124,7 +124,7 @@ TEST(DsConfig, TypesRangesAndNotSupported) {
   EXPECT_TRUE(has(w2, "zero_optimization.stage: value 4 out of range [0, 3]")) << w2;
   std::string w3 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW",
       "params": {"lr": "auto", "betas": [0.9]}}})"));
-  EXPECT_TRUE(has(w3, "optimizer.params.lr: \"auto\" is not supported yet")) << w3;
+  EXPECT_TRUE(has(w3, "optimizer.params.lr: \"auto\" cannot be resolved: pass --lr")) << w3;
   EXPECT_TRUE(has(w3, "optimizer.params.betas: expected [beta1, beta2]")) << w3;
   std::string w4 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 2,
       "train_batch_size": 3})"));
@@ -202,4 +202,54 @@ TEST(DsConfig, SchedulersWithDeepSpeedDefaults) {
   EXPECT_TRUE(has(w2, "scheduler.params.total_num_steps: required by WarmupCosineLR")) << w2;
   std::string w3 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "scheduler": {"type": "OneCylce"}})"));
   EXPECT_TRUE(has(w3, "did you mean \"OneCycle\"")) << w3;
+}
+
+TEST(DsConfig, AutoResolvedFromFlagsLikeTheHfTrainer) {
+  const char* hf = R"({
+    "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+    "gradient_clipping": "auto",
+    "fp16": {"enabled": "auto"}, "bf16": {"enabled": "auto"},
+    "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}},
+    "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_min_lr": "auto", "warmup_max_lr": "auto",
+                                                       "warmup_num_steps": "auto", "total_num_steps": "auto"}}})";
+  AutoContext ctx;
+  ctx.micro_batch = 4, ctx.global_batch = 64, ctx.clip_grad = 0.5, ctx.lr = 3e-4, ctx.beta1 = 0.9, ctx.beta2 = 0.95;
+  ctx.eps = 1e-6, ctx.weight_decay = 0.1, ctx.warmup_iters = 100, ctx.train_iters = 5000;
+  auto c = parse_ds_config(json::parse(hf), 4, ctx);
+  EXPECT_EQ(c.micro_batch, 4);
+  EXPECT_EQ(c.train_batch_size, 64);
+  EXPECT_EQ(c.grad_accum, 4);  // derived: 64 / (4 x 4)
+  EXPECT_DOUBLE_EQ(c.gradient_clipping, 0.5);
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 3e-4);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c.optimizer.eps, 1e-6);
+  EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.1);
+  EXPECT_DOUBLE_EQ(c.scheduler.warmup_min_lr, 0.0);  // HF writes 0
+  EXPECT_DOUBLE_EQ(c.scheduler.warmup_max_lr, 3e-4);
+  EXPECT_EQ(c.scheduler.warmup_num_steps, 100);
+  EXPECT_EQ(c.scheduler.total_num_steps, 5000);
+  // batch "auto" without flags: derived by the triangle
+  auto d = parse_ds_config(json::parse(R"({"train_batch_size": 32, "train_micro_batch_size_per_gpu": "auto",
+      "gradient_accumulation_steps": "auto"})"), 2);
+  EXPECT_EQ(d.micro_batch, 16);
+  EXPECT_EQ(d.grad_accum, 1);
+  // unresolvable: every error names its flag, each reported once
+  std::string w = error_of(json::parse(hf), 4);
+  EXPECT_TRUE(has(w, "gradient_clipping: \"auto\" cannot be resolved: pass --clip-grad")) << w;
+  EXPECT_TRUE(has(w, "optimizer.params.lr: \"auto\" cannot be resolved: pass --lr")) << w;
+  EXPECT_TRUE(has(w, "optimizer.params.betas: \"auto\" cannot be resolved: pass --adam-beta1 and --adam-beta2")) << w;
+  EXPECT_TRUE(has(w, "scheduler.params.total_num_steps: \"auto\" cannot be resolved: pass --train-iters")) << w;
+  EXPECT_EQ(w.find("gradient_clipping", w.find("gradient_clipping") + 1), std::string::npos) << w;
+  // explicit values that contradict a flag (HF: "mismatch TrainingArguments")
+  AutoContext lr_only;
+  lr_only.lr = 1e-3;
+  std::string m = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 2,
+      "optimizer": {"type": "AdamW", "params": {"lr": 2e-4}}})"), 1);
+  EXPECT_EQ(m, "");  // no flag: no conflict
+  try {
+    parse_ds_config(json::parse(R"({"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "params": {"lr": 2e-4}}})"), 1, lr_only);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "optimizer.params.lr = 0.0002 disagrees with --lr 0.001")) << e.what();
+  }
 }
