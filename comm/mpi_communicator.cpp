@@ -333,13 +333,16 @@ void MpiCommunicator::hang(const char* op, long long seq, size_t bytes, double w
     auto ms = query_members(op, seq, 3.0);
     const std::vector<bool>& answered = ms.answered;
     const std::vector<long long>& state = ms.state;
-    const long long me[2] = {seq, op_code(op)};
+    const long long my_op = op_code(op);
+    auto waiting_here = [&](int r) {
+      return answered[r] && state[3 * r + 2] == 1 && state[3 * r] == seq && state[3 * r + 1] == my_op;
+    };
     std::ostringstream miss;
     int missing = 0;
     for (int r = 0; r < size_; ++r) {
-      const long long s_seq = state[3 * r], s_op = state[3 * r + 1], s_wait = state[3 * r + 2];
-      if (answered[r] && s_wait == 1 && s_seq == seq && s_op == me[1]) continue;  // waiting in the same op
+      if (waiting_here(r)) continue;
       ++missing;
+      const long long s_seq = state[3 * r], s_op = state[3 * r + 1], s_wait = state[3 * r + 2];
       miss << "\n  group rank " << r << " (world rank " << world_ranks_[r] << ") has not arrived: ";
       const char* name = op_name_of(s_op);
       if (!answered[r]) miss << "no answer (it finished, crashed, is computing, or is in another group's op; "
@@ -351,19 +354,18 @@ void MpiCommunicator::hang(const char* op, long long seq, size_t bytes, double w
     std::fprintf(stderr, "deepmpi: %d of %d ranks of group '%s' have not arrived at %s #%lld:%s\n", missing, size_,
                  name_.c_str(), op, seq, miss.str().c_str());
     std::fflush(stderr);
-    // Watchdog-thread path: one rank ends the job. The lowest rank waiting in this op goes
-    // first; the others wait to be killed, and end themselves if that does not happen.
-    int leader = rank_;
-    for (int r = 0; r < size_; ++r)
-      if (answered[r] && state[3 * r + 2] == 1 && state[3 * r] == seq && state[3 * r + 1] == me[1]) {
-        leader = r;
-        break;
-      }
-    // (Only on the opt-in watchdog-thread path: from a waiting main thread every rank calling
-    // MPI_Abort is what launchers handle best.)
-    if (leader != rank_ && Watchdog::instance().on_watchdog_thread()) {
+    // Watchdog-thread path (opt-in): one rank ends the job. The lowest rank waiting in this op
+    // goes first; the others wait to be killed, and end themselves if that does not happen.
+    // From a waiting main thread every rank calls MPI_Abort, which launchers handle best.
+    if (Watchdog::instance().on_watchdog_thread()) {
+      int leader = rank_;
+      for (int r = 0; r < size_; ++r)
+        if (waiting_here(r)) {
+          leader = r;
+          break;
+        }
       const double until_kill = now_seconds() + 10.0;
-      while (now_seconds() < until_kill) {
+      while (leader != rank_ && now_seconds() < until_kill) {
         answer_queries(op, seq);
         usleep(10000);
       }
@@ -372,7 +374,7 @@ void MpiCommunicator::hang(const char* op, long long seq, size_t bytes, double w
   if (Watchdog::instance().on_watchdog_thread()) {
     // Open MPI 4.1 can hang or crash in MPI_Abort called from a second thread while the main
     // thread is inside a blocking collective; a rank killed by a signal ends the job under
-    // mpirun, and under srun with --kill-on-bad-exit=1 (jobs/ sets it).
+    // mpirun, and under srun with --kill-on-bad-exit=1.
     std::fprintf(stderr, "deepmpi: ending this rank (SIGKILL) so the launcher ends the job instead of hanging\n");
     std::fflush(stderr);
     kill(getpid(), SIGKILL);

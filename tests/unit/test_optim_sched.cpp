@@ -247,7 +247,9 @@ TEST(Lamb, TrustRatioAgainstFormula) {
         u2 += u[i] * u[i];
       }
       double trust = std::min<double>(hp.max_coeff, std::max<double>(hp.min_coeff, std::sqrt(w2) / std::sqrt(u2)));
-      if (variant == 1) EXPECT_DOUBLE_EQ(trust, 0.5);  // the clamp is exercised
+      if (variant == 1) {
+        EXPECT_DOUBLE_EQ(trust, 0.5);  // the clamp is exercised
+      }
       for (int i = 0; i < n; ++i) Pd[i] -= 0.01 * trust * u[i];
     }
     EXPECT_LT(test::rel_err(P, Pd), 2e-5) << "variant " << variant;
