@@ -19,6 +19,7 @@ int cmd_config(const std::vector<std::string>& argl) {
   std::vector<std::string> rest(argl.begin() + 1, argl.end());
   std::vector<FlagSpec> flags = {{"data-parallel-size", true, "data-parallel size W of the batch triangle (default 1)"},
                                  {"train-iters", true, "resolves scheduler.params.total_num_steps: \"auto\""},
+                                 {"hidden-size", true, "model width: resolves the ZeRO bucket sizes' \"auto\" (h^2, 0.9 h^2, 10 h)"},
                                  {"help", false, "show this help"}};
   for (auto& f : auto_flags()) flags.push_back(f);
   Args a(flags, rest);
@@ -39,7 +40,10 @@ int cmd_config(const std::vector<std::string>& argl) {
   DMPI_REQUIRE(a.positional().size() == 1, "deepmpi config check: give exactly one FILE\n" << usage);
   const int64_t dp = a.integer("data-parallel-size", 1);
   DMPI_REQUIRE(dp >= 1 && dp <= (1 << 24), "--data-parallel-size must be >= 1 (got " << dp << ")");
-  auto c = config::load_ds_config(a.positional()[0], static_cast<int>(dp), auto_context(a));
+  config::AutoContext ctx = auto_context(a);
+  if (a.has("hidden-size")) ctx.hidden = a.integer("hidden-size", 0);
+  auto c = config::load_ds_config(a.positional()[0], static_cast<int>(dp), ctx);
+  for (const auto& m : config::unimplemented_for_training(c)) std::fprintf(stderr, "note: %s (valid; `deepmpi train` refuses it)\n", m.c_str());
   for (const auto& w : c.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   std::printf("%s\n", c.resolved().dump(2).c_str());
   return 0;

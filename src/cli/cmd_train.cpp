@@ -101,10 +101,12 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   opt.model.validate();
 
   const int dp = mpi.size();
+  config::AutoContext actx = auto_context(a);
+  actx.hidden = opt.model.hidden;  // ZeRO bucket "auto" values follow the model width (as HF's)
   if (a.has("deepspeed-config")) {
-    opt.ds = config::load_ds_config(a.str("deepspeed-config"), dp, auto_context(a));
+    opt.ds = config::load_ds_config(a.str("deepspeed-config"), dp, actx);
   } else {
-    opt.ds = config::parse_ds_config(config::default_ds_config_json(), dp, auto_context(a));
+    opt.ds = config::parse_ds_config(config::default_ds_config_json(), dp, actx);
     if (mpi.rank() == 0) std::printf("no --deepspeed_config given: using the built-in defaults (`--print-config` shows them)\n");
   }
   if (a.has("print-config") && mpi.rank() == 0) std::printf("%s\n", opt.ds.resolved().dump(2).c_str());

@@ -340,6 +340,115 @@ void read_scheduler(Reader& r, const json& j, SchedulerConfig& s, const Optimize
   (void)opt;
 }
 
+void read_offload(Reader& r, const json& j, const std::string& path, OffloadConfig& o, bool param) {
+  if (!j.is_object()) {
+    r.err(path, "expected an object {\"device\": \"cpu\", ...}, got " + j.dump() + " (write {\"device\": \"cpu\"})");
+    return;
+  }
+  std::vector<std::string> keys = {"device", "nvme_path", "buffer_count", "pin_memory"};
+  if (param) keys.insert(keys.end(), {"buffer_size", "max_in_cpu"});
+  else keys.insert(keys.end(), {"pipeline_read", "pipeline_write", "fast_init", "ratio", "super_offload", "cpuadam_cores_perc"});
+  r.check_keys(j, path, keys);
+  o.buffer_count = param ? 5 : 4;
+  if (r.get_string(j, "device", path, o.device) && o.device != "none" && o.device != "cpu" && o.device != "nvme")
+    r.err(path + ".device", "expected \"none\", \"cpu\" or \"nvme\", got \"" + o.device + "\"");
+  r.get_string(j, "nvme_path", path, o.nvme_path);
+  if (o.device == "nvme" && o.nvme_path.empty()) r.err(path + ".nvme_path", "required with device \"nvme\"");
+  r.get_int(j, "buffer_count", path, o.buffer_count, 1, 1 << 20);
+  r.get_int(j, "buffer_size", path, o.buffer_size, 1, INT64_MAX / 4);
+  r.get_int(j, "max_in_cpu", path, o.max_in_cpu, 0, INT64_MAX / 4);
+  r.get_bool(j, "pin_memory", path, o.pin_memory);
+  r.get_bool(j, "pipeline_read", path, o.pipeline_read);
+  r.get_bool(j, "pipeline_write", path, o.pipeline_write);
+  r.get_bool(j, "fast_init", path, o.fast_init);
+  r.get_real(j, "ratio", path, o.ratio, 0.0, 1.0);
+  for (const char* k : {"super_offload", "cpuadam_cores_perc"})
+    if (j.contains(k)) r.errors.push_back(std::string("not supported yet: ") + path + "." + k);
+}
+
+void read_zero(Reader& r, const json& z0, ZeroConfig& zc) {
+  const std::string P = "zero_optimization";
+  json z = z0;
+  // Deprecated keys (DeepSpeed: a warning and the value moves; both old and new is an error).
+  auto deprecate = [&](const char* old_key, const char* new_key, const json& new_value) {
+    if (!z.contains(old_key)) return;
+    if (z.contains(new_key)) {
+      r.err(P + "." + old_key, std::string("deprecated, and given together with its replacement '") + new_key + "'; keep only '" + new_key + "'");
+    } else {
+      r.warnings.push_back(P + "." + old_key + " is deprecated: use " + P + "." + new_key + " (" + new_value.dump() + ")");
+      if (!z[old_key].is_boolean() || z[old_key].get<bool>()) z[new_key] = new_value;
+    }
+    z.erase(old_key);
+  };
+  if (z.contains("stage3_gather_fp16_weights_on_model_save")) {
+    json v = z["stage3_gather_fp16_weights_on_model_save"];
+    deprecate("stage3_gather_fp16_weights_on_model_save", "gather_16bit_weights_on_model_save", v);
+  }
+  deprecate("cpu_offload", "offload_optimizer", json{{"device", "cpu"}});
+  deprecate("cpu_offload_param", "offload_param", json{{"device", "cpu"}});
+  if (z.contains("cpu_offload_use_pin_memory")) {
+    r.warnings.push_back(P + ".cpu_offload_use_pin_memory is deprecated and has no effect (offload pin_memory defaults to true)");
+    z.erase("cpu_offload_use_pin_memory");
+  }
+  // stage3_* aliases name the same fields (DeepSpeed: populate_by_name).
+  const std::pair<const char*, const char*> aliases[] = {
+      {"stage3_prefetch_bucket_size", "prefetch_bucket_size"},
+      {"stage3_param_persistence_threshold", "param_persistence_threshold"},
+      {"stage3_model_persistence_threshold", "model_persistence_threshold"},
+      {"stage3_max_live_parameters", "max_live_parameters"},
+      {"stage3_max_reuse_distance", "max_reuse_distance"},
+      {"stage3_gather_16bit_weights_on_model_save", "gather_16bit_weights_on_model_save"}};
+  for (auto [alias, field] : aliases) {
+    if (!z.contains(alias)) continue;
+    if (z.contains(field)) r.err(P + "." + alias, std::string("given together with '") + field + "', the same setting; keep one");
+    else z[field] = z[alias];
+    z.erase(alias);
+  }
+  static const std::vector<std::string> typed = {
+      "stage", "contiguous_gradients", "reduce_scatter", "reduce_bucket_size", "use_multi_rank_bucket_allreduce",
+      "allgather_partitions", "allgather_bucket_size", "overlap_comm", "load_from_fp32_weights", "elastic_checkpoint",
+      "offload_param", "offload_optimizer", "sub_group_size", "prefetch_bucket_size", "param_persistence_threshold",
+      "model_persistence_threshold", "max_live_parameters", "max_reuse_distance", "gather_16bit_weights_on_model_save",
+      "ignore_unused_parameters", "round_robin_gradients", "legacy_stage1"};
+  std::vector<std::string> known_untyped;
+  for (const auto& k : kZeroKeys)
+    if (std::find(typed.begin(), typed.end(), k) == typed.end() && k.rfind("stage3_", 0) != 0 && k.rfind("cpu_offload", 0) != 0)
+      known_untyped.push_back(k);
+  std::vector<std::string> accepted = typed;  // the aliases too, so a typo of either spelling gets its suggestion
+  for (auto [alias, field] : aliases) accepted.push_back(alias);
+  r.check_keys(z, P, accepted, known_untyped);
+  int64_t v = 0;
+  if (r.get_int(z, "stage", P, v, 0, 3)) zc.stage = static_cast<int>(v);
+  r.get_bool(z, "contiguous_gradients", P, zc.contiguous_gradients);
+  r.get_bool(z, "reduce_scatter", P, zc.reduce_scatter);
+  r.get_bool(z, "use_multi_rank_bucket_allreduce", P, zc.use_multi_rank_bucket_allreduce);
+  r.get_int(z, "reduce_bucket_size", P, zc.reduce_bucket_size, 0, INT64_MAX / 4);
+  r.get_bool(z, "allgather_partitions", P, zc.allgather_partitions);
+  r.get_int(z, "allgather_bucket_size", P, zc.allgather_bucket_size, 0, INT64_MAX / 4);
+  bool b = false;
+  if (r.get_bool(z, "overlap_comm", P, b)) zc.overlap_comm = b ? 1 : 0;
+  r.get_bool(z, "load_from_fp32_weights", P, zc.load_from_fp32_weights);
+  r.get_bool(z, "elastic_checkpoint", P, zc.elastic_checkpoint);
+  r.get_bool(z, "round_robin_gradients", P, zc.round_robin_gradients);
+  r.get_bool(z, "ignore_unused_parameters", P, zc.ignore_unused_parameters);
+  r.get_int(z, "sub_group_size", P, zc.sub_group_size, 0, INT64_MAX / 4);
+  r.get_int(z, "prefetch_bucket_size", P, zc.prefetch_bucket_size, 0, INT64_MAX / 4);
+  r.get_int(z, "param_persistence_threshold", P, zc.param_persistence_threshold, 0, INT64_MAX / 4);
+  r.get_int(z, "model_persistence_threshold", P, zc.model_persistence_threshold, 0, INT64_MAX);
+  r.get_int(z, "max_live_parameters", P, zc.max_live_parameters, 0, INT64_MAX / 4);
+  r.get_int(z, "max_reuse_distance", P, zc.max_reuse_distance, 0, INT64_MAX / 4);
+  r.get_bool(z, "gather_16bit_weights_on_model_save", P, zc.gather_16bit_weights_on_model_save);
+  if (r.get_bool(z, "legacy_stage1", P, b) && b) r.err(P + ".legacy_stage1", "removed in DeepSpeed 0.5.9; delete it");
+  if (z.contains("offload_optimizer")) read_offload(r, z["offload_optimizer"], P + ".offload_optimizer", zc.offload_optimizer, false);
+  if (z.contains("offload_param")) {
+    read_offload(r, z["offload_param"], P + ".offload_param", zc.offload_param, true);
+    if (zc.stage < 3 && zc.offload_param.device != "none")
+      r.warnings.push_back(P + ".offload_param has no effect below stage 3 (DeepSpeed ignores it silently)");
+  }
+  if (zc.offload_optimizer.ratio < 1.0 && zc.stage != 3)
+    r.err(P + ".offload_optimizer.ratio", "partial offload (ratio < 1) needs stage 3");
+}
+
 }  // namespace
 
 void resolve_batch_triangle(int64_t& tbs, int64_t& mbs, int64_t& gas, int W) {
@@ -381,8 +490,10 @@ json resolve_auto(const json& in, const AutoContext& ctx, std::vector<std::strin
   json j = in;
   auto is_auto = [](const json& v) { return v.is_string() && v.get<std::string>() == "auto"; };
   // key path -> (value from the flags, flag name); a missing value means "cannot resolve".
+  // check_mismatch: an explicit value that differs from the flag is an error (HF's rule for
+  // values that come from TrainingArguments; not for values derived from the model size).
   auto fill = [&](json& obj, const std::string& key, const std::string& path, const std::optional<json>& value,
-                  const std::string& flag) {
+                  const std::string& flag, bool check_mismatch = true) {
     if (!obj.is_object() || !obj.contains(key)) {
       return;
     }
@@ -394,6 +505,8 @@ json resolve_auto(const json& in, const AutoContext& ctx, std::vector<std::strin
         errors.push_back(path + ": \"auto\" cannot be resolved: pass " + flag + " or write a value");
         obj.erase(key);  // reported once, here
       }
+    } else if (!check_mismatch) {
+      return;
     } else if (value && v.is_number() && value->is_number() && v.get<double>() != value->get<double>()) {
       errors.push_back(path + " = " + v.dump() + " disagrees with " + flag + " " + value->dump() +
                        "; set it to \"auto\" or drop the flag");
@@ -429,6 +542,24 @@ json resolve_auto(const json& in, const AutoContext& ctx, std::vector<std::strin
     fill(p, "warmup_max_lr", "scheduler.params.warmup_max_lr", opt(ctx.lr), "--lr");
     fill(p, "warmup_num_steps", "scheduler.params.warmup_num_steps", opt(ctx.warmup_iters), "--lr-warmup-iters");
     fill(p, "total_num_steps", "scheduler.params.total_num_steps", opt(ctx.train_iters), "--train-iters");
+  }
+  if (j.contains("zero_optimization") && j["zero_optimization"].is_object()) {
+    json& z = j["zero_optimization"];
+    std::optional<json> h2, h09, h10;
+    if (ctx.hidden) {
+      const int64_t h = *ctx.hidden;
+      h2 = json(h * h), h09 = json(static_cast<int64_t>(0.9 * static_cast<double>(h * h))), h10 = json(10 * h);
+    }
+    fill(z, "reduce_bucket_size", "zero_optimization.reduce_bucket_size", h2, "--hidden-size (h^2)", false);
+    for (const char* k : {"stage3_prefetch_bucket_size", "prefetch_bucket_size"})
+      fill(z, k, std::string("zero_optimization.") + k, h09, "--hidden-size (0.9 h^2)", false);
+    for (const char* k : {"stage3_param_persistence_threshold", "param_persistence_threshold"})
+      fill(z, k, std::string("zero_optimization.") + k, h10, "--hidden-size (10 h)", false);
+    // Other "auto" inside DeepSpeed's pydantic blocks means "use the default" (semantics §3.4).
+    for (auto it = z.begin(); it != z.end();) {
+      if (is_auto(it.value())) it = z.erase(it);
+      else ++it;
+    }
   }
   for (auto [block, on] : {std::pair{"fp16", ctx.fp16}, std::pair{"bf16", ctx.bf16}}) {
     if (j.contains(block) && j[block].is_object() && j[block].contains("enabled") && is_auto(j[block]["enabled"]))
@@ -480,19 +611,14 @@ DsConfig parse_ds_config(const json& in, int dp_size, const AutoContext& ctx) {
   if (j.contains("zero_optimization")) {
     const json& z = j.at("zero_optimization");
     if (z.is_boolean()) {
-      if (z.get<bool>()) r.errors.push_back("not supported yet: zero_optimization = true (legacy form of stage 1)");
+      r.warnings.push_back("zero_optimization: true is the legacy form of {\"stage\": 1}");
+      c.zero.stage = z.get<bool>() ? 1 : 0;
     } else if (z.is_object()) {
-      r.check_keys(z, "zero_optimization", {"stage"}, kZeroKeys);
-      int64_t stage = 0;
-      if (r.get_int(z, "stage", "zero_optimization", stage, 0, 3)) {
-        if (stage != 0)
-          r.errors.push_back("not supported yet: zero_optimization.stage = " + std::to_string(stage) +
-                             " (this build trains with stage 0; stages 1-3 land with the ZeRO engine)");
-        c.zero_stage = static_cast<int>(stage);
-      }
+      read_zero(r, z, c.zero);
     } else {
       r.err("zero_optimization", "expected an object {\"stage\": 0, ...}, got " + z.dump());
     }
+    c.zero_stage = c.zero.stage;
   }
   if (r.object(j, "comms_logger", "")) {
     const json& cl = j.at("comms_logger");
@@ -573,6 +699,46 @@ json default_ds_config_json() {
               {"scheduler", {{"type", "WarmupLR"}, {"params", {{"warmup_min_lr", 0.0}, {"warmup_max_lr", 1e-3}, {"warmup_num_steps", 10}, {"warmup_type", "linear"}}}}}};
 }
 
+namespace {
+json offload_json(const OffloadConfig& o, bool param) {
+  json j{{"device", o.device}, {"nvme_path", o.nvme_path}, {"buffer_count", o.buffer_count}, {"pin_memory", o.pin_memory}};
+  if (param) {
+    j["buffer_size"] = o.buffer_size;
+    j["max_in_cpu"] = o.max_in_cpu;
+  } else {
+    j["pipeline_read"] = o.pipeline_read, j["pipeline_write"] = o.pipeline_write, j["fast_init"] = o.fast_init;
+    j["ratio"] = o.ratio;
+  }
+  return j;
+}
+json zero_json(const ZeroConfig& z) {
+  return {{"stage", z.stage}, {"contiguous_gradients", z.contiguous_gradients}, {"reduce_scatter", z.reduce_scatter},
+          {"reduce_bucket_size", z.reduce_bucket_size}, {"use_multi_rank_bucket_allreduce", z.use_multi_rank_bucket_allreduce},
+          {"allgather_partitions", z.allgather_partitions}, {"allgather_bucket_size", z.allgather_bucket_size},
+          {"overlap_comm", z.overlap()}, {"load_from_fp32_weights", z.load_from_fp32_weights},
+          {"elastic_checkpoint", z.elastic_checkpoint}, {"round_robin_gradients", z.round_robin_gradients},
+          {"ignore_unused_parameters", z.ignore_unused_parameters}, {"sub_group_size", z.sub_group_size},
+          {"stage3_prefetch_bucket_size", z.prefetch_bucket_size},
+          {"stage3_param_persistence_threshold", z.param_persistence_threshold},
+          {"stage3_model_persistence_threshold", z.model_persistence_threshold},
+          {"stage3_max_live_parameters", z.max_live_parameters}, {"stage3_max_reuse_distance", z.max_reuse_distance},
+          {"stage3_gather_16bit_weights_on_model_save", z.gather_16bit_weights_on_model_save},
+          {"offload_optimizer", offload_json(z.offload_optimizer, false)}, {"offload_param", offload_json(z.offload_param, true)}};
+}
+}  // namespace
+
+std::vector<std::string> unimplemented_for_training(const DsConfig& c) {
+  std::vector<std::string> out;
+  if (c.zero.stage != 0)
+    out.push_back("not supported yet: zero_optimization.stage = " + std::to_string(c.zero.stage) +
+                  " (this build trains with stage 0; stages 1-3 land with the ZeRO engine)");
+  if (c.zero.offload_optimizer.device != "none")
+    out.push_back("not supported yet: zero_optimization.offload_optimizer.device = \"" + c.zero.offload_optimizer.device + "\"");
+  if (c.zero.offload_param.device != "none" && c.zero.stage == 3)
+    out.push_back("not supported yet: zero_optimization.offload_param.device = \"" + c.zero.offload_param.device + "\"");
+  return out;
+}
+
 json DsConfig::resolved() const {
   const auto& op = optimizer;
   json params;
@@ -597,7 +763,7 @@ json DsConfig::resolved() const {
          {"gradient_accumulation_steps", grad_accum},
          {"gradient_clipping", gradient_clipping},
          {"steps_per_print", steps_per_print},
-         {"zero_optimization", {{"stage", zero_stage}}},
+         {"zero_optimization", zero_json(zero)},
          {"optimizer", o}};
   if (!scheduler.type.empty()) {
     const auto& sc = scheduler;

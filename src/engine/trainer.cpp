@@ -33,6 +33,12 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   DMPI_REQUIRE(opt_.log_interval >= 1, "--log-interval must be >= 1 (got " << opt_.log_interval << ")");
   const auto& ds = opt_.ds;
   DMPI_REQUIRE(ds.micro_batch >= 1 && ds.grad_accum >= 1, "batch sizes must be resolved before training");
+  // A valid config may ask for what this build does not do yet: refuse it, never ignore it.
+  if (auto missing = config::unimplemented_for_training(ds); !missing.empty()) {
+    std::string msg = "the ds_config asks for what `deepmpi train` does not implement yet:";
+    for (const auto& m : missing) msg += "\n  - " + m;
+    throw Error(msg);
+  }
   comm::CommLogConfig lc;
   lc.enabled = ds.comms_logger.enabled;
   lc.verbose = ds.comms_logger.verbose;
