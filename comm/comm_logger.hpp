@@ -32,6 +32,11 @@ class CommLogger {
   void configure(const CommLogConfig& c);
   const CommLogConfig& config() const { return cfg_; }
   bool wants(const std::string& op) const;
+  // record() when logging is enabled and `op` is one of the profiled ops (every backend's hook).
+  void maybe_record(const std::string& op, const std::string& group, int group_size, size_t bytes, double seconds,
+                    long long seq) {
+    if (cfg_.enabled && wants(op)) record(op, group, group_size, bytes, seconds, seq);
+  }
   // op, group name and size, message bytes (nccl-tests sizing), seconds, sequence number
   void record(const std::string& op, const std::string& group, int group_size, size_t bytes, double seconds,
               long long seq);

@@ -180,9 +180,7 @@ void MpiWork::wait() {
 void MpiWork::finish() {
   done_ = true;
   if (on_complete) on_complete();
-  auto& log = CommLogger::instance();
-  if (log.config().enabled && log.wants(op_))
-    log.record(op_, comm_->name(), comm_->size(), bytes_, now_seconds() - t0_, seq_);
+  CommLogger::instance().maybe_record(op_, comm_->name(), comm_->size(), bytes_, now_seconds() - t0_, seq_);
 }
 
 // ---- MpiCommunicator ----
@@ -241,8 +239,7 @@ void MpiCommunicator::blocking(const char* op, size_t bytes, F&& call) {
   dog.enter(this, op, seq, bytes, true);
   call();
   dog.leave();
-  auto& log = CommLogger::instance();
-  if (log.config().enabled && log.wants(op)) log.record(op, name_, size_, bytes, now_seconds() - t0, seq);
+  CommLogger::instance().maybe_record(op, name_, size_, bytes, now_seconds() - t0, seq);
 }
 
 void MpiCommunicator::all_reduce(const void* send, void* recv, size_t count, DType t, ReduceOp op) {

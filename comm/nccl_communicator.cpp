@@ -84,9 +84,7 @@ void NcclWork::finish() {
     cudaFree(scratch);
     scratch = nullptr;
   }
-  auto& log = CommLogger::instance();
-  if (log.config().enabled && log.wants(op_))
-    log.record(op_, comm_->name(), comm_->size(), bytes_, now_seconds() - t0_, seq_);
+  CommLogger::instance().maybe_record(op_, comm_->name(), comm_->size(), bytes_, now_seconds() - t0_, seq_);
 }
 
 // ---- NcclCommunicator ----

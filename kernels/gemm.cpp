@@ -61,7 +61,7 @@ class BlasBackend final : public GemmBackend {
 
 std::unique_ptr<GemmBackend>& slot() {
   // The best backend built in (oneDNN when found at configure time).
-  static std::unique_ptr<GemmBackend> b = make_gemm_backend(gemm_backend_names().back());
+  static std::unique_ptr<GemmBackend> b = make_gemm_backend(default_gemm_backend_name());
   return b;
 }
 
@@ -76,6 +76,8 @@ std::vector<std::string> gemm_backend_names() {
   return {"openblas"};
 #endif
 }
+
+std::string default_gemm_backend_name() { return env("DEEPMPI_GEMM").value_or(gemm_backend_names().back()); }
 
 std::unique_ptr<GemmBackend> make_gemm_backend(const std::string& name) {
   if (name == "openblas") return make_blas_backend();

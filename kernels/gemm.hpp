@@ -32,6 +32,8 @@ std::unique_ptr<GemmBackend> make_dnnl_backend();
 // Backend by name: "openblas" or "onednn" (when built with oneDNN); throws naming the choices.
 std::unique_ptr<GemmBackend> make_gemm_backend(const std::string& name);
 std::vector<std::string> gemm_backend_names();
+// The backend a run uses unless a flag says otherwise: DEEPMPI_GEMM, else the best built in.
+std::string default_gemm_backend_name();
 
 inline void gemm(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
                  int ldb, float beta, float* C, int ldc) {

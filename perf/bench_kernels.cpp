@@ -125,10 +125,10 @@ BENCHMARK(BM_CrossEntropy)->Args({512, 50257})->Unit(benchmark::kMillisecond)->U
 BENCHMARK(BM_AdamW)->Arg(1 << 20)->Arg(124439808)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 int main(int argc, char** argv) {
-  if (dmpi::env("DEEPMPI_GEMM").value_or("") == "openblas") dmpi::ensure_passive_omp_wait(argv);
+  if (default_gemm_backend_name() == "openblas") dmpi::ensure_passive_omp_wait(argv);
   benchmark::Initialize(&argc, argv);
-  // DEEPMPI_GEMM=openblas|onednn picks the backend, as for `deepmpi train` (default: the best built in).
-  if (auto b = dmpi::env("DEEPMPI_GEMM")) set_gemm_backend(make_gemm_backend(*b));
+  // DEEPMPI_GEMM=openblas|onednn picks the backend (default: the best built in), as for `deepmpi train`.
+  set_gemm_backend(make_gemm_backend(default_gemm_backend_name()));
   benchmark::AddCustomContext("gemm_backend", gemm_backend().name());
   benchmark::AddCustomContext("openblas", dmpi::blas_config());
   benchmark::AddCustomContext("threads", std::to_string(dmpi::compute_threads()));

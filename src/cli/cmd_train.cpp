@@ -75,7 +75,7 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   int threads = choose_threads(mpi.local_size());
   omp_set_num_threads(threads);
   set_blas_threads(threads);
-  std::string backend = a.str("gemm-backend", env("DEEPMPI_GEMM").value_or(kernels::gemm_backend_names().back()));
+  std::string backend = a.str("gemm-backend", kernels::default_gemm_backend_name());
   kernels::set_gemm_backend(kernels::make_gemm_backend(backend));
 
   engine::TrainOptions opt;

@@ -3,7 +3,6 @@
 #include <mpi.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -39,8 +38,7 @@ static void usage() {
 // spinning OpenMP threads starve the GEMMs (see ensure_passive_omp_wait). With oneDNN the GEMMs
 // run on the OpenMP pool itself, and the active policy is faster.
 static bool gemms_on_openblas(int argc, char** argv) {
-  std::string backend = dmpi::kernels::gemm_backend_names().back();
-  if (const char* e = std::getenv("DEEPMPI_GEMM")) backend = e;
+  std::string backend = dmpi::kernels::default_gemm_backend_name();
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     for (const char* flag : {"--gemm-backend", "--gemm_backend"}) {

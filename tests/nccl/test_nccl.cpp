@@ -6,17 +6,8 @@
 
 #include "comm/nccl_communicator.hpp"
 #include "src/util/error.hpp"
-#include "src/util/error.hpp"
 
 using namespace dmpi::comm;
-
-namespace {
-int world_rank() {
-  int r;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-}  // namespace
 
 TEST(Nccl, AllReduceAllGatherBroadcastAgainstHost) {
   if (NcclCommunicator::device_count() == 0) GTEST_SKIP() << "no CUDA device visible: NCCL backend is compile-only here";
@@ -49,7 +40,6 @@ TEST(Nccl, AllReduceAllGatherBroadcastAgainstHost) {
   c.barrier();
   cudaFree(d_in);
   cudaFree(d_out);
-  (void)world_rank;
 }
 
 TEST(Nccl, DeviceCountIsZeroWithoutAGpuAndNeverThrows) {
