@@ -32,7 +32,7 @@ std::vector<FlagSpec> train_flags() {
       {"data-path", true, "token dataset: PREFIX.tokens (deepmpi data prepare) or Megatron PREFIX.bin/.idx"},
       {"train-iters", true, "optimizer steps (default 20)"},
       {"seed", true, "initialisation and mock-data seed (default: ds_config seed, else 1234)"},
-      {"log-interval", true, "print every N steps (default 1)"},
+      {"log-interval", true, "print every N steps (default: the ds_config's steps_per_print when given, else 1)"},
       {"metrics-file", true, "append one JSON object per logged step (rank 0)"},
       {"peak-tflops", true, "peak for MFU in TFLOP/s (default: measured with an sgemm probe)"},
       {"comm-timeout", true, "seconds a rank may wait in a collective before the hang report (default 1800; DEEPMPI_COMM_TIMEOUT)"},
@@ -114,7 +114,8 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   int64_t seed = a.integer("seed", opt.ds.seed >= 0 ? opt.ds.seed : 1234);
   DMPI_REQUIRE(seed >= 0, "--seed must be >= 0");
   opt.seed = static_cast<uint64_t>(seed);
-  opt.log_interval = a.integer("log-interval", 1);
+  // --log-interval (Megatron) wins; else the config's steps_per_print when given; else every step.
+  opt.log_interval = a.integer("log-interval", opt.ds.steps_per_print_given ? opt.ds.steps_per_print : 1);
   opt.metrics_file = a.str("metrics-file");
   double peak_tflops = a.real("peak-tflops", 0.0);
   DMPI_REQUIRE(peak_tflops >= 0.0, "--peak-tflops must be positive");

@@ -6,31 +6,34 @@
 #include <tuple>
 #include <sstream>
 
+#include "src/config/reader.hpp"
 #include "src/util/error.hpp"
 
 namespace dmpi::config {
 
 using nlohmann::json;
 
+using detail::Field;
+using detail::Reader;
+
 namespace {
 
-// Keys DeepSpeed knows that this build does not implement yet (top level).
-const std::vector<std::string> kKnownTopLevel = {
-    "activation_checkpointing", "aio", "amp", "autotuning", "bf16", "bfloat16", "checkpoint", "comet",
-    "communication_data_type", "compile", "compression_training", "csv_monitor",
-    "curriculum_learning", "data_efficiency", "data_types", "dataloader_drop_last", "dump_state",
-    "eigenvalue", "elasticity", "flops_profiler", "fp16", "gradient_predivide_factor", "hybrid_engine",
-    "load_universal_checkpoint", "managed_gradient_accumulation", "memory_breakdown", "moe", "monitor",
-    "nebula", "pipeline", "prescale_gradients", "progressive_layer_drop", "seq_parallel_communication_data_type",
-    "sequence_parallel_size", "sparse_attention", "sparse_gradients", "tensor_parallel", "tensorboard",
-    "timers", "torch_autocast", "wall_clock_breakdown", "wandb", "weight_quantization",
-    "zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "gradient_accumulation_dtype",
-    "use_data_before_expert_parallelism", "graph_harvesting", "zero_optimization"};
-
-const std::vector<std::string> kSupportedTopLevel = {
+// Top-level keys read by this file; the other blocks are read by blocks.cpp.
+const std::vector<std::string> kCoreTopLevel = {
     "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
-    "steps_per_print", "seed", "optimizer", "scheduler", "zero_optimization", "fp16", "bf16",
-    "wall_clock_breakdown", "memory_breakdown", "comms_logger"};
+    "steps_per_print", "seed", "optimizer", "scheduler", "zero_optimization", "comms_logger"};
+
+// Keys seen in real configs that are not DeepSpeed's (DeepSpeed drops them silently).
+const std::pair<const char*, const char*> kNotDeepSpeed[] = {
+    {"comms_config", "not a DeepSpeed key (DeepSpeed ignores it); the comms log is \"comms_logger\": {\"enabled\": true}"},
+    {"monitor_config", "not a DeepSpeed key (DeepSpeed ignores it); monitors are the top-level blocks \"tensorboard\", "
+                       "\"csv_monitor\", \"wandb\" and \"comet\""},
+    {"monitor", "not a DeepSpeed key; monitors are the top-level blocks \"tensorboard\", \"csv_monitor\", \"wandb\" "
+                "and \"comet\""},
+    {"fp8", "not a DeepSpeed key (DeepSpeed ignores it); deepmpi trains in fp32, \"bf16\" or \"fp16\""},
+    {"cuda_visible_devices", "not a DeepSpeed key (DeepSpeed ignores it); select devices with the CUDA_VISIBLE_DEVICES "
+                             "environment variable or Slurm's --gpus-per-task"},
+    {"max_grad_norm", "not a DeepSpeed key; write \"gradient_clipping\""}};
 
 const std::vector<std::string> kZeroKeys = {
     "stage", "contiguous_gradients", "reduce_scatter", "reduce_bucket_size", "use_multi_rank_bucket_allreduce",
@@ -49,124 +52,6 @@ const std::vector<std::string> kZeroKeys = {
     "pipeline_loading_checkpoint", "override_module_apply", "log_trace_cache_warnings", "enable_sanity_checks",
     "save_muon_momentum_buffer_in_memory", "leaf_module", "zenflow", "cpu_offload", "cpu_offload_param",
     "cpu_offload_use_pin_memory"};
-
-class Reader {
- public:
-  std::vector<std::string> errors, warnings;
-
-  void err(const std::string& path, const std::string& msg) { errors.push_back(path + ": " + msg); }
-
-  // Reports keys of `obj` outside `allowed`; keys in `known` but not `supported` are "not supported yet".
-  void check_keys(const json& obj, const std::string& path, const std::vector<std::string>& supported,
-                  const std::vector<std::string>& known = {}) {
-    for (auto it = obj.begin(); it != obj.end(); ++it) {
-      const std::string& k = it.key();
-      std::string p = path.empty() ? k : path + "." + k;
-      bool sup = std::find(supported.begin(), supported.end(), k) != supported.end();
-      if (sup) continue;
-      bool kn = std::find(known.begin(), known.end(), k) != known.end();
-      if (kn) {
-        errors.push_back("not supported yet: " + p + " (deepmpi knows this DeepSpeed key but does not implement it "
-                         "in this build; remove it to continue)");
-        continue;
-      }
-      std::vector<std::string> all = supported;
-      all.insert(all.end(), known.begin(), known.end());
-      std::string hint = closest_match(k, all);
-      errors.push_back(p + ": unknown key" + (hint.empty() ? "" : "; did you mean '" + (path.empty() ? hint : path + "." + hint) + "'?"));
-    }
-  }
-
-  static bool is_auto(const json& v) { return v.is_string() && v.get<std::string>() == "auto"; }
-
-  // Integer: accepts 5e8-style numbers when integral.
-  bool get_int(const json& obj, const std::string& key, const std::string& path, int64_t& out, int64_t lo,
-               int64_t hi) {
-    if (!obj.contains(key)) return false;
-    const json& v = obj.at(key);
-    std::string p = path.empty() ? key : path + "." + key;
-    double d;
-    if (v.is_number_integer() || v.is_number_unsigned()) {
-      d = v.get<double>();
-      if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) d = 1e300;
-    } else if (v.is_number_float()) {
-      d = v.get<double>();
-      if (d != std::floor(d)) {
-        err(p, "expected an integer, got " + v.dump());
-        return false;
-      }
-    } else {
-      err(p, "expected an integer, got " + v.dump());
-      return false;
-    }
-    if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
-      std::ostringstream os;
-      os << "value " << v.dump() << " out of range [" << lo << ", " << hi << "]";
-      err(p, os.str());
-      return false;
-    }
-    out = static_cast<int64_t>(d);
-    return true;
-  }
-
-  bool get_real(const json& obj, const std::string& key, const std::string& path, double& out, double lo,
-                double hi) {
-    if (!obj.contains(key)) return false;
-    const json& v = obj.at(key);
-    std::string p = path.empty() ? key : path + "." + key;
-    if (!v.is_number()) {
-      err(p, "expected a number, got " + v.dump());
-      return false;
-    }
-    double d = v.get<double>();
-    if (!(d >= lo && d <= hi)) {
-      std::ostringstream os;
-      os << "value " << v.dump() << " out of range [" << lo << ", " << hi << "]";
-      err(p, os.str());
-      return false;
-    }
-    out = d;
-    return true;
-  }
-
-  bool get_bool(const json& obj, const std::string& key, const std::string& path, bool& out) {
-    if (!obj.contains(key)) return false;
-    const json& v = obj.at(key);
-    if (!v.is_boolean()) {
-      err(path.empty() ? key : path + "." + key, "expected true or false, got " + v.dump());
-      return false;
-    }
-    out = v.get<bool>();
-    return true;
-  }
-
-  bool get_string(const json& obj, const std::string& key, const std::string& path, std::string& out) {
-    if (!obj.contains(key)) return false;
-    const json& v = obj.at(key);
-    if (!v.is_string()) {
-      err(path.empty() ? key : path + "." + key, "expected a string, got " + v.dump());
-      return false;
-    }
-    out = v.get<std::string>();
-    return true;
-  }
-
-  bool object(const json& obj, const std::string& key, const std::string& path) {
-    if (!obj.contains(key)) return false;
-    if (!obj.at(key).is_object()) {
-      err(path.empty() ? key : path + "." + key, "expected an object {...}, got " + obj.at(key).dump());
-      return false;
-    }
-    return true;
-  }
-
-  void reject_auto(const json& obj, const std::string& path) {
-    for (auto it = obj.begin(); it != obj.end(); ++it) {
-      std::string p = path.empty() ? it.key() : path + "." + it.key();
-      if (is_auto(it.value())) err(p, "\"auto\" is not supported yet for this key; write a value");
-    }
-  }
-};
 
 void read_optimizer(Reader& r, const json& j, OptimizerConfig& o) {
   const std::string path = "optimizer";
@@ -349,7 +234,6 @@ void read_offload(Reader& r, const json& j, const std::string& path, OffloadConf
   if (param) keys.insert(keys.end(), {"buffer_size", "max_in_cpu"});
   else keys.insert(keys.end(), {"pipeline_read", "pipeline_write", "fast_init", "ratio", "super_offload", "cpuadam_cores_perc"});
   r.check_keys(j, path, keys);
-  o.buffer_count = param ? 5 : 4;
   if (r.get_string(j, "device", path, o.device) && o.device != "none" && o.device != "cpu" && o.device != "nvme")
     r.err(path + ".device", "expected \"none\", \"cpu\" or \"nvme\", got \"" + o.device + "\"");
   r.get_string(j, "nvme_path", path, o.nvme_path);
@@ -416,6 +300,10 @@ void read_zero(Reader& r, const json& z0, ZeroConfig& zc) {
       known_untyped.push_back(k);
   std::vector<std::string> accepted = typed;  // the aliases too, so a typo of either spelling gets its suggestion
   for (auto [alias, field] : aliases) accepted.push_back(alias);
+  if (z.contains("aio")) {  // DeepSpeed #2721: a common misplacement
+    r.err(P + ".aio", "aio is a top-level block, not part of zero_optimization; move it to the top level");
+    z.erase("aio");
+  }
   r.check_keys(z, P, accepted, known_untyped);
   int64_t v = 0;
   if (r.get_int(z, "stage", P, v, 0, 3)) zc.stage = static_cast<int>(v);
@@ -561,9 +449,19 @@ json resolve_auto(const json& in, const AutoContext& ctx, std::vector<std::strin
       else ++it;
     }
   }
-  for (auto [block, on] : {std::pair{"fp16", ctx.fp16}, std::pair{"bf16", ctx.bf16}}) {
+  for (auto [block, on] : {std::pair{"fp16", ctx.fp16}, std::pair{"bf16", ctx.bf16}, std::pair{"bfloat16", ctx.bf16}}) {
     if (j.contains(block) && j[block].is_object() && j[block].contains("enabled") && is_auto(j[block]["enabled"]))
       j[block]["enabled"] = on;  // HF: from --fp16 / --bf16
+  }
+  // In DeepSpeed's pydantic blocks any other "auto" means "the default" (semantics §3.4).
+  for (const char* block : {"fp16", "bf16", "bfloat16", "comms_logger", "tensorboard", "csv_monitor", "wandb", "comet",
+                            "tensor_parallel"}) {
+    if (!j.contains(block) || !j[block].is_object()) continue;
+    json& b = j[block];
+    for (auto it = b.begin(); it != b.end();) {
+      if (is_auto(it.value())) it = b.erase(it);
+      else ++it;
+    }
   }
   return j;
 }
@@ -574,7 +472,15 @@ DsConfig parse_ds_config(const json& in, int dp_size, const AutoContext& ctx) {
   const json j = resolve_auto(in, ctx, r.errors);
   DsConfig c;
   c.raw = in;
-  r.check_keys(j, "", kSupportedTopLevel, kKnownTopLevel);
+  {
+    json top = j;
+    for (auto [key, why] : kNotDeepSpeed)
+      if (top.contains(key)) r.err(key, why), top.erase(key);
+    std::vector<std::string> supported = kCoreTopLevel;
+    for (const auto& k : detail::block_top_level_keys()) supported.push_back(k);
+    r.check_keys(top, "", supported);
+  }
+  detail::read_blocks(r, j, c);
 
   auto batch_key = [&](const char* key, int64_t& out) {
     if (j.contains(key) && Reader::is_auto(j.at(key))) return;  // "auto": derived by the triangle
@@ -587,27 +493,6 @@ DsConfig parse_ds_config(const json& in, int dp_size, const AutoContext& ctx) {
   c.steps_per_print_given = r.get_int(j, "steps_per_print", "", c.steps_per_print, 1, INT64_MAX / 4);
   r.get_int(j, "seed", "", c.seed, 0, INT64_MAX / 4);
 
-  bool flag = false;
-  if (r.get_bool(j, "wall_clock_breakdown", "", flag) && flag)
-    r.errors.push_back("not supported yet: wall_clock_breakdown = true");
-  if (r.get_bool(j, "memory_breakdown", "", flag) && flag)
-    r.errors.push_back("not supported yet: memory_breakdown = true (the memory report is always printed at start)");
-  for (const char* prec : {"fp16", "bf16"}) {
-    if (!r.object(j, prec, "")) continue;
-    const json& p = j.at(prec);
-    bool enabled = false;
-    if (p.contains("enabled") && Reader::is_auto(p.at("enabled"))) {
-      r.err(std::string(prec) + ".enabled", "\"auto\" is not supported yet; write true or false");
-      continue;
-    }
-    r.get_bool(p, "enabled", prec, enabled);
-    if (enabled) {
-      r.errors.push_back(std::string("not supported yet: ") + prec + ".enabled = true (mixed precision lands with the ZeRO engine)");
-    } else {
-      for (auto it = p.begin(); it != p.end(); ++it)
-        if (it.key() != "enabled") r.warnings.push_back(std::string(prec) + "." + it.key() + " has no effect while " + prec + " is disabled");
-    }
-  }
   if (j.contains("zero_optimization")) {
     const json& z = j.at("zero_optimization");
     if (z.is_boolean()) {
@@ -736,6 +621,7 @@ std::vector<std::string> unimplemented_for_training(const DsConfig& c) {
     out.push_back("not supported yet: zero_optimization.offload_optimizer.device = \"" + c.zero.offload_optimizer.device + "\"");
   if (c.zero.offload_param.device != "none" && c.zero.stage == 3)
     out.push_back("not supported yet: zero_optimization.offload_param.device = \"" + c.zero.offload_param.device + "\"");
+  detail::blocks_unimplemented(c, out);
   return out;
 }
 
@@ -787,10 +673,12 @@ json DsConfig::resolved() const {
     }
     j["scheduler"] = {{"type", sc.type}, {"params", p}};
   }
-  if (seed >= 0) j["seed"] = seed;
+  j["seed"] = seed >= 0 ? json(seed) : json(nullptr);
   j["comms_logger"] = {{"enabled", comms_logger.enabled}, {"verbose", comms_logger.verbose},
                        {"prof_all", comms_logger.prof_all}, {"prof_ops", comms_logger.prof_ops},
                        {"debug", comms_logger.debug}};
+  const json blocks = detail::blocks_json(*this);
+  for (auto& [k, v] : blocks.items()) j[k] = v;
   return j;
 }
 

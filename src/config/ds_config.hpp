@@ -1,7 +1,9 @@
-// ds_config.json: the subset the single-rank trainer implements, read with DeepSpeed's
-// meaning and defaults (../shared/reference/deepspeed-semantics.md). Every other key
-// DeepSpeed knows fails with "not supported yet: <path>"; an unknown key fails naming the
-// JSON path and the closest valid key. All errors of one file are reported together.
+// ds_config.json, typed: every block DeepSpeed documents, read with DeepSpeed's meaning and
+// defaults (../shared/reference/deepspeed-semantics.md). Types, ranges and choices are checked;
+// an unknown key at any depth fails naming the JSON path and the closest valid key; a DeepSpeed
+// key deepmpi does not model fails with "not supported yet: <path>". All errors of one file are
+// reported together. What a valid config asks for that `deepmpi train` does not implement yet is
+// listed by unimplemented_for_training() ("not supported yet: <path> = <value>").
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -9,6 +11,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "src/config/blocks.hpp"
 
 namespace dmpi::config {
 
@@ -82,7 +86,12 @@ struct ZeroConfig {
   int64_t max_live_parameters = 1000000000;            // alias stage3_max_live_parameters
   int64_t max_reuse_distance = 1000000000;             // alias stage3_max_reuse_distance
   bool gather_16bit_weights_on_model_save = false;     // alias stage3_gather_16bit_weights_on_model_save
-  OffloadConfig offload_optimizer, offload_param;
+  OffloadConfig offload_optimizer;
+  OffloadConfig offload_param = [] {
+    OffloadConfig o;
+    o.buffer_count = 5;  // DeepSpeed's offload_param default (offload_optimizer: 4)
+    return o;
+  }();
   bool overlap() const { return overlap_comm < 0 ? stage == 3 : overlap_comm == 1; }
 };
 
@@ -109,6 +118,19 @@ struct DsConfig {
   OptimizerConfig optimizer;
   SchedulerConfig scheduler;
   CommsLoggerConfig comms_logger;
+  Fp16Config fp16;
+  Bf16Config bf16;
+  AioConfig aio;
+  ActivationCheckpointingConfig activation_checkpointing;
+  PipelineConfig pipeline;
+  TensorParallelConfig tensor_parallel;
+  MoeConfig moe;
+  FlopsProfilerConfig flops_profiler;
+  MonitorFileConfig tensorboard, csv_monitor;
+  WandbConfig wandb;
+  CometConfig comet;
+  CheckpointConfig checkpoint;
+  MiscConfig misc;
   nlohmann::json raw;          // the file as given
   std::vector<std::string> warnings;
 
@@ -144,6 +166,15 @@ nlohmann::json default_ds_config_json();
 // What `deepmpi train` does not implement yet in a valid config: each entry is
 // "not supported yet: <path> ..." (empty when everything in force is implemented).
 std::vector<std::string> unimplemented_for_training(const DsConfig& c);
+
+// The default of every key (docs/ds-config-defaults.md): path, value (JSON), context (e.g.
+// "optimizer.type = SGD") and where older DeepSpeed releases differed.
+struct DefaultRow {
+  std::string path, value, context, note;
+};
+std::vector<DefaultRow> default_table();
+std::string default_table_text(bool markdown);
+std::vector<std::string> stale_default_notes();  // notes naming no row (a test keeps this empty)
 
 // DeepSpeed's batch triangle (§1.2): derives the missing values with floor division, then
 // asserts TBS == MBS * GAS * W. Zero means "not given". Throws naming all four values.

@@ -178,14 +178,18 @@ StepMetrics Trainer::train_step() {
   const double t0 = now_seconds();
   if (!grads_zero_) model_->zero_grad();  // AdamW zeroes them as it consumes them
   grads_zero_ = false;
-  double loss_sum = 0.0;
+  double loss_sum = 0.0, t_fwd = 0.0, t_bwd = 0.0;
   for (int64_t micro = 0; micro < ds.grad_accum; ++micro) {
     loader_->load(samples_, tokens_.data(), targets_.data());
     samples_ += static_cast<uint64_t>(ds.micro_batch);
+    const double a = now_seconds();
     loss_sum += model_->forward(tokens_.data(), targets_.data());
+    const double b = now_seconds();
     model_->backward(1.0 / static_cast<double>(ds.grad_accum));  // DeepSpeed divides each micro loss by GAS
+    t_fwd += b - a, t_bwd += now_seconds() - b;
     ++micro_steps_;
   }
+  const double t_opt0 = now_seconds();
   const double norm = std::sqrt(kernels::sum_squares(model_->grads(), model_->num_params()));
   DMPI_REQUIRE(std::isfinite(norm), "gradient norm is " << norm << " at step " << global_steps_ + 1
                                                         << " (fp32 training diverged; lower the lr)");
@@ -199,7 +203,8 @@ StepMetrics Trainer::train_step() {
   apply_optimizer(lr, static_cast<float>(coef), b1, b2);
   grads_zero_ = true;
   sched_.step();
-  const double dt = now_seconds() - t0;
+  const double t_end = now_seconds();
+  const double dt = t_end - t0;
 
   // The logged loss is the mean over the whole global batch: averaged over the dp group.
   double loss = loss_sum / static_cast<double>(ds.grad_accum);
@@ -211,6 +216,7 @@ StepMetrics Trainer::train_step() {
   m.grad_norm = norm;
   m.grad_norm_clipped = norm * coef;
   m.step_ms = dt * 1e3;
+  m.forward_ms = t_fwd * 1e3, m.backward_ms = t_bwd * 1e3, m.optimizer_ms = (t_end - t_opt0) * 1e3;
   const double tokens = static_cast<double>(ds.train_batch_size) * opt_.model.seq_len;
   m.tokens_per_s = tokens / dt;
   m.tflops = m.tokens_per_s * flops_per_token_ / 1e12;
@@ -224,6 +230,7 @@ TrainSummary Trainer::run() {
   const bool print = opt_.print && env_.rank() == 0;
   if (print) {
     std::printf("%s\n", banner().c_str());
+    if (opt_.ds.misc.dump_state) std::printf("dump_state: resolved ds_config\n%s\n", opt_.ds.resolved().dump(2).c_str());
     for (auto& w : opt_.ds.warnings) std::printf("  warning: %s\n", w.c_str());
     if (opt_.ds.scheduler.type == "OneCycle" && opt_.ds.scheduler.cycle_momentum && !optimizer_has_betas())
       std::printf("  warning: cycle_momentum is disabled: optimizer %s has no betas (as in DeepSpeed)\n",
@@ -239,12 +246,24 @@ TrainSummary Trainer::run() {
                   "%6.3f TFLOP/s | MFU %5.1f%%\n",
                   static_cast<long long>(m.step), static_cast<long long>(opt_.train_iters), m.loss, m.lr, m.grad_norm,
                   m.step_ms, m.tokens_per_s, m.tflops, 100.0 * m.mfu);
+      if (opt_.ds.misc.wall_clock_breakdown)  // DeepSpeed's timers: forward, backward (incl. allreduce), step
+        std::printf("  time (ms) | forward %.1f | backward %.1f | clip + optimizer step %.1f\n", m.forward_ms,
+                    m.backward_ms, m.optimizer_ms);
+      if (opt_.ds.misc.memory_breakdown)
+        std::printf("  memory | params %s | grads %s | optimizer states %s | activations %s | RSS %s (peak %s)\n",
+                    human_bytes(static_cast<double>(s.memory.params)).c_str(),
+                    human_bytes(static_cast<double>(s.memory.grads)).c_str(),
+                    human_bytes(static_cast<double>(s.memory.optimizer_states)).c_str(),
+                    human_bytes(static_cast<double>(s.memory.activations)).c_str(),
+                    human_bytes(static_cast<double>(current_rss_bytes())).c_str(),
+                    human_bytes(static_cast<double>(peak_rss_bytes())).c_str());
       std::fflush(stdout);
     }
     if (log)
       metrics_.write({{"step", m.step}, {"loss", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
                       {"grad_norm_clipped", m.grad_norm_clipped}, {"step_ms", m.step_ms},
-                      {"tokens_per_s", m.tokens_per_s}, {"tflops", m.tflops}, {"mfu", m.mfu}});
+                      {"tokens_per_s", m.tokens_per_s}, {"tflops", m.tflops}, {"mfu", m.mfu},
+                      {"forward_ms", m.forward_ms}, {"backward_ms", m.backward_ms}, {"optimizer_ms", m.optimizer_ms}});
   }
   // Medians over the steps after the first (which pays page faults and thread start-up).
   std::vector<double> ms, tps, tf, mfu;

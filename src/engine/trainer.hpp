@@ -35,6 +35,7 @@ struct StepMetrics {
   int64_t step = 0;
   double loss = 0, lr = 0, grad_norm = 0, grad_norm_clipped = 0;
   double step_ms = 0, tokens_per_s = 0, tflops = 0, mfu = 0;
+  double forward_ms = 0, backward_ms = 0, optimizer_ms = 0;  // wall_clock_breakdown
 };
 
 struct MemoryReport {

@@ -48,8 +48,11 @@ echo '{"train_micro_batch_size_per_gpu": 2, "optimzer": {}, "zero_optimization":
 expect_error "did you mean 'optimizer'" train --deepspeed_config "$work/bad.json"
 echo '{"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 1}}' > "$work/stage1.json"
 expect_error "not supported yet: zero_optimization.stage = 1" train --deepspeed_config "$work/stage1.json"
-"$BIN" config check "$work/stage1.json" > /dev/null 2> "$work/err.txt" || fail "a valid stage-1 config must pass config check"
-grep -q "note: not supported yet: zero_optimization.stage = 1" "$work/err.txt" || fail "config check note for stage 1"
+# a valid config this build cannot train: printed resolved, refused items listed, exit status 3
+rc=0; "$BIN" config check "$work/stage1.json" > "$work/out.txt" 2> "$work/err.txt" || rc=$?
+[ "$rc" = 3 ] || fail "config check of a valid stage-1 config must exit 3 (got $rc)"
+grep -q '"stage": 1' "$work/out.txt" || fail "config check prints the resolved stage-1 config"
+grep -q "  - not supported yet: zero_optimization.stage = 1" "$work/err.txt" || { cat "$work/err.txt"; fail "config check lists stage 1"; }
 expect_error "no such dataset" train --data-path "$work/missing"
 expect_error "must be divisible" train --hidden-size 100 --num-attention-heads 3
 if OMP_NUM_THREADS=1 "$MPIEXEC" -np 2 "$BIN" train --model tiny --train-iters 1 > "$work/out.txt" 2>&1; then fail "2 ranks accepted"; fi
@@ -64,6 +67,12 @@ grep -q 'step      1/1' "$work/out.txt" || fail "training with mismatched launch
 echo '{"train_micro_batch_size_per_gpu": 2, "comms_logger": {"enabled": true, "prof_all": true}}' > "$work/cl.json"
 run1 train --deepspeed_config "$work/cl.json" --train-iters 2 > "$work/out.txt" || fail "comms logger run"
 grep -q "comms summary" "$work/out.txt" && grep -qE "^all_reduce +dp +1 +8 +2 " "$work/out.txt" || { cat "$work/out.txt"; fail "comms summary"; }
+# wall_clock_breakdown / memory_breakdown / steps_per_print from the ds_config
+echo '{"train_micro_batch_size_per_gpu": 2, "wall_clock_breakdown": true, "memory_breakdown": true, "steps_per_print": 2}' > "$work/wc.json"
+run1 train --deepspeed_config "$work/wc.json" --train-iters 4 > "$work/out.txt" || fail "breakdown run"
+grep -qE "^  time \(ms\) \| forward [0-9.]+ \| backward [0-9.]+ \| clip \+ optimizer step" "$work/out.txt" \
+  && grep -qE "^  memory \| params [0-9.]+ MiB \| grads [0-9.]+ MiB \| optimizer states" "$work/out.txt" || { cat "$work/out.txt"; fail "breakdowns"; }
+[ "$(grep -c '^step ' "$work/out.txt")" = 2 ] || { cat "$work/out.txt"; fail "steps_per_print 2 over 4 steps logs 2 lines"; }
 # 6. config check / defaults
 echo '{"train_batch_size": 64, "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "Lion"},
   "scheduler": {"type": "WarmupCosineLR", "params": {"total_num_steps": 5e3}}}' > "$work/ok.json"
@@ -79,7 +88,9 @@ PY
 if "$BIN" config check "$work/bad.json" > "$work/out.txt" 2>&1; then fail "config check accepted a bad file"; fi
 grep -q "1 error in the ds_config" "$work/out.txt" && grep -q "did you mean 'optimizer'" "$work/out.txt" \
   || { cat "$work/out.txt"; fail "config check errors"; }
-"$BIN" config defaults | grep -q '"gradient_clipping": 1.0' || fail "config defaults"
+"$BIN" config defaults > "$work/defaults.txt" || fail "config defaults"
+grep -qE '^gradient_clipping +1.0 +# 0.0 \(off\) before DeepSpeed 0.19.3' "$work/defaults.txt" || fail "config defaults table"
+"$BIN" config defaults --markdown | diff -q - "$SRC/docs/ds-config-defaults.md" > /dev/null || fail "docs/ds-config-defaults.md is stale"
 # "auto" resolved from Megatron-style flags, the way the HF Trainer fills it in
 echo '{"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_clipping": "auto",
   "optimizer": {"type": "AdamW", "params": {"lr": "auto", "weight_decay": "auto"}}}' > "$work/hf.json"
