@@ -614,9 +614,6 @@ json zero_json(const ZeroConfig& z) {
 
 std::vector<std::string> unimplemented_for_training(const DsConfig& c) {
   std::vector<std::string> out;
-  if (c.zero.stage != 0)
-    out.push_back("not supported yet: zero_optimization.stage = " + std::to_string(c.zero.stage) +
-                  " (this build trains with stage 0; stages 1-3 land with the ZeRO engine)");
   if (c.zero.offload_optimizer.device != "none")
     out.push_back("not supported yet: zero_optimization.offload_optimizer.device = \"" + c.zero.offload_optimizer.device + "\"");
   if (c.zero.offload_param.device != "none" && c.zero.stage == 3)

@@ -26,9 +26,6 @@ double median(std::vector<double> v) {
 Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
     : env_(env), opt_(std::move(opt)), sched_(opt_.ds.scheduler, opt_.ds.optimizer.lr),
       metrics_(env.rank() == 0 ? opt_.metrics_file : std::string()) {
-  DMPI_REQUIRE(env_.size() == 1, "this build trains on one rank (got " << env_.size()
-                                     << " ranks); data-parallel training lands with the ZeRO engine — run with "
-                                        "`mpirun -np 1`");
   DMPI_REQUIRE(opt_.train_iters >= 0, "--train-iters must be >= 0 (got " << opt_.train_iters << ")");
   DMPI_REQUIRE(opt_.log_interval >= 1, "--log-interval must be >= 1 (got " << opt_.log_interval << ")");
   const auto& ds = opt_.ds;
@@ -46,33 +43,31 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   lc.prof_ops = ds.comms_logger.prof_ops;
   lc.debug = ds.comms_logger.debug;
   comm::CommLogger::instance().configure(lc);
-  groups_ = std::make_unique<comm::ProcessGroups>(comm::Topology(env_.size(), 1, 1));
+  int world_size = 0;
+  DMPI_CHECK_MPI(MPI_Comm_size(opt_.world, &world_size));
+  groups_ = std::make_unique<comm::ProcessGroups>(comm::Topology(world_size, 1, 1), opt_.world);
   DMPI_REQUIRE(ds.micro_batch <= 1 << 20, "train_micro_batch_size_per_gpu " << ds.micro_batch << " is too large");
-  model_ = std::make_unique<model::GPT<float>>(opt_.model, static_cast<int>(ds.micro_batch), opt_.model.seq_len);
-  model_->init_weights(opt_.seed);
-  // Optimizer states (fp32): Adam/AdamW/Lamb m and v; SGD the momentum buffer (when
-  // momentum > 0); Adagrad the squared-gradient sum; Lion m.
+  comm::Communicator& dp = groups_->get(comm::Group::DP);
   const auto& oc = ds.optimizer;
-  const size_t np = model_->num_params();
-  if (oc.type == "Adam" || oc.type == "AdamW" || oc.type == "Lamb") {
-    m_.assign(np, 0.0f);
-    v_.assign(np, 0.0f);
-  } else if (oc.type == "SGD") {
-    if (oc.momentum != 0.0) m_.assign(np, 0.0f);
-  } else if (oc.type == "Adagrad") {
-    m_.assign(np, static_cast<float>(oc.initial_accumulator_value));
-  } else if (oc.type == "Lion") {
-    m_.assign(np, 0.0f);
-  } else {
-    DMPI_FAIL("optimizer type '" << oc.type << "' is not implemented by the trainer");
-  }
-  for (const auto& t : model_->param_table()) {
-    if (!segments_.empty() && segments_.back().decay == t.weight_decay &&
-        segments_.back().offset + segments_.back().size == t.offset)
-      segments_.back().size += t.numel;
-    else
-      segments_.push_back({t.offset, t.numel, t.weight_decay});
-  }
+  DMPI_REQUIRE(!(oc.type == "Lamb" && ds.zero.stage >= 1),
+               "optimizer Lamb with zero_optimization.stage " << ds.zero.stage
+                   << ": Lamb's trust ratio needs whole tensors; use stage 0 (DeepSpeed does not support Lamb with "
+                      "ZeRO either)");
+  DMPI_REQUIRE(ds.misc.communication_data_type.empty() || ds.misc.communication_data_type == "fp32" || dp.size() == 1,
+               "not supported yet: communication_data_type = \"" << ds.misc.communication_data_type
+                   << "\" with fp32 training on " << dp.size() << " ranks (gradients are reduced in fp32; remove the key)");
+  model_ = std::make_unique<model::GPT<float>>(opt_.model, static_cast<int>(ds.micro_batch), opt_.model.seq_len,
+                                               model::KernelPath::Fast, ZeroEngine::unit_align(ds.zero.stage, dp.size()));
+  model_->init_weights(opt_.seed);
+  // Optimizer states (fp32) per owned element: Adam/AdamW/Lamb m and v; SGD the momentum
+  // buffer (when momentum > 0); Adagrad the squared-gradient sum; Lion m.
+  if (oc.type == "Adam" || oc.type == "AdamW" || oc.type == "Lamb") state_slots_ = 2;
+  else if (oc.type == "SGD") state_slots_ = oc.momentum != 0.0 ? 1 : 0;
+  else if (oc.type == "Adagrad" || oc.type == "Lion") state_slots_ = 1;
+  else DMPI_FAIL("optimizer type '" << oc.type << "' is not implemented by the trainer");
+  zero_ = std::make_unique<ZeroEngine>(*model_, dp, ds, state_slots_);
+  if (oc.type == "Adagrad" && oc.initial_accumulator_value != 0.0)
+    std::fill(zero_->state(0), zero_->state(0) + zero_->owned_numel(), static_cast<float>(oc.initial_accumulator_value));
   if (opt_.data_path.empty())
     source_ = io::make_mock_source(opt_.seed, opt_.model.vocab);
   else
@@ -100,9 +95,12 @@ bool Trainer::optimizer_has_betas() const {
 
 MemoryReport Trainer::memory() const {
   MemoryReport r;
-  r.params = model_->param_bytes();
-  r.grads = model_->grad_bytes();
-  r.optimizer_states = (m_.size() + v_.size()) * sizeof(float);
+  const ZeroMemory z = zero_->memory();
+  r.params = z.params;
+  r.grads = z.grads;
+  r.masters = z.masters;
+  r.optimizer_states = z.optimizer_states;
+  r.comm_buffers = z.comm_buffers;
   r.activations = model_->activation_bytes();
   return r;
 }
@@ -112,11 +110,11 @@ std::string Trainer::banner() const {
   const auto& ds = opt_.ds;
   auto mem = memory();
   os << "deepmpi train: " << opt_.model.describe() << "\n"
-     << "  parameters " << model_->num_params() << " (" << human_bytes(static_cast<double>(mem.params)) << " fp32)"
-     << ", FLOPs/token " << flops_per_token_ / 1e6 << " M (6N + 6LTC)\n"
+     << "  parameters " << model_->real_params() << " (fp32), FLOPs/token " << flops_per_token_ / 1e6
+     << " M (6N + 6LTC); ZeRO stage " << ds.zero.stage << " over dp " << groups_->get(comm::Group::DP).size() << "\n"
      << "  data: " << source_->describe() << "\n"
      << "  batch: train_batch_size " << ds.train_batch_size << " = micro " << ds.micro_batch << " x accumulation "
-     << ds.grad_accum << " x dp " << env_.size() << "; tokens/step " << ds.train_batch_size * opt_.model.seq_len << "\n"
+     << ds.grad_accum << " x dp " << groups_->get(comm::Group::DP).size() << "; tokens/step " << ds.train_batch_size * opt_.model.seq_len << "\n"
      << "  optimizer " << ds.optimizer.type << " " << ds.resolved()["optimizer"]["params"].dump()
      << "; schedule " << sched_.describe()
      << "; gradient_clipping " << ds.gradient_clipping << "\n"
@@ -125,7 +123,8 @@ std::string Trainer::banner() const {
      << " GFLOP/s (" << (opt_.peak_gflops > 0 ? "--peak-tflops" : "sgemm probe") << ")\n"
      << "  memory per rank: params " << human_bytes(static_cast<double>(mem.params)) << " | grads "
      << human_bytes(static_cast<double>(mem.grads)) << " | optimizer states "
-     << human_bytes(static_cast<double>(mem.optimizer_states)) << " | activations "
+     << human_bytes(static_cast<double>(mem.optimizer_states)) << " | comm buffers "
+     << human_bytes(static_cast<double>(mem.comm_buffers)) << " | activations "
      << human_bytes(static_cast<double>(mem.activations)) << " | total "
      << human_bytes(static_cast<double>(mem.total()));
   return os.str();
@@ -133,64 +132,88 @@ std::string Trainer::banner() const {
 
 void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double beta2) {
   const auto& oc = opt_.ds.optimizer;
-  float* P = model_->params();
-  float* G = model_->grads();
   const float flr = static_cast<float>(lr);
-  if (oc.type == "Lamb") {  // the trust ratio is per tensor
+  float* m = state_slots_ >= 1 ? zero_->state(0) : nullptr;
+  float* v = state_slots_ >= 2 ? zero_->state(1) : nullptr;
+  if (oc.type == "Lamb") {  // the trust ratio is per tensor (stage 0 only: the engine owns everything)
+    float* P = model_->params();
+    float* G = model_->grads();
     for (const auto& t : model_->param_table()) {
       kernels::LambParams h;
       h.lr = flr, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2);
       h.eps = static_cast<float>(oc.eps), h.weight_decay = t.weight_decay ? static_cast<float>(oc.weight_decay) : 0.f;
       h.max_coeff = static_cast<float>(oc.max_coeff), h.min_coeff = static_cast<float>(oc.min_coeff);
       h.bias_correction = oc.bias_correction, h.eps_inside_sqrt = oc.eps_inside_sqrt;
-      kernels::lamb_step(P + t.offset, G + t.offset, m_.data() + t.offset, v_.data() + t.offset, t.numel, h,
-                         global_steps_, grad_scale, true);
+      kernels::lamb_step(P + t.offset, G + t.offset, m + t.offset, v + t.offset, t.numel, h, global_steps_, grad_scale,
+                         true);
     }
     return;
   }
-  for (const auto& sg : segments_) {
+  for (const auto& sg : zero_->owned()) {
     const float wd = sg.decay ? static_cast<float>(oc.weight_decay) : 0.0f;
-    float* p = P + sg.offset;
-    float* g = G + sg.offset;
+    float* p = sg.p;
+    float* g = sg.g;
+    const size_t o = sg.state_off;
     if (oc.type == "Adam" || oc.type == "AdamW") {
       kernels::AdamParams h = adam_;
       h.lr = flr, h.weight_decay = wd, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2);
-      kernels::adam_step(p, g, m_.data() + sg.offset, v_.data() + sg.offset, sg.size, h, global_steps_, grad_scale, true);
+      kernels::adam_step(p, g, m + o, v + o, sg.n, h, global_steps_, grad_scale, true);
     } else if (oc.type == "SGD") {
       kernels::SgdParams h;
       h.lr = flr, h.momentum = static_cast<float>(oc.momentum), h.dampening = static_cast<float>(oc.dampening);
       h.weight_decay = wd, h.nesterov = oc.nesterov;
-      kernels::sgd_step(p, g, m_.empty() ? nullptr : m_.data() + sg.offset, sg.size, h, global_steps_, grad_scale, true);
+      kernels::sgd_step(p, g, m ? m + o : nullptr, sg.n, h, global_steps_, grad_scale, true);
     } else if (oc.type == "Adagrad") {
       kernels::AdagradParams h;
       h.lr = flr, h.lr_decay = static_cast<float>(oc.lr_decay), h.weight_decay = wd, h.eps = static_cast<float>(oc.eps);
-      kernels::adagrad_step(p, g, m_.data() + sg.offset, sg.size, h, global_steps_, grad_scale, true);
+      kernels::adagrad_step(p, g, m + o, sg.n, h, global_steps_, grad_scale, true);
     } else {  // Lion
       kernels::LionParams h;
       h.lr = flr, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2), h.weight_decay = wd;
-      kernels::lion_step(p, g, m_.data() + sg.offset, sg.size, h, grad_scale, true);
+      kernels::lion_step(p, g, m + o, sg.n, h, grad_scale, true);
     }
   }
+}
+
+std::vector<float> Trainer::full_params() {
+  const size_t n = model_->num_params();
+  if (model_->params()) return std::vector<float>(model_->params(), model_->params() + n);
+  // stage 3: every unit gathered from the partitions (collective)
+  std::vector<float> out(n, 0.0f);
+  comm::Communicator& dp = groups_->get(comm::Group::DP);
+  const auto& units = model_->units();
+  std::vector<float> part(zero_->owned_numel(), 0.0f);
+  for (const auto& o : zero_->owned()) std::copy_n(o.p, o.n, part.data() + o.state_off);
+  size_t part_off = 0;
+  for (const auto& u : units) {
+    const size_t chunk = u.numel / static_cast<size_t>(dp.size());
+    dp.all_gather(part.data() + part_off, chunk, out.data() + u.offset, comm::DType::F32);
+    part_off += chunk;
+  }
+  return out;
 }
 
 StepMetrics Trainer::train_step() {
   const auto& ds = opt_.ds;
   const double t0 = now_seconds();
-  if (!grads_zero_) model_->zero_grad();  // AdamW zeroes them as it consumes them
-  grads_zero_ = false;
+  comm::Communicator& dp = groups_->get(comm::Group::DP);
+  zero_->begin_step();
   double loss_sum = 0.0, t_fwd = 0.0, t_bwd = 0.0;
   for (int64_t micro = 0; micro < ds.grad_accum; ++micro) {
-    loader_->load(samples_, tokens_.data(), targets_.data());
-    samples_ += static_cast<uint64_t>(ds.micro_batch);
+    const uint64_t first = samples_ + static_cast<uint64_t>(micro * dp.size() + dp.rank()) * static_cast<uint64_t>(ds.micro_batch);
+    loader_->load(first, tokens_.data(), targets_.data());
     const double a = now_seconds();
     loss_sum += model_->forward(tokens_.data(), targets_.data());
     const double b = now_seconds();
     model_->backward(1.0 / static_cast<double>(ds.grad_accum));  // DeepSpeed divides each micro loss by GAS
+    zero_->end_micro();
     t_fwd += b - a, t_bwd += now_seconds() - b;
     ++micro_steps_;
   }
+  samples_ += static_cast<uint64_t>(ds.train_batch_size);
   const double t_opt0 = now_seconds();
-  const double norm = std::sqrt(kernels::sum_squares(model_->grads(), model_->num_params()));
+  zero_->reduce_gradients();
+  const double norm = zero_->grad_norm();
   DMPI_REQUIRE(std::isfinite(norm), "gradient norm is " << norm << " at step " << global_steps_ + 1
                                                         << " (fp32 training diverged; lower the lr)");
   // DeepSpeed (fp32): clip_coef = min(1, max_norm / (norm + 1e-6)); 0 disables clipping.
@@ -201,14 +224,14 @@ StepMetrics Trainer::train_step() {
   double b1 = ds.optimizer.beta1, b2 = ds.optimizer.beta2;
   if (optimizer_has_betas()) sched_.momentum(b1, b2);  // OneCycle's cycled momentum
   apply_optimizer(lr, static_cast<float>(coef), b1, b2);
-  grads_zero_ = true;
+  zero_->after_optimizer();
   sched_.step();
   const double t_end = now_seconds();
   const double dt = t_end - t0;
 
   // The logged loss is the mean over the whole global batch: averaged over the dp group.
   double loss = loss_sum / static_cast<double>(ds.grad_accum);
-  groups_->get(comm::Group::DP).all_reduce(&loss, &loss, 1, comm::DType::F64, comm::ReduceOp::Avg);
+  dp.all_reduce(&loss, &loss, 1, comm::DType::F64, comm::ReduceOp::Avg);
   StepMetrics m;
   m.step = global_steps_;
   m.loss = loss;
@@ -220,14 +243,14 @@ StepMetrics Trainer::train_step() {
   const double tokens = static_cast<double>(ds.train_batch_size) * opt_.model.seq_len;
   m.tokens_per_s = tokens / dt;
   m.tflops = m.tokens_per_s * flops_per_token_ / 1e12;
-  m.mfu = m.tflops * 1e3 / peak_gflops_;
+  m.mfu = m.tflops * 1e3 / (peak_gflops_ * dp.size());  // the job's FLOP/s over the job's peak
   return m;
 }
 
 TrainSummary Trainer::run() {
   TrainSummary s;
   s.memory = memory();
-  const bool print = opt_.print && env_.rank() == 0;
+  const bool print = opt_.print && groups_->get(comm::Group::DP).rank() == 0;
   if (print) {
     std::printf("%s\n", banner().c_str());
     if (opt_.ds.misc.dump_state) std::printf("dump_state: resolved ds_config\n%s\n", opt_.ds.resolved().dump(2).c_str());
@@ -249,14 +272,17 @@ TrainSummary Trainer::run() {
       if (opt_.ds.misc.wall_clock_breakdown)  // DeepSpeed's timers: forward, backward (incl. allreduce), step
         std::printf("  time (ms) | forward %.1f | backward %.1f | clip + optimizer step %.1f\n", m.forward_ms,
                     m.backward_ms, m.optimizer_ms);
-      if (opt_.ds.misc.memory_breakdown)
-        std::printf("  memory | params %s | grads %s | optimizer states %s | activations %s | RSS %s (peak %s)\n",
-                    human_bytes(static_cast<double>(s.memory.params)).c_str(),
-                    human_bytes(static_cast<double>(s.memory.grads)).c_str(),
-                    human_bytes(static_cast<double>(s.memory.optimizer_states)).c_str(),
-                    human_bytes(static_cast<double>(s.memory.activations)).c_str(),
+      if (opt_.ds.misc.memory_breakdown) {
+        const MemoryReport mem = memory();
+        std::printf("  memory | params %s | grads %s | optimizer states %s | comm buffers %s | activations %s | RSS %s "
+                    "(peak %s)\n",
+                    human_bytes(static_cast<double>(mem.params)).c_str(), human_bytes(static_cast<double>(mem.grads)).c_str(),
+                    human_bytes(static_cast<double>(mem.optimizer_states)).c_str(),
+                    human_bytes(static_cast<double>(mem.comm_buffers)).c_str(),
+                    human_bytes(static_cast<double>(mem.activations)).c_str(),
                     human_bytes(static_cast<double>(current_rss_bytes())).c_str(),
                     human_bytes(static_cast<double>(peak_rss_bytes())).c_str());
+      }
       std::fflush(stdout);
     }
     if (log)
@@ -278,9 +304,10 @@ TrainSummary Trainer::run() {
   s.median_tflops = median(tf);
   s.median_mfu = median(mfu);
   s.peak_rss = peak_rss_bytes();
+  s.memory = memory();  // after the steps: the pooled communication buffers exist now
   if (print && !s.steps.empty()) {
     std::printf("done: %zu steps | median %.1f ms/step | %.0f tokens/s | %.3f TFLOP/s | MFU %.1f%% | peak RSS %s "
-                "(%.2fx the %s of params+grads+optimizer+activations)\n",
+                "(%.2fx the %s the memory report accounts for)\n",
                 s.steps.size(), s.median_step_ms, s.median_tokens_per_s, s.median_tflops, 100.0 * s.median_mfu,
                 human_bytes(static_cast<double>(s.peak_rss)).c_str(),
                 static_cast<double>(s.peak_rss) / static_cast<double>(s.memory.total()),
@@ -288,7 +315,7 @@ TrainSummary Trainer::run() {
     std::fflush(stdout);
   }
   if (comm::CommLogger::instance().config().enabled) {  // collective: every rank takes part
-    std::string table = comm::CommLogger::instance().summary(MPI_COMM_WORLD);
+    std::string table = comm::CommLogger::instance().summary(opt_.world);
     if (print) std::printf("%s", table.c_str());
   }
   return s;

@@ -1,7 +1,9 @@
-// The single-rank training loop (the ZeRO engine generalises it to data-parallel groups):
-// micro-batches with gradient accumulation (DeepSpeed's boundary semantics: the loss of each
-// micro-batch is scaled by 1/GAS), global-norm clipping, AdamW on the flat fp32 buffer, the
-// LR schedule stepped once per applied optimizer step, and metrics.
+// The training loop over the data-parallel group (every rank of the job): micro-batches with
+// gradient accumulation (DeepSpeed's boundary semantics: the loss of each micro-batch is scaled
+// by 1/GAS), gradients averaged over the group and partitioned by ZeRO stage 0-3 (zero.hpp),
+// global-norm clipping, the optimizer on this rank's elements, the LR schedule stepped once per
+// applied optimizer step, and metrics. Sample order: step s, micro-batch m, dp rank r reads
+// samples s*TBS + m*(W*MBS) + r*MBS ..., so every layout sees the same samples per global batch.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -15,6 +17,7 @@
 #include "kernels/optim.hpp"
 #include "src/config/ds_config.hpp"
 #include "src/engine/lr_schedule.hpp"
+#include "src/engine/zero.hpp"
 #include "src/model/gpt.hpp"
 
 namespace dmpi::engine {
@@ -29,6 +32,7 @@ struct TrainOptions {
   double peak_gflops = 0;        // 0: measure with an sgemm probe at start-up
   std::string data_path;         // empty: mock data
   bool print = true;             // rank 0 prints the log
+  MPI_Comm world = MPI_COMM_WORLD;  // the ranks that train together (tests use sub-communicators)
 };
 
 struct StepMetrics {
@@ -39,8 +43,9 @@ struct StepMetrics {
 };
 
 struct MemoryReport {
-  size_t params = 0, grads = 0, optimizer_states = 0, activations = 0;
-  size_t total() const { return params + grads + optimizer_states + activations; }
+  size_t params = 0, grads = 0, masters = 0, optimizer_states = 0, comm_buffers = 0, activations = 0;
+  size_t model_states() const { return params + grads + masters + optimizer_states; }
+  size_t total() const { return model_states() + comm_buffers + activations; }
 };
 
 struct TrainSummary {
@@ -59,32 +64,30 @@ class Trainer {
   void apply_optimizer(double lr, float grad_scale, double beta1, double beta2);
   bool optimizer_has_betas() const;
   model::GPT<float>& model() { return *model_; }
+  ZeroEngine& zero() { return *zero_; }
+  // The full parameters in the model's table layout (gathered from the partitions at stage 3).
+  std::vector<float> full_params();
   MemoryReport memory() const;
   double peak_gflops() const { return peak_gflops_; }
   int64_t global_steps() const { return global_steps_; }
   std::string banner() const;   // what is about to run
 
  private:
-  struct Segment {
-    size_t offset, size;
-    bool decay;
-  };
   const comm::MpiEnv& env_;
   TrainOptions opt_;
   std::unique_ptr<comm::ProcessGroups> groups_;
   std::unique_ptr<model::GPT<float>> model_;
   std::unique_ptr<io::TokenSource> source_;
   std::unique_ptr<io::BatchLoader> loader_;
-  std::vector<float> m_, v_;  // optimizer states (which ones: see the constructor)
-  std::vector<Segment> segments_;
+  std::unique_ptr<ZeroEngine> zero_;
+  int state_slots_ = 0;  // optimizer-state arrays per element (see the constructor)
   std::vector<int32_t> tokens_, targets_;
   LRScheduler sched_;
   kernels::AdamParams adam_;
   io::MetricsWriter metrics_;
   double peak_gflops_ = 0, flops_per_token_ = 0;
   int64_t global_steps_ = 0, micro_steps_ = 0;
-  uint64_t samples_ = 0;
-  bool grads_zero_ = true;  // grads start zeroed (allocation) and AdamW re-zeroes them
+  uint64_t samples_ = 0;    // global samples consumed (DeepSpeed's global_samples)
 };
 
 }  // namespace dmpi::engine

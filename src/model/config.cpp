@@ -44,13 +44,17 @@ GPTConfig preset(const std::string& name) {
 
 std::vector<std::string> preset_names() { return {"tiny", "small", "gpt2-124m"}; }
 
-std::vector<TensorSpec> gpt_param_table(const GPTConfig& c) {
+std::vector<TensorSpec> gpt_param_table(const GPTConfig& c, size_t unit_align) {
+  DMPI_REQUIRE(unit_align >= 1, "unit_align must be >= 1");
   std::vector<TensorSpec> t;
   size_t off = 0;
+  int cur_unit = 0;
   auto add = [&](std::string name, std::vector<int64_t> shape, bool decay, int layer) {
     size_t n = 1;
     for (auto s : shape) n *= static_cast<size_t>(s);
-    t.push_back({std::move(name), std::move(shape), off, n, decay, layer});
+    const int unit = layer >= 0 ? layer + 1 : (name == "lnf.weight" || name == "lnf.bias" ? c.num_layers + 1 : 0);
+    if (unit != cur_unit) off = (off + unit_align - 1) / unit_align * unit_align, cur_unit = unit;
+    t.push_back({std::move(name), std::move(shape), off, n, decay, layer, unit});
     off += n;
   };
   const int64_t C = c.hidden;
@@ -77,6 +81,22 @@ std::vector<TensorSpec> gpt_param_table(const GPTConfig& c) {
 }
 
 size_t table_numel(const std::vector<TensorSpec>& t) { return t.empty() ? 0 : t.back().offset + t.back().numel; }
+
+std::vector<UnitSpec> gpt_units(const std::vector<TensorSpec>& table, size_t unit_align) {
+  std::vector<UnitSpec> u;
+  for (const auto& t : table) {
+    if (u.size() <= static_cast<size_t>(t.unit)) u.resize(static_cast<size_t>(t.unit) + 1);
+    UnitSpec& s = u[static_cast<size_t>(t.unit)];
+    if (s.real == 0) s.offset = t.offset;
+    s.real += t.numel;
+    s.numel = t.offset + t.numel - s.offset;
+  }
+  for (auto& s : u) {
+    DMPI_REQUIRE(s.offset % unit_align == 0, "unit not aligned (offset " << s.offset << ")");
+    s.numel = (s.numel + unit_align - 1) / unit_align * unit_align;
+  }
+  return u;
+}
 
 size_t num_params(const GPTConfig& c) { return table_numel(gpt_param_table(c)); }
 

@@ -31,10 +31,21 @@ struct TensorSpec {
   size_t numel = 0;
   bool weight_decay = false;  // 2-D weights and embeddings decay; biases and LayerNorm do not
   int layer = -1;             // transformer block, -1 for embeddings and the final LayerNorm
+  int unit = 0;               // fetch/reduce unit: 0 embeddings, 1..L blocks, L+1 final LayerNorm
 };
 
-std::vector<TensorSpec> gpt_param_table(const GPTConfig& c);
-size_t table_numel(const std::vector<TensorSpec>& t);
+// A unit is what ZeRO gathers, reduces and frees at once: the embeddings (wte, wpe), one
+// transformer block, or the final LayerNorm. Units are contiguous in the flat buffer; with
+// unit_align > 1 each starts at a multiple of unit_align and is padded to one (padding is zero).
+struct UnitSpec {
+  size_t offset = 0;  // elements into the flat buffer
+  size_t numel = 0;   // padded to unit_align
+  size_t real = 0;    // parameters it holds
+};
+
+std::vector<TensorSpec> gpt_param_table(const GPTConfig& c, size_t unit_align = 1);
+std::vector<UnitSpec> gpt_units(const std::vector<TensorSpec>& table, size_t unit_align = 1);
+size_t table_numel(const std::vector<TensorSpec>& t);  // end of the last tensor (unpadded)
 
 // Parameter counts used by the FLOPs formula (src/engine/flops.hpp).
 size_t num_params(const GPTConfig& c);              // everything in the table

@@ -27,16 +27,21 @@ namespace kr = dmpi::kernels::ref;
   } while (0)
 
 template <class F>
-GPT<F>::GPT(const GPTConfig& cfg, int B, int T, KernelPath path) : cfg_(cfg), B_(B), T_(T), path_(path) {
+GPT<F>::GPT(const GPTConfig& cfg, int B, int T, KernelPath path, size_t unit_align)
+    : cfg_(cfg), B_(B), T_(T), path_(path) {
   cfg_.validate();
   DMPI_REQUIRE(B >= 1, "micro-batch size must be >= 1 (got " << B << ")");
   DMPI_REQUIRE(T >= 1 && T <= cfg.max_pos,
                "sequence length " << T << " must be in [1, --max-position-embeddings=" << cfg.max_pos << "]");
   DMPI_REQUIRE(!(std::is_same_v<F, double> && path == KernelPath::Fast),
                "the fast kernel path is float only; use KernelPath::Reference for double");
-  ptable_ = gpt_param_table(cfg_);
-  params_.assign(table_numel(ptable_), F(0));
-  grads_.assign(params_.size(), F(0));
+  ptable_ = gpt_param_table(cfg_, unit_align);
+  units_ = gpt_units(ptable_, unit_align);
+  for (size_t i = 0; i < ptable_.size(); ++i) pindex_[ptable_[i].name] = i, real_numel_ += ptable_[i].numel;
+  numel_ = units_.back().offset + units_.back().numel;
+  params_.assign(numel_, F(0));
+  grads_.assign(numel_, F(0));
+  for (const auto& u : units_) unit_p_.push_back(params_.data() + u.offset), unit_g_.push_back(grads_.data() + u.offset);
 
   const size_t BT = static_cast<size_t>(B) * T, C = cfg_.hidden, NH = cfg_.heads, V = cfg_.vocab;
   size_t off = 0;
@@ -112,20 +117,38 @@ F* GPT<F>::act(const std::string& name) {
 }
 
 template <class F>
-size_t GPT<F>::offset_of(const std::string& name) const {
-  for (auto& t : ptable_)
-    if (t.name == name) return t.offset;
-  DMPI_FAIL("no parameter named '" << name << "'");
+const TensorSpec& GPT<F>::tensor(const std::string& name) const {
+  auto it = pindex_.find(name);
+  DMPI_REQUIRE(it != pindex_.end(), "no parameter named '" << name << "'");
+  return ptable_[it->second];
 }
 
 template <class F>
 F* GPT<F>::param(const std::string& name) {
-  return params_.data() + offset_of(name);
+  const TensorSpec& t = tensor(name);
+  F* base = unit_p_[static_cast<size_t>(t.unit)];
+  DMPI_REQUIRE(base, "parameters of unit " << t.unit << " (" << name << ") are not resident");
+  return base + (t.offset - units_[static_cast<size_t>(t.unit)].offset);
 }
 
 template <class F>
 F* GPT<F>::grad(const std::string& name) {
-  return grads_.data() + offset_of(name);
+  const TensorSpec& t = tensor(name);
+  F* base = unit_g_[static_cast<size_t>(t.unit)];
+  DMPI_REQUIRE(base, "gradients of unit " << t.unit << " (" << name << ") have no storage");
+  return base + (t.offset - units_[static_cast<size_t>(t.unit)].offset);
+}
+
+template <class F>
+void GPT<F>::release_params() {
+  std::vector<F>().swap(params_);
+  std::fill(unit_p_.begin(), unit_p_.end(), nullptr);
+}
+
+template <class F>
+void GPT<F>::release_grads() {
+  std::vector<F>().swap(grads_);
+  std::fill(unit_g_.begin(), unit_g_.end(), nullptr);
 }
 
 template <class F>
@@ -138,6 +161,7 @@ void GPT<F>::init_weights(uint64_t seed) {
   const double residual_std = 0.02 / std::sqrt(2.0 * cfg_.num_layers);
   for (size_t i = 0; i < ptable_.size(); ++i) {
     const auto& t = ptable_[i];
+    DMPI_REQUIRE(!params_.empty(), "init_weights needs the flat parameter buffer (call it before release_params)");
     F* p = params_.data() + t.offset;
     bool is_ln_weight = t.name.find("ln") != std::string::npos && t.name.ends_with(".weight");
     if (t.shape.size() == 1) {
@@ -154,6 +178,7 @@ void GPT<F>::init_weights(uint64_t seed) {
 
 template <class F>
 void GPT<F>::zero_grad() {
+  DMPI_REQUIRE(!grads_.empty(), "zero_grad needs the flat gradient buffer (released to the ZeRO engine)");
   if constexpr (std::is_same_v<F, float>) {
     k::fill_zero(grads_.data(), grads_.size());
   } else {
@@ -174,12 +199,14 @@ double GPT<F>::forward(const int32_t* tokens, const int32_t* targets) {
   std::memcpy(tokens_.data(), tokens, sizeof(int32_t) * BT);
   std::memcpy(targets_.data(), targets, sizeof(int32_t) * BT);
 
+  hook(HookPoint::BeforeForward, 0);
   F* wte = param("wte");
   F* wpe = param("wpe");
   DMPI_DISPATCH(k::encoder_forward(encoded_, tokens, wte, wpe, B, T, C),
                 kr::encoder_forward(encoded_, tokens, wte, wpe, B, T, C));
   const F* x = encoded_;
   for (int l = 0; l < cfg_.num_layers; ++l) {
+    hook(HookPoint::BeforeForward, l + 1);
     LayerActs& a = layers_[l];
     std::string p = "layers." + std::to_string(l) + ".";
     F *ln1w = param(p + "ln1.weight"), *ln1b = param(p + "ln1.bias");
@@ -209,15 +236,20 @@ double GPT<F>::forward(const int32_t* tokens, const int32_t* targets) {
     DMPI_DISPATCH(k::residual_forward(a.res3, a.res2, tmp_, n_btc),
                   kr::residual_forward(a.res3, a.res2, tmp_, n_btc));
     x = a.res3;
+    hook(HookPoint::AfterForward, l + 1);
   }
+  const int last = cfg_.num_layers + 1;
+  hook(HookPoint::BeforeForward, last);
   F *lnfw = param("lnf.weight"), *lnfb = param("lnf.bias");
   DMPI_DISPATCH(k::layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, x, lnfw, lnfb, BT, C),
                 kr::layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, x, lnfw, lnfb, BT, C));
+  hook(HookPoint::AfterForward, last);
   // Tied LM head: logits = lnf @ wte^T
   DMPI_DISPATCH(k::matmul_forward(logits_, lnf_, wte, nullptr, BT, C, V),
                 kr::matmul_forward<F>(logits_, lnf_, wte, nullptr, BT, C, V));
   DMPI_DISPATCH(valid_ = k::crossentropy_forward(losses_, logits_, targets, BT, V, kIgnoreIndex),
                 valid_ = kr::crossentropy_forward(losses_, logits_, logits_, targets, BT, V, kIgnoreIndex));
+  hook(HookPoint::AfterForward, 0);
   double sum = 0.0;
   for (int i = 0; i < BT; ++i) sum += static_cast<double>(losses_[i]);
   have_forward_ = true;
@@ -237,6 +269,7 @@ void GPT<F>::backward(double loss_scale) {
     if constexpr (std::is_same_v<F, float>) k::fill_zero(p, n);
     else std::fill(p, p + n, F(0));
   };
+  hook(HookPoint::BeforeBackward, 0);
   F* wte = param("wte");
   F* dwte = grad("wte");
 
@@ -250,13 +283,17 @@ void GPT<F>::backward(double loss_scale) {
                 kr::matmul_backward<F>(d_btc_, dwte, nullptr, logits_, lnf_, wte, BT, C, V));
   // Final LayerNorm: d_res_ = gradient of the residual stream
   const F* x_last = cfg_.num_layers > 0 ? layers_.back().res3 : encoded_;
+  const int last = cfg_.num_layers + 1;
+  hook(HookPoint::BeforeBackward, last);
   zero(d_res_, n_btc);
   DMPI_DISPATCH(k::layernorm_backward(d_res_, grad("lnf.weight"), grad("lnf.bias"), d_btc_, x_last,
                                       param("lnf.weight"), lnf_mean_, lnf_rstd_, BT, C),
                 kr::layernorm_backward(d_res_, grad("lnf.weight"), grad("lnf.bias"), d_btc_, x_last,
                                        param("lnf.weight"), lnf_mean_, lnf_rstd_, BT, C));
+  hook(HookPoint::AfterBackward, last);
 
   for (int l = cfg_.num_layers - 1; l >= 0; --l) {
+    hook(HookPoint::BeforeBackward, l + 1);
     LayerActs& a = layers_[l];
     const F* x_in = l == 0 ? encoded_ : layers_[l - 1].res3;
     std::string p = "layers." + std::to_string(l) + ".";
@@ -297,9 +334,11 @@ void GPT<F>::backward(double loss_scale) {
                                         param(p + "ln1.weight"), a.ln1_mean, a.ln1_rstd, BT, C),
                   kr::layernorm_backward(d_res_, grad(p + "ln1.weight"), grad(p + "ln1.bias"), d_btc_, x_in,
                                          param(p + "ln1.weight"), a.ln1_mean, a.ln1_rstd, BT, C));
+    hook(HookPoint::AfterBackward, l + 1);
   }
   DMPI_DISPATCH(k::encoder_backward(dwte, grad("wpe"), d_res_, tokens, B, T, C),
                 kr::encoder_backward(dwte, grad("wpe"), d_res_, tokens, B, T, C));
+  hook(HookPoint::AfterBackward, 0);
 }
 
 template class GPT<float>;

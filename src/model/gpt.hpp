@@ -8,7 +8,9 @@
 // Reference (double) to finite differences.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "src/model/config.hpp"
@@ -16,6 +18,14 @@
 namespace dmpi::model {
 
 enum class KernelPath { Fast, Reference };
+
+// Where forward/backward stand, for the ZeRO engine's per-unit hook: it gathers a unit's
+// parameters before the unit runs and frees them after (stage 3), and reduces a unit's
+// gradients once its backward is done (stage 2). Order: forward BeforeForward(0), then per
+// block u = 1..L Before/AfterForward(u), Before/AfterForward(L+1), AfterForward(0) after the
+// tied LM head; backward BeforeBackward(0), Before/AfterBackward(L+1), blocks L..1, and
+// AfterBackward(0) after the embeddings (the tied wte is used at both ends).
+enum class HookPoint { BeforeForward, AfterForward, BeforeBackward, AfterBackward };
 
 struct ActSpec {
   std::string name;
@@ -26,19 +36,35 @@ template <class F>
 class GPT {
  public:
   // B = micro-batch size, T = sequence length used for the activation buffers (<= max_pos).
-  GPT(const GPTConfig& cfg, int B, int T, KernelPath path = KernelPath::Fast);
+  // unit_align: each unit starts at, and is padded to, a multiple of it (ZeRO partitions).
+  GPT(const GPTConfig& cfg, int B, int T, KernelPath path = KernelPath::Fast, size_t unit_align = 1);
 
   const GPTConfig& config() const { return cfg_; }
   int batch() const { return B_; }
   int seq() const { return T_; }
   const std::vector<TensorSpec>& param_table() const { return ptable_; }
   const std::vector<ActSpec>& act_table() const { return atable_; }
+  const std::vector<UnitSpec>& units() const { return units_; }
 
+  // The flat buffers (nullptr once released to the ZeRO engine).
   F* params() { return params_.data(); }
   const F* params() const { return params_.data(); }
   F* grads() { return grads_.data(); }
   const F* grads() const { return grads_.data(); }
-  size_t num_params() const { return params_.size(); }
+  size_t num_params() const { return numel_; }        // flat buffer length, padding included
+  size_t real_params() const { return real_numel_; }  // parameters, padding excluded
+
+  // Storage of one unit: its parameters/gradients are read/written at ptr + (tensor offset -
+  // unit offset). By default they point into the flat buffers. release_params/grads free the
+  // flat buffers: from then on the engine must set every unit's storage before it runs.
+  void set_unit_params(int unit, F* ptr) { unit_p_[static_cast<size_t>(unit)] = ptr; }
+  void set_unit_grads(int unit, F* ptr) { unit_g_[static_cast<size_t>(unit)] = ptr; }
+  F* unit_params(int unit) const { return unit_p_[static_cast<size_t>(unit)]; }
+  F* unit_grads(int unit) const { return unit_g_[static_cast<size_t>(unit)]; }
+  void release_params();
+  void release_grads();
+  using Hook = std::function<void(HookPoint, int unit)>;
+  void set_hook(Hook h) { hook_ = std::move(h); }
   F* param(const std::string& name);   // pointer into the flat buffer; throws if unknown
   F* grad(const std::string& name);
 
@@ -54,8 +80,8 @@ class GPT {
   void zero_grad();
 
   // Bytes the model holds, by category (for the memory report).
-  size_t param_bytes() const { return params_.size() * sizeof(F); }
-  size_t grad_bytes() const { return grads_.size() * sizeof(F); }
+  size_t param_bytes() const { return params_.capacity() * sizeof(F); }
+  size_t grad_bytes() const { return grads_.capacity() * sizeof(F); }
   size_t activation_bytes() const { return (acts_.size() + scratch_.size()) * sizeof(F); }
   int64_t last_valid_rows() const { return valid_; }
   const F* losses() const;  // [B*T] per-row losses of the last forward
@@ -67,12 +93,20 @@ class GPT {
     F *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res3;
   };
   F* act(const std::string& name);
-  size_t offset_of(const std::string& name) const;
+  const TensorSpec& tensor(const std::string& name) const;
+  void hook(HookPoint p, int unit) {
+    if (hook_) hook_(p, unit);
+  }
 
   GPTConfig cfg_;
   int B_, T_;
   KernelPath path_;
   std::vector<TensorSpec> ptable_;
+  std::unordered_map<std::string, size_t> pindex_;
+  std::vector<UnitSpec> units_;
+  std::vector<F*> unit_p_, unit_g_;
+  size_t numel_ = 0, real_numel_ = 0;
+  Hook hook_;
   std::vector<ActSpec> atable_;
   std::vector<F> params_, grads_, acts_, scratch_;
   std::vector<LayerActs> layers_;

@@ -46,17 +46,24 @@ expect_error "did you mean --model" train --modle tiny
 expect_error "did you mean 'gpt2-124m'" train --model gpt2-124
 echo '{"train_micro_batch_size_per_gpu": 2, "optimzer": {}, "zero_optimization": {"stage": 1}}' > "$work/bad.json"
 expect_error "did you mean 'optimizer'" train --deepspeed_config "$work/bad.json"
-echo '{"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 1}}' > "$work/stage1.json"
-expect_error "not supported yet: zero_optimization.stage = 1" train --deepspeed_config "$work/stage1.json"
+echo '{"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}' > "$work/stage1.json"
+expect_error 'not supported yet: zero_optimization.offload_optimizer.device = "cpu"' train --deepspeed_config "$work/stage1.json"
 # a valid config this build cannot train: printed resolved, refused items listed, exit status 3
 rc=0; "$BIN" config check "$work/stage1.json" > "$work/out.txt" 2> "$work/err.txt" || rc=$?
-[ "$rc" = 3 ] || fail "config check of a valid stage-1 config must exit 3 (got $rc)"
-grep -q '"stage": 1' "$work/out.txt" || fail "config check prints the resolved stage-1 config"
-grep -q "  - not supported yet: zero_optimization.stage = 1" "$work/err.txt" || { cat "$work/err.txt"; fail "config check lists stage 1"; }
+[ "$rc" = 3 ] || fail "config check of a valid offload config must exit 3 (got $rc)"
+grep -q '"stage": 2' "$work/out.txt" || fail "config check prints the resolved offload config"
+grep -q '  - not supported yet: zero_optimization.offload_optimizer.device = "cpu"' "$work/err.txt" || { cat "$work/err.txt"; fail "config check lists the offload"; }
 expect_error "no such dataset" train --data-path "$work/missing"
 expect_error "must be divisible" train --hidden-size 100 --num-attention-heads 3
-if OMP_NUM_THREADS=1 "$MPIEXEC" -np 2 "$BIN" train --model tiny --train-iters 1 > "$work/out.txt" 2>&1; then fail "2 ranks accepted"; fi
-grep -q "this build trains on one rank" "$work/out.txt" || { cat "$work/out.txt"; fail "2-rank message"; }
+# 2 ranks, ZeRO stage 2 (the README's main job): one log (rank 0), the same losses as stage 0
+for st in 0 2; do
+  OMP_NUM_THREADS=1 "$MPIEXEC" -np 2 "$BIN" train --model tiny --train-iters 3 --deepspeed_config "$SRC/examples/ds_config_zero$st.json" \
+    > "$work/np2_$st.txt" 2>&1 || { cat "$work/np2_$st.txt"; fail "2-rank stage $st"; }
+  [ "$(grep -c '^step ' "$work/np2_$st.txt")" = 3 ] || { cat "$work/np2_$st.txt"; fail "2-rank stage $st: rank 0 alone logs 3 steps"; }
+  grep -q "ZeRO stage $st over dp 2" "$work/np2_$st.txt" || { cat "$work/np2_$st.txt"; fail "stage $st banner"; }
+done
+[ "$(grep '^step' "$work/np2_0.txt" | cut -d'|' -f2)" = "$(grep '^step' "$work/np2_2.txt" | cut -d'|' -f2)" ] \
+  || { paste "$work/np2_0.txt" "$work/np2_2.txt"; fail "stage 2 and stage 0 log the same losses (4 decimals)"; }
 # 4. launcher variables are only a cross-check: a mismatch is reported, MPI's answer is used
 RANK=5 WORLD_SIZE=9 run1 train --model tiny --train-iters 1 > "$work/out.txt" 2>&1 || fail "train with RANK=5"
 grep -q "RANK=5 disagrees with MPI (0); using MPI's value" "$work/out.txt" || { cat "$work/out.txt"; fail "RANK cross-check"; }

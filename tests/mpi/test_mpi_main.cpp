@@ -22,8 +22,13 @@ class RankFailurePrinter : public testing::EmptyTestEventListener {
 };
 }  // namespace
 
+namespace dmpi::test {
+comm::MpiEnv* g_env = nullptr;  // for tests that need the environment object (the trainer)
+}
+
 int main(int argc, char** argv) {
   dmpi::comm::MpiEnv env(&argc, &argv);
+  dmpi::test::g_env = &env;
   testing::InitGoogleTest(&argc, argv);
   if (env.rank() != 0) {
     auto& listeners = testing::UnitTest::GetInstance()->listeners();

@@ -123,10 +123,9 @@ TEST(DsConfig, TypesRangesAndNotSupported) {
   auto c = parse_ds_config(json::parse(R"({"train_micro_batch_size_per_gpu": 2, "fp16": {"enabled": true},
       "zero_optimization": {"stage": 2}, "pipeline": {"stages": 2}})"), 1);
   auto refused = unimplemented_for_training(c);
-  ASSERT_EQ(refused.size(), 3u);
-  EXPECT_TRUE(has(refused[0], "not supported yet: zero_optimization.stage = 2")) << refused[0];
-  EXPECT_TRUE(has(refused[1], "not supported yet: fp16.enabled = true")) << refused[1];
-  EXPECT_TRUE(has(refused[2], "not supported yet: pipeline.stages = 2")) << refused[2];
+  ASSERT_EQ(refused.size(), 2u);  // ZeRO stage 2 is implemented
+  EXPECT_TRUE(has(refused[0], "not supported yet: fp16.enabled = true")) << refused[0];
+  EXPECT_TRUE(has(refused[1], "not supported yet: pipeline.stages = 2")) << refused[1];
   std::string w2 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 4}})"));
   EXPECT_TRUE(has(w2, "zero_optimization.stage: value 4 out of range [0, 3]")) << w2;
   std::string w3 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW",
@@ -311,10 +310,10 @@ TEST(DsConfig, ZeroBlockTypedWithAliasesDeprecationsAndAuto) {
   // valid for the parser; `deepmpi train` refuses what it does not implement
   auto s2 = z(R"({"stage": 2, "offload_optimizer": {"device": "cpu"}})");
   auto u = unimplemented_for_training(s2);
-  ASSERT_EQ(u.size(), 2u);
-  EXPECT_TRUE(has(u[0], "not supported yet: zero_optimization.stage = 2"));
-  EXPECT_TRUE(has(u[1], "not supported yet: zero_optimization.offload_optimizer.device = \"cpu\""));
-  EXPECT_TRUE(unimplemented_for_training(z(R"({"stage": 0})")).empty());
+  ASSERT_EQ(u.size(), 1u);
+  EXPECT_TRUE(has(u[0], "not supported yet: zero_optimization.offload_optimizer.device = \"cpu\""));
+  for (const char* st : {R"({"stage": 0})", R"({"stage": 1})", R"({"stage": 2})", R"({"stage": 3})"})
+    EXPECT_TRUE(unimplemented_for_training(z(st)).empty()) << st;
 }
 
 TEST(DsConfig, BlockRulesBeyondTheCorpus) {
