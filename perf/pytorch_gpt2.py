@@ -6,6 +6,8 @@ embeddings, tanh GELU, causal attention with a fused qkv projection), torch.opti
 weight decay on 2-D tensors only, gradient clipping at 1.0, deterministic random tokens.
 Prints one line per step and a final `pytorch: median ... tokens/s` line.
 Run with Debian's interpreter: /usr/bin/python3 perf/pytorch_gpt2.py --model gpt2-124m ...
+With --procs N --parallel ddp|zero1 it spawns N processes (gloo): DistributedDataParallel, plus
+torch.distributed.optim.ZeroRedundancyOptimizer for zero1; tokens/s is then the job's.
 """
 import argparse
 import math
@@ -81,7 +83,24 @@ def main():
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="torch.autocast('cpu', dtype=torch.bfloat16)")
+    ap.add_argument("--procs", type=int, default=1)
+    ap.add_argument("--parallel", default="ddp", choices=["ddp", "zero1"])
     a = ap.parse_args()
+    if a.procs > 1:
+        import torch.multiprocessing as mp
+        mp.spawn(run, args=(a,), nprocs=a.procs, join=True)
+    else:
+        run(0, a)
+
+
+def run(rank, a):
+    dist = None
+    if a.procs > 1:
+        import os
+        import torch.distributed as dist
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29511")
+        dist.init_process_group("gloo", rank=rank, world_size=a.procs)
     cfg = dict(PRESETS[a.model])
     if a.seq_length:
         cfg["seq"] = a.seq_length
@@ -90,10 +109,18 @@ def main():
     model = GPT(cfg)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=6e-4, betas=(0.9, 0.95), eps=1e-8)
-    g = torch.Generator().manual_seed(1)
-    tokens = a.micro_batch * cfg["seq"]
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
+    if dist is not None and a.parallel == "zero1":
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+        opt = ZeroRedundancyOptimizer(decay, optimizer_class=torch.optim.AdamW, lr=6e-4, betas=(0.9, 0.95), eps=1e-8,
+                                      weight_decay=0.1)
+        opt.add_param_group({"params": no_decay, "weight_decay": 0.0})
+    else:
+        opt = torch.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), eps=1e-8)
+    if dist is not None:
+        model = nn.parallel.DistributedDataParallel(model)
+    g = torch.Generator().manual_seed(1 + rank)
+    tokens = a.micro_batch * cfg["seq"] * a.procs
     times = []
     for step in range(1, a.steps + 1):
         data = torch.randint(0, cfg["vocab"], (a.micro_batch, cfg["seq"] + 1), generator=g)
@@ -106,11 +133,15 @@ def main():
         opt.step()
         dt = time.perf_counter() - t0
         times.append(dt)
-        print(f"step {step} | loss {loss.item():.4f} | grad norm {norm.item():.4f} | {dt*1e3:.1f} ms | "
+        if rank == 0:
+            print(f"step {step} | loss {loss.item():.4f} | grad norm {norm.item():.4f} | {dt*1e3:.1f} ms | "
               f"{tokens/dt:.0f} tokens/s", flush=True)
     med = statistics.median(times[1:] if len(times) > 1 else times)
-    print(f"pytorch: median {med*1e3:.1f} ms/step | {tokens/med:.1f} tokens/s | torch {torch.__version__} "
-          f"threads {torch.get_num_threads()}{' bf16 autocast' if a.bf16 else ''}")
+    if rank != 0:
+        return
+    par = f" {a.procs} procs {a.parallel}" if a.procs > 1 else ""
+    print(f"pytorch{par}: median {med*1e3:.1f} ms/step | {tokens/med:.1f} tokens/s | torch {torch.__version__} "
+          f"threads {torch.get_num_threads()}{' bf16 autocast' if a.bf16 else ''}", flush=True)
 
 
 if __name__ == "__main__":

@@ -303,8 +303,19 @@ TrainSummary Trainer::run() {
   s.median_tokens_per_s = median(tps);
   s.median_tflops = median(tf);
   s.median_mfu = median(mfu);
-  s.peak_rss = peak_rss_bytes();
+  {  // the largest peak RSS of the ranks (what a job must fit per rank)
+    double rss = static_cast<double>(peak_rss_bytes());
+    groups_->get(comm::Group::DP).all_reduce(&rss, &rss, 1, comm::DType::F64, comm::ReduceOp::Max);
+    s.peak_rss = static_cast<size_t>(rss);
+  }
   s.memory = memory();  // after the steps: the pooled communication buffers exist now
+  metrics_.write({{"summary", true}, {"steps", s.steps.size()}, {"median_step_ms", s.median_step_ms},
+                  {"median_tokens_per_s", s.median_tokens_per_s}, {"median_tflops", s.median_tflops},
+                  {"median_mfu", s.median_mfu}, {"peak_rss_bytes_max_rank", s.peak_rss},
+                  {"zero_stage", opt_.ds.zero.stage}, {"dp", groups_->get(comm::Group::DP).size()},
+                  {"params_bytes", s.memory.params}, {"grads_bytes", s.memory.grads}, {"masters_bytes", s.memory.masters},
+                  {"optimizer_states_bytes", s.memory.optimizer_states}, {"comm_buffers_bytes", s.memory.comm_buffers},
+                  {"activations_bytes", s.memory.activations}});
   if (print && !s.steps.empty()) {
     std::printf("done: %zu steps | median %.1f ms/step | %.0f tokens/s | %.3f TFLOP/s | MFU %.1f%% | peak RSS %s "
                 "(%.2fx the %s the memory report accounts for)\n",

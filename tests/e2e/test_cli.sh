@@ -14,10 +14,13 @@ run1 train --model tiny --mock-data --deepspeed_config "$SRC/examples/ds_config.
   --metrics-file "$work/m.jsonl" > "$work/out.txt"
 grep -q 'step      4/4 | loss' "$work/out.txt" || fail "no step line"
 grep -q 'tokens/s' "$work/out.txt" && grep -q 'MFU' "$work/out.txt" || fail "no throughput columns"
-[ "$(wc -l < "$work/m.jsonl")" = 4 ] || fail "metrics file should have 4 lines"
+[ "$(wc -l < "$work/m.jsonl")" = 5 ] || fail "metrics file should have 4 step lines and a summary"
 /usr/bin/python3 - "$work/m.jsonl" <<'PY' || fail "metrics records"
 import json, math, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
+summary = recs.pop()
+assert summary["summary"] is True and summary["steps"] == 4 and summary["dp"] == 1, summary
+assert summary["params_bytes"] > 0 and summary["peak_rss_bytes_max_rank"] > summary["params_bytes"], summary
 keys = {"step", "loss", "lr", "grad_norm", "step_ms", "tokens_per_s", "tflops", "mfu"}
 assert all(keys <= set(r) for r in recs), recs[0].keys()
 assert [r["step"] for r in recs] == [1, 2, 3, 4]
@@ -70,10 +73,11 @@ grep -q "RANK=5 disagrees with MPI (0); using MPI's value" "$work/out.txt" || { 
 grep -q "WORLD_SIZE=9 disagrees with MPI (1)" "$work/out.txt" || fail "WORLD_SIZE cross-check"
 grep -q 'step      1/1' "$work/out.txt" || fail "training with mismatched launcher variables"
 
-# 5. comms logger from the ds_config: the summary table at the end of the run
+# 5. comms logger from the ds_config: the summary table at the end of the run (8-byte all_reduces:
+#    the loss of each of the 2 steps and the peak RSS, MAX over the ranks, at the end)
 echo '{"train_micro_batch_size_per_gpu": 2, "comms_logger": {"enabled": true, "prof_all": true}}' > "$work/cl.json"
 run1 train --deepspeed_config "$work/cl.json" --train-iters 2 > "$work/out.txt" || fail "comms logger run"
-grep -q "comms summary" "$work/out.txt" && grep -qE "^all_reduce +dp +1 +8 +2 " "$work/out.txt" || { cat "$work/out.txt"; fail "comms summary"; }
+grep -q "comms summary" "$work/out.txt" && grep -qE "^all_reduce +dp +1 +8 +3 " "$work/out.txt" || { cat "$work/out.txt"; fail "comms summary"; }
 # wall_clock_breakdown / memory_breakdown / steps_per_print from the ds_config
 echo '{"train_micro_batch_size_per_gpu": 2, "wall_clock_breakdown": true, "memory_breakdown": true, "steps_per_print": 2}' > "$work/wc.json"
 run1 train --deepspeed_config "$work/wc.json" --train-iters 4 > "$work/out.txt" || fail "breakdown run"
