@@ -113,4 +113,51 @@ double measure_sgemm_gflops(int n, int reps) {
   return 2.0 * n * n * static_cast<double>(n) / best / 1e9;
 }
 
+namespace {
+GemmPrecision g_precision = GemmPrecision::F32;
+
+// Packs the stored rows x cols operand (leading dimension ld) contiguously as bf16.
+void pack_bf16(const float* X, int rows, int cols, int ld, std::vector<bf16>& out) {
+  out.resize(static_cast<size_t>(rows) * cols);
+  bf16* o = out.data();
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) o[static_cast<size_t>(r) * cols + c] = to_bf16(X[static_cast<size_t>(r) * ld + c]);
+}
+// Packs it contiguously as fp32 values rounded to fp16.
+void pack_f16(const float* X, int rows, int cols, int ld, std::vector<float>& out) {
+  out.resize(static_cast<size_t>(rows) * cols);
+  float* o = out.data();
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c)
+      o[static_cast<size_t>(r) * cols + c] = static_cast<float>(static_cast<_Float16>(X[static_cast<size_t>(r) * ld + c]));
+}
+}  // namespace
+
+void set_gemm_precision(GemmPrecision p) { g_precision = p; }
+GemmPrecision gemm_precision() { return g_precision; }
+const char* gemm_precision_name(GemmPrecision p) {
+  return p == GemmPrecision::BF16 ? "bf16" : p == GemmPrecision::F16 ? "fp16" : "fp32";
+}
+
+void gemm_lowp(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+               float beta, float* C, int ldc) {
+  if (M == 0 || N == 0) return;
+  // the stored shapes: op(A) is M x K, so A is M x K (N) or K x M (T); likewise B
+  const int ar = ta == Op::N ? M : K, ac = ta == Op::N ? K : M;
+  const int br = tb == Op::N ? K : N, bc = tb == Op::N ? N : K;
+  if (g_precision == GemmPrecision::BF16) {
+    thread_local std::vector<bf16> a, b;
+    pack_bf16(A, ar, ac, lda, a);
+    pack_bf16(B, br, bc, ldb, b);
+    gemm_backend().gemm_bf16(ta, tb, M, N, K, alpha, a.data(), ac, b.data(), bc, beta, C, ldc);
+  } else {
+    thread_local std::vector<float> a, b;
+    pack_f16(A, ar, ac, lda, a);
+    pack_f16(B, br, bc, ldb, b);
+    gemm_backend().sgemm(ta, tb, M, N, K, alpha, a.data(), ac, b.data(), bc, beta, C, ldc);
+  }
+}
+
 }  // namespace dmpi::kernels

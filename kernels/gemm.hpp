@@ -35,8 +35,24 @@ std::vector<std::string> gemm_backend_names();
 // The backend a run uses unless a flag says otherwise: DEEPMPI_GEMM, else the best built in.
 std::string default_gemm_backend_name();
 
+// Precision of the GEMMs the layers run (an autocast, as torch.autocast): F32; BF16 rounds both
+// operands to bf16 and runs the backend's bf16 GEMM (fp32 accumulation and output); F16 rounds
+// both operands to fp16 (range and precision of fp16: values beyond 65504 become inf) and
+// multiplies them in fp32. Everything outside the GEMMs stays fp32.
+enum class GemmPrecision { F32, BF16, F16 };
+void set_gemm_precision(GemmPrecision p);
+GemmPrecision gemm_precision();
+const char* gemm_precision_name(GemmPrecision p);
+// The GEMM in the current precision (fp32 operands, converted as above).
+void gemm_lowp(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+               float beta, float* C, int ldc);
+
 inline void gemm(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B,
                  int ldb, float beta, float* C, int ldc) {
+  if (gemm_precision() != GemmPrecision::F32) {
+    gemm_lowp(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
   gemm_backend().sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 

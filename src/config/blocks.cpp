@@ -308,8 +308,11 @@ void blocks_unimplemented(const DsConfig& c, std::vector<std::string>& out) {
   auto no = [&](bool cond, const std::string& what) {
     if (cond) out.push_back("not supported yet: " + what);
   };
-  no(c.fp16.enabled, "fp16.enabled = true (mixed precision lands with the ZeRO engine)");
-  no(c.bf16.enabled, "bf16.enabled = true (mixed precision lands with the ZeRO engine)");
+  // fp16/bf16 run the GEMMs in 16 bits with fp32 storage; 16-bit storage options are not done
+  no(c.fp16.enabled && c.fp16.fp16_master_weights_and_grads, "fp16.fp16_master_weights_and_grads = true");
+  no(c.bf16.enabled && c.bf16.bf16_master_weights_and_grads, "bf16.bf16_master_weights_and_grads = true");
+  no(c.bf16.enabled && c.bf16.bf16_optimizer_states, "bf16.bf16_optimizer_states = true");
+  no(c.bf16.enabled && c.bf16.immediate_grad_update, "bf16.immediate_grad_update = true");
   const auto& ac = c.activation_checkpointing;
   no(ac.partition_activations, "activation_checkpointing.partition_activations = true (activations are not recomputed)");
   no(ac.cpu_checkpointing, "activation_checkpointing.cpu_checkpointing = true");

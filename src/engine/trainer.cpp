@@ -66,6 +66,12 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   else if (oc.type == "Adagrad" || oc.type == "Lion") state_slots_ = 1;
   else DMPI_FAIL("optimizer type '" << oc.type << "' is not implemented by the trainer");
   zero_ = std::make_unique<ZeroEngine>(*model_, dp, ds, state_slots_);
+  // Mixed precision: the GEMMs run in bf16 or fp16 (an autocast); parameters, gradients,
+  // optimizer states and everything outside the GEMMs stay fp32. fp16 gets the loss scaler.
+  kernels::set_gemm_precision(ds.bf16.enabled ? kernels::GemmPrecision::BF16
+                              : ds.fp16.enabled ? kernels::GemmPrecision::F16
+                                                : kernels::GemmPrecision::F32);
+  if (ds.fp16.enabled) scaler_ = std::make_unique<LossScaler>(ds.fp16);
   if (oc.type == "Adagrad" && oc.initial_accumulator_value != 0.0)
     std::fill(zero_->state(0), zero_->state(0) + zero_->owned_numel(), static_cast<float>(oc.initial_accumulator_value));
   if (opt_.data_path.empty())
@@ -87,6 +93,8 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   peak_gflops_ = opt_.peak_gflops > 0 ? opt_.peak_gflops : kernels::measure_sgemm_gflops();
   flops_per_token_ = flops_per_token(opt_.model, opt_.model.seq_len);
 }
+
+Trainer::~Trainer() { kernels::set_gemm_precision(kernels::GemmPrecision::F32); }
 
 bool Trainer::optimizer_has_betas() const {
   const auto& t = opt_.ds.optimizer.type;
@@ -118,6 +126,12 @@ std::string Trainer::banner() const {
      << "  optimizer " << ds.optimizer.type << " " << ds.resolved()["optimizer"]["params"].dump()
      << "; schedule " << sched_.describe()
      << "; gradient_clipping " << ds.gradient_clipping << "\n"
+     << "  precision: GEMMs " << kernels::gemm_precision_name(kernels::gemm_precision())
+     << (ds.fp16.enabled || ds.bf16.enabled ? " (autocast); parameters, gradients, optimizer states fp32" : "")
+     << (scaler_ ? (scaler_->dynamic() ? "; dynamic loss scale from " : "; static loss scale ") +
+                       std::to_string(scaler_->scale())
+                 : std::string())
+     << "\n"
      << "  threads: " << compute_threads() << " OpenMP, " << blas_threads() << " OpenBLAS; GEMM backend "
      << kernels::gemm_backend().name() << "; peak " << peak_gflops_
      << " GFLOP/s (" << (opt_.peak_gflops > 0 ? "--peak-tflops" : "sgemm probe") << ")\n"
@@ -144,7 +158,7 @@ void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double 
       h.eps = static_cast<float>(oc.eps), h.weight_decay = t.weight_decay ? static_cast<float>(oc.weight_decay) : 0.f;
       h.max_coeff = static_cast<float>(oc.max_coeff), h.min_coeff = static_cast<float>(oc.min_coeff);
       h.bias_correction = oc.bias_correction, h.eps_inside_sqrt = oc.eps_inside_sqrt;
-      kernels::lamb_step(P + t.offset, G + t.offset, m + t.offset, v + t.offset, t.numel, h, global_steps_, grad_scale,
+      kernels::lamb_step(P + t.offset, G + t.offset, m + t.offset, v + t.offset, t.numel, h, applied_steps_, grad_scale,
                          true);
     }
     return;
@@ -157,16 +171,16 @@ void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double 
     if (oc.type == "Adam" || oc.type == "AdamW") {
       kernels::AdamParams h = adam_;
       h.lr = flr, h.weight_decay = wd, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2);
-      kernels::adam_step(p, g, m + o, v + o, sg.n, h, global_steps_, grad_scale, true);
+      kernels::adam_step(p, g, m + o, v + o, sg.n, h, applied_steps_, grad_scale, true);
     } else if (oc.type == "SGD") {
       kernels::SgdParams h;
       h.lr = flr, h.momentum = static_cast<float>(oc.momentum), h.dampening = static_cast<float>(oc.dampening);
       h.weight_decay = wd, h.nesterov = oc.nesterov;
-      kernels::sgd_step(p, g, m ? m + o : nullptr, sg.n, h, global_steps_, grad_scale, true);
+      kernels::sgd_step(p, g, m ? m + o : nullptr, sg.n, h, applied_steps_, grad_scale, true);
     } else if (oc.type == "Adagrad") {
       kernels::AdagradParams h;
       h.lr = flr, h.lr_decay = static_cast<float>(oc.lr_decay), h.weight_decay = wd, h.eps = static_cast<float>(oc.eps);
-      kernels::adagrad_step(p, g, m + o, sg.n, h, global_steps_, grad_scale, true);
+      kernels::adagrad_step(p, g, m + o, sg.n, h, applied_steps_, grad_scale, true);
     } else {  // Lion
       kernels::LionParams h;
       h.lr = flr, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2), h.weight_decay = wd;
@@ -205,7 +219,8 @@ StepMetrics Trainer::train_step() {
     const double a = now_seconds();
     loss_sum += model_->forward(tokens_.data(), targets_.data());
     const double b = now_seconds();
-    model_->backward(1.0 / static_cast<double>(ds.grad_accum));  // DeepSpeed divides each micro loss by GAS
+    // DeepSpeed divides each micro loss by GAS; fp16 multiplies it by the loss scale
+    model_->backward((scaler_ ? scaler_->scale() : 1.0) / static_cast<double>(ds.grad_accum));
     zero_->end_micro();
     t_fwd += b - a, t_bwd += now_seconds() - b;
     ++micro_steps_;
@@ -213,19 +228,36 @@ StepMetrics Trainer::train_step() {
   samples_ += static_cast<uint64_t>(ds.train_batch_size);
   const double t_opt0 = now_seconds();
   zero_->reduce_gradients();
-  const double norm = zero_->grad_norm();
-  DMPI_REQUIRE(std::isfinite(norm), "gradient norm is " << norm << " at step " << global_steps_ + 1
-                                                        << " (fp32 training diverged; lower the lr)");
-  // DeepSpeed (fp32): clip_coef = min(1, max_norm / (norm + 1e-6)); 0 disables clipping.
-  double coef = 1.0;
-  if (ds.gradient_clipping > 0.0) coef = std::min(1.0, ds.gradient_clipping / (norm + 1e-6));
-  const double lr = sched_.current_lr();
+  // The norm is of the scaled gradients; every rank gets the same value (all-reduced, or
+  // computed from identical all-reduced gradients), so the overflow decision is the group's.
+  const double scale = scaler_ ? scaler_->scale() : 1.0;
+  const double norm = zero_->grad_norm() / scale;
+  const bool overflow = !std::isfinite(norm);
+  DMPI_REQUIRE(!overflow || scaler_ || (ds.bf16.enabled && ds.bf16.check_grad_overflow),
+               "gradient norm is " << norm << " at step " << global_steps_ + 1
+                                   << " (training diverged; lower the lr)");
+  std::string scaler_msg;
+  if (scaler_) scaler_->update(overflow, &scaler_msg);
   ++global_steps_;
-  double b1 = ds.optimizer.beta1, b2 = ds.optimizer.beta2;
-  if (optimizer_has_betas()) sched_.momentum(b1, b2);  // OneCycle's cycled momentum
-  apply_optimizer(lr, static_cast<float>(coef), b1, b2);
-  zero_->after_optimizer();
-  sched_.step();
+  const double lr = sched_.current_lr();
+  double coef = 1.0;
+  if (overflow) {
+    // DeepSpeed: the step is skipped (no optimizer step, no scheduler step) and the gradients
+    // are zeroed; global_steps still counts it.
+    ++skipped_steps_;
+    if (ds.zero.stage == 0) model_->zero_grad();
+    if (!scaler_msg.empty() && opt_.print && dp.rank() == 0) std::printf("[deepmpi] %s\n", scaler_msg.c_str());
+  } else {
+    // DeepSpeed: clip_coef = min(1, max_norm / (norm + 1e-6)) on the unscaled norm; 0 disables
+    // clipping. Unscaling and clipping are one multiply in the optimizer.
+    if (ds.gradient_clipping > 0.0) coef = std::min(1.0, ds.gradient_clipping / (norm + 1e-6));
+    ++applied_steps_;
+    double b1 = ds.optimizer.beta1, b2 = ds.optimizer.beta2;
+    if (optimizer_has_betas()) sched_.momentum(b1, b2);  // OneCycle's cycled momentum
+    apply_optimizer(lr, static_cast<float>(coef / scale), b1, b2);
+    zero_->after_optimizer();
+    sched_.step();
+  }
   const double t_end = now_seconds();
   const double dt = t_end - t0;
 
@@ -237,7 +269,9 @@ StepMetrics Trainer::train_step() {
   m.loss = loss;
   m.lr = lr;
   m.grad_norm = norm;
-  m.grad_norm_clipped = norm * coef;
+  m.grad_norm_clipped = overflow ? norm : norm * coef;
+  m.loss_scale = scale;
+  m.skipped = overflow;
   m.step_ms = dt * 1e3;
   m.forward_ms = t_fwd * 1e3, m.backward_ms = t_bwd * 1e3, m.optimizer_ms = (t_end - t_opt0) * 1e3;
   const double tokens = static_cast<double>(ds.train_batch_size) * opt_.model.seq_len;
@@ -266,9 +300,11 @@ TrainSummary Trainer::run() {
     bool log = m.step % opt_.log_interval == 0 || i + 1 == opt_.train_iters;
     if (log && print) {
       std::printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.4f | %8.1f ms | %9.0f tokens/s | "
-                  "%6.3f TFLOP/s | MFU %5.1f%%\n",
+                  "%6.3f TFLOP/s | MFU %5.1f%%",
                   static_cast<long long>(m.step), static_cast<long long>(opt_.train_iters), m.loss, m.lr, m.grad_norm,
                   m.step_ms, m.tokens_per_s, m.tflops, 100.0 * m.mfu);
+      if (scaler_) std::printf(" | loss scale %g | skipped %lld", m.loss_scale, static_cast<long long>(skipped_steps_));
+      std::printf("\n");
       if (opt_.ds.misc.wall_clock_breakdown)  // DeepSpeed's timers: forward, backward (incl. allreduce), step
         std::printf("  time (ms) | forward %.1f | backward %.1f | clip + optimizer step %.1f\n", m.forward_ms,
                     m.backward_ms, m.optimizer_ms);
@@ -289,7 +325,8 @@ TrainSummary Trainer::run() {
       metrics_.write({{"step", m.step}, {"loss", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
                       {"grad_norm_clipped", m.grad_norm_clipped}, {"step_ms", m.step_ms},
                       {"tokens_per_s", m.tokens_per_s}, {"tflops", m.tflops}, {"mfu", m.mfu},
-                      {"forward_ms", m.forward_ms}, {"backward_ms", m.backward_ms}, {"optimizer_ms", m.optimizer_ms}});
+                      {"forward_ms", m.forward_ms}, {"backward_ms", m.backward_ms}, {"optimizer_ms", m.optimizer_ms},
+                      {"loss_scale", m.loss_scale}, {"skipped", m.skipped}, {"skipped_steps", skipped_steps_}});
   }
   // Medians over the steps after the first (which pays page faults and thread start-up).
   std::vector<double> ms, tps, tf, mfu;

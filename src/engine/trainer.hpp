@@ -16,6 +16,7 @@
 #include "io/token_dataset.hpp"
 #include "kernels/optim.hpp"
 #include "src/config/ds_config.hpp"
+#include "src/engine/loss_scaler.hpp"
 #include "src/engine/lr_schedule.hpp"
 #include "src/engine/zero.hpp"
 #include "src/model/gpt.hpp"
@@ -40,6 +41,8 @@ struct StepMetrics {
   double loss = 0, lr = 0, grad_norm = 0, grad_norm_clipped = 0;
   double step_ms = 0, tokens_per_s = 0, tflops = 0, mfu = 0;
   double forward_ms = 0, backward_ms = 0, optimizer_ms = 0;  // wall_clock_breakdown
+  double loss_scale = 1;  // fp16: the scale this step ran with
+  bool skipped = false;   // overflow: no optimizer step (DeepSpeed's skipped_steps)
 };
 
 struct MemoryReport {
@@ -58,6 +61,7 @@ struct TrainSummary {
 class Trainer {
  public:
   Trainer(const comm::MpiEnv& env, TrainOptions opt);
+  ~Trainer();
   StepMetrics train_step();
   TrainSummary run();
   // one step of the configured optimizer (beta1/beta2: the config's, or OneCycle's cycled ones)
@@ -70,6 +74,9 @@ class Trainer {
   MemoryReport memory() const;
   double peak_gflops() const { return peak_gflops_; }
   int64_t global_steps() const { return global_steps_; }
+  int64_t skipped_steps() const { return skipped_steps_; }
+  int64_t micro_steps() const { return micro_steps_; }
+  const LossScaler* loss_scaler() const { return scaler_.get(); }
   std::string banner() const;   // what is about to run
 
  private:
@@ -86,7 +93,10 @@ class Trainer {
   kernels::AdamParams adam_;
   io::MetricsWriter metrics_;
   double peak_gflops_ = 0, flops_per_token_ = 0;
-  int64_t global_steps_ = 0, micro_steps_ = 0;
+  // DeepSpeed's counters: global_steps counts every boundary, skipped_steps the overflowing ones,
+  // micro_steps every micro-batch; applied_steps (the optimizer's own step count) the others.
+  int64_t global_steps_ = 0, skipped_steps_ = 0, micro_steps_ = 0, applied_steps_ = 0;
+  std::unique_ptr<LossScaler> scaler_;
   uint64_t samples_ = 0;    // global samples consumed (DeepSpeed's global_samples)
 };
 

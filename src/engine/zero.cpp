@@ -76,7 +76,8 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
       add_slice(p, gpart_.data() + local, local, b - a, t.weight_decay);
     }
   }
-  states_.assign(static_cast<size_t>(state_slots), std::vector<float>(owned_numel_, 0.0f));
+  states_.resize(static_cast<size_t>(state_slots));  // one at a time: no temporary copy (peak RSS)
+  for (auto& st : states_) st.assign(owned_numel_, 0.0f);
   if (stage_ == 3) {
     // Reuse distance at the forward/backward turn: the elements gathered between a unit's
     // forward and its backward (blocks after it, twice, and the final LayerNorm).

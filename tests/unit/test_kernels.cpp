@@ -393,3 +393,53 @@ TEST(Norm, SumSquaresMatchesDouble) {
   EXPECT_NEAR(sum_squares(x.data(), x.size()), s, 1e-9 * s);
   EXPECT_EQ(sum_squares(x.data(), 0), 0.0);
 }
+
+// The GEMM autocast: bf16 and fp16 round both operands, then multiply with fp32 accumulation;
+// the reference does the same rounding and sums in double.
+TEST(GemmPrecision, Bf16AndFp16MatchRoundedOperandsInDouble) {
+  using namespace dmpi::kernels;
+  const int M = 37, N = 29, K = 70;
+  for (GemmPrecision prec : {GemmPrecision::BF16, GemmPrecision::F16}) {
+    for (int t = 0; t < 4; ++t) {
+      const Op ta = t & 1 ? Op::T : Op::N, tb = t & 2 ? Op::T : Op::N;
+      const int ar = ta == Op::N ? M : K, ac = ta == Op::N ? K : M, br = tb == Op::N ? K : N, bc = tb == Op::N ? N : K;
+      const int lda = ac + 3, ldb = bc + 5, ldc = N + 2;
+      dmpi::Rng rng(11, static_cast<uint64_t>(t));
+      std::vector<float> A(static_cast<size_t>(ar) * lda), B(static_cast<size_t>(br) * ldb), C(static_cast<size_t>(M) * ldc);
+      for (auto& x : A) x = static_cast<float>(rng.normal());
+      for (auto& x : B) x = static_cast<float>(rng.normal());
+      for (auto& x : C) x = static_cast<float>(rng.normal());
+      auto round = [&](float x) {
+        return prec == GemmPrecision::BF16 ? dmpi::to_float(dmpi::to_bf16(x)) : static_cast<float>(static_cast<_Float16>(x));
+      };
+      const float alpha = 0.75f, beta = 0.5f;
+      std::vector<double> ref(C.begin(), C.end());
+      for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) {
+          double acc = 0;
+          for (int k = 0; k < K; ++k) {
+            float a = ta == Op::N ? A[static_cast<size_t>(i) * lda + k] : A[static_cast<size_t>(k) * lda + i];
+            float b = tb == Op::N ? B[static_cast<size_t>(k) * ldb + j] : B[static_cast<size_t>(j) * ldb + k];
+            acc += static_cast<double>(round(a)) * round(b);
+          }
+          ref[static_cast<size_t>(i) * ldc + j] = alpha * acc + beta * C[static_cast<size_t>(i) * ldc + j];
+        }
+      set_gemm_precision(prec);
+      gemm(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+      set_gemm_precision(GemmPrecision::F32);
+      double worst = 0;
+      for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) {
+          const size_t o = static_cast<size_t>(i) * ldc + j;
+          worst = std::max(worst, std::fabs(C[o] - ref[o]) / (1.0 + std::fabs(ref[o])));
+        }
+      EXPECT_LT(worst, 1e-5) << gemm_precision_name(prec) << " transposes " << t;
+    }
+  }
+  // fp16 has fp16's range: an operand beyond 65504 becomes inf (what the loss scaler detects)
+  std::vector<float> a = {70000.0f}, b = {1.0f}, c = {0.0f};
+  set_gemm_precision(GemmPrecision::F16);
+  gemm(Op::N, Op::N, 1, 1, 1, 1.0f, a.data(), 1, b.data(), 1, 0.0f, c.data(), 1);
+  set_gemm_precision(GemmPrecision::F32);
+  EXPECT_TRUE(std::isinf(c[0]));
+}
