@@ -53,9 +53,6 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
                "optimizer Lamb with zero_optimization.stage " << ds.zero.stage
                    << ": Lamb's trust ratio needs whole tensors; use stage 0 (DeepSpeed does not support Lamb with "
                       "ZeRO either)");
-  DMPI_REQUIRE(ds.misc.communication_data_type.empty() || ds.misc.communication_data_type == "fp32" || dp.size() == 1,
-               "not supported yet: communication_data_type = \"" << ds.misc.communication_data_type
-                   << "\" with fp32 training on " << dp.size() << " ranks (gradients are reduced in fp32; remove the key)");
   model_ = std::make_unique<model::GPT<float>>(opt_.model, static_cast<int>(ds.micro_batch), opt_.model.seq_len,
                                                model::KernelPath::Fast, ZeroEngine::unit_align(ds.zero.stage, dp.size()));
   model_->init_weights(opt_.seed);

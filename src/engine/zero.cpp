@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
+#include "kernels/dtype.hpp"
 #include "kernels/ops.hpp"
 #include "src/util/error.hpp"
 
@@ -11,6 +13,27 @@ namespace dmpi::engine {
 using model::HookPoint;
 
 namespace {
+// Gradients on the wire in 16 bits (communication_data_type): packed with round-to-nearest-even,
+// reduced by the communicator (pairwise in fp32), unpacked.
+void pack16(const float* x, uint16_t* y, size_t n, comm::DType t) {
+  if (t == comm::DType::BF16) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; ++i) y[i] = to_bf16(x[i]).bits;
+  } else {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; ++i) {
+      _Float16 h = static_cast<_Float16>(x[i]);
+      std::memcpy(&y[i], &h, 2);
+    }
+  }
+}
+float unpack16(uint16_t v, comm::DType t) {
+  if (t == comm::DType::BF16) return to_float(bf16{v});
+  _Float16 h;
+  std::memcpy(&h, &v, 2);
+  return static_cast<float>(h);
+}
+
 void scale(float* p, size_t n, double a) {
   if (a == 1.0) return;
   const float f = static_cast<float>(a);
@@ -24,6 +47,8 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
       reduce_bucket_(std::max<int64_t>(1, ds.zero.reduce_bucket_size)),
       prefetch_bucket_(ds.zero.prefetch_bucket_size), max_live_(ds.zero.max_live_parameters) {
   DMPI_REQUIRE(stage_ >= 0 && stage_ <= 3, "ZeRO stage " << stage_ << " does not exist (0-3)");
+  const std::string& cdt = ds.misc.communication_data_type;
+  comm_dtype_ = cdt == "bf16" ? comm::DType::BF16 : cdt == "fp16" ? comm::DType::F16 : comm::DType::F32;
   // DeepSpeed's averaging: postscale (1/f before the sum, f/W after) unless prescale_gradients.
   const double f = ds.misc.gradient_predivide_factor;
   if (W_ > 1) {
@@ -169,8 +194,14 @@ void ZeroEngine::start_grad_reduce(int i) {
   float* buf = model_.unit_grads(i);
   model_.set_unit_grads(i, nullptr);
   scale(buf, u.numel, pre_scale_);
+  if (comm_dtype_ != comm::DType::F32) {  // 16 bits on the wire: pack in place (the buffer's first half)
+    uint16_t* b16 = reinterpret_cast<uint16_t*>(buf);
+    std::vector<uint16_t> tmp(u.numel);
+    pack16(buf, tmp.data(), u.numel, comm_dtype_);
+    std::memcpy(b16, tmp.data(), u.numel * sizeof(uint16_t));
+  }
   float* recv = acquire(u.chunk);
-  pending_.push_back({dp_.ireduce_scatter(buf, recv, u.chunk, comm::DType::F32, comm::ReduceOp::Sum), buf, recv, i});
+  pending_.push_back({dp_.ireduce_scatter(buf, recv, u.chunk, comm_dtype_, comm::ReduceOp::Sum), buf, recv, i});
   // overlap_comm: keep at most two reductions in flight (bounded bucket memory); else finish now.
   while (!pending_.empty() && (!overlap_ || pending_.size() > 2)) {
     finish_reduce(pending_.front());
@@ -183,10 +214,17 @@ void ZeroEngine::finish_reduce(PendingReduce& r) {
   const Unit& u = units_[static_cast<size_t>(r.unit)];
   float* dst = gpart_.data() + u.part_off;
   const float post = static_cast<float>(post_scale_);
-  const float* src = r.recv;
   const size_t n = u.chunk;
+  if (comm_dtype_ != comm::DType::F32) {
+    const uint16_t* src = reinterpret_cast<const uint16_t*>(r.recv);
+    const comm::DType t = comm_dtype_;
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < n; ++k) dst[k] += post * unpack16(src[k], t);
+  } else {
+    const float* src = r.recv;
 #pragma omp parallel for simd schedule(static)
-  for (size_t k = 0; k < n; ++k) dst[k] += post * src[k];
+    for (size_t k = 0; k < n; ++k) dst[k] += post * src[k];
+  }
   release(r.buf);
   release(r.recv);
 }
@@ -241,25 +279,42 @@ void ZeroEngine::reduce_gradients() {
       for (auto& u : units_) std::copy_n(model_.grads() + u.off, u.chunk, gpart_.data() + u.part_off);
     return;
   }
+  const bool c16 = comm_dtype_ != comm::DType::F32;
   if (stage_ == 0) {
     float* g = model_.grads();
     const size_t n = model_.num_params();
     scale(g, n, pre_scale_);
+    if (c16) wire16_.resize(n), pack16(g, wire16_.data(), n, comm_dtype_);
     std::vector<comm::WorkPtr> works;
     for (size_t off = 0; off < n; off += static_cast<size_t>(reduce_bucket_)) {
       const size_t c = std::min(n - off, static_cast<size_t>(reduce_bucket_));
-      works.push_back(dp_.iall_reduce(g + off, g + off, c, comm::DType::F32, comm::ReduceOp::Sum));
+      if (c16) works.push_back(dp_.iall_reduce(wire16_.data() + off, wire16_.data() + off, c, comm_dtype_, comm::ReduceOp::Sum));
+      else works.push_back(dp_.iall_reduce(g + off, g + off, c, comm::DType::F32, comm::ReduceOp::Sum));
     }
     for (auto& w : works) w->wait();
+    if (c16)
+#pragma omp parallel for schedule(static)
+      for (size_t i = 0; i < n; ++i) g[i] = unpack16(wire16_[i], comm_dtype_);
     scale(g, n, post_scale_);
   } else if (stage_ == 1) {
     std::vector<comm::WorkPtr> works;
+    if (c16) wire16_.resize(model_.num_params() + gpart_.size());
+    uint16_t* recv16 = c16 ? wire16_.data() + model_.num_params() : nullptr;
     for (auto& u : units_) {
       scale(model_.grads() + u.off, u.numel, pre_scale_);
-      works.push_back(dp_.ireduce_scatter(model_.grads() + u.off, gpart_.data() + u.part_off, u.chunk,
-                                          comm::DType::F32, comm::ReduceOp::Sum));
+      if (c16) {
+        pack16(model_.grads() + u.off, wire16_.data() + u.off, u.numel, comm_dtype_);
+        works.push_back(dp_.ireduce_scatter(wire16_.data() + u.off, recv16 + u.part_off, u.chunk, comm_dtype_,
+                                            comm::ReduceOp::Sum));
+      } else {
+        works.push_back(dp_.ireduce_scatter(model_.grads() + u.off, gpart_.data() + u.part_off, u.chunk,
+                                            comm::DType::F32, comm::ReduceOp::Sum));
+      }
     }
     for (auto& w : works) w->wait();
+    if (c16)
+#pragma omp parallel for schedule(static)
+      for (size_t i = 0; i < gpart_.size(); ++i) gpart_[i] = unpack16(recv16[i], comm_dtype_);
     scale(gpart_.data(), gpart_.size(), post_scale_);
   }
   // stages 2-3: reduced into gpart_ during each backward (end_micro)
@@ -299,7 +354,7 @@ ZeroMemory ZeroEngine::memory() const {
   for (const auto& [i, buf] : persist_) m.params += buf.capacity() * sizeof(float);
   m.grads = model_.grad_bytes() + gpart_.capacity() * sizeof(float);
   for (const auto& s : states_) m.optimizer_states += s.capacity() * sizeof(float);
-  m.comm_buffers = pool_bytes_;
+  m.comm_buffers = pool_bytes_ + wire16_.capacity() * sizeof(uint16_t);
   return m;
 }
 

@@ -9,7 +9,9 @@
 //
 // Per step (gradient accumulation over GAS micro-batches, DeepSpeed's averaging: gradients are
 // summed over the group and scaled by 1/W; gradient_predivide_factor f divides by f before the
-// sum and multiplies by f/W after; prescale_gradients divides by W before):
+// sum and multiplies by f/W after; prescale_gradients divides by W before; with
+// communication_data_type bf16/fp16 the gradients travel and are summed in 16 bits, the
+// parameters' all-gathers stay fp32):
 //   stage 0: the model holds full params and grads; at the boundary the grads are all-reduced in
 //            buckets of reduce_bucket_size elements; the optimizer updates everything.
 //   stage 1: full params and grads; at the boundary each unit's grads are reduce-scattered into
@@ -110,6 +112,8 @@ class ZeroEngine {
   bool overlap_;
   int64_t reduce_bucket_, prefetch_bucket_, max_live_;
   double pre_scale_ = 1.0, post_scale_ = 1.0;
+  comm::DType comm_dtype_ = comm::DType::F32;  // communication_data_type of the gradients
+  std::vector<uint16_t> wire16_;               // stages 0-1: 16-bit gradients on the wire
   std::vector<Unit> units_;
   std::vector<float> gpart_;   // stages 1-3: this rank's partition of the averaged gradients
   std::vector<float> ppart_;   // stage 3: this rank's partition of the parameters
