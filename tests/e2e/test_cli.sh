@@ -84,6 +84,20 @@ run1 train --deepspeed_config "$work/wc.json" --train-iters 4 > "$work/out.txt" 
 grep -qE "^  time \(ms\) \| forward [0-9.]+ \| backward [0-9.]+ \| clip \+ optimizer step" "$work/out.txt" \
   && grep -qE "^  memory \| params [0-9.]+ MiB \| grads [0-9.]+ MiB \| optimizer states" "$work/out.txt" || { cat "$work/out.txt"; fail "breakdowns"; }
 [ "$(grep -c '^step ' "$work/out.txt")" = 2 ] || { cat "$work/out.txt"; fail "steps_per_print 2 over 4 steps logs 2 lines"; }
+# deepmpi report: the job's view (2 ranks on one node), machine-readable
+OMP_NUM_THREADS=1 "$MPIEXEC" -np 2 "$BIN" report --json > "$work/report.json" || fail "deepmpi report"
+/usr/bin/python3 - "$work/report.json" <<'PY' || { cat "$work/report.json"; fail "report contents"; }
+import json, sys
+r = json.load(open(sys.argv[1]))   # rank 0 alone prints: one JSON object
+assert r["mpi"]["world_size"] == 2 and r["mpi"]["ranks_per_node"] == 2, r["mpi"]
+assert "Open MPI" in r["mpi"]["library"] or "MPICH" in r["mpi"]["library"], r["mpi"]
+assert r["hdf5"]["parallel"] is True, r["hdf5"]
+assert r["deepmpi"]["version"] and r["gemm"]["default_backend"] in r["gemm"]["backends"], r
+flags = open("/proc/cpuinfo").read().split("\nflags")[1].split("\n")[0].split()
+assert r["cpu"]["avx512f"] == ("avx512f" in flags) and r["cpu"]["amx_bf16"] == ("amx_bf16" in flags), r["cpu"]
+assert r["peak"]["sgemm_gflops"] > 0 and r["peak"]["bf16_gemm_gflops"] > 0, r["peak"]
+assert r["scratch"]["node_local_scratch"] and r["slurm"]["in_allocation"] in (True, False), r
+PY
 # 6. config check / defaults
 echo '{"train_batch_size": 64, "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "Lion"},
   "scheduler": {"type": "WarmupCosineLR", "params": {"total_num_steps": 5e3}}}' > "$work/ok.json"
