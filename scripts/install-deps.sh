@@ -7,7 +7,8 @@ pkgs=(g++ cmake ninja-build pkg-config git
       libhdf5-openmpi-dev hdf5-tools
       libopenblas-dev nlohmann-json3-dev libdnnl-dev
       libgtest-dev libbenchmark-dev
-      python3 python3-numpy)
+      python3 python3-numpy
+      lmod)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
