@@ -8,7 +8,7 @@ pkgs=(g++ cmake ninja-build pkg-config git
       libopenblas-dev nlohmann-json3-dev libdnnl-dev
       libgtest-dev libbenchmark-dev
       python3 python3-numpy
-      lmod)
+      lmod gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
