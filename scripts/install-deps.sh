@@ -1,14 +1,18 @@
 #!/bin/bash
 # Installs the Debian packages deepmpi needs when they are missing. Idempotent; prints nothing
 # when everything is already there. Needs root (or sudo) only when something is missing.
+# --tests adds what only the tests use: Lmod, gnuplot, and Slurm + munge (the job-script test
+# starts its own daemons; Debian's packages start nothing without systemd).
 set -euo pipefail
 pkgs=(g++ cmake ninja-build pkg-config git
       libopenmpi-dev openmpi-bin
       libhdf5-openmpi-dev hdf5-tools
       libopenblas-dev nlohmann-json3-dev libdnnl-dev
       libgtest-dev libbenchmark-dev
-      python3 python3-numpy
-      lmod gnuplot-nox)
+      python3 python3-numpy)
+if [ "${1:-}" = --tests ]; then
+  pkgs+=(lmod gnuplot-nox slurmctld slurmd slurm-client munge)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,6 +4,7 @@
 # backend is also compiled (preset cuda) and its tests run: without a GPU they report skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/install-deps.sh --tests
 ./scripts/build.sh
 source scripts/mpi-env.sh
 if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc > /dev/null; then
