@@ -307,9 +307,10 @@ TrainSummary Trainer::run() {
                     m.backward_ms, m.optimizer_ms);
       if (opt_.ds.misc.memory_breakdown) {
         const MemoryReport mem = memory();
-        std::printf("  memory | params %s | grads %s | optimizer states %s | comm buffers %s | activations %s | RSS %s "
-                    "(peak %s)\n",
+        std::printf("  memory | params %s | grads %s | fp32 masters %s | optimizer states %s | comm buffers %s | "
+                    "activations %s | RSS %s (peak %s)\n",
                     human_bytes(static_cast<double>(mem.params)).c_str(), human_bytes(static_cast<double>(mem.grads)).c_str(),
+                    human_bytes(static_cast<double>(mem.masters)).c_str(),
                     human_bytes(static_cast<double>(mem.optimizer_states)).c_str(),
                     human_bytes(static_cast<double>(mem.comm_buffers)).c_str(),
                     human_bytes(static_cast<double>(mem.activations)).c_str(),

@@ -82,7 +82,7 @@ grep -q "comms summary" "$work/out.txt" && grep -qE "^all_reduce +dp +1 +8 +3 " 
 echo '{"train_micro_batch_size_per_gpu": 2, "wall_clock_breakdown": true, "memory_breakdown": true, "steps_per_print": 2}' > "$work/wc.json"
 run1 train --deepspeed_config "$work/wc.json" --train-iters 4 > "$work/out.txt" || fail "breakdown run"
 grep -qE "^  time \(ms\) \| forward [0-9.]+ \| backward [0-9.]+ \| clip \+ optimizer step" "$work/out.txt" \
-  && grep -qE "^  memory \| params [0-9.]+ MiB \| grads [0-9.]+ MiB \| optimizer states" "$work/out.txt" || { cat "$work/out.txt"; fail "breakdowns"; }
+  && grep -qE "^  memory \| params [0-9.]+ MiB \| grads [0-9.]+ MiB \| fp32 masters 0 B \| optimizer states" "$work/out.txt" || { cat "$work/out.txt"; fail "breakdowns"; }
 [ "$(grep -c '^step ' "$work/out.txt")" = 2 ] || { cat "$work/out.txt"; fail "steps_per_print 2 over 4 steps logs 2 lines"; }
 # deepmpi report: the job's view (2 ranks on one node), machine-readable
 OMP_NUM_THREADS=1 "$MPIEXEC" -np 2 "$BIN" report --json > "$work/report.json" || fail "deepmpi report"
