@@ -1,6 +1,9 @@
 #include "src/engine/trainer.hpp"
 
 #include <algorithm>
+#include <pthread.h>
+
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
@@ -13,6 +16,46 @@
 #include "src/util/system.hpp"
 
 namespace dmpi::engine {
+
+namespace {
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+sigset_t stop_set() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+}  // namespace
+
+// The signals are blocked (in the calling thread and every thread it creates later: call this
+// before MPI_Init and before any OpenMP region) and polled at the end of each step. An
+// asynchronous handler interrupting oneDNN, OpenMP or MPI mid-call was measured to corrupt the
+// heap now and then (glibc "corrupted size vs. prev_size" inside dnnl_sgemm).
+// A flag-only handler remains for threads created before the mask (OpenBLAS may start its pool
+// when the library loads), so a signal they take is still a stop request, not a termination.
+void install_stop_handlers() {
+  struct sigaction sa{};
+  sa.sa_handler = on_stop_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigset_t set = stop_set();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+int stop_signal() {
+  if (g_stop_signal) return g_stop_signal;
+  sigset_t pending, set = stop_set();
+  sigpending(&pending);
+  if (sigismember(&pending, SIGUSR1) || sigismember(&pending, SIGTERM)) {
+    timespec zero{0, 0};
+    const int sig = sigtimedwait(&set, nullptr, &zero);
+    if (sig > 0) g_stop_signal = static_cast<std::sig_atomic_t>(sig);
+  }
+  return g_stop_signal;
+}
 
 namespace {
 double median(std::vector<double> v) {
@@ -260,7 +303,12 @@ StepMetrics Trainer::train_step() {
 
   // The logged loss is the mean over the whole global batch: averaged over the dp group.
   double loss = loss_sum / static_cast<double>(ds.grad_accum);
-  dp.all_reduce(&loss, &loss, 1, comm::DType::F64, comm::ReduceOp::Avg);
+  // One all-reduce carries the loss and the stop request: a signal (SIGUSR1/SIGTERM, Slurm's
+  // warning before the time limit or a preemption) on any rank stops every rank after this step.
+  double red[2] = {loss, stop_signal() != 0 ? 1.0 : 0.0};
+  dp.all_reduce(red, red, 2, comm::DType::F64, comm::ReduceOp::Sum);
+  loss = red[0] / dp.size();
+  stop_requested_ = red[1] > 0;
   StepMetrics m;
   m.step = global_steps_;
   m.loss = loss;
@@ -294,7 +342,7 @@ TrainSummary Trainer::run() {
   for (int64_t i = 0; i < opt_.train_iters; ++i) {
     StepMetrics m = train_step();
     s.steps.push_back(m);
-    bool log = m.step % opt_.log_interval == 0 || i + 1 == opt_.train_iters;
+    bool log = m.step % opt_.log_interval == 0 || i + 1 == opt_.train_iters || stop_requested_;
     if (log && print) {
       std::printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.4f | %8.1f ms | %9.0f tokens/s | "
                   "%6.3f TFLOP/s | MFU %5.1f%%",
@@ -325,6 +373,16 @@ TrainSummary Trainer::run() {
                       {"tokens_per_s", m.tokens_per_s}, {"tflops", m.tflops}, {"mfu", m.mfu},
                       {"forward_ms", m.forward_ms}, {"backward_ms", m.backward_ms}, {"optimizer_ms", m.optimizer_ms},
                       {"loss_scale", m.loss_scale}, {"skipped", m.skipped}, {"skipped_steps", skipped_steps_}});
+    if (stop_requested_) {
+      s.stopped_by_signal = true;
+      if (print) {
+        std::printf("deepmpi: a stop signal (SIGUSR1/SIGTERM) reached the job; every rank stopped after step %lld of "
+                    "%lld (no checkpoint is written yet: --save arrives with the checkpoint issue)\n",
+                    static_cast<long long>(m.step), static_cast<long long>(opt_.train_iters));
+        std::fflush(stdout);
+      }
+      break;
+    }
   }
   // Medians over the steps after the first (which pays page faults and thread start-up).
   std::vector<double> ms, tps, tf, mfu;

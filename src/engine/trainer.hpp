@@ -56,7 +56,15 @@ struct TrainSummary {
   double median_step_ms = 0, median_tokens_per_s = 0, median_tflops = 0, median_mfu = 0;
   size_t peak_rss = 0;
   MemoryReport memory;
+  bool stopped_by_signal = false;  // SIGUSR1/SIGTERM on some rank: every rank stopped after one step
 };
+
+// SIGUSR1 and SIGTERM (Slurm's warning before the time limit, preemption) are blocked and polled
+// by the training loop at the end of each step; the loss all-reduce carries the request to every
+// rank, so all ranks stop after the same step even when only one got the signal. Call
+// install_stop_handlers() first thing (before MPI_Init) so every thread inherits the mask.
+void install_stop_handlers();
+int stop_signal();  // the signal received (consumed on first sight), 0 if none
 
 class Trainer {
  public:
@@ -97,6 +105,7 @@ class Trainer {
   // micro_steps every micro-batch; applied_steps (the optimizer's own step count) the others.
   int64_t global_steps_ = 0, skipped_steps_ = 0, micro_steps_ = 0, applied_steps_ = 0;
   std::unique_ptr<LossScaler> scaler_;
+  bool stop_requested_ = false;
   uint64_t samples_ = 0;    // global samples consumed (DeepSpeed's global_samples)
 };
 

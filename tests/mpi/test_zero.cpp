@@ -222,7 +222,8 @@ TEST_P(ZeroStages, MemoryPerRankMatchesTheFormula) {
 //   stage 2: GAS reduce_scatters + all_gather      (GAS+1) (W-1)/W * 4Psi
 //   stage 3: per micro-batch all_gather forward, all_gather backward of the units not kept at
 //            the turn, reduce_scatter             GAS (3 Psi - Psi_kept) (W-1)/W * 4
-// plus the two 8-byte all_reduces of the loss and the gradient norm (stage 0: the loss only).
+// plus the per-step all_reduces of the loss with the stop flag (16 bytes) and of the gradient norm
+// (8 bytes; not at stage 0).
 TEST_P(ZeroStages, BytesOnTheWireMatchTheFormula) {
   const int stage = GetParam(), W = world_size(), gas = 2, steps = 2;
   json cfg = base_config(stage, 1, gas);
@@ -238,13 +239,15 @@ TEST_P(ZeroStages, BytesOnTheWireMatchTheFormula) {
   double psi = 0, N = static_cast<double>(r.real_params), kept = 0;
   for (const auto& u : r.units) psi += static_cast<double>(u.numel);
   kept = static_cast<double>(r.units.front().numel + r.units.back().numel);
-  const double f = static_cast<double>(W - 1) / W, scalar = 2.0 * f * 8;
+  const double f = static_cast<double>(W - 1) / W;
+  // the per-step scalars: the loss with the stop flag (2 doubles) and, for stages 1-3, the norm
+  const double loss_ar = 2.0 * f * 16, norm_ar = 2.0 * f * 8;
   double per_step = 0;
   switch (stage) {
-    case 0: per_step = 2 * f * 4 * N + scalar; break;
-    case 1: per_step = 2 * f * 4 * psi + 2 * scalar; break;
-    case 2: per_step = (gas + 1) * f * 4 * psi + 2 * scalar; break;
-    default: per_step = gas * (3 * psi - kept) * f * 4 + 2 * scalar; break;
+    case 0: per_step = 2 * f * 4 * N + loss_ar; break;
+    case 1: per_step = 2 * f * 4 * psi + loss_ar + norm_ar; break;
+    case 2: per_step = (gas + 1) * f * 4 * psi + loss_ar + norm_ar; break;
+    default: per_step = gas * (3 * psi - kept) * f * 4 + loss_ar + norm_ar; break;
   }
   if (world_rank() == 0)
     std::printf("[ zero ] stage %d, dp %d: %.0f bytes on the wire per rank per step (formula %.0f)\n", stage, W,
@@ -377,7 +380,9 @@ namespace {
 // fp32-communication run closely.
 TEST(ZeroPrecision, SixteenBitGradientCommunication) {
   const int W = world_size(), gas = 2, steps = 10;
-  const double f = static_cast<double>(W - 1) / W, scalar = 2.0 * f * 8;
+  const double f = static_cast<double>(W - 1) / W;
+  // the per-step scalars: the loss with the stop flag (2 doubles) and, for stages 1-3, the norm
+  const double loss_ar = 2.0 * f * 16, norm_ar = 2.0 * f * 8;
   for (int stage : {0, 1, 2, 3}) {
     for (const char* cdt : {"bf16", "fp16"}) {
       json cfg = base_config(stage, 1, gas);
@@ -396,10 +401,10 @@ TEST(ZeroPrecision, SixteenBitGradientCommunication) {
       const double kept = static_cast<double>(a.units.front().numel + a.units.back().numel);
       double per_step = 0;  // gradient reductions at 2 bytes, parameter gathers at 4
       switch (stage) {
-        case 0: per_step = 2 * f * 2 * N + scalar; break;
-        case 1: per_step = f * 2 * psi + f * 4 * psi + 2 * scalar; break;
-        case 2: per_step = gas * f * 2 * psi + f * 4 * psi + 2 * scalar; break;
-        default: per_step = gas * (f * 4 * (2 * psi - kept) + f * 2 * psi) + 2 * scalar; break;
+        case 0: per_step = 2 * f * 2 * N + loss_ar; break;
+        case 1: per_step = f * 2 * psi + f * 4 * psi + loss_ar + norm_ar; break;
+        case 2: per_step = gas * f * 2 * psi + f * 4 * psi + loss_ar + norm_ar; break;
+        default: per_step = gas * (f * 4 * (2 * psi - kept) + f * 2 * psi) + loss_ar + norm_ar; break;
       }
       EXPECT_NEAR(a.wire_bytes / steps, per_step, 1e-9 * per_step) << cdt << " stage " << stage;
       double worst = 0;
