@@ -7,6 +7,7 @@ BIN=$1 SRC=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
+command -v gnuplot > /dev/null || { echo "SKIP: gnuplot is not installed (scripts/install-deps.sh --tests installs gnuplot-nox)"; exit 77; }
 printf 'ranks: 1 2\nstages: 0 2   # a comment\nmodels: tiny\nsteps: 5\n' > "$work/sweep.txt"
 OMP_NUM_THREADS=1 "$SRC/jobs/scaling-study" --sweep "$work/sweep.txt" --steps 2 --deepmpi "$BIN" --out "$work/out" \
   > "$work/log.txt" 2>&1 || { cat "$work/log.txt"; fail "scaling study"; }
