@@ -178,14 +178,11 @@ void read_blocks(Reader& r, const json& j0, DsConfig& c) {
   // Top-level scalars. communication_data_type: DeepSpeed raises on anything else ("bfp16" is
   // a real typo in the wild: the choice error suggests "bf16").
   {
-    MiscConfig& m = c.misc;
-    auto fl = top_fields(m);
-    for (const auto& f : fl) {
-      if (!j.contains(f.key)) continue;
-      json one = json::object();
-      one[f.key] = j.at(f.key);
-      read_fields(r, one, "", {f});
-    }
+    const auto fl = top_fields(c.misc);
+    json top = json::object();  // the top-level scalars alone (the blocks are read below)
+    for (const auto& f : fl)
+      if (j.contains(f.key)) top[f.key] = j.at(f.key);
+    read_fields(r, top, "", fl);
   }
   if (r.object(j, "fp16", "")) read_fields(r, j.at("fp16"), "fp16", fields(c.fp16));
   if (r.object(j, "bf16", "")) {

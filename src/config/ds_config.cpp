@@ -61,8 +61,7 @@ void read_optimizer(Reader& r, const json& j, OptimizerConfig& o) {
     if (!j.contains("type")) r.err(path + ".type", "missing; write \"type\": \"AdamW\"");
     return;
   }
-  std::string lower = type;
-  for (auto& c : lower) c = static_cast<char>(std::tolower(c));
+  const std::string lower = detail::lower(type);
   static const std::vector<std::string> known_unsupported = {"onebitadam", "zerooneadam", "onebitlamb", "muadam",
                                                               "muadamw", "musgd", "muon", "rmsprop"};
   std::vector<std::string> keys;

@@ -35,10 +35,7 @@ float unpack16(uint16_t v, comm::DType t) {
 }
 
 void scale(float* p, size_t n, double a) {
-  if (a == 1.0) return;
-  const float f = static_cast<float>(a);
-#pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; ++i) p[i] *= f;
+  if (a != 1.0) kernels::scale_inplace(p, n, static_cast<float>(a));
 }
 }  // namespace
 
@@ -194,14 +191,14 @@ void ZeroEngine::start_grad_reduce(int i) {
   float* buf = model_.unit_grads(i);
   model_.set_unit_grads(i, nullptr);
   scale(buf, u.numel, pre_scale_);
-  if (comm_dtype_ != comm::DType::F32) {  // 16 bits on the wire: pack in place (the buffer's first half)
-    uint16_t* b16 = reinterpret_cast<uint16_t*>(buf);
-    std::vector<uint16_t> tmp(u.numel);
-    pack16(buf, tmp.data(), u.numel, comm_dtype_);
-    std::memcpy(b16, tmp.data(), u.numel * sizeof(uint16_t));
+  float* send = buf;
+  if (comm_dtype_ != comm::DType::F32) {  // 16 bits on the wire, packed into a pooled buffer
+    send = acquire((u.numel + 1) / 2);
+    pack16(buf, reinterpret_cast<uint16_t*>(send), u.numel, comm_dtype_);
+    release(buf);  // the fp32 gradients are no longer needed
   }
   float* recv = acquire(u.chunk);
-  pending_.push_back({dp_.ireduce_scatter(buf, recv, u.chunk, comm_dtype_, comm::ReduceOp::Sum), buf, recv, i});
+  pending_.push_back({dp_.ireduce_scatter(send, recv, u.chunk, comm_dtype_, comm::ReduceOp::Sum), send, recv, i});
   // overlap_comm: keep at most two reductions in flight (bounded bucket memory); else finish now.
   while (!pending_.empty() && (!overlap_ || pending_.size() > 2)) {
     finish_reduce(pending_.front());

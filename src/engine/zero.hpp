@@ -92,7 +92,7 @@ class ZeroEngine {
   };
   struct PendingReduce {
     comm::WorkPtr work;
-    float* buf;
+    float* buf;  // what was sent (pooled: the unit's gradients, or their 16-bit packing)
     float* recv;
     int unit;
   };

@@ -151,6 +151,30 @@ std::map<std::string, std::vector<float>> train_init() {
   return r.tensors;
 }
 
+// Bytes on the wire per rank and step (op bytes x the nccl-tests bus factor: all_reduce 2(W-1)/W,
+// reduce_scatter and all_gather (W-1)/W). Gradient reductions carry `gb` bytes per element (4, or
+// 2 with communication_data_type bf16/fp16); parameter all-gathers 4:
+//   stage 0: all_reduce of the gradients           2 (W-1)/W * gb N
+//   stage 1: reduce_scatter + all_gather           (W-1)/W * (gb + 4) Psi
+//   stage 2: GAS reduce_scatters + all_gather      (W-1)/W * (GAS gb + 4) Psi
+//   stage 3: per micro-batch all_gather forward, all_gather backward of the units not kept at
+//            the turn, reduce_scatter             GAS (W-1)/W * (4 (2 Psi - Psi_kept) + gb Psi)
+// plus the per-step all_reduces of the loss with the stop flag (16 bytes) and of the gradient norm
+// (8 bytes; not at stage 0).
+double wire_per_step(int stage, int W, int gas, const Result& r, double gb) {
+  double psi = 0;
+  for (const auto& u : r.units) psi += static_cast<double>(u.numel);
+  const double N = static_cast<double>(r.real_params);
+  const double kept = static_cast<double>(r.units.front().numel + r.units.back().numel);
+  const double f = static_cast<double>(W - 1) / W, loss_ar = 2.0 * f * 16, norm_ar = 2.0 * f * 8;
+  switch (stage) {
+    case 0: return 2 * f * gb * N + loss_ar;
+    case 1: return f * (gb + 4) * psi + loss_ar + norm_ar;
+    case 2: return f * (gas * gb + 4) * psi + loss_ar + norm_ar;
+    default: return gas * f * (4 * (2 * psi - kept) + gb * psi) + loss_ar + norm_ar;
+  }
+}
+
 class ZeroStages : public testing::TestWithParam<int> {};
 
 // Adam: per-tensor relative L2 difference (Adam turns rounding noise in small gradients into
@@ -215,15 +239,7 @@ TEST_P(ZeroStages, MemoryPerRankMatchesTheFormula) {
                 static_cast<double>(r.memory.model_states()) / static_cast<double>(16 * N), 16 * N);
 }
 
-// Bytes on the wire per rank and step, from the comms logger (op bytes x the nccl-tests bus
-// factor: all_reduce 2(W-1)/W, reduce_scatter and all_gather (W-1)/W), against
-//   stage 0: all_reduce of the gradients           2 (W-1)/W * 4N
-//   stage 1: reduce_scatter + all_gather           2 (W-1)/W * 4Psi
-//   stage 2: GAS reduce_scatters + all_gather      (GAS+1) (W-1)/W * 4Psi
-//   stage 3: per micro-batch all_gather forward, all_gather backward of the units not kept at
-//            the turn, reduce_scatter             GAS (3 Psi - Psi_kept) (W-1)/W * 4
-// plus the per-step all_reduces of the loss with the stop flag (16 bytes) and of the gradient norm
-// (8 bytes; not at stage 0).
+// Bytes on the wire per rank and step, from the comms logger, against wire_per_step().
 TEST_P(ZeroStages, BytesOnTheWireMatchTheFormula) {
   const int stage = GetParam(), W = world_size(), gas = 2, steps = 2;
   json cfg = base_config(stage, 1, gas);
@@ -236,19 +252,7 @@ TEST_P(ZeroStages, BytesOnTheWireMatchTheFormula) {
   log.configure(comm::CommLogConfig{});
   log.reset();
   const double wire = r.wire_bytes;
-  double psi = 0, N = static_cast<double>(r.real_params), kept = 0;
-  for (const auto& u : r.units) psi += static_cast<double>(u.numel);
-  kept = static_cast<double>(r.units.front().numel + r.units.back().numel);
-  const double f = static_cast<double>(W - 1) / W;
-  // the per-step scalars: the loss with the stop flag (2 doubles) and, for stages 1-3, the norm
-  const double loss_ar = 2.0 * f * 16, norm_ar = 2.0 * f * 8;
-  double per_step = 0;
-  switch (stage) {
-    case 0: per_step = 2 * f * 4 * N + loss_ar; break;
-    case 1: per_step = 2 * f * 4 * psi + loss_ar + norm_ar; break;
-    case 2: per_step = (gas + 1) * f * 4 * psi + loss_ar + norm_ar; break;
-    default: per_step = gas * (3 * psi - kept) * f * 4 + loss_ar + norm_ar; break;
-  }
+  const double per_step = wire_per_step(stage, W, gas, r, 4);
   if (world_rank() == 0)
     std::printf("[ zero ] stage %d, dp %d: %.0f bytes on the wire per rank per step (formula %.0f)\n", stage, W,
                 wire / steps, per_step);
@@ -380,9 +384,6 @@ namespace {
 // fp32-communication run closely.
 TEST(ZeroPrecision, SixteenBitGradientCommunication) {
   const int W = world_size(), gas = 2, steps = 10;
-  const double f = static_cast<double>(W - 1) / W;
-  // the per-step scalars: the loss with the stop flag (2 doubles) and, for stages 1-3, the norm
-  const double loss_ar = 2.0 * f * 16, norm_ar = 2.0 * f * 8;
   for (int stage : {0, 1, 2, 3}) {
     for (const char* cdt : {"bf16", "fp16"}) {
       json cfg = base_config(stage, 1, gas);
@@ -396,16 +397,7 @@ TEST(ZeroPrecision, SixteenBitGradientCommunication) {
       comm::CommLogger::instance().configure(comm::CommLogConfig{});
       comm::CommLogger::instance().reset();
       Result b = train(MPI_COMM_WORLD, cfg, steps);
-      double psi = 0, N = static_cast<double>(a.real_params);
-      for (const auto& u : a.units) psi += static_cast<double>(u.numel);
-      const double kept = static_cast<double>(a.units.front().numel + a.units.back().numel);
-      double per_step = 0;  // gradient reductions at 2 bytes, parameter gathers at 4
-      switch (stage) {
-        case 0: per_step = 2 * f * 2 * N + loss_ar; break;
-        case 1: per_step = f * 2 * psi + f * 4 * psi + loss_ar + norm_ar; break;
-        case 2: per_step = gas * f * 2 * psi + f * 4 * psi + loss_ar + norm_ar; break;
-        default: per_step = gas * (f * 4 * (2 * psi - kept) + f * 2 * psi) + loss_ar + norm_ar; break;
-      }
+      const double per_step = wire_per_step(stage, W, gas, a, 2);  // gradient reductions at 2 bytes
       EXPECT_NEAR(a.wire_bytes / steps, per_step, 1e-9 * per_step) << cdt << " stage " << stage;
       double worst = 0;
       for (size_t i = 0; i < b.losses.size(); ++i)
