@@ -12,7 +12,9 @@ namespace dmpi::comm {
 
 class MpiEnv {
  public:
-  MpiEnv(int* argc, char*** argv);   // MPI_Init_thread(MULTIPLE)
+  // MPI_Init_thread: FUNNELED, or MULTIPLE when `threads_call_mpi` (a background checkpoint
+  // save) or the hang watchdog (DEEPMPI_WATCHDOG=1) needs a second thread in MPI.
+  MpiEnv(int* argc, char*** argv, bool threads_call_mpi = false);
   ~MpiEnv();                         // MPI_Finalize unless aborted
   MpiEnv(const MpiEnv&) = delete;
   MpiEnv& operator=(const MpiEnv&) = delete;

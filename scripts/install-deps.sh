@@ -10,7 +10,7 @@ pkgs=(g++ cmake ninja-build pkg-config git
       libhdf5-openmpi-dev hdf5-tools
       libopenblas-dev nlohmann-json3-dev libdnnl-dev
       libgtest-dev libbenchmark-dev
-      python3 python3-numpy)
+      python3 python3-numpy python3-h5py)
 optional=()
 [ "${1:-}" = --tests ] && optional=(lmod gnuplot-nox slurmctld slurmd slurm-client munge)
 missing_of() {

@@ -38,6 +38,15 @@ std::vector<FlagSpec> train_flags() {
       {"comm-timeout", true, "seconds a rank may wait in a collective before the hang report (default 1800; DEEPMPI_COMM_TIMEOUT)"},
       {"gemm-backend", true, "onednn (default when built with oneDNN) | openblas; also DEEPMPI_GEMM"},
       {"print-config", false, "print the resolved ds_config as JSON and continue"},
+      {"save", true, "checkpoint directory: DIR/global_step<N>/checkpoint.h5 (parallel HDF5) and DIR/latest"},
+      {"save-interval", true, "save every N steps (default: only at a stop signal and at the end)"},
+      {"load", true, "resume from DIR/latest (default: the --save directory, when it has a checkpoint)"},
+      {"load-tag", true, "resume from DIR/TAG instead of the tag DIR/latest names"},
+      {"no-load", false, "start from step 0 even when the --save directory has a checkpoint"},
+      {"no-load-optim", false, "load the parameters and counters only (fresh optimizer states)"},
+      {"async-save", false, "write checkpoints in a background thread from a snapshot; training goes on"},
+      {"save-verify", true, "after a save, before it becomes `latest`: meta (default: reopen, every dataset and "
+                            "checksum attribute in place) | full (also read every byte back and checksum it)"},
       {"help", false, "show this help"},
   };
 }
@@ -72,7 +81,7 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
     setenv("DEEPMPI_COMM_TIMEOUT", a.str("comm-timeout").c_str(), 1);
   }
   engine::install_stop_handlers();  // before MPI_Init: its threads inherit the blocked mask
-  comm::MpiEnv mpi(argc, argv);
+  comm::MpiEnv mpi(argc, argv, a.has("async-save"));
   int threads = choose_threads(mpi.local_size());
   omp_set_num_threads(threads);
   set_blas_threads(threads);
@@ -124,6 +133,27 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   opt.data_path = a.str("data-path");
   for (auto& w : mpi.warnings())
     if (mpi.rank() == 0) std::printf("warning: %s\n", w.c_str());
+
+  opt.save_dir = a.str("save");
+  opt.save_interval = a.integer("save-interval", 0);
+  DMPI_REQUIRE(opt.save_interval >= 0, "--save-interval must be >= 0 (got " << opt.save_interval << ")");
+  DMPI_REQUIRE(!a.has("save-interval") || !opt.save_dir.empty(), "--save-interval needs --save DIR");
+  DMPI_REQUIRE(!a.has("async-save") || !opt.save_dir.empty(), "--async-save needs --save DIR");
+  DMPI_REQUIRE(!(a.has("no-load") && (a.has("load") || a.has("load-tag"))), "--no-load contradicts --load/--load-tag");
+  opt.async_save = a.has("async-save");
+  opt.save_verify = a.str("save-verify", "meta");
+  DMPI_REQUIRE(opt.save_verify == "meta" || opt.save_verify == "full",
+               "--save-verify " << opt.save_verify << ": write meta or full");
+  opt.load_optimizer = !a.has("no-load-optim");
+  opt.load_tag = a.str("load-tag");
+  if (a.has("load")) {
+    opt.load_dir = a.str("load");
+    DMPI_REQUIRE(!opt.load_dir.empty(), "--load needs a directory");
+  } else if (!opt.save_dir.empty() && !a.has("no-load")) {
+    opt.load_dir = opt.save_dir;  // a resubmitted job resumes by itself
+    opt.load_required = false;
+  }
+  DMPI_REQUIRE(opt.load_tag.empty() || !opt.load_dir.empty(), "--load-tag needs --load DIR (or --save DIR)");
 
   engine::Trainer trainer(mpi, opt);
   trainer.run();

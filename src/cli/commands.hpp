@@ -11,6 +11,7 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& args);
 int cmd_data(const std::vector<std::string>& args);
 int cmd_config(const std::vector<std::string>& args);
 int cmd_report(int* argc, char*** argv, const std::vector<std::string>& args);
+int cmd_checkpoint(int* argc, char*** argv, const std::vector<std::string>& args);
 std::string version_string();
 
 // Megatron-style flags that resolve "auto" in the ds_config (config::AutoContext).

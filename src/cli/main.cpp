@@ -32,6 +32,7 @@ static void usage() {
       "  config check FILE [--data-parallel-size N]   validate a ds_config, print it resolved\n"
       "  config defaults                               the default of every key\n"
       "  report [--json]  the build, MPI, HDF5, BLAS/GEMM, CPU features, scratch, GEMM peaks\n"
+      "  checkpoint inspect|verify|export DIR   checkpoints of `train --save DIR`; `deepmpi checkpoint --help`\n"
       "  --version      print the version\n");
 }
 
@@ -68,7 +69,8 @@ int main(int argc, char** argv) {
     if (args[0] == "data") return dmpi::cli::cmd_data(rest);
     if (args[0] == "config") return dmpi::cli::cmd_config(rest);
     if (args[0] == "report") return dmpi::cli::cmd_report(&argc, &argv, rest);
-    std::string hint = dmpi::closest_match(args[0], {"train", "data", "config", "report"});
+    if (args[0] == "checkpoint") return dmpi::cli::cmd_checkpoint(&argc, &argv, rest);
+    std::string hint = dmpi::closest_match(args[0], {"train", "data", "config", "report", "checkpoint"});
     std::fprintf(stderr, "deepmpi: error: unknown command '%s'%s\n", args[0].c_str(),
                  hint.empty() ? "" : ("; did you mean '" + hint + "'?").c_str());
     usage();

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "comm/comm_logger.hpp"
+#include "io/checkpoint.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/ops.hpp"
 #include "src/engine/flops.hpp"
@@ -134,7 +135,15 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   flops_per_token_ = flops_per_token(opt_.model, opt_.model.seq_len);
 }
 
-Trainer::~Trainer() { kernels::set_gemm_precision(kernels::GemmPrecision::F32); }
+Trainer::~Trainer() {
+  try {
+    finish_saves();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "deepmpi: %s\n", e.what());
+  }
+  if (async_comm_ != MPI_COMM_NULL) MPI_Comm_free(&async_comm_);
+  kernels::set_gemm_precision(kernels::GemmPrecision::F32);
+}
 
 bool Trainer::optimizer_has_betas() const {
   const auto& t = opt_.ds.optimizer.type;
@@ -276,6 +285,7 @@ StepMetrics Trainer::train_step() {
   DMPI_REQUIRE(!overflow || scaler_ || (ds.bf16.enabled && ds.bf16.check_grad_overflow),
                "gradient norm is " << norm << " at step " << global_steps_ + 1
                                    << " (training diverged; lower the lr)");
+  wait_snapshot();  // a background save's copy of the parameters and states must be complete
   std::string scaler_msg;
   if (scaler_) scaler_->update(overflow, &scaler_msg);
   ++global_steps_;
@@ -339,10 +349,29 @@ TrainSummary Trainer::run() {
                   opt_.ds.optimizer.type.c_str());
     std::fflush(stdout);
   }
-  for (int64_t i = 0; i < opt_.train_iters; ++i) {
+  MPI_Comm comm = opt_.world;
+  if (!opt_.save_dir.empty()) io::on_rank0(comm, [&] { io::check_save_dir(opt_.save_dir); });  // fail now, not at step N
+  if (!opt_.load_dir.empty()) {
+    bool load = opt_.load_required || !opt_.load_tag.empty();
+    if (!load) {  // --load defaulted to --save: resume when a checkpoint is there
+      int found = 0;
+      io::on_rank0(comm, [&] { found = io::has_latest(opt_.load_dir) ? 1 : 0; });
+      DMPI_CHECK_MPI(MPI_Bcast(&found, 1, MPI_INT, 0, comm));
+      load = found != 0;
+      if (!load && print) std::printf("[deepmpi] no checkpoint in %s yet: starting from step 0\n", opt_.load_dir.c_str());
+    }
+    // one pass: a damaged checkpoint stops the run (the error propagates), so no partly loaded
+    // state is ever trained on
+    if (load) load_checkpoint(opt_.load_dir, opt_.load_tag, opt_.load_optimizer, /*atomic=*/false);
+  }
+  if (global_steps_ >= opt_.train_iters && print)
+    std::printf("[deepmpi] the checkpoint is at step %lld, --train-iters is %lld: nothing to train (raise "
+                "--train-iters to go on)\n",
+                static_cast<long long>(global_steps_), static_cast<long long>(opt_.train_iters));
+  while (global_steps_ < opt_.train_iters) {
     StepMetrics m = train_step();
     s.steps.push_back(m);
-    bool log = m.step % opt_.log_interval == 0 || i + 1 == opt_.train_iters || stop_requested_;
+    bool log = m.step % opt_.log_interval == 0 || m.step == opt_.train_iters || stop_requested_;
     if (log && print) {
       std::printf("step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.4f | %8.1f ms | %9.0f tokens/s | "
                   "%6.3f TFLOP/s | MFU %5.1f%%",
@@ -373,16 +402,44 @@ TrainSummary Trainer::run() {
                       {"tokens_per_s", m.tokens_per_s}, {"tflops", m.tflops}, {"mfu", m.mfu},
                       {"forward_ms", m.forward_ms}, {"backward_ms", m.backward_ms}, {"optimizer_ms", m.optimizer_ms},
                       {"loss_scale", m.loss_scale}, {"skipped", m.skipped}, {"skipped_steps", skipped_steps_}});
+    const bool interval_save = opt_.save_interval > 0 && m.step % opt_.save_interval == 0;
+    if (!opt_.save_dir.empty() && (interval_save || stop_requested_)) {
+      // what training waits for: the whole save, or with --async-save the set-up of the background one
+      const bool async = opt_.async_save && !stop_requested_;
+      const double a = now_seconds();
+      save_checkpoint(opt_.save_dir, "", async);
+      metrics_.write({{"checkpoint", "global_step" + std::to_string(m.step)}, {"step", m.step},
+                      {"stall_ms", (now_seconds() - a) * 1e3}, {"async", async}});
+    }
     if (stop_requested_) {
       s.stopped_by_signal = true;
       if (print) {
-        std::printf("deepmpi: a stop signal (SIGUSR1/SIGTERM) reached the job; every rank stopped after step %lld of "
-                    "%lld (no checkpoint is written yet: --save arrives with the checkpoint issue)\n",
-                    static_cast<long long>(m.step), static_cast<long long>(opt_.train_iters));
+        if (opt_.save_dir.empty())
+          std::printf("deepmpi: a stop signal (SIGUSR1/SIGTERM) reached the job; every rank stopped after step %lld of "
+                      "%lld (no --save directory: nothing was saved)\n",
+                      static_cast<long long>(m.step), static_cast<long long>(opt_.train_iters));
+        else
+          std::printf("deepmpi: a stop signal (SIGUSR1/SIGTERM) reached the job; every rank stopped after step %lld of "
+                      "%lld and saved %s/global_step%lld; the same command resumes from it (--load defaults to "
+                      "--save)\n",
+                      static_cast<long long>(m.step), static_cast<long long>(opt_.train_iters), opt_.save_dir.c_str(),
+                      static_cast<long long>(m.step));
         std::fflush(stdout);
       }
       break;
     }
+  }
+  // Megatron saves at the end of training too
+  if (!opt_.save_dir.empty() && last_saved_step_ != global_steps_ && !s.steps.empty()) {
+    const double a = now_seconds();
+    save_checkpoint(opt_.save_dir);
+    metrics_.write({{"checkpoint", "global_step" + std::to_string(global_steps_)}, {"step", global_steps_},
+                    {"stall_ms", (now_seconds() - a) * 1e3}, {"async", false}});
+  }
+  if (async_) {  // the last background save must end before the job does
+    const double a = now_seconds();
+    finish_saves();
+    metrics_.write({{"checkpoint_wait_ms", (now_seconds() - a) * 1e3}});
   }
   // Medians over the steps after the first (which pays page faults and thread start-up).
   std::vector<double> ms, tps, tf, mfu;

@@ -8,6 +8,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "comm/mpi_env.hpp"
@@ -34,6 +38,16 @@ struct TrainOptions {
   std::string data_path;         // empty: mock data
   bool print = true;             // rank 0 prints the log
   MPI_Comm world = MPI_COMM_WORLD;  // the ranks that train together (tests use sub-communicators)
+  // Checkpoints (src/engine/checkpointing.cpp, io/checkpoint.hpp). train_iters is the total: a
+  // resumed run continues from the loaded step up to it (Megatron's --train-iters).
+  std::string save_dir;           // --save: save here every save_interval steps, at a stop signal and at the end
+  int64_t save_interval = 0;      // --save-interval (0: only at a stop signal and at the end)
+  std::string load_dir;           // --load (defaults to --save): resume from latest (or load_tag)
+  std::string load_tag;           // --load-tag
+  bool load_required = true;      // false when load_dir came from --save: no checkpoint there = fresh start
+  bool load_optimizer = true;     // false: --no-load-optim (parameters and counters only)
+  bool async_save = false;        // --async-save: write in a background thread from a snapshot
+  std::string save_verify = "meta";  // --save-verify: meta (reopen, structure) | full (read every byte back)
 };
 
 struct StepMetrics {
@@ -85,6 +99,20 @@ class Trainer {
   int64_t skipped_steps() const { return skipped_steps_; }
   int64_t micro_steps() const { return micro_steps_; }
   const LossScaler* loss_scaler() const { return scaler_.get(); }
+  // Collective over the training ranks. save: DIR/<tag> (default global_step<N>), crash-safe
+  // (a temporary directory, verified, renamed, then `latest`); with async the write goes on in
+  // a background thread from a snapshot, and the next save (or finish_saves) waits for it.
+  // load: DIR/<tag> (default: the tag `latest` names) into this topology, whatever topology
+  // saved it. atomic: two passes, nothing live changes unless every checksum matched; otherwise
+  // one pass into the live state, checked after (a mismatch throws and the trainer must not be
+  // used: what `deepmpi train` does, since it stops on the error). Returns the loaded tag.
+  void save_checkpoint(const std::string& dir, const std::string& tag = "", bool async = false);
+  std::string load_checkpoint(const std::string& dir, const std::string& tag = "", bool load_optimizer = true,
+                              bool atomic = true);
+  void finish_saves();  // waits for a background save; rethrows its error
+  int64_t applied_steps() const { return applied_steps_; }
+  uint64_t global_samples() const { return samples_; }
+  int64_t scheduler_iteration() const { return sched_.last_batch_iteration(); }
   std::string banner() const;   // what is about to run
 
  private:
@@ -107,6 +135,37 @@ class Trainer {
   std::unique_ptr<LossScaler> scaler_;
   bool stop_requested_ = false;
   uint64_t samples_ = 0;    // global samples consumed (DeepSpeed's global_samples)
+  struct AsyncSave {  // a save running in a background thread, on its own communicator, from a snapshot
+    struct Copy {
+      const float* src;
+      float* dst;
+      size_t n;
+    };
+    std::thread thread;
+    std::string error;
+    float* snapshot = nullptr;  // Trainer::snapshot_buf_
+    std::vector<Copy> copies;  // live state -> snapshot, done first by the thread
+    std::mutex mu;
+    std::condition_variable cv;
+    bool snapshot_ready = false;
+    double started = 0, copy_ms = 0;
+    std::atomic<double> waited_ms{0};
+  };
+  void wait_snapshot();  // before the parameters or optimizer states change
+  std::unique_ptr<AsyncSave> async_;  // a background save in flight
+  // the background saves' snapshot, kept for the next save (not zero-filled: the copy writes it all)
+  std::unique_ptr<float[]> snapshot_buf_;
+  size_t snapshot_size_ = 0;
+  int64_t last_saved_step_ = -1;
+  MPI_Comm async_comm_ = MPI_COMM_NULL;  // the background save's own communicator
+  // the runs of elements this rank writes (balanced at stage 0) or reads
+  struct Span {
+    size_t tensor, begin, n;
+    float* param;      // live parameters
+    size_t state_off;  // into the optimizer-state arrays
+  };
+  std::vector<Span> io_spans(bool balanced) const;
+  std::vector<std::string> state_names() const;
 };
 
 }  // namespace dmpi::engine

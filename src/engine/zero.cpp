@@ -67,19 +67,20 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
     }
     units_.push_back(std::move(x));
   }
-  auto add_slice = [&](float* p, float* g, size_t state_off, size_t n, bool decay) {
+  auto add_slice = [&](float* p, float* g, size_t state_off, size_t n, bool decay, size_t flat) {
     if (n == 0) return;
     auto& b = owned_;
     if (!b.empty() && b.back().decay == decay && b.back().p + b.back().n == p && b.back().g + b.back().n == g &&
-        b.back().state_off + b.back().n == state_off) {
+        b.back().state_off + b.back().n == state_off && b.back().flat + b.back().n == flat) {
       b.back().n += n;
       return;
     }
-    b.push_back({p, g, state_off, n, decay});
+    b.push_back({p, g, state_off, n, decay, flat});
   };
   if (stage_ == 0) {
     owned_numel_ = model_.num_params();
-    for (const auto& t : table) add_slice(model_.params() + t.offset, model_.grads() + t.offset, t.offset, t.numel, t.weight_decay);
+    for (const auto& t : table) add_slice(model_.params() + t.offset, model_.grads() + t.offset, t.offset, t.numel, t.weight_decay,
+                                           t.offset);
   } else {
     owned_numel_ = part;
     gpart_.assign(part, 0.0f);
@@ -95,7 +96,7 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
       if (a >= b) continue;
       const size_t local = u.part_off + (a - c0);
       float* p = stage_ == 3 ? ppart_.data() + local : model_.params() + a;
-      add_slice(p, gpart_.data() + local, local, b - a, t.weight_decay);
+      add_slice(p, gpart_.data() + local, local, b - a, t.weight_decay, a);
     }
   }
   states_.resize(static_cast<size_t>(state_slots));  // one at a time: no temporary copy (peak RSS)

@@ -51,6 +51,7 @@ struct OwnedSlice {
   float* g;
   size_t state_off, n;
   bool decay;
+  size_t flat;  // offset of the first element in the model's (padded) flat layout
 };
 
 // Bytes this rank holds, by category (the sizes of the live allocations).

@@ -77,17 +77,37 @@ sinfo -h -o %T | grep -q idle || skip "the Slurm node did not become idle in 30 
 export PATH=$(dirname "$BIN"):$PATH OMP_NUM_THREADS=1
 # 1. the one-node template: 2 ranks, ZeRO stage 2 (the example config from the source tree)
 cd "$work/runs"
-MODEL=tiny TRAIN_ITERS=3 RUN_DIR=$work/runs/one DS_CONFIG=$SRC/examples/ds_config_zero2.json \
+MODEL=tiny TRAIN_ITERS=3 SAVE_INTERVAL=2 RUN_DIR=$work/runs/one CKPT_DIR=$work/ck DS_CONFIG=$SRC/examples/ds_config_zero2.json \
   timeout 300 sbatch --wait --output="$work/runs/one.out" "$SRC/jobs/deepmpi-1node.sbatch" > /dev/null \
   || { cat "$work/runs/one.out"; fail "the one-node job failed"; }
 grep -q "ZeRO stage 2 over dp 2" "$work/runs/one.out" && grep -q "^step      3/3 | loss" "$work/runs/one.out" \
   || { cat "$work/runs/one.out"; fail "one-node job output"; }
 [ "$(grep -c '"summary"' "$work/runs/one/metrics.jsonl")" = 1 ] || fail "one-node metrics"
-# 2. the N-node template (one node here: --nodes=1 overrides its 2), run from the source tree
+[ "$(cat "$work/ck/latest")" = global_step3 ] && [ -f "$work/ck/global_step2/checkpoint.h5" ] \
+  || { ls -R "$work/ck"; fail "one-node checkpoints (global_step2, global_step3, latest)"; }
+deepmpi checkpoint verify "$work/ck" > /dev/null || fail "the one-node job's checkpoint does not verify"
+# 2. the N-node template (one node here: --nodes=1 overrides its 2), run from the source tree: it
+#    resumes from the first job's checkpoint up to the total of 5 steps
 cd "$SRC"
-MODEL=tiny TRAIN_ITERS=2 RUN_DIR=$work/runs/n timeout 300 sbatch --wait --nodes=1 --output="$work/runs/n.out" \
-  jobs/deepmpi-nnodes.sbatch > /dev/null || { cat "$work/runs/n.out"; fail "the N-node job failed"; }
-grep -q "^step      2/2 | loss" "$work/runs/n.out" || { cat "$work/runs/n.out"; fail "N-node job output"; }
+MODEL=tiny TRAIN_ITERS=5 RUN_DIR=$work/runs/n CKPT_DIR=$work/ck timeout 300 sbatch --wait --nodes=1 \
+  --output="$work/runs/n.out" jobs/deepmpi-nnodes.sbatch > /dev/null || { cat "$work/runs/n.out"; fail "the N-node job failed"; }
+grep -q "loaded checkpoint $work/ck/global_step3/checkpoint.h5 (step 3" "$work/runs/n.out" \
+  && grep -q "^step      4/5 | loss" "$work/runs/n.out" && grep -q "^step      5/5 | loss" "$work/runs/n.out" \
+  || { cat "$work/runs/n.out"; fail "N-node job output (resume from global_step3)"; }
+[ "$(cat "$work/ck/latest")" = global_step5 ] || fail "the N-node job did not save global_step5"
+# 3. Slurm's signal to a running job's ranks (what --signal=USR1@120 does before the time limit):
+#    every rank stops after the same step, the job saves and exits 0
+MODEL=tiny TRAIN_ITERS=1000000 RUN_DIR=$work/runs/sig CKPT_DIR=$work/cksig DS_CONFIG=$SRC/examples/ds_config_zero2.json \
+  timeout 300 sbatch --wait --output="$work/runs/sig.out" "$SRC/jobs/deepmpi-1node.sbatch" --log-interval 20 > "$work/sig.id" &
+sbjob=$!
+for _ in $(seq 300); do grep -q "^step" "$work/runs/sig.out" 2>/dev/null && break; sleep 0.2; done
+jobid=$(squeue -h -o %i | head -1)
+[ -n "$jobid" ] || fail "the signal job is not running"
+scancel --signal=USR1 "$jobid" || fail "scancel --signal=USR1"
+wait "$sbjob" || { cat "$work/runs/sig.out"; fail "the signalled job did not exit 0"; }
+grep -q "every rank stopped after step [0-9]* of 1000000 and saved $work/cksig/global_step" "$work/runs/sig.out" \
+  || { cat "$work/runs/sig.out"; fail "no save at the signal"; }
+deepmpi checkpoint verify "$work/cksig" > /dev/null || fail "the checkpoint saved at the signal does not verify"
 # 3. srun alone: the job's view from deepmpi report
 srun -n 2 deepmpi report --json --no-peak > "$work/report.json" 2>&1 || { cat "$work/report.json"; fail "srun deepmpi report"; }
 /usr/bin/python3 -c "
@@ -95,4 +115,5 @@ import json, sys
 r = json.load(open('$work/report.json'))
 assert r['mpi']['world_size'] == 2 and r['slurm']['in_allocation'] is True, r
 " || { cat "$work/report.json"; fail "report under srun"; }
-echo "slurm: one-node and N-node templates ran under sbatch, srun deepmpi report saw 2 ranks in the allocation"
+echo "slurm: one-node and N-node templates ran under sbatch (the second resumed from the first's checkpoint)," \
+  "a job signalled with scancel --signal=USR1 saved and exited 0, srun deepmpi report saw 2 ranks in the allocation"

@@ -13,26 +13,16 @@
 #include "comm/mpi_env.hpp"
 #include "src/engine/trainer.hpp"
 
-namespace dmpi::test {
-extern comm::MpiEnv* g_env;  // tests/mpi/test_mpi_main.cpp
-}
+#include "tests/mpi/mpi_test_util.hpp"
 
 using namespace dmpi;
 using nlohmann::json;
 
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
-comm::MpiEnv& env() { return *test::g_env; }
+using test::world_rank;
+using test::world_size;
+using test::env;
 
 struct Result {
   std::vector<double> losses;

@@ -1,0 +1,472 @@
+// Trainer::save_checkpoint / load_checkpoint: the engine's state as logical tensors in one
+// parallel-HDF5 file (io/checkpoint.hpp, docs/checkpoint-format.md).
+//
+// What a rank writes: at stages 1-3 the elements it owns (its chunk of every unit, split at
+// tensor boundaries); at stage 0, where every rank holds everything, a balanced 1/W of each
+// tensor, so all ranks share the writing. What a rank reads on load: the elements its new
+// topology owns (stage 0: everything), into staging buffers; the checksums of the datasets are
+// recombined from the ranks' pieces and compared before anything live is overwritten. The
+// parameters are then completed by the engine's own all-gather (stages 1-3).
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "deepmpi/version.hpp"
+#include "io/checkpoint.hpp"
+#include "io/crc32c.hpp"
+#include "src/engine/trainer.hpp"
+#include "src/util/error.hpp"
+#include "src/util/system.hpp"
+
+namespace dmpi::engine {
+
+using nlohmann::json;
+
+namespace {
+
+std::string bcast_string(MPI_Comm comm, std::string s) {
+  int len = static_cast<int>(s.size());
+  DMPI_CHECK_MPI(MPI_Bcast(&len, 1, MPI_INT, 0, comm));
+  s.resize(static_cast<size_t>(len));
+  if (len) DMPI_CHECK_MPI(MPI_Bcast(s.data(), len, MPI_CHAR, 0, comm));
+  return s;
+}
+
+json model_json(const model::GPTConfig& c) {
+  return {{"name", c.name}, {"num_layers", c.num_layers}, {"hidden_size", c.hidden}, {"num_attention_heads", c.heads},
+          {"vocab_size", c.vocab}, {"max_position_embeddings", c.max_pos}, {"seq_length", c.seq_len}};
+}
+
+}  // namespace
+
+std::vector<std::string> Trainer::state_names() const {
+  const auto& t = opt_.ds.optimizer.type;
+  // PyTorch's names for the same states
+  if (t == "Adam" || t == "AdamW" || t == "Lamb") return {"exp_avg", "exp_avg_sq"};
+  if (t == "SGD") return state_slots_ ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{};
+  if (t == "Adagrad") return {"sum"};
+  return {"exp_avg"};  // Lion
+}
+
+std::vector<Trainer::Span> Trainer::io_spans(bool balanced) const {
+  std::vector<Span> out;
+  const auto& table = model_->param_table();
+  if (zero_->stage() == 0) {
+    const size_t W = static_cast<size_t>(groups_->get(comm::Group::DP).size());
+    const size_t r = static_cast<size_t>(groups_->get(comm::Group::DP).rank());
+    float* P = const_cast<float*>(model_->params());
+    for (size_t t = 0; t < table.size(); ++t) {
+      const size_t n = table[t].numel;
+      const size_t a = balanced ? n * r / W : 0, b = balanced ? n * (r + 1) / W : n;
+      if (b > a) out.push_back({t, a, b - a, P + table[t].offset + a, table[t].offset + a});
+    }
+    return out;
+  }
+  for (const auto& o : zero_->owned()) {
+    for (size_t t = 0; t < table.size(); ++t) {
+      const size_t a = std::max(o.flat, table[t].offset), b = std::min(o.flat + o.n, table[t].offset + table[t].numel);
+      if (a >= b) continue;
+      out.push_back({t, a - table[t].offset, b - a, o.p + (a - o.flat), o.state_off + (a - o.flat)});
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const Span& x, const Span& y) { return x.tensor < y.tensor; });
+  return out;
+}
+
+void Trainer::finish_saves() {
+  if (!async_) return;
+  async_->thread.join();
+  std::string err = std::move(async_->error);
+  async_.reset();
+  DMPI_REQUIRE(err.empty(), "the background checkpoint save failed: " << err);
+}
+
+void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in, bool async) {
+  finish_saves();
+  MPI_Comm comm = opt_.world;
+  const int rank = groups_->get(comm::Group::DP).rank();
+  const std::string tag = tag_in.empty() ? "global_step" + std::to_string(global_steps_) : tag_in;
+  DMPI_REQUIRE(!tag.empty() && tag.find('/') == std::string::npos && tag != "." && tag != ".." && tag != "latest" &&
+                   !tag.ends_with(".tmp"),
+               "checkpoint tag '" << tag << "' must be a plain name (no '/', not 'latest', not ending in .tmp)");
+  const double t0 = now_seconds();
+  const auto& table = model_->param_table();
+  std::vector<io::LogicalTensor> tensors;
+  uint64_t bytes = 0;
+  for (const auto& t : table) tensors.push_back({t.name, t.shape, t.numel}), bytes += t.numel * sizeof(float);
+  const auto names = state_names();
+  bytes *= 1 + names.size();
+  const auto spans = io_spans(true);
+  std::vector<io::Section> sections(1 + names.size());
+  sections[0].group = "params";
+  for (size_t k = 0; k < names.size(); ++k) sections[k + 1].group = "optim/" + names[k];
+  std::unique_ptr<AsyncSave> job;
+  if (async) {
+    // The snapshot: everything this rank writes, copied by the background thread while the
+    // next step's forward and backward run (they only read parameters and never touch the
+    // optimizer states); the next optimizer step waits for the copy (wait_snapshot).
+    job = std::make_unique<AsyncSave>();
+    size_t total = 0;
+    for (const auto& s : spans) total += s.n;
+    if (snapshot_size_ != total * sections.size()) {
+      snapshot_size_ = total * sections.size();
+      snapshot_buf_.reset(new float[snapshot_size_]);
+    }
+    job->snapshot = snapshot_buf_.get();
+    float* dst = job->snapshot;
+    for (size_t k = 0; k < sections.size(); ++k)
+      for (const auto& s : spans) {
+        const float* src = k == 0 ? s.param : zero_->state(static_cast<int>(k - 1)) + s.state_off;
+        job->copies.push_back({src, dst, s.n});
+        sections[k].pieces.push_back({s.tensor, s.begin, s.n, dst});
+        dst += s.n;
+      }
+  } else {
+    for (const auto& s : spans) {
+      sections[0].pieces.push_back({s.tensor, s.begin, s.n, s.param});
+      for (size_t k = 0; k < names.size(); ++k)
+        sections[k + 1].pieces.push_back({s.tensor, s.begin, s.n, zero_->state(static_cast<int>(k)) + s.state_off});
+    }
+  }
+  const auto& ds = opt_.ds;
+  json attrs;
+  attrs["format"] = io::kCheckpointFormat;
+  attrs["format_version"] = io::kCheckpointFormatVersion;
+  attrs["deepmpi_version"] = std::string(DEEPMPI_VERSION) + " (git " + DEEPMPI_GIT_HASH + ")";
+  attrs["tag"] = tag;
+  attrs["global_steps"] = global_steps_;
+  attrs["skipped_steps"] = skipped_steps_;
+  attrs["micro_steps"] = micro_steps_;
+  attrs["applied_steps"] = applied_steps_;
+  attrs["global_samples"] = static_cast<int64_t>(samples_);
+  attrs["seed"] = static_cast<int64_t>(opt_.seed);
+  {
+    std::vector<std::string> order;  // the model's order (datasets are listed by name)
+    for (const auto& t : table) order.push_back(t.name);
+    attrs["tensors"] = order;
+  }
+  attrs["optimizer"] = ds.optimizer.type;
+  attrs["optimizer_states"] = names;
+  attrs["precision"] = ds.bf16.enabled ? "bf16" : ds.fp16.enabled ? "fp16" : "fp32";
+  const int W = groups_->get(comm::Group::DP).size();
+  attrs["topology"] = {{"world_size", W}, {"data_parallel_size", W}, {"tensor_parallel_size", 1},
+                       {"pipeline_parallel_size", 1}, {"zero_stage", ds.zero.stage}};
+  attrs["model"] = model_json(opt_.model);
+  attrs["ds_config"] = ds.resolved();
+  attrs["lr_scheduler"] = {{"type", ds.scheduler.type.empty() ? "constant" : ds.scheduler.type},
+                           {"last_batch_iteration", sched_.last_batch_iteration()}};
+  if (scaler_) {
+    const auto& st = scaler_->state();
+    attrs["loss_scaler"] = {{"cur_scale", st.cur_scale}, {"cur_iter", st.cur_iter},
+                            {"last_overflow_iter", st.last_overflow_iter}, {"cur_hysteresis", st.cur_hysteresis},
+                            {"dynamic", scaler_->dynamic()}};
+  }
+  // Training draws no random numbers after initialisation (no dropout) and the mock data is a
+  // function of (seed, sample index): the generator state of every rank is the seed.
+  attrs["rng"] = {{"generator", "none after initialisation (no dropout)"}, {"seed", opt_.seed}, {"ranks", W}};
+  attrs["data"] = {{"source", source_->describe()}, {"global_samples", samples_}};
+
+  // The write, verify and commit: collective over `c`. `extra` is added to the log line.
+  auto write = [dir, tag, bytes, tensors, attrs, print = opt_.print && rank == 0, full_verify = opt_.save_verify == "full"](
+                   MPI_Comm c, std::vector<io::Section> secs, double t_start, const std::function<std::string()>& extra) {
+    const double a = now_seconds();
+    io::on_rank0(c, [&] { io::begin_save(dir, tag, bytes); });
+    const std::string tmp = (std::filesystem::path(dir) / (tag + ".tmp") / io::kCheckpointFileName).string();
+    io::write_checkpoint_file(c, tmp, tensors, secs, attrs);
+    // Fault injection for the kill-during-save test (DEEPMPI_TEST_SAVE_DELAY=TAG:MS): a pause with
+    // the file of TAG written but not verified or committed.
+    if (auto d = env("DEEPMPI_TEST_SAVE_DELAY"); d && d->rfind(tag + ":", 0) == 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::stol(d->substr(tag.size() + 1))));
+    DMPI_CHECK_MPI(MPI_Barrier(c));
+    const double b = now_seconds();
+    std::vector<std::string> bad;
+    {
+      // meta: the file reopens with every dataset, shape, checksum attribute and extent in place;
+      // full: also every byte read back from the storage and checksummed (costs a second pass)
+      io::CheckpointReader rd(c, tmp);
+      if (full_verify) {
+        for (auto& d : rd.verify_all()) bad.push_back(d + " reads back with another checksum");
+      } else {
+        std::map<std::string, std::vector<int64_t>> expected;
+        for (const auto& sec : secs)
+          for (const auto& t : tensors) expected["/" + sec.group + "/" + t.name] = t.shape;
+        bad = rd.check_structure(expected);
+      }
+    }
+    DMPI_REQUIRE(bad.empty(), "checkpoint " << tmp << " failed verification after writing: " << bad.front()
+                                            << (bad.size() > 1 ? " (and " + std::to_string(bad.size() - 1) + " more)" : "")
+                                            << " (a storage problem); it was not made current, the previous checkpoint "
+                                               "is untouched");
+    const double v = now_seconds();
+    io::on_rank0(c, [&] { io::commit_save(dir, tag); });
+    const double e = now_seconds();
+    if (print) {
+      std::printf("[deepmpi] saved checkpoint %s/%s: %s in %.2f s (write %.2f s = %.2f GB/s, verify (%s) %.2f s, "
+                  "commit %.2f s%s)\n",
+                  dir.c_str(), tag.c_str(), human_bytes(static_cast<double>(bytes)).c_str(), e - t_start, b - a,
+                  static_cast<double>(bytes) / (b - a) / 1e9, full_verify ? "full" : "meta", v - b, e - v,
+                  extra ? extra().c_str() : "");
+      std::fflush(stdout);
+    }
+  };
+  last_saved_step_ = global_steps_;
+  int level = 0;
+  DMPI_CHECK_MPI(MPI_Query_thread(&level));
+  if (async && level < MPI_THREAD_MULTIPLE) {  // the MPI library cannot take a second thread
+    if (opt_.print && rank == 0)
+      std::printf("[deepmpi] warning: --async-save needs MPI_THREAD_MULTIPLE; this MPI gave level %d: saving in the "
+                  "foreground\n",
+                  level);
+    for (const auto& cp : job->copies) std::memcpy(cp.dst, cp.src, cp.n * sizeof(float));
+    async = false;
+  }
+  if (!async) {
+    write(comm, std::move(sections), t0, nullptr);
+    return;
+  }
+  if (async_comm_ == MPI_COMM_NULL) DMPI_CHECK_MPI(MPI_Comm_dup(comm, &async_comm_));
+  AsyncSave* j = job.get();
+  MPI_Comm c = async_comm_;
+  j->started = t0;
+  j->thread = std::thread([j, c, write, secs = std::move(sections), t0]() mutable {
+    omp_set_num_threads(1);  // leave the cores to training
+    try {
+      const double a = now_seconds();
+      for (const auto& cp : j->copies) std::memcpy(cp.dst, cp.src, cp.n * sizeof(float));
+      j->copy_ms = (now_seconds() - a) * 1e3;
+      {
+        std::lock_guard<std::mutex> lk(j->mu);
+        j->snapshot_ready = true;
+      }
+      j->cv.notify_all();
+      write(c, std::move(secs), t0, [j] {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "; background: snapshot copy %.1f ms during the next step, training waited %.1f ms",
+                      j->copy_ms, j->waited_ms.load());
+        return std::string(buf);
+      });
+    } catch (const std::exception& e) {
+      j->error = e.what();
+      {
+        std::lock_guard<std::mutex> lk(j->mu);
+        j->snapshot_ready = true;
+      }
+      j->cv.notify_all();
+    }
+  });
+  async_ = std::move(job);
+  if (opt_.print && rank == 0) {
+    std::printf("[deepmpi] checkpoint %s: a snapshot of %s per rank is being copied and written in the background\n",
+                tag.c_str(), human_bytes(static_cast<double>(snapshot_size_ * sizeof(float))).c_str());
+    std::fflush(stdout);
+  }
+}
+
+void Trainer::wait_snapshot() {
+  if (!async_) return;
+  const double a = now_seconds();
+  std::unique_lock<std::mutex> lk(async_->mu);
+  async_->cv.wait(lk, [&] { return async_->snapshot_ready; });
+  async_->waited_ms.store(async_->waited_ms.load() + (now_seconds() - a) * 1e3);
+}
+
+std::string Trainer::load_checkpoint(const std::string& dir, const std::string& tag_in, bool load_optimizer,
+                                     bool atomic) {
+  finish_saves();
+  MPI_Comm comm = opt_.world;
+  const bool print = opt_.print && groups_->get(comm::Group::DP).rank() == 0;
+  const double t0 = now_seconds();
+  std::string tag;
+  std::vector<std::string> notes;
+  io::on_rank0(comm, [&] { tag = io::resolve_tag(dir, tag_in, &notes); });
+  tag = bcast_string(comm, tag);
+  if (print)
+    for (const auto& n : notes) std::printf("[deepmpi] %s\n", n.c_str());
+  const std::string path = io::checkpoint_path(dir, tag);
+  io::CheckpointReader rd(comm, path);
+  const json& A = rd.attrs();
+
+  // The model must be the one this run builds.
+  const json want = model_json(opt_.model);
+  const json have = A.value("model", json::object());
+  std::string diff;
+  const std::pair<const char*, const char*> fields[] = {{"num_layers", "--num-layers"}, {"hidden_size", "--hidden-size"},
+                                                        {"num_attention_heads", "--num-attention-heads"},
+                                                        {"vocab_size", "--vocab-size"},
+                                                        {"max_position_embeddings", "--max-position-embeddings"}};
+  for (const auto& [key, flag] : fields)
+    if (have.value(key, json()) != want[key])
+      diff += std::string(diff.empty() ? "" : ", ") + flag + " " + have.value(key, json()).dump() + " (this run: " +
+              want[key].dump() + ")";
+  DMPI_REQUIRE(diff.empty(), "checkpoint " << path << " holds a different model: " << diff
+                                           << "; run with the model flags it was saved with (`deepmpi checkpoint "
+                                              "inspect "
+                                           << dir << "` shows them)");
+  const auto& table = model_->param_table();
+  auto check_dset = [&](const std::string& dset, const model::TensorSpec& t) {
+    DMPI_REQUIRE(rd.has(dset), "checkpoint " << path << " has no dataset " << dset << " (damaged or not written by "
+                                             << "this model)");
+    const auto& shape = rd.datasets().at(dset);
+    DMPI_REQUIRE(shape == t.shape, "checkpoint " << path << ": dataset " << dset << " has shape "
+                                                 << json(shape).dump() << ", this model's " << t.name << " is "
+                                                 << json(t.shape).dump());
+  };
+  for (const auto& t : table) check_dset("/params/" + t.name, t);
+  const auto names = state_names();
+  const std::string saved_opt = A.value("optimizer", std::string("?"));
+  if (load_optimizer) {
+    const json saved_states = A.value("optimizer_states", json::array());
+    DMPI_REQUIRE(saved_states == json(names),
+                 "checkpoint " << path << " holds the optimizer states of " << saved_opt << " " << saved_states.dump()
+                               << "; the ds_config asks for " << opt_.ds.optimizer.type << " " << json(names).dump()
+                               << ": use the same optimizer, or pass --no-load-optim to load the parameters only");
+    for (const auto& n : names)
+      for (const auto& t : table) check_dset("/optim/" + n + "/" + t.name, t);
+  }
+
+  // Two passes, so that nothing live changes unless the whole checkpoint is sound and no
+  // second copy of the model state is allocated (fresh memory is also slow to touch here):
+  //   1. every rank reads its share of each dataset through one reused buffer and checksums it;
+  //      the checksums are recombined over the ranks and compared with the stored ones;
+  //   2. only then the data this topology holds is read into the live parameters and states.
+  const size_t nsec = 1 + (load_optimizer ? names.size() : 0);
+  const size_t T = table.size();
+  auto dset_name = [&](size_t k, size_t t) {
+    return (k == 0 ? std::string("/params/") : "/optim/" + names[k - 1] + "/") + table[t].name;
+  };
+  const bool collective = io::checkpoint_data_path() == "mpiio";  // reads must match call for call
+  const double t_read = now_seconds();
+  auto report_bad = [&](const std::vector<std::string>& bad, const char* consequence) {
+    std::string list;
+    for (size_t i = 0; i < bad.size() && i < 5; ++i) list += (i ? ", " : "") + bad[i];
+    if (bad.size() > 5) list += " and " + std::to_string(bad.size() - 5) + " more";
+    DMPI_FAIL("checkpoint " << path << " is damaged: the checksum (crc32c) of " << list << " does not match the data; "
+                            << consequence << ". Load an earlier tag with --load-tag (`deepmpi checkpoint inspect "
+                            << dir << "` lists them)");
+  };
+  auto mismatches = [&](const std::map<uint32_t, uint32_t>& got) {
+    std::vector<std::string> bad;
+    for (size_t k = 0; k < nsec; ++k)
+      for (size_t t = 0; t < T; ++t) {
+        const auto key = static_cast<uint32_t>(k * T + t);
+        const std::string d = dset_name(k, t);
+        if (!got.count(key) || got.at(key) != rd.stored_crc(d)) bad.push_back(d);
+      }
+    return bad;
+  };
+  std::map<uint32_t, uint64_t> total;
+  for (size_t k = 0; k < nsec; ++k)
+    for (size_t t = 0; t < T; ++t) total[static_cast<uint32_t>(k * T + t)] = table[t].numel * sizeof(float);
+  if (atomic) {
+    const auto crc_spans = io_spans(true);  // over the ranks, every tensor exactly once
+    std::vector<const Span*> crc_of(T, nullptr);
+    size_t biggest = 0;
+    for (const auto& sp : crc_spans) crc_of[sp.tensor] = &sp, biggest = std::max(biggest, sp.n);
+    const size_t chunk = collective ? std::max<size_t>(biggest, 1) : std::min<size_t>(std::max<size_t>(biggest, 1), 1 << 22);
+    std::vector<float> buf(chunk);
+    std::vector<io::CrcPiece> mine;
+    for (size_t k = 0; k < nsec; ++k)
+      for (size_t t = 0; t < T; ++t) {
+        const auto key = static_cast<uint32_t>(k * T + t);
+        const Span* sp = crc_of[t];
+        if (collective) {  // one call per dataset on every rank
+          rd.read(dset_name(k, t), sp ? sp->begin : 0, sp ? sp->n : 0, buf.data());
+          if (sp) mine.push_back({key, sp->begin * sizeof(float), sp->n * sizeof(float),
+                                  io::crc32c_parallel(buf.data(), sp->n * sizeof(float))});
+          continue;
+        }
+        if (!sp) continue;
+        uint32_t crc = 0;
+        for (size_t done = 0; done < sp->n; done += chunk) {
+          const size_t m = std::min(chunk, sp->n - done);
+          rd.read(dset_name(k, t), sp->begin + done, m, buf.data());
+          crc = io::crc32c_combine(crc, io::crc32c_parallel(buf.data(), m * sizeof(float)), m * sizeof(float));
+        }
+        mine.push_back({key, sp->begin * sizeof(float), sp->n * sizeof(float), crc});
+      }
+    const auto bad = mismatches(io::combine_crcs(comm, mine, total));
+    if (!bad.empty()) report_bad(bad, "nothing was loaded");
+  }
+  const double t_commit = now_seconds();
+  // Pass 2: into the live state. A failure here (the file changed or vanished since pass 1)
+  // leaves a partly loaded state: the error says so, and training must not go on.
+  const auto spans = io_spans(false);
+  size_t read_bytes = 0;
+  std::vector<const Span*> span_of(T, nullptr);
+  for (const auto& sp : spans) {
+    DMPI_REQUIRE(!span_of[sp.tensor], "internal: two spans of one tensor");
+    span_of[sp.tensor] = &sp;
+    read_bytes += sp.n * sizeof(float) * nsec;
+  }
+  try {
+    for (size_t k = 0; k < nsec; ++k)
+      for (size_t t = 0; t < T; ++t) {
+        const Span* sp = span_of[t];
+        float* dst = !sp ? nullptr : k == 0 ? sp->param : zero_->state(static_cast<int>(k - 1)) + sp->state_off;
+        rd.read(dset_name(k, t), sp ? sp->begin : 0, sp ? sp->n : 0, dst);
+      }
+  } catch (const std::exception& e) {
+    DMPI_FAIL("checkpoint " << path << " could not be read" << (atomic ? " after its checksums were checked" : "")
+                            << " (" << e.what() << "); this rank's parameters are partly loaded and must not be trained");
+  }
+  if (!atomic) {  // one pass: the checksums of what was just read into the live state
+    std::vector<io::CrcPiece> mine;
+    for (size_t k = 0; k < nsec; ++k)
+      for (const auto& sp : io_spans(true)) {
+        const float* src = k == 0 ? sp.param : zero_->state(static_cast<int>(k - 1)) + sp.state_off;
+        mine.push_back({static_cast<uint32_t>(k * T + sp.tensor), sp.begin * sizeof(float), sp.n * sizeof(float),
+                        io::crc32c_parallel(src, sp.n * sizeof(float))});
+      }
+    const auto bad = mismatches(io::combine_crcs(comm, mine, total));
+    if (!bad.empty()) report_bad(bad, "the partly loaded state is discarded: the run stops here, nothing was trained on it");
+  }
+  global_steps_ = A.value("global_steps", int64_t{0});
+  skipped_steps_ = A.value("skipped_steps", int64_t{0});
+  micro_steps_ = A.value("micro_steps", int64_t{0});
+  samples_ = static_cast<uint64_t>(A.value("global_samples", int64_t{0}));
+  if (load_optimizer) {
+    applied_steps_ = A.value("applied_steps", int64_t{0});
+    sched_.set_last_batch_iteration(A.value("lr_scheduler", json::object()).value("last_batch_iteration", int64_t{-1}));
+    if (scaler_ && A.contains("loss_scaler")) {
+      const json& L = A["loss_scaler"];
+      LossScaler::State st;
+      st.cur_scale = L.value("cur_scale", 1.0);
+      st.cur_iter = L.value("cur_iter", int64_t{0});
+      st.last_overflow_iter = L.value("last_overflow_iter", int64_t{-1});
+      st.cur_hysteresis = L.value("cur_hysteresis", int64_t{1});
+      scaler_->set_state(st);
+    }
+  } else {
+    // fresh optimizer states: Adam's bias correction starts again; the lr schedule continues
+    applied_steps_ = 0;
+    sched_.set_last_batch_iteration(A.value("lr_scheduler", json::object()).value("last_batch_iteration", int64_t{-1}));
+  }
+  zero_->after_optimizer();  // stages 1-3: every rank's chunks gathered where they live
+  last_saved_step_ = global_steps_;
+  if (print) {
+    const json topo = A.value("topology", json::object());
+    std::printf("[deepmpi] loaded checkpoint %s (step %lld, saved at dp %s ZeRO stage %s; now dp %d stage %d%s) in "
+                "%.2f s (%s %.2f s, read %.2f s, %s per rank)\n",
+                path.c_str(), static_cast<long long>(global_steps_), topo.value("data_parallel_size", json()).dump().c_str(),
+                topo.value("zero_stage", json()).dump().c_str(), groups_->get(comm::Group::DP).size(), zero_->stage(),
+                load_optimizer ? "" : "; optimizer states not loaded (--no-load-optim)", now_seconds() - t0,
+                atomic ? "checksum pass" : "set-up", t_commit - t_read, now_seconds() - t_commit,
+                human_bytes(static_cast<double>(read_bytes)).c_str());
+    if (A.value("seed", int64_t{-1}) != static_cast<int64_t>(opt_.seed) && opt_.data_path.empty())
+      std::printf("  warning: the checkpoint was trained with seed %lld, this run uses %llu: the mock data differs\n",
+                  static_cast<long long>(A.value("seed", int64_t{-1})), static_cast<unsigned long long>(opt_.seed));
+    if (scaler_ && !A.contains("loss_scaler"))
+      std::printf("  note: the checkpoint has no fp16 loss-scaler state (saved as %s): the scale starts at its initial "
+                  "value\n",
+                  A.value("precision", std::string("?")).c_str());
+    std::fflush(stdout);
+  }
+  return tag;
+}
+
+}  // namespace dmpi::engine
