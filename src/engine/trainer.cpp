@@ -97,16 +97,22 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
                "optimizer Lamb with zero_optimization.stage " << ds.zero.stage
                    << ": Lamb's trust ratio needs whole tensors; use stage 0 (DeepSpeed does not support Lamb with "
                       "ZeRO either)");
+  // Stage 3 never materialises the whole model (DeepSpeed's zero.Init): each rank initialises
+  // its partition only; stages 2-3 have no full gradient buffer.
+  const int stage = ds.zero.stage;
   model_ = std::make_unique<model::GPT<float>>(opt_.model, static_cast<int>(ds.micro_batch), opt_.model.seq_len,
-                                               model::KernelPath::Fast, ZeroEngine::unit_align(ds.zero.stage, dp.size()));
-  model_->init_weights(opt_.seed);
+                                               model::KernelPath::Fast, ZeroEngine::unit_align(stage, dp.size()),
+                                               /*allocate_params=*/stage < 3, /*allocate_grads=*/stage < 2);
+  if (stage < 3) model_->init_weights(opt_.seed);
   // Optimizer states (fp32) per owned element: Adam/AdamW/Lamb m and v; SGD the momentum
   // buffer (when momentum > 0); Adagrad the squared-gradient sum; Lion m.
   if (oc.type == "Adam" || oc.type == "AdamW" || oc.type == "Lamb") state_slots_ = 2;
   else if (oc.type == "SGD") state_slots_ = oc.momentum != 0.0 ? 1 : 0;
   else if (oc.type == "Adagrad" || oc.type == "Lion") state_slots_ = 1;
   else DMPI_FAIL("optimizer type '" << oc.type << "' is not implemented by the trainer");
-  zero_ = std::make_unique<ZeroEngine>(*model_, dp, ds, state_slots_);
+  zero_ = std::make_unique<ZeroEngine>(*model_, dp, ds, state_slots_, [this](size_t begin, size_t n, float* out) {
+    model_->init_values(opt_.seed, begin, n, out);
+  });
   // Mixed precision: the GEMMs run in bf16 or fp16 (an autocast); parameters, gradients,
   // optimizer states and everything outside the GEMMs stay fp32. fp16 gets the loss scaler.
   kernels::set_gemm_precision(ds.bf16.enabled ? kernels::GemmPrecision::BF16

@@ -39,7 +39,8 @@ void scale(float* p, size_t n, double a) {
 }
 }  // namespace
 
-ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const config::DsConfig& ds, int state_slots)
+ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const config::DsConfig& ds, int state_slots,
+                       const Init& init)
     : model_(model), dp_(dp), stage_(ds.zero.stage), W_(dp.size()), rank_(dp.rank()), overlap_(ds.zero.overlap()),
       reduce_bucket_(std::max<int64_t>(1, ds.zero.reduce_bucket_size)),
       prefetch_bucket_(ds.zero.prefetch_bucket_size), max_live_(ds.zero.max_live_parameters) {
@@ -85,9 +86,13 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
     owned_numel_ = part;
     gpart_.assign(part, 0.0f);
     if (stage_ == 3) {
+      DMPI_REQUIRE(model_.params() || init, "ZeRO stage 3: the model has no parameter buffer and no initialiser was given");
       ppart_.assign(part, 0.0f);
-      for (auto& u : units_)
-        std::copy_n(model_.params() + u.off + static_cast<size_t>(rank_) * u.chunk, u.chunk, ppart_.data() + u.part_off);
+      for (auto& u : units_) {
+        const size_t first = u.off + static_cast<size_t>(rank_) * u.chunk;
+        if (model_.params()) std::copy_n(model_.params() + first, u.chunk, ppart_.data() + u.part_off);
+        else init(first, u.chunk, ppart_.data() + u.part_off);
+      }
     }
     for (const auto& t : table) {
       const Unit& u = units_[static_cast<size_t>(t.unit)];
@@ -117,7 +122,12 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
       u.persistent = static_cast<int64_t>(u.numel) <= ds.zero.param_persistence_threshold;
       if (u.persistent) {
         auto& buf = persist_[i];
-        buf.assign(model_.params() + u.off, model_.params() + u.off + u.numel);
+        if (model_.params()) {
+          buf.assign(model_.params() + u.off, model_.params() + u.off + u.numel);
+        } else {
+          buf.resize(u.numel);
+          init(u.off, u.numel, buf.data());
+        }
       }
     }
     model_.release_params();

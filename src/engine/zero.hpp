@@ -34,6 +34,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -66,9 +67,15 @@ struct ZeroMemory {
 
 class ZeroEngine {
  public:
-  // The model must be built with unit_align(stage, W) and have its weights initialised.
+  // The model must be built with unit_align(stage, W) and have its weights initialised (or, at
+  // stage 3, be built without a parameter buffer and come with `init`).
   // state_slots: optimizer-state arrays per owned element (Adam 2, SGD-momentum/Lion/Adagrad 1).
-  ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const config::DsConfig& ds, int state_slots);
+  // Stage 3 with a model built without its flat parameter buffer (allocate_params false): `init`
+  // gives the initial values of flat elements [begin, begin + n) (model::GPT::init_values), and
+  // only this rank's partition and the persistent units are ever materialised.
+  using Init = std::function<void(size_t begin, size_t n, float* out)>;
+  ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const config::DsConfig& ds, int state_slots,
+             const Init& init = {});
   ~ZeroEngine();
   static size_t unit_align(int stage, int dp_size) { return stage == 0 ? 1 : 16 * static_cast<size_t>(dp_size); }
 

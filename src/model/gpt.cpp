@@ -1,5 +1,6 @@
 #include "src/model/gpt.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -27,7 +28,8 @@ namespace kr = dmpi::kernels::ref;
   } while (0)
 
 template <class F>
-GPT<F>::GPT(const GPTConfig& cfg, int B, int T, KernelPath path, size_t unit_align)
+GPT<F>::GPT(const GPTConfig& cfg, int B, int T, KernelPath path, size_t unit_align, bool allocate_params,
+            bool allocate_grads)
     : cfg_(cfg), B_(B), T_(T), path_(path) {
   cfg_.validate();
   DMPI_REQUIRE(B >= 1, "micro-batch size must be >= 1 (got " << B << ")");
@@ -39,9 +41,12 @@ GPT<F>::GPT(const GPTConfig& cfg, int B, int T, KernelPath path, size_t unit_ali
   units_ = gpt_units(ptable_, unit_align);
   for (size_t i = 0; i < ptable_.size(); ++i) pindex_[ptable_[i].name] = i, real_numel_ += ptable_[i].numel;
   numel_ = units_.back().offset + units_.back().numel;
-  params_.assign(numel_, F(0));
-  grads_.assign(numel_, F(0));
-  for (const auto& u : units_) unit_p_.push_back(params_.data() + u.offset), unit_g_.push_back(grads_.data() + u.offset);
+  if (allocate_params) params_.assign(numel_, F(0));
+  if (allocate_grads) grads_.assign(numel_, F(0));
+  for (const auto& u : units_) {
+    unit_p_.push_back(allocate_params ? params_.data() + u.offset : nullptr);
+    unit_g_.push_back(allocate_grads ? grads_.data() + u.offset : nullptr);
+  }
 
   const size_t BT = static_cast<size_t>(B) * T, C = cfg_.hidden, NH = cfg_.heads, V = cfg_.vocab;
   size_t off = 0;
@@ -158,21 +163,34 @@ const F* GPT<F>::losses() const {
 
 template <class F>
 void GPT<F>::init_weights(uint64_t seed) {
+  DMPI_REQUIRE(!params_.empty(), "init_weights needs the flat parameter buffer (call it before release_params)");
+  init_values(seed, 0, numel_, params_.data());
+}
+
+template <class F>
+void GPT<F>::init_values(uint64_t seed, size_t begin, size_t n, F* out) const {
   const double residual_std = 0.02 / std::sqrt(2.0 * cfg_.num_layers);
+  std::fill(out, out + n, F(0));  // padding
+  const size_t end = begin + n;
   for (size_t i = 0; i < ptable_.size(); ++i) {
     const auto& t = ptable_[i];
-    DMPI_REQUIRE(!params_.empty(), "init_weights needs the flat parameter buffer (call it before release_params)");
-    F* p = params_.data() + t.offset;
+    const size_t a = std::max(begin, t.offset), b = std::min(end, t.offset + t.numel);
+    if (a >= b) continue;
+    F* p = out + (a - begin);
+    const size_t j0 = a - t.offset, j1 = b - t.offset;  // elements of the tensor
     bool is_ln_weight = t.name.find("ln") != std::string::npos && t.name.ends_with(".weight");
     if (t.shape.size() == 1) {
-      for (size_t j = 0; j < t.numel; ++j) p[j] = is_ln_weight ? F(1) : F(0);
+      std::fill(p, p + (j1 - j0), is_ln_weight ? F(1) : F(0));
       continue;
     }
     bool residual_proj = t.name.ends_with("attn.proj.weight") || t.name.ends_with("mlp.proj.weight");
     double std_dev = residual_proj ? residual_std : 0.02;
-    // One stream per tensor: a tensor's values do not depend on the tensors before it.
+    // One stream per tensor: a tensor's values do not depend on the tensors before it, and
+    // element j is reached by skipping the draws before it.
     Rng rng(seed, 1000 + i);
-    for (size_t j = 0; j < t.numel; ++j) p[j] = static_cast<F>(rng.normal() * std_dev);
+    rng.skip(2 * (j0 / 2));
+    if (j0 % 2) rng.normal();
+    for (size_t j = j0; j < j1; ++j) p[j - j0] = static_cast<F>(rng.normal() * std_dev);
   }
 }
 

@@ -37,7 +37,10 @@ class GPT {
  public:
   // B = micro-batch size, T = sequence length used for the activation buffers (<= max_pos).
   // unit_align: each unit starts at, and is padded to, a multiple of it (ZeRO partitions).
-  GPT(const GPTConfig& cfg, int B, int T, KernelPath path = KernelPath::Fast, size_t unit_align = 1);
+  // allocate_params / allocate_grads false: no flat buffer (ZeRO stage 3 / stage 2-3 keep
+  // partitions instead; the engine sets each unit's storage).
+  GPT(const GPTConfig& cfg, int B, int T, KernelPath path = KernelPath::Fast, size_t unit_align = 1,
+      bool allocate_params = true, bool allocate_grads = true);
 
   const GPTConfig& config() const { return cfg_; }
   int batch() const { return B_; }
@@ -71,6 +74,10 @@ class GPT {
   // GPT-2 initialisation from `seed` (independent of the standard library): weights
   // N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)), biases 0, LayerNorm weight 1.
   void init_weights(uint64_t seed);
+  // The initial values of flat elements [begin, begin + n) (padding 0), the same numbers
+  // init_weights writes there, computed without the rest of the model: ZeRO stage 3 initialises
+  // only each rank's partition (DeepSpeed's zero.Init).
+  void init_values(uint64_t seed, size_t begin, size_t n, F* out) const;
 
   // tokens, targets: [B*T] int32. Returns the mean loss over rows whose target is not
   // ignore_index (-100, as in PyTorch). Every token must be in [0, vocab).

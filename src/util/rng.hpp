@@ -34,6 +34,13 @@ class Rng {
     return r * std::cos(th);
   }
   uint64_t state() const { return state_; }
+  // Moves the stream on by `draws` 64-bit draws (the state is a counter): normal() number k of a
+  // fresh stream comes from draws 2*(k/2) and 2*(k/2)+1, so skip(2*(k/2)) and, for odd k, one
+  // normal() reach it.
+  void skip(uint64_t draws) {
+    state_ += draws * 0x9e3779b97f4a7c15ull;
+    has_spare_ = false;
+  }
 
  private:
   uint64_t state_;
