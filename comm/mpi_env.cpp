@@ -9,7 +9,7 @@
 
 namespace dmpi::comm {
 
-MpiEnv::MpiEnv(int* argc, char*** argv, bool threads_call_mpi) {
+MpiEnv::MpiEnv(int* argc, char*** argv) {
   int provided = 0;
   // Open MPI: collectives go through the non-blocking (libnbc) path with a bounded wait; its
   // ring all-reduce measured 1.2-2.9x its default choice at 1-64 MiB on 2 and 4 ranks, with the
@@ -20,8 +20,7 @@ MpiEnv::MpiEnv(int* argc, char*** argv, bool threads_call_mpi) {
   // calls beside the main thread and needs MULTIPLE; otherwise FUNNELED. (With the watchdog
   // thread alive, Open MPI 4.1's mpiexec sometimes hung while tearing down an aborted job.)
   const bool watchdog = env("DEEPMPI_WATCHDOG").value_or("0") == "1";
-  DMPI_CHECK_MPI(MPI_Init_thread(argc, argv, watchdog || threads_call_mpi ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED,
-                                 &provided));
+  DMPI_CHECK_MPI(MPI_Init_thread(argc, argv, watchdog ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED, &provided));
   // Errors come back as codes, so every call's failure is reported with file:line and rank.
   DMPI_CHECK_MPI(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
   DMPI_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));

@@ -12,9 +12,7 @@ namespace dmpi::comm {
 
 class MpiEnv {
  public:
-  // MPI_Init_thread: FUNNELED, or MULTIPLE when `threads_call_mpi` (a background checkpoint
-  // save) or the hang watchdog (DEEPMPI_WATCHDOG=1) needs a second thread in MPI.
-  MpiEnv(int* argc, char*** argv, bool threads_call_mpi = false);
+  MpiEnv(int* argc, char*** argv);   // MPI_Init_thread(MULTIPLE)
   ~MpiEnv();                         // MPI_Finalize unless aborted
   MpiEnv(const MpiEnv&) = delete;
   MpiEnv& operator=(const MpiEnv&) = delete;

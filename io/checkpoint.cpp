@@ -238,64 +238,150 @@ std::map<uint32_t, uint32_t> combine_crcs(MPI_Comm comm, const std::vector<CrcPi
   return out;
 }
 
-void write_checkpoint_file(MPI_Comm comm, const std::string& path, const std::vector<LogicalTensor>& tensors,
-                           const std::vector<Section>& sections, const nlohmann::json& attrs) {
-  // This rank's piece of each (section, tensor), and the checksums from memory.
+namespace {
+
+struct Creation {
+  h5::Handle lcpl, dcpl;
+};
+Creation creation_lists() {
+  Creation c;
+  c.lcpl = DMPI_H5_OPEN(H5Pcreate(H5P_LINK_CREATE), H5Pclose, "link list");
+  DMPI_H5_CHECK(H5Pset_create_intermediate_group(c.lcpl, 1), "intermediate groups");
+  c.dcpl = DMPI_H5_OPEN(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "dataset creation list");
+  DMPI_H5_CHECK(H5Pset_fill_time(c.dcpl, H5D_FILL_TIME_NEVER), "fill time");  // every element is written
+  DMPI_H5_CHECK(H5Pset_alloc_time(c.dcpl, H5D_ALLOC_TIME_EARLY), "allocation time");
+  return c;
+}
+
+h5::Handle create_dataset(hid_t file, const Creation& c, const std::string& name, const LogicalTensor& t,
+                          const std::string& what, h5::Handle* space = nullptr) {
+  std::vector<hsize_t> dims(t.shape.begin(), t.shape.end());
+  auto fspace = DMPI_H5_OPEN(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose,
+                             "dataspace of " << what);
+  auto d = DMPI_H5_OPEN(H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, fspace, c.lcpl, c.dcpl, H5P_DEFAULT), H5Dclose,
+                        "cannot create dataset " << what);
+  if (space) *space = std::move(fspace);
+  return d;
+}
+
+// This rank's piece of each (section, tensor); checks that a rank holds at most one.
+std::vector<std::vector<const Piece*>> pieces_by_tensor(const std::vector<LogicalTensor>& tensors,
+                                                        const std::vector<Section>& sections) {
   const size_t T = tensors.size();
   std::vector<std::vector<const Piece*>> mine(sections.size(), std::vector<const Piece*>(T, nullptr));
-  std::vector<CrcPiece> crc_mine;
-  std::map<uint32_t, uint64_t> total;
-  for (size_t s = 0; s < sections.size(); ++s) {
-    for (size_t t = 0; t < T; ++t) total[static_cast<uint32_t>(s * T + t)] = tensors[t].numel * sizeof(float);
+  for (size_t s = 0; s < sections.size(); ++s)
     for (const auto& p : sections[s].pieces) {
       DMPI_REQUIRE(p.tensor < T && p.begin + p.n <= tensors[p.tensor].numel, "checkpoint piece out of range");
       DMPI_REQUIRE(!mine[s][p.tensor], "two pieces of " << tensors[p.tensor].name << " in section " << sections[s].group
                                                         << " on one rank");
       mine[s][p.tensor] = &p;
-      crc_mine.push_back({static_cast<uint32_t>(s * T + p.tensor), p.begin * sizeof(float), p.n * sizeof(float),
-                          crc32c_parallel(p.data, p.n * sizeof(float))});
     }
-  }
-  const auto crcs = combine_crcs(comm, crc_mine, total);
-  for (const auto& [key, len] : total)
-    DMPI_REQUIRE(crcs.count(key), "internal: the ranks' pieces of " << sections[key / T].group << "/"
-                                                                    << tensors[key % T].name
-                                                                    << " do not cover the tensor exactly once");
+  return mine;
+}
 
+std::map<uint32_t, uint64_t> section_sizes(const std::vector<LogicalTensor>& tensors, size_t nsections) {
+  std::map<uint32_t, uint64_t> total;
+  for (size_t s = 0; s < nsections; ++s)
+    for (size_t t = 0; t < tensors.size(); ++t)
+      total[static_cast<uint32_t>(s * tensors.size() + t)] = tensors[t].numel * sizeof(float);
+  return total;
+}
+
+}  // namespace
+
+std::vector<RawWrite> create_checkpoint_layout(MPI_Comm comm, const std::string& path,
+                                               const std::vector<LogicalTensor>& tensors,
+                                               const std::vector<Section>& sections, const nlohmann::json& attrs) {
+  const size_t T = tensors.size();
+  const auto mine = pieces_by_tensor(tensors, sections);
   auto fapl = file_access(comm, path);
   auto file = DMPI_H5_OPEN(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose,
                            "cannot create the checkpoint file " << path);
   for (const auto& [k, v] : attrs.items()) write_attr(file, k, v, path);
-  auto lcpl = DMPI_H5_OPEN(H5Pcreate(H5P_LINK_CREATE), H5Pclose, "link list");
-  DMPI_H5_CHECK(H5Pset_create_intermediate_group(lcpl, 1), "intermediate groups");
-  auto dcpl = DMPI_H5_OPEN(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "dataset creation list");
-  DMPI_H5_CHECK(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), "fill time");  // every element is written
-  DMPI_H5_CHECK(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY), "allocation time");
+  const Creation c = creation_lists();
+  std::vector<RawWrite> out;
+  for (size_t s = 0; s < sections.size(); ++s)
+    for (size_t t = 0; t < T; ++t) {
+      const std::string name = "/" + sections[s].group + "/" + tensors[t].name;
+      auto d = create_dataset(file, c, name, tensors[t], path + ":" + name);
+      const haddr_t off = dataset_offset(d);
+      DMPI_REQUIRE(off != HADDR_UNDEF, "dataset " << path << ":" << name << " has no contiguous storage");
+      if (const Piece* p = mine[s][t]; p && p->n)
+        out.push_back({static_cast<uint64_t>(off) + p->begin * sizeof(float), p->data, p->n,
+                       static_cast<uint32_t>(s * T + t), p->begin * sizeof(float), name});
+    }
+  DMPI_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), "cannot flush " << path);
+  return out;  // the collective close (file's destructor) gives the file its full size
+}
+
+std::vector<CrcPiece> write_pieces(const std::string& path, const std::vector<RawWrite>& writes) {
+  std::vector<CrcPiece> crcs;
+  if (writes.empty()) return crcs;
+  RawFile f(path, true);
+  for (const auto& w : writes) {
+    crcs.push_back({w.key, w.begin_bytes, w.n * sizeof(float), crc32c_parallel(w.data, w.n * sizeof(float))});
+    f.write(w.offset, w.data, w.n * sizeof(float), w.dataset);
+  }
+  f.sync();
+  return crcs;
+}
+
+void write_checkpoint_crcs(MPI_Comm comm, const std::string& path, const std::vector<LogicalTensor>& tensors,
+                           const std::vector<std::string>& groups, const std::vector<CrcPiece>& mine) {
+  const size_t T = tensors.size();
+  const auto total = section_sizes(tensors, groups.size());
+  const auto crcs = combine_crcs(comm, mine, total);
+  for (const auto& [key, len] : total)
+    DMPI_REQUIRE(crcs.count(key), "internal: the ranks' pieces of " << groups[key / T] << "/" << tensors[key % T].name
+                                                                    << " do not cover the tensor exactly once");
+  auto fapl = file_access(comm, path);
+  auto file = DMPI_H5_OPEN(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl), H5Fclose, "cannot reopen " << path);
+  for (size_t s = 0; s < groups.size(); ++s)
+    for (size_t t = 0; t < T; ++t) {
+      const std::string name = "/" + groups[s] + "/" + tensors[t].name;
+      auto d = DMPI_H5_OPEN(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose, "cannot open " << path << ":" << name);
+      write_crc_attr(d, crcs.at(static_cast<uint32_t>(s * T + t)), path + ":" + name);
+    }
+  DMPI_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), "cannot flush " << path);
+}
+
+void write_checkpoint_file(MPI_Comm comm, const std::string& path, const std::vector<LogicalTensor>& tensors,
+                           const std::vector<Section>& sections, const nlohmann::json& attrs) {
+  std::vector<std::string> groups;
+  for (const auto& s : sections) groups.push_back(s.group);
+  if (checkpoint_data_path() == "posix") {
+    const auto writes = create_checkpoint_layout(comm, path, tensors, sections, attrs);
+    write_checkpoint_crcs(comm, path, tensors, groups, write_pieces(path, writes));
+    return;
+  }
+  // mpiio: the checksums from memory first, then each dataset created with its attribute and
+  // written with a collective transfer
+  const size_t T = tensors.size();
+  const auto mine = pieces_by_tensor(tensors, sections);
+  std::vector<CrcPiece> crc_mine;
+  for (size_t s = 0; s < sections.size(); ++s)
+    for (const auto& p : sections[s].pieces)
+      crc_mine.push_back({static_cast<uint32_t>(s * T + p.tensor), p.begin * sizeof(float), p.n * sizeof(float),
+                          crc32c_parallel(p.data, p.n * sizeof(float))});
+  const auto total = section_sizes(tensors, sections.size());
+  const auto crcs = combine_crcs(comm, crc_mine, total);
+  for (const auto& [key, len] : total)
+    DMPI_REQUIRE(crcs.count(key), "internal: the ranks' pieces of " << groups[key / T] << "/" << tensors[key % T].name
+                                                                    << " do not cover the tensor exactly once");
+  auto fapl = file_access(comm, path);
+  auto file = DMPI_H5_OPEN(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose,
+                           "cannot create the checkpoint file " << path);
+  for (const auto& [k, v] : attrs.items()) write_attr(file, k, v, path);
+  const Creation c = creation_lists();
   auto dxpl = collective_xfer(path);
-  const bool posix = checkpoint_data_path() == "posix";
-  struct RawPiece {
-    const Piece* piece;
-    uint64_t offset;  // of the dataset's data in the file
-    std::string dataset;
-  };
-  std::vector<RawPiece> raw;  // posix: this rank's pieces
-  for (size_t s = 0; s < sections.size(); ++s) {
+  for (size_t s = 0; s < sections.size(); ++s)
     for (size_t t = 0; t < T; ++t) {
       const std::string name = "/" + sections[s].group + "/" + tensors[t].name;
       const std::string what = path + ":" + name;
-      std::vector<hsize_t> dims(tensors[t].shape.begin(), tensors[t].shape.end());
-      auto fspace = DMPI_H5_OPEN(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose,
-                                 "dataspace of " << what);
-      auto d = DMPI_H5_OPEN(H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, fspace, lcpl, dcpl, H5P_DEFAULT), H5Dclose,
-                            "cannot create dataset " << what);
+      h5::Handle fspace;
+      auto d = create_dataset(file, c, name, tensors[t], what, &fspace);
       write_crc_attr(d, crcs.at(static_cast<uint32_t>(s * T + t)), what);
       const Piece* p = mine[s][t];
-      if (posix) {  // the data is written below, at the dataset's place in the file
-        const haddr_t off = dataset_offset(d);
-        DMPI_REQUIRE(off != HADDR_UNDEF, "dataset " << what << " has no contiguous storage");
-        if (p && p->n) raw.push_back({p, static_cast<uint64_t>(off), name});
-        continue;
-      }
       const size_t n = p ? p->n : 0;
       select_run(fspace, tensors[t].shape, p ? p->begin : 0, n, what);
       auto mspace = mem_space(n, what);
@@ -303,15 +389,7 @@ void write_checkpoint_file(MPI_Comm comm, const std::string& path, const std::ve
       DMPI_H5_CHECK(H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, p ? p->data : &none),
                     "cannot write dataset " << what);
     }
-  }
   DMPI_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), "cannot flush " << path);
-  file.reset();  // collective close: the file has its full size and every dataset its place
-  if (posix) {
-    RawFile f(path, true);
-    for (const auto& r : raw)
-      f.write(r.offset + r.piece->begin * sizeof(float), r.piece->data, r.piece->n * sizeof(float), r.dataset);
-    f.sync();
-  }
 }
 
 std::string checkpoint_data_path() {

@@ -64,8 +64,31 @@ struct Section {
 
 // Collective over `comm`: creates `path` and writes the sections, the checksums and the root
 // attributes (`attrs`: numbers and strings as HDF5 attributes; objects and arrays as JSON text).
+// With the posix data path it is the three steps below in a row.
 void write_checkpoint_file(MPI_Comm comm, const std::string& path, const std::vector<LogicalTensor>& tensors,
                            const std::vector<Section>& sections, const nlohmann::json& attrs);
+
+struct CrcPiece;
+// A run of this rank's bytes at its place in the file (posix data path).
+struct RawWrite {
+  uint64_t offset;      // in the file
+  const float* data;
+  size_t n;             // elements
+  uint32_t key;         // section * tensors + tensor
+  uint64_t begin_bytes; // in the dataset
+  std::string dataset;
+};
+// 1. Collective: creates `path` with the root attributes and every dataset (contiguous,
+//    allocated, not filled), without data or checksums. Returns this rank's writes.
+std::vector<RawWrite> create_checkpoint_layout(MPI_Comm comm, const std::string& path,
+                                               const std::vector<LogicalTensor>& tensors,
+                                               const std::vector<Section>& sections, const nlohmann::json& attrs);
+// 2. This rank alone (any thread, no MPI): the writes with direct I/O, then fdatasync. Returns
+//    the checksums of the pieces written.
+std::vector<CrcPiece> write_pieces(const std::string& path, const std::vector<RawWrite>& writes);
+// 3. Collective: every dataset's crc32c attribute from the ranks' piece checksums, combined.
+void write_checkpoint_crcs(MPI_Comm comm, const std::string& path, const std::vector<LogicalTensor>& tensors,
+                           const std::vector<std::string>& groups, const std::vector<CrcPiece>& mine);
 
 // A checkpoint file opened collectively for reading. Opening checks the format and version.
 class CheckpointReader {

@@ -62,13 +62,14 @@ fi
 [ "$PART" = bandwidth ] && exit 0
 
 # What a save costs training in steady state: 12 steps saving every 4 (after steps 4, 8 and 12);
-# the time of steps 2-11 plus the time training waited in the saves after steps 4 and 8
-# (metrics file: step_ms, stall_ms), against the same run without saving. The save after the
+# the time of steps 2-11 plus the time training waited in the saves after steps 4 and 8 and in
+# the commits of background saves (metrics file: step_ms, stall_ms, checkpoint_commit_ms),
+# against the same run without saving. The save after the
 # last step, which nothing overlaps, is left out. Two layouts: 1 rank x 1 thread (a core left
 # for the background writer) and 2 ranks x 1 thread (every core training).
 echo
 echo "# training time per save ($MODEL, 12 steps, --save-interval 4; medians of $REPS)"
-echo "| ranks x threads | mode | steps 2-11 + waits, s | cost per save, ms | in the save call, ms | waited for the snapshot, ms | snapshot copy, ms |"
+echo "| ranks x threads | mode | steps 2-11 + waits, s | cost per save, ms | in the save call + commit, ms | waited for the snapshot, ms | snapshot copy, ms |"
 echo "|---|---|---|---|---|---|---|"
 for np in 1 2; do
   base=""
@@ -85,7 +86,8 @@ import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
 steps = sum(r["step_ms"] for r in recs if "loss" in r and 2 <= r["step"] <= 11)
 saves = [r["stall_ms"] for r in recs if "stall_ms" in r and r["step"] in (4, 8)]
-print((steps + sum(saves)) / 1e3, sum(saves) / len(saves) if saves else 0)
+commits = [r["checkpoint_commit_ms"] for r in recs if "checkpoint_commit_ms" in r and r["step"] <= 11]
+print((steps + sum(saves) + sum(commits)) / 1e3, (sum(saves) + sum(commits)) / len(saves) if saves else 0)
 PY
 )
       vals+=("$t") calls+=("$c")

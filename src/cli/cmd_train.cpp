@@ -81,7 +81,7 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
     setenv("DEEPMPI_COMM_TIMEOUT", a.str("comm-timeout").c_str(), 1);
   }
   engine::install_stop_handlers();  // before MPI_Init: its threads inherit the blocked mask
-  comm::MpiEnv mpi(argc, argv, a.has("async-save"));
+  comm::MpiEnv mpi(argc, argv);
   int threads = choose_threads(mpi.local_size());
   omp_set_num_threads(threads);
   set_blas_threads(threads);

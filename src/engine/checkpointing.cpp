@@ -78,13 +78,72 @@ std::vector<Trainer::Span> Trainer::io_spans(bool balanced) const {
   return out;
 }
 
+// The end of a save, collective over `c`: the checkpoint at `tmp` is verified (meta: reopened
+// with every dataset, shape, checksum attribute and extent in place; full: every byte read back
+// from the storage and checksummed, a second pass) and committed (renamed, then `latest`).
+void Trainer::verify_and_commit(MPI_Comm c, const PendingSave& p, const std::string& extra) {
+  if (auto d = env("DEEPMPI_TEST_SAVE_DELAY"); d && d->rfind(p.tag + ":", 0) == 0)
+    // Fault injection for the kill-during-save test (DEEPMPI_TEST_SAVE_DELAY=TAG:MS): a pause
+    // with the file of TAG written but not verified or committed.
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::stol(d->substr(p.tag.size() + 1))));
+  DMPI_CHECK_MPI(MPI_Barrier(c));
+  const double b = now_seconds();
+  const bool full = opt_.save_verify == "full";
+  std::vector<std::string> bad;
+  {
+    io::CheckpointReader rd(c, p.tmp);
+    if (full) {
+      for (auto& d : rd.verify_all()) bad.push_back(d + " reads back with another checksum");
+    } else {
+      std::map<std::string, std::vector<int64_t>> expected;
+      for (const auto& g : p.groups)
+        for (const auto& t : p.tensors) expected["/" + g + "/" + t.name] = t.shape;
+      bad = rd.check_structure(expected);
+    }
+  }
+  DMPI_REQUIRE(bad.empty(), "checkpoint " << p.tmp << " failed verification after writing: " << bad.front()
+                                          << (bad.size() > 1 ? " (and " + std::to_string(bad.size() - 1) + " more)" : "")
+                                          << " (a storage problem); it was not made current, the previous checkpoint "
+                                             "is untouched");
+  const double v = now_seconds();
+  io::on_rank0(c, [&] { io::commit_save(p.dir, p.tag); });
+  const double e = now_seconds();
+  if (opt_.print && groups_->get(comm::Group::DP).rank() == 0) {
+    std::printf("[deepmpi] saved checkpoint %s/%s: %s in %.2f s (write %.2f s = %.2f GB/s, verify (%s) %.2f s, "
+                "commit %.2f s%s)\n",
+                p.dir.c_str(), p.tag.c_str(), human_bytes(static_cast<double>(p.bytes)).c_str(), e - p.started,
+                b - p.write_started, static_cast<double>(p.bytes) / (b - p.write_started) / 1e9, full ? "full" : "meta",
+                v - b, e - v, extra.c_str());
+    std::fflush(stdout);
+  }
+}
+
+void Trainer::join_save() {
+  if (async_ && async_->thread.joinable()) async_->thread.join();
+}
+
 void Trainer::finish_saves() {
   if (!async_) return;
-  async_->thread.join();
-  std::string err = std::move(async_->error);
-  async_.reset();
-  DMPI_REQUIRE(err.empty(), "the background checkpoint save failed: " << err);
+  join_save();
+  std::unique_ptr<AsyncSave> job = std::move(async_);
+  MPI_Comm comm = opt_.world;
+  // every rank learns whether any rank's writer failed, so all stop with the error together
+  int failed = job->error.empty() ? 0 : 1;
+  DMPI_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, comm));
+  DMPI_REQUIRE(!failed, "the background save of checkpoint " << job->save.tag << " failed"
+                                                               << (job->error.empty() ? " on another rank"
+                                                                                      : ": " + job->error)
+                                                               << "; it was not made current");
+  io::write_checkpoint_crcs(comm, job->save.tmp, job->save.tensors, job->save.groups, job->crcs);
+  char buf[200];
+  std::snprintf(buf, sizeof buf,
+                "; in the background: snapshot copy %.1f ms during the next step, writes %.2f s; training waited "
+                "%.1f ms for the snapshot",
+                job->copy_ms, job->write_s, job->waited_ms.load());
+  verify_and_commit(comm, job->save, buf);
 }
+
+bool Trainer::save_in_flight_done() const { return async_ && async_->done.load(); }
 
 void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in, bool async) {
   finish_saves();
@@ -94,31 +153,34 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   DMPI_REQUIRE(!tag.empty() && tag.find('/') == std::string::npos && tag != "." && tag != ".." && tag != "latest" &&
                    !tag.ends_with(".tmp"),
                "checkpoint tag '" << tag << "' must be a plain name (no '/', not 'latest', not ending in .tmp)");
-  const double t0 = now_seconds();
+  if (async && io::checkpoint_data_path() != "posix") {
+    if (opt_.print && rank == 0)
+      std::printf("[deepmpi] note: --async-save needs the posix data path (DEEPMPI_CHECKPOINT_IO=mpiio moves the data "
+                  "with collective MPI-IO): saving in the foreground\n");
+    async = false;
+  }
+  PendingSave p;
+  p.started = now_seconds();
+  p.dir = dir;
+  p.tag = tag;
+  p.tmp = (std::filesystem::path(dir) / (tag + ".tmp") / io::kCheckpointFileName).string();
   const auto& table = model_->param_table();
-  std::vector<io::LogicalTensor> tensors;
-  uint64_t bytes = 0;
-  for (const auto& t : table) tensors.push_back({t.name, t.shape, t.numel}), bytes += t.numel * sizeof(float);
+  for (const auto& t : table) p.tensors.push_back({t.name, t.shape, t.numel}), p.bytes += t.numel * sizeof(float);
   const auto names = state_names();
-  bytes *= 1 + names.size();
+  p.bytes *= 1 + names.size();
+  p.groups.push_back("params");
+  for (const auto& n : names) p.groups.push_back("optim/" + n);
   const auto spans = io_spans(true);
-  std::vector<io::Section> sections(1 + names.size());
-  sections[0].group = "params";
-  for (size_t k = 0; k < names.size(); ++k) sections[k + 1].group = "optim/" + names[k];
+  std::vector<io::Section> sections(p.groups.size());
+  for (size_t k = 0; k < sections.size(); ++k) sections[k].group = p.groups[k];
   std::unique_ptr<AsyncSave> job;
   if (async) {
     // The snapshot: everything this rank writes, copied by the background thread while the
     // next step's forward and backward run (they only read parameters and never touch the
     // optimizer states); the next optimizer step waits for the copy (wait_snapshot).
     job = std::make_unique<AsyncSave>();
-    size_t total = 0;
-    for (const auto& s : spans) total += s.n;
-    if (snapshot_size_ != total * sections.size()) {
-      snapshot_size_ = total * sections.size();
-      snapshot_buf_.reset(new float[snapshot_size_]);
-    }
-    job->snapshot = snapshot_buf_.get();
-    float* dst = job->snapshot;
+    reserve_snapshot();
+    float* dst = snapshot_buf_.get();
     for (size_t k = 0; k < sections.size(); ++k)
       for (const auto& s : spans) {
         const float* src = k == 0 ? s.param : zero_->state(static_cast<int>(k - 1)) + s.state_off;
@@ -171,69 +233,23 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   attrs["rng"] = {{"generator", "none after initialisation (no dropout)"}, {"seed", opt_.seed}, {"ranks", W}};
   attrs["data"] = {{"source", source_->describe()}, {"global_samples", samples_}};
 
-  // The write, verify and commit: collective over `c`. `extra` is added to the log line.
-  auto write = [dir, tag, bytes, tensors, attrs, print = opt_.print && rank == 0, full_verify = opt_.save_verify == "full"](
-                   MPI_Comm c, std::vector<io::Section> secs, double t_start, const std::function<std::string()>& extra) {
-    const double a = now_seconds();
-    io::on_rank0(c, [&] { io::begin_save(dir, tag, bytes); });
-    const std::string tmp = (std::filesystem::path(dir) / (tag + ".tmp") / io::kCheckpointFileName).string();
-    io::write_checkpoint_file(c, tmp, tensors, secs, attrs);
-    // Fault injection for the kill-during-save test (DEEPMPI_TEST_SAVE_DELAY=TAG:MS): a pause with
-    // the file of TAG written but not verified or committed.
-    if (auto d = env("DEEPMPI_TEST_SAVE_DELAY"); d && d->rfind(tag + ":", 0) == 0)
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::stol(d->substr(tag.size() + 1))));
-    DMPI_CHECK_MPI(MPI_Barrier(c));
-    const double b = now_seconds();
-    std::vector<std::string> bad;
-    {
-      // meta: the file reopens with every dataset, shape, checksum attribute and extent in place;
-      // full: also every byte read back from the storage and checksummed (costs a second pass)
-      io::CheckpointReader rd(c, tmp);
-      if (full_verify) {
-        for (auto& d : rd.verify_all()) bad.push_back(d + " reads back with another checksum");
-      } else {
-        std::map<std::string, std::vector<int64_t>> expected;
-        for (const auto& sec : secs)
-          for (const auto& t : tensors) expected["/" + sec.group + "/" + t.name] = t.shape;
-        bad = rd.check_structure(expected);
-      }
-    }
-    DMPI_REQUIRE(bad.empty(), "checkpoint " << tmp << " failed verification after writing: " << bad.front()
-                                            << (bad.size() > 1 ? " (and " + std::to_string(bad.size() - 1) + " more)" : "")
-                                            << " (a storage problem); it was not made current, the previous checkpoint "
-                                               "is untouched");
-    const double v = now_seconds();
-    io::on_rank0(c, [&] { io::commit_save(dir, tag); });
-    const double e = now_seconds();
-    if (print) {
-      std::printf("[deepmpi] saved checkpoint %s/%s: %s in %.2f s (write %.2f s = %.2f GB/s, verify (%s) %.2f s, "
-                  "commit %.2f s%s)\n",
-                  dir.c_str(), tag.c_str(), human_bytes(static_cast<double>(bytes)).c_str(), e - t_start, b - a,
-                  static_cast<double>(bytes) / (b - a) / 1e9, full_verify ? "full" : "meta", v - b, e - v,
-                  extra ? extra().c_str() : "");
-      std::fflush(stdout);
-    }
-  };
+
   last_saved_step_ = global_steps_;
-  int level = 0;
-  DMPI_CHECK_MPI(MPI_Query_thread(&level));
-  if (async && level < MPI_THREAD_MULTIPLE) {  // the MPI library cannot take a second thread
-    if (opt_.print && rank == 0)
-      std::printf("[deepmpi] warning: --async-save needs MPI_THREAD_MULTIPLE; this MPI gave level %d: saving in the "
-                  "foreground\n",
-                  level);
-    for (const auto& cp : job->copies) std::memcpy(cp.dst, cp.src, cp.n * sizeof(float));
-    async = false;
-  }
+  io::on_rank0(comm, [&] { io::begin_save(dir, tag, p.bytes); });
+  p.write_started = now_seconds();
   if (!async) {
-    write(comm, std::move(sections), t0, nullptr);
+    io::write_checkpoint_file(comm, p.tmp, p.tensors, sections, attrs);
+    verify_and_commit(comm, p, "");
     return;
   }
-  if (async_comm_ == MPI_COMM_NULL) DMPI_CHECK_MPI(MPI_Comm_dup(comm, &async_comm_));
+  // Background: the file and its datasets are created now (collective metadata, no data); the
+  // thread then copies the snapshot, writes this rank's pieces with direct I/O and syncs. It makes
+  // no MPI calls: when every rank's writer is done (seen in a step's loss all-reduce) or at the
+  // next save, the checksums are combined and written and the save is verified and committed.
+  job->writes = io::create_checkpoint_layout(comm, p.tmp, p.tensors, sections, attrs);
+  job->save = std::move(p);
   AsyncSave* j = job.get();
-  MPI_Comm c = async_comm_;
-  j->started = t0;
-  j->thread = std::thread([j, c, write, secs = std::move(sections), t0]() mutable {
+  j->thread = std::thread([j] {
     omp_set_num_threads(1);  // leave the cores to training
     try {
       const double a = now_seconds();
@@ -244,12 +260,9 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
         j->snapshot_ready = true;
       }
       j->cv.notify_all();
-      write(c, std::move(secs), t0, [j] {
-        char buf[160];
-        std::snprintf(buf, sizeof buf, "; background: snapshot copy %.1f ms during the next step, training waited %.1f ms",
-                      j->copy_ms, j->waited_ms.load());
-        return std::string(buf);
-      });
+      const double w = now_seconds();
+      j->crcs = io::write_pieces(j->save.tmp, j->writes);
+      j->write_s = now_seconds() - w;
     } catch (const std::exception& e) {
       j->error = e.what();
       {
@@ -258,6 +271,7 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
       }
       j->cv.notify_all();
     }
+    j->done.store(true);
   });
   async_ = std::move(job);
   if (opt_.print && rank == 0) {
@@ -265,6 +279,18 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
                 tag.c_str(), human_bytes(static_cast<double>(snapshot_size_ * sizeof(float))).c_str());
     std::fflush(stdout);
   }
+}
+
+void Trainer::reserve_snapshot() {
+  size_t total = 0;
+  for (const auto& sp : io_spans(true)) total += sp.n;
+  total *= 1 + state_names().size();
+  if (snapshot_size_ == total) return;
+  snapshot_size_ = total;
+  snapshot_buf_.reset(new float[total]);
+  // touched now: first-touch page faults are slow here (about 0.3 GB/s in this VM) and would
+  // otherwise land in the middle of training
+  std::memset(snapshot_buf_.get(), 0, total * sizeof(float));
 }
 
 void Trainer::wait_snapshot() {

@@ -142,12 +142,7 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
 }
 
 Trainer::~Trainer() {
-  try {
-    finish_saves();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "deepmpi: %s\n", e.what());
-  }
-  if (async_comm_ != MPI_COMM_NULL) MPI_Comm_free(&async_comm_);
+  join_save();  // a background save never committed (an error ended training) stays a .tmp
   kernels::set_gemm_precision(kernels::GemmPrecision::F32);
 }
 
@@ -321,10 +316,19 @@ StepMetrics Trainer::train_step() {
   double loss = loss_sum / static_cast<double>(ds.grad_accum);
   // One all-reduce carries the loss and the stop request: a signal (SIGUSR1/SIGTERM, Slurm's
   // warning before the time limit or a preemption) on any rank stops every rank after this step.
-  double red[2] = {loss, stop_signal() != 0 ? 1.0 : 0.0};
+  // It also carries whether this rank's background save writer has finished (weighted by W+1,
+  // so the sum separates the two counts): when every rank's has, the save is committed now.
+  const double W1 = dp.size() + 1.0;
+  double red[2] = {loss, (stop_signal() != 0 ? 1.0 : 0.0) + (save_in_flight_done() ? W1 : 0.0)};
   dp.all_reduce(red, red, 2, comm::DType::F64, comm::ReduceOp::Sum);
   loss = red[0] / dp.size();
-  stop_requested_ = red[1] > 0;
+  const double writers_done = std::floor(red[1] / W1);
+  stop_requested_ = red[1] - writers_done * W1 > 0.5;
+  if (async_ && writers_done == dp.size()) {
+    const double a = now_seconds();
+    finish_saves();
+    commit_ms_ = (now_seconds() - a) * 1e3;  // what training waited for the commit (run() logs it)
+  }
   StepMetrics m;
   m.step = global_steps_;
   m.loss = loss;
@@ -357,6 +361,7 @@ TrainSummary Trainer::run() {
   }
   MPI_Comm comm = opt_.world;
   if (!opt_.save_dir.empty()) io::on_rank0(comm, [&] { io::check_save_dir(opt_.save_dir); });  // fail now, not at step N
+  if (!opt_.save_dir.empty() && opt_.async_save) reserve_snapshot();
   if (!opt_.load_dir.empty()) {
     bool load = opt_.load_required || !opt_.load_tag.empty();
     if (!load) {  // --load defaulted to --save: resume when a checkpoint is there
@@ -408,6 +413,10 @@ TrainSummary Trainer::run() {
                       {"tokens_per_s", m.tokens_per_s}, {"tflops", m.tflops}, {"mfu", m.mfu},
                       {"forward_ms", m.forward_ms}, {"backward_ms", m.backward_ms}, {"optimizer_ms", m.optimizer_ms},
                       {"loss_scale", m.loss_scale}, {"skipped", m.skipped}, {"skipped_steps", skipped_steps_}});
+    if (commit_ms_ > 0) {
+      metrics_.write({{"checkpoint_commit_ms", commit_ms_}, {"step", m.step}});
+      commit_ms_ = 0;
+    }
     const bool interval_save = opt_.save_interval > 0 && m.step % opt_.save_interval == 0;
     if (!opt_.save_dir.empty() && (interval_save || stop_requested_)) {
       // what training waits for: the whole save, or with --async-save the set-up of the background one

@@ -16,6 +16,7 @@
 
 #include "comm/mpi_env.hpp"
 #include "comm/process_groups.hpp"
+#include "io/checkpoint.hpp"
 #include "io/metrics.hpp"
 #include "io/token_dataset.hpp"
 #include "kernels/optim.hpp"
@@ -109,7 +110,9 @@ class Trainer {
   void save_checkpoint(const std::string& dir, const std::string& tag = "", bool async = false);
   std::string load_checkpoint(const std::string& dir, const std::string& tag = "", bool load_optimizer = true,
                               bool atomic = true);
-  void finish_saves();  // waits for a background save; rethrows its error
+  // Collective: waits for a background save, then combines its checksums, verifies and commits
+  // it; an error on any rank's writer is raised on every rank.
+  void finish_saves();
   int64_t applied_steps() const { return applied_steps_; }
   uint64_t global_samples() const { return samples_; }
   int64_t scheduler_iteration() const { return sched_.last_batch_iteration(); }
@@ -135,29 +138,43 @@ class Trainer {
   std::unique_ptr<LossScaler> scaler_;
   bool stop_requested_ = false;
   uint64_t samples_ = 0;    // global samples consumed (DeepSpeed's global_samples)
-  struct AsyncSave {  // a save running in a background thread, on its own communicator, from a snapshot
+  struct PendingSave {  // a save between its start and its commit
+    std::string dir, tag, tmp;
+    std::vector<io::LogicalTensor> tensors;
+    std::vector<std::string> groups;
+    uint64_t bytes = 0;
+    double started = 0, write_started = 0;
+  };
+  struct AsyncSave {  // a save whose data a background thread writes (no MPI in that thread)
     struct Copy {
       const float* src;
       float* dst;
       size_t n;
     };
+    PendingSave save;
     std::thread thread;
     std::string error;
-    float* snapshot = nullptr;  // Trainer::snapshot_buf_
-    std::vector<Copy> copies;  // live state -> snapshot, done first by the thread
+    std::vector<Copy> copies;          // live state -> snapshot, done first by the thread
+    std::vector<io::RawWrite> writes;  // the snapshot's pieces at their places in the file
+    std::vector<io::CrcPiece> crcs;    // their checksums, from the thread
     std::mutex mu;
     std::condition_variable cv;
     bool snapshot_ready = false;
-    double started = 0, copy_ms = 0;
+    std::atomic<bool> done{false};
+    double copy_ms = 0, write_s = 0;
     std::atomic<double> waited_ms{0};
   };
-  void wait_snapshot();  // before the parameters or optimizer states change
+  void verify_and_commit(MPI_Comm c, const PendingSave& p, const std::string& extra);
+  void join_save();                   // waits for the background thread (not collective)
+  bool save_in_flight_done() const;   // this rank's background writer has finished
+  void wait_snapshot();     // before the parameters or optimizer states change
+  void reserve_snapshot();  // --async-save: the snapshot buffer, allocated and touched once
   std::unique_ptr<AsyncSave> async_;  // a background save in flight
   // the background saves' snapshot, kept for the next save (not zero-filled: the copy writes it all)
   std::unique_ptr<float[]> snapshot_buf_;
   size_t snapshot_size_ = 0;
   int64_t last_saved_step_ = -1;
-  MPI_Comm async_comm_ = MPI_COMM_NULL;  // the background save's own communicator
+  double commit_ms_ = 0;  // a background save committed during the last step
   // the runs of elements this rank writes (balanced at stage 0) or reads
   struct Span {
     size_t tensor, begin, n;

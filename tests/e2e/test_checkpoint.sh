@@ -82,7 +82,7 @@ echo "resume across processes: ZeRO 3 fp16 and ZeRO 0 fp32 identical to the stra
 # --async-save: the writes go on in a background thread while training continues; same results
 train "$work/as.txt" "$work/as.jsonl" --train-iters 9 --save "$work/as" --save-interval 2 --async-save || fail "async save run"
 grep -q "checkpoint global_step2: a snapshot of .* per rank is being copied and written in the background" "$work/as.txt" || fail "async message"
-grep -q "training waited [0-9.]* ms)" "$work/as.txt" || fail "async save report"
+grep -q "training waited [0-9.]* ms for the snapshot)" "$work/as.txt" || fail "async save report"
 same_losses "$work/straight.jsonl" "$work/as.jsonl" || fail "losses with --async-save differ"
 for t in 2 4 6 8 9; do [ -f "$work/as/global_step$t/checkpoint.h5" ] || fail "async: global_step$t missing"; done
 "$BIN" checkpoint export "$work/as" --output "$work/as.safetensors" > /dev/null || fail "async export"
