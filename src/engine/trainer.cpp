@@ -375,7 +375,7 @@ TrainSummary Trainer::run() {
     // state is ever trained on
     if (load) load_checkpoint(opt_.load_dir, opt_.load_tag, opt_.load_optimizer, /*atomic=*/false);
   }
-  if (global_steps_ >= opt_.train_iters && print)
+  if (global_steps_ > 0 && global_steps_ >= opt_.train_iters && print)
     std::printf("[deepmpi] the checkpoint is at step %lld, --train-iters is %lld: nothing to train (raise "
                 "--train-iters to go on)\n",
                 static_cast<long long>(global_steps_), static_cast<long long>(opt_.train_iters));
