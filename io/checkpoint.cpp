@@ -615,6 +615,7 @@ void commit_save(const std::string& dir, const std::string& tag) {
   fs::rename(tmp, final_dir, ec);
   DMPI_REQUIRE(!ec, "cannot rename " << tmp.string() << " to " << final_dir.string() << ": " << ec.message());
   fsync_path(dir, true);
+  if (replaced.empty() && fs::exists(d / (tag + ".replaced"))) replaced = d / (tag + ".replaced");  // an older crash's
   const fs::path latest_tmp = d / "latest.tmp", latest = d / "latest";
   {
     int fd = ::open(latest_tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -678,6 +679,14 @@ std::string resolve_tag(const std::string& dir, const std::string& tag, std::vec
   }
   DMPI_REQUIRE(t.find('/') == std::string::npos && t != "." && t != "..", "checkpoint tag '" << t << "' is not a plain name");
   const std::string file = checkpoint_path(dir, t);
+  if (!fs::exists(file) && fs::exists(checkpoint_path(dir, t + ".replaced"))) {
+    // a save of the same tag was interrupted between moving the older copy aside and renaming
+    // the new one into place: the older copy is complete
+    if (notes)
+      notes->push_back("using " + (fs::path(dir) / (t + ".replaced")).string() + ": a save of " + t +
+                       " was interrupted while replacing it");
+    return t + ".replaced";
+  }
   DMPI_REQUIRE(fs::exists(file), "checkpoint " << file << " does not exist (complete tags in " << dir << ": "
                                                << available << ")");
   return t;

@@ -322,6 +322,13 @@ TEST(BadCheckpoint, RefusedWithTheReason) {
   EXPECT_EQ(load_error(t, dir.path), "");
   EXPECT_EQ(t.global_steps(), 3);
   EXPECT_FALSE(unchanged());  // now it did load
+  // a crash while a save of the same tag replaced it: `latest` names a tag that was moved aside
+  on_root([&] { fs::rename(dir.sub("global_step3"), dir.sub("global_step3.replaced")); });
+  {
+    engine::Trainer again(*test::g_env, options(MPI_COMM_WORLD, cfg));
+    EXPECT_EQ(again.load_checkpoint(dir.path), "global_step3.replaced");
+    EXPECT_EQ(again.global_steps(), 3);
+  }
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
