@@ -10,9 +10,9 @@
 //
 // Each rank writes (and reads) the hyperslabs it holds: a run of elements of a tensor in
 // row-major order ("piece") is at most three hyperslabs of a 2-D dataset. A save goes to
-// `<tag>.tmp/`, is flushed, read back and its checksums verified, renamed to `<tag>/`, and only
-// then `latest` is replaced (write, fsync, rename): a crash at any point leaves the previous
-// checkpoint and `latest` as they were.
+// `<tag>.tmp/`, is flushed, reopened and verified (structure, or every byte's checksum with
+// --save-verify full), renamed to `<tag>/`, and only then `latest` is replaced (write, fsync,
+// rename): a crash at any point leaves the previous checkpoint and `latest` as they were.
 #pragma once
 #include <mpi.h>
 

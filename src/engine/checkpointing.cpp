@@ -4,9 +4,9 @@
 // What a rank writes: at stages 1-3 the elements it owns (its chunk of every unit, split at
 // tensor boundaries); at stage 0, where every rank holds everything, a balanced 1/W of each
 // tensor, so all ranks share the writing. What a rank reads on load: the elements its new
-// topology owns (stage 0: everything), into staging buffers; the checksums of the datasets are
-// recombined from the ranks' pieces and compared before anything live is overwritten. The
-// parameters are then completed by the engine's own all-gather (stages 1-3).
+// topology owns (stage 0: everything); the checksums of the datasets are recombined from the
+// ranks' pieces and compared (atomic load: in a first pass, before anything live is
+// overwritten). The parameters are then completed by the engine's own all-gather (stages 1-3).
 #include <omp.h>
 
 #include <algorithm>
