@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <deque>
 
 #include "kernels/dtype.hpp"
 #include "kernels/ops.hpp"
@@ -43,7 +44,8 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
                        const Init& init)
     : model_(model), dp_(dp), stage_(ds.zero.stage), W_(dp.size()), rank_(dp.rank()), overlap_(ds.zero.overlap()),
       reduce_bucket_(std::max<int64_t>(1, ds.zero.reduce_bucket_size)),
-      prefetch_bucket_(ds.zero.prefetch_bucket_size), max_live_(ds.zero.max_live_parameters) {
+      prefetch_bucket_(ds.zero.prefetch_bucket_size), max_live_(ds.zero.max_live_parameters),
+      allgather_bucket_(std::max<int64_t>(1, ds.zero.allgather_bucket_size)) {
   DMPI_REQUIRE(stage_ >= 0 && stage_ <= 3, "ZeRO stage " << stage_ << " does not exist (0-3)");
   const std::string& cdt = ds.misc.communication_data_type;
   comm_dtype_ = cdt == "bf16" ? comm::DType::BF16 : cdt == "fp16" ? comm::DType::F16 : comm::DType::F32;
@@ -343,10 +345,22 @@ void ZeroEngine::after_optimizer() {
   }
   std::vector<comm::WorkPtr> works;
   if (stage_ <= 2) {
+    // allgather_bucket_size: at most that many gathered elements in flight (a unit larger than
+    // the bucket goes alone); the oldest all-gather is finished before the next would pass it
+    std::deque<std::pair<comm::WorkPtr, int64_t>> inflight;
+    int64_t elems = 0;
     for (auto& u : units_) {
+      const auto n = static_cast<int64_t>(u.numel);
+      while (!inflight.empty() && elems + n > allgather_bucket_) {
+        inflight.front().first->wait();
+        elems -= inflight.front().second;
+        inflight.pop_front();
+      }
       float* base = model_.params() + u.off;
-      works.push_back(dp_.iall_gather(base + static_cast<size_t>(rank_) * u.chunk, u.chunk, base, comm::DType::F32));
+      inflight.push_back({dp_.iall_gather(base + static_cast<size_t>(rank_) * u.chunk, u.chunk, base, comm::DType::F32), n});
+      elems += n;
     }
+    for (auto& [w, n] : inflight) w->wait();
   } else {
     for (auto& [i, buf] : persist_) {
       const Unit& u = units_[static_cast<size_t>(i)];

@@ -17,7 +17,7 @@
 //   stage 1: full params and grads; at the boundary each unit's grads are reduce-scattered into
 //            this rank's partition gradient; the optimizer updates the owned chunks of the
 //            params (in place) with optimizer states for the partition only; every unit is then
-//            all-gathered in place.
+//            all-gathered in place, at most allgather_bucket_size elements in flight.
 //   stage 2: full params; no full gradient buffer: a unit's gradients live in a pooled buffer
 //            from the start to the end of its backward, are reduce-scattered into the partition
 //            gradient right after (non-blocking with overlap_comm, at most two in flight), and
@@ -118,7 +118,7 @@ class ZeroEngine {
   comm::Communicator& dp_;
   int stage_, W_, rank_;
   bool overlap_;
-  int64_t reduce_bucket_, prefetch_bucket_, max_live_;
+  int64_t reduce_bucket_, prefetch_bucket_, max_live_, allgather_bucket_;
   double pre_scale_ = 1.0, post_scale_ = 1.0;
   comm::DType comm_dtype_ = comm::DType::F32;  // communication_data_type of the gradients
   std::vector<uint16_t> wire16_;               // stages 0-1: 16-bit gradients on the wire

@@ -265,6 +265,20 @@ TEST(Zero, OverlapCommChangesNothing) {
   }
 }
 
+TEST(Zero, AllgatherBucketSizeChangesNothing) {
+  // stages 1-2 gather the updated parameters with at most allgather_bucket_size elements in
+  // flight: one unit at a time (a bucket smaller than any unit) against all at once
+  for (int stage : {1, 2}) {
+    json one = base_config(stage, 1, 2), all = base_config(stage, 1, 2);
+    one["zero_optimization"]["allgather_bucket_size"] = 1;
+    all["zero_optimization"]["allgather_bucket_size"] = 500000000;
+    Result a = train(MPI_COMM_WORLD, one, 4), b = train(MPI_COMM_WORLD, all, 4);
+    EXPECT_EQ(a.losses, b.losses) << "stage " << stage;
+    EXPECT_EQ(max_rel(a.tensors, b.tensors, 1e-30), 0.0) << "stage " << stage;
+    EXPECT_NE(a.losses.front(), a.losses.back());
+  }
+}
+
 TEST(Zero, Stage3PrefetchPersistenceAndReuseChangeNothing) {
   // The stage-3 knobs move memory and timing, never values: compare against a run gathering
   // every unit on demand (no prefetch, no persistence, no reuse).
