@@ -159,6 +159,7 @@ MemoryReport Trainer::memory() const {
   r.masters = z.masters;
   r.optimizer_states = z.optimizer_states;
   r.comm_buffers = z.comm_buffers;
+  r.checkpoint_snapshot = snapshot_size_ * sizeof(float);
   r.activations = model_->activation_bytes();
   return r;
 }
@@ -396,12 +397,15 @@ TrainSummary Trainer::run() {
       if (opt_.ds.misc.memory_breakdown) {
         const MemoryReport mem = memory();
         std::printf("  memory | params %s | grads %s | fp32 masters %s | optimizer states %s | comm buffers %s | "
-                    "activations %s | RSS %s (peak %s)\n",
+                    "activations %s%s | RSS %s (peak %s)\n",
                     human_bytes(static_cast<double>(mem.params)).c_str(), human_bytes(static_cast<double>(mem.grads)).c_str(),
                     human_bytes(static_cast<double>(mem.masters)).c_str(),
                     human_bytes(static_cast<double>(mem.optimizer_states)).c_str(),
                     human_bytes(static_cast<double>(mem.comm_buffers)).c_str(),
                     human_bytes(static_cast<double>(mem.activations)).c_str(),
+                    mem.checkpoint_snapshot
+                        ? (" | checkpoint snapshot " + human_bytes(static_cast<double>(mem.checkpoint_snapshot))).c_str()
+                        : "",
                     human_bytes(static_cast<double>(current_rss_bytes())).c_str(),
                     human_bytes(static_cast<double>(peak_rss_bytes())).c_str());
       }
@@ -480,6 +484,7 @@ TrainSummary Trainer::run() {
                   {"zero_stage", opt_.ds.zero.stage}, {"dp", groups_->get(comm::Group::DP).size()},
                   {"params_bytes", s.memory.params}, {"grads_bytes", s.memory.grads}, {"masters_bytes", s.memory.masters},
                   {"optimizer_states_bytes", s.memory.optimizer_states}, {"comm_buffers_bytes", s.memory.comm_buffers},
+                  {"checkpoint_snapshot_bytes", s.memory.checkpoint_snapshot},
                   {"activations_bytes", s.memory.activations}});
   if (print && !s.steps.empty()) {
     std::printf("done: %zu steps | median %.1f ms/step | %.0f tokens/s | %.3f TFLOP/s | MFU %.1f%% | peak RSS %s "

@@ -62,8 +62,9 @@ struct StepMetrics {
 
 struct MemoryReport {
   size_t params = 0, grads = 0, masters = 0, optimizer_states = 0, comm_buffers = 0, activations = 0;
+  size_t checkpoint_snapshot = 0;  // --async-save: one copy of this rank's share of the state
   size_t model_states() const { return params + grads + masters + optimizer_states; }
-  size_t total() const { return model_states() + comm_buffers + activations; }
+  size_t total() const { return model_states() + comm_buffers + activations + checkpoint_snapshot; }
 };
 
 struct TrainSummary {
