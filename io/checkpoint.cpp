@@ -287,6 +287,18 @@ std::map<uint32_t, uint64_t> section_sizes(const std::vector<LogicalTensor>& ten
   return total;
 }
 
+// The ranks' piece checksums combined per dataset; every dataset must be covered exactly once.
+std::map<uint32_t, uint32_t> combined_crcs(MPI_Comm comm, const std::vector<LogicalTensor>& tensors,
+                                           const std::vector<std::string>& groups, const std::vector<CrcPiece>& mine) {
+  const size_t T = tensors.size();
+  const auto total = section_sizes(tensors, groups.size());
+  auto crcs = combine_crcs(comm, mine, total);
+  for (const auto& [key, len] : total)
+    DMPI_REQUIRE(crcs.count(key), "internal: the ranks' pieces of " << groups[key / T] << "/" << tensors[key % T].name
+                                                                    << " do not cover the tensor exactly once");
+  return crcs;
+}
+
 }  // namespace
 
 std::vector<RawWrite> create_checkpoint_layout(MPI_Comm comm, const std::string& path,
@@ -329,11 +341,7 @@ std::vector<CrcPiece> write_pieces(const std::string& path, const std::vector<Ra
 void write_checkpoint_crcs(MPI_Comm comm, const std::string& path, const std::vector<LogicalTensor>& tensors,
                            const std::vector<std::string>& groups, const std::vector<CrcPiece>& mine) {
   const size_t T = tensors.size();
-  const auto total = section_sizes(tensors, groups.size());
-  const auto crcs = combine_crcs(comm, mine, total);
-  for (const auto& [key, len] : total)
-    DMPI_REQUIRE(crcs.count(key), "internal: the ranks' pieces of " << groups[key / T] << "/" << tensors[key % T].name
-                                                                    << " do not cover the tensor exactly once");
+  const auto crcs = combined_crcs(comm, tensors, groups, mine);
   auto fapl = file_access(comm, path);
   auto file = DMPI_H5_OPEN(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl), H5Fclose, "cannot reopen " << path);
   for (size_t s = 0; s < groups.size(); ++s)
@@ -363,11 +371,7 @@ void write_checkpoint_file(MPI_Comm comm, const std::string& path, const std::ve
     for (const auto& p : sections[s].pieces)
       crc_mine.push_back({static_cast<uint32_t>(s * T + p.tensor), p.begin * sizeof(float), p.n * sizeof(float),
                           crc32c_parallel(p.data, p.n * sizeof(float))});
-  const auto total = section_sizes(tensors, sections.size());
-  const auto crcs = combine_crcs(comm, crc_mine, total);
-  for (const auto& [key, len] : total)
-    DMPI_REQUIRE(crcs.count(key), "internal: the ranks' pieces of " << groups[key / T] << "/" << tensors[key % T].name
-                                                                    << " do not cover the tensor exactly once");
+  const auto crcs = combined_crcs(comm, tensors, groups, crc_mine);
   auto fapl = file_access(comm, path);
   auto file = DMPI_H5_OPEN(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose,
                            "cannot create the checkpoint file " << path);
@@ -481,16 +485,22 @@ void CheckpointReader::read(const std::string& dset, size_t begin, size_t n, flo
 }
 
 std::vector<std::string> CheckpointReader::verify_all(size_t max_buffer_elems) {
-  const size_t W = static_cast<size_t>(comm_size(comm_)), r = static_cast<size_t>(comm_rank(comm_));
   std::vector<std::string> names;
+  for (const auto& [name, shape] : shapes_) names.push_back(name);
+  return verify(names, max_buffer_elems);
+}
+
+std::vector<std::string> CheckpointReader::verify(const std::vector<std::string>& names, size_t max_buffer_elems) {
+  const size_t W = static_cast<size_t>(comm_size(comm_)), r = static_cast<size_t>(comm_rank(comm_));
   std::map<uint32_t, uint64_t> total;
   std::vector<CrcPiece> mine;
   std::vector<float> buf;
-  for (const auto& [name, shape] : shapes_) {
-    const auto key = static_cast<uint32_t>(names.size());
-    names.push_back(name);
-    const size_t n = numel_of(shape);
-    total[key] = n * sizeof(float);
+  for (size_t key = 0; key < names.size(); ++key) {
+    const std::string& name = names[key];
+    auto it = shapes_.find(name);
+    DMPI_REQUIRE(it != shapes_.end(), "dataset " << name << " is missing from " << path_);
+    const size_t n = numel_of(it->second);
+    total[static_cast<uint32_t>(key)] = n * sizeof(float);
     // this rank's balanced share, read in rounds of at most max_buffer_elems (every rank the
     // same number of rounds: the reads are collective)
     const size_t a = n * r / W, b = n * (r + 1) / W;
@@ -503,7 +513,7 @@ std::vector<std::string> CheckpointReader::verify_all(size_t max_buffer_elems) {
       read(name, lo, hi - lo, buf.data());
       crc = crc32c_combine(crc, crc32c_parallel(buf.data(), (hi - lo) * sizeof(float)), (hi - lo) * sizeof(float));
     }
-    mine.push_back({key, a * sizeof(float), (b - a) * sizeof(float), crc});
+    mine.push_back({static_cast<uint32_t>(key), a * sizeof(float), (b - a) * sizeof(float), crc});
   }
   const auto got = combine_crcs(comm_, mine, total);
   std::vector<std::string> bad;
@@ -578,9 +588,10 @@ void check_save_dir(const std::string& dir) {
 }
 
 void begin_save(const std::string& dir, const std::string& tag, uint64_t bytes) {
-  check_save_dir(dir);
   const fs::path tmp = fs::path(dir) / (tag + ".tmp");
   std::error_code ec;
+  fs::create_directories(dir, ec);
+  DMPI_REQUIRE(!ec, "cannot create the checkpoint directory " << dir << ": " << ec.message());
   if (fs::exists(tmp)) {
     std::printf("[deepmpi] removing %s: an incomplete save from an earlier run\n", tmp.c_str());
     std::fflush(stdout);
@@ -630,6 +641,16 @@ void commit_save(const std::string& dir, const std::string& tag) {
   DMPI_REQUIRE(!ec, "cannot rename " << latest_tmp.string() << " to " << latest.string() << ": " << ec.message());
   fsync_path(dir, true);
   if (!replaced.empty()) fs::remove_all(replaced, ec);
+}
+
+std::string resolve_tag(MPI_Comm comm, const std::string& dir, const std::string& tag, std::vector<std::string>* notes) {
+  std::string t;
+  on_rank0(comm, [&] { t = resolve_tag(dir, tag, notes); });
+  int len = static_cast<int>(t.size());
+  DMPI_CHECK_MPI(MPI_Bcast(&len, 1, MPI_INT, 0, comm));
+  t.resize(static_cast<size_t>(len));
+  if (len) DMPI_CHECK_MPI(MPI_Bcast(t.data(), len, MPI_CHAR, 0, comm));
+  return t;
 }
 
 bool has_latest(const std::string& dir) { return fs::exists(fs::path(dir) / "latest"); }

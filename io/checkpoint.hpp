@@ -111,6 +111,8 @@ class CheckpointReader {
   // Collective: reads each dataset in balanced pieces over the ranks and compares the combined
   // checksum with the stored one. Returns the datasets that differ (the same list on every rank).
   std::vector<std::string> verify_all(size_t max_buffer_elems = size_t{1} << 24);
+  // The same for the datasets named (returned in that order).
+  std::vector<std::string> verify(const std::vector<std::string>& datasets, size_t max_buffer_elems = size_t{1} << 24);
   // Without reading the data: every expected dataset is there with its shape, type and checksum
   // attribute, and its bytes lie inside the file. Returns what is wrong (empty: sound).
   std::vector<std::string> check_structure(const std::map<std::string, std::vector<int64_t>>& expected) const;
@@ -145,8 +147,8 @@ void on_rank0(MPI_Comm comm, const std::function<void()>& fn);
 // Rank 0: creates DIR if needed and checks it is writable (a probe file), so a run that will
 // save fails at start-up, not after hours of training.
 void check_save_dir(const std::string& dir);
-// Rank 0: makes DIR/<tag>.tmp (removing a stale one, with a warning on stdout) after checking
-// that the file system has room for `bytes` more.
+// Rank 0: makes DIR (if needed) and DIR/<tag>.tmp (removing a stale one, with a warning on
+// stdout) after checking that the file system has room for `bytes` more.
 void begin_save(const std::string& dir, const std::string& tag, uint64_t bytes);
 // Rank 0: fsyncs the file, renames <tag>.tmp to <tag> (replacing an older <tag>), fsyncs DIR,
 // then replaces DIR/latest atomically.
@@ -154,6 +156,9 @@ void commit_save(const std::string& dir, const std::string& tag);
 // The tag to load: `tag` when given, else the one DIR/latest names. Errors name the directory,
 // the file and the tags present. `notes` gets one line per incomplete <tag>.tmp found (ignored).
 std::string resolve_tag(const std::string& dir, const std::string& tag, std::vector<std::string>* notes = nullptr);
+// The same on rank 0 of `comm`, the tag (or the error) reaching every rank; notes on rank 0.
+std::string resolve_tag(MPI_Comm comm, const std::string& dir, const std::string& tag,
+                        std::vector<std::string>* notes = nullptr);
 // True when DIR/latest exists.
 bool has_latest(const std::string& dir);
 // The complete tags in DIR (directories holding checkpoint.h5), sorted by step when named global_step<N>.

@@ -81,11 +81,7 @@ struct Opened {
 Opened open_dir(MPI_Comm comm, const std::string& dir, const std::string& tag) {
   Opened o;
   o.dir = dir;
-  io::on_rank0(comm, [&] { o.tag = io::resolve_tag(dir, tag, &o.notes); });
-  int len = static_cast<int>(o.tag.size());
-  DMPI_CHECK_MPI(MPI_Bcast(&len, 1, MPI_INT, 0, comm));
-  o.tag.resize(static_cast<size_t>(len));
-  DMPI_CHECK_MPI(MPI_Bcast(o.tag.data(), len, MPI_CHAR, 0, comm));
+  o.tag = io::resolve_tag(comm, dir, tag, &o.notes);
   o.path = io::checkpoint_path(dir, o.tag);
   return o;
 }

@@ -29,14 +29,6 @@ using nlohmann::json;
 
 namespace {
 
-std::string bcast_string(MPI_Comm comm, std::string s) {
-  int len = static_cast<int>(s.size());
-  DMPI_CHECK_MPI(MPI_Bcast(&len, 1, MPI_INT, 0, comm));
-  s.resize(static_cast<size_t>(len));
-  if (len) DMPI_CHECK_MPI(MPI_Bcast(s.data(), len, MPI_CHAR, 0, comm));
-  return s;
-}
-
 json model_json(const model::GPTConfig& c) {
   return {{"name", c.name}, {"num_layers", c.num_layers}, {"hidden_size", c.hidden}, {"num_attention_heads", c.heads},
           {"vocab_size", c.vocab}, {"max_position_embeddings", c.max_pos}, {"seq_length", c.seq_len}};
@@ -307,10 +299,8 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   MPI_Comm comm = opt_.world;
   const bool print = opt_.print && groups_->get(comm::Group::DP).rank() == 0;
   const double t0 = now_seconds();
-  std::string tag;
   std::vector<std::string> notes;
-  io::on_rank0(comm, [&] { tag = io::resolve_tag(dir, tag_in, &notes); });
-  tag = bcast_string(comm, tag);
+  const std::string tag = io::resolve_tag(comm, dir, tag_in, &notes);
   if (print)
     for (const auto& n : notes) std::printf("[deepmpi] %s\n", n.c_str());
   const std::string path = io::checkpoint_path(dir, tag);
@@ -358,14 +348,15 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   // Two passes, so that nothing live changes unless the whole checkpoint is sound and no
   // second copy of the model state is allocated (fresh memory is also slow to touch here):
   //   1. every rank reads its share of each dataset through one reused buffer and checksums it;
-  //      the checksums are recombined over the ranks and compared with the stored ones;
+  //      the checksums are recombined over the ranks and compared with the stored ones
+  //      (CheckpointReader::verify);
   //   2. only then the data this topology holds is read into the live parameters and states.
   const size_t nsec = 1 + (load_optimizer ? names.size() : 0);
   const size_t T = table.size();
-  auto dset_name = [&](size_t k, size_t t) {
-    return (k == 0 ? std::string("/params/") : "/optim/" + names[k - 1] + "/") + table[t].name;
-  };
-  const bool collective = io::checkpoint_data_path() == "mpiio";  // reads must match call for call
+  std::vector<std::string> dsets;  // section-major, as `key` = section * T + tensor below
+  for (size_t k = 0; k < nsec; ++k)
+    for (size_t t = 0; t < T; ++t)
+      dsets.push_back((k == 0 ? std::string("/params/") : "/optim/" + names[k - 1] + "/") + table[t].name);
   const double t_read = now_seconds();
   auto report_bad = [&](const std::vector<std::string>& bad, const char* consequence) {
     std::string list;
@@ -375,47 +366,8 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
                             << consequence << ". Load an earlier tag with --load-tag (`deepmpi checkpoint inspect "
                             << dir << "` lists them)");
   };
-  auto mismatches = [&](const std::map<uint32_t, uint32_t>& got) {
-    std::vector<std::string> bad;
-    for (size_t k = 0; k < nsec; ++k)
-      for (size_t t = 0; t < T; ++t) {
-        const auto key = static_cast<uint32_t>(k * T + t);
-        const std::string d = dset_name(k, t);
-        if (!got.count(key) || got.at(key) != rd.stored_crc(d)) bad.push_back(d);
-      }
-    return bad;
-  };
-  std::map<uint32_t, uint64_t> total;
-  for (size_t k = 0; k < nsec; ++k)
-    for (size_t t = 0; t < T; ++t) total[static_cast<uint32_t>(k * T + t)] = table[t].numel * sizeof(float);
   if (atomic) {
-    const auto crc_spans = io_spans(true);  // over the ranks, every tensor exactly once
-    std::vector<const Span*> crc_of(T, nullptr);
-    size_t biggest = 0;
-    for (const auto& sp : crc_spans) crc_of[sp.tensor] = &sp, biggest = std::max(biggest, sp.n);
-    const size_t chunk = collective ? std::max<size_t>(biggest, 1) : std::min<size_t>(std::max<size_t>(biggest, 1), 1 << 22);
-    std::vector<float> buf(chunk);
-    std::vector<io::CrcPiece> mine;
-    for (size_t k = 0; k < nsec; ++k)
-      for (size_t t = 0; t < T; ++t) {
-        const auto key = static_cast<uint32_t>(k * T + t);
-        const Span* sp = crc_of[t];
-        if (collective) {  // one call per dataset on every rank
-          rd.read(dset_name(k, t), sp ? sp->begin : 0, sp ? sp->n : 0, buf.data());
-          if (sp) mine.push_back({key, sp->begin * sizeof(float), sp->n * sizeof(float),
-                                  io::crc32c_parallel(buf.data(), sp->n * sizeof(float))});
-          continue;
-        }
-        if (!sp) continue;
-        uint32_t crc = 0;
-        for (size_t done = 0; done < sp->n; done += chunk) {
-          const size_t m = std::min(chunk, sp->n - done);
-          rd.read(dset_name(k, t), sp->begin + done, m, buf.data());
-          crc = io::crc32c_combine(crc, io::crc32c_parallel(buf.data(), m * sizeof(float)), m * sizeof(float));
-        }
-        mine.push_back({key, sp->begin * sizeof(float), sp->n * sizeof(float), crc});
-      }
-    const auto bad = mismatches(io::combine_crcs(comm, mine, total));
+    const auto bad = rd.verify(dsets, size_t{1} << 22);
     if (!bad.empty()) report_bad(bad, "nothing was loaded");
   }
   const double t_commit = now_seconds();
@@ -434,7 +386,7 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
       for (size_t t = 0; t < T; ++t) {
         const Span* sp = span_of[t];
         float* dst = !sp ? nullptr : k == 0 ? sp->param : zero_->state(static_cast<int>(k - 1)) + sp->state_off;
-        rd.read(dset_name(k, t), sp ? sp->begin : 0, sp ? sp->n : 0, dst);
+        rd.read(dsets[k * T + t], sp ? sp->begin : 0, sp ? sp->n : 0, dst);
       }
   } catch (const std::exception& e) {
     DMPI_FAIL("checkpoint " << path << " could not be read" << (atomic ? " after its checksums were checked" : "")
@@ -442,13 +394,20 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   }
   if (!atomic) {  // one pass: the checksums of what was just read into the live state
     std::vector<io::CrcPiece> mine;
-    for (size_t k = 0; k < nsec; ++k)
-      for (const auto& sp : io_spans(true)) {
+    std::map<uint32_t, uint64_t> total;
+    const auto crc_spans = io_spans(true);  // over the ranks, every tensor exactly once
+    for (size_t k = 0; k < nsec; ++k) {
+      for (size_t t = 0; t < T; ++t) total[static_cast<uint32_t>(k * T + t)] = table[t].numel * sizeof(float);
+      for (const auto& sp : crc_spans) {
         const float* src = k == 0 ? sp.param : zero_->state(static_cast<int>(k - 1)) + sp.state_off;
         mine.push_back({static_cast<uint32_t>(k * T + sp.tensor), sp.begin * sizeof(float), sp.n * sizeof(float),
                         io::crc32c_parallel(src, sp.n * sizeof(float))});
       }
-    const auto bad = mismatches(io::combine_crcs(comm, mine, total));
+    }
+    const auto got = io::combine_crcs(comm, mine, total);
+    std::vector<std::string> bad;
+    for (uint32_t key = 0; key < dsets.size(); ++key)
+      if (!got.count(key) || got.at(key) != rd.stored_crc(dsets[key])) bad.push_back(dsets[key]);
     if (!bad.empty()) report_bad(bad, "the partly loaded state is discarded: the run stops here, nothing was trained on it");
   }
   global_steps_ = A.value("global_steps", int64_t{0});
