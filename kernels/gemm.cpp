@@ -133,6 +133,50 @@ void pack_f16(const float* X, int rows, int cols, int ld, std::vector<float>& ou
     for (int c = 0; c < cols; ++c)
       o[static_cast<size_t>(r) * cols + c] = static_cast<float>(static_cast<_Float16>(X[static_cast<size_t>(r) * ld + c]));
 }
+
+struct LowpCopy {
+  const float* x;
+  size_t n;
+  const bf16* copy;
+};
+std::vector<LowpCopy> g_copies;
+
+// The registered range holding the stored operand (rows x cols, leading dimension ld) whole.
+const LowpCopy* find_copy(const float* X, int rows, int cols, int ld) {
+  if (rows == 0 || cols == 0) return nullptr;
+  const size_t extent = static_cast<size_t>(rows - 1) * ld + cols;
+  for (const auto& c : g_copies)
+    if (X >= c.x && X + extent <= c.x + c.n) return &c;
+  return nullptr;
+}
+}  // namespace
+
+void register_lowp_copy(const float* x, size_t n, const bf16* copy) { g_copies.push_back({x, n, copy}); }
+void unregister_lowp_copy(const float* x) {
+  std::erase_if(g_copies, [&](const LowpCopy& c) { return c.x == x; });
+}
+
+namespace {
+// The operand as bf16 with its leading dimension: the registered copy, or packed into `buf`.
+const bf16* as_bf16(const float* X, int rows, int cols, int ld, std::vector<bf16>& buf, int& ld_out) {
+  if (const LowpCopy* c = find_copy(X, rows, cols, ld); c && c->copy) {
+    ld_out = ld;
+    return c->copy + (X - c->x);
+  }
+  pack_bf16(X, rows, cols, ld, buf);
+  ld_out = cols;
+  return buf.data();
+}
+// The operand with its values rounded to fp16: as it is when registered, or packed into `buf`.
+const float* as_f16(const float* X, int rows, int cols, int ld, std::vector<float>& buf, int& ld_out) {
+  if (find_copy(X, rows, cols, ld)) {
+    ld_out = ld;
+    return X;
+  }
+  pack_f16(X, rows, cols, ld, buf);
+  ld_out = cols;
+  return buf.data();
+}
 }  // namespace
 
 void set_gemm_precision(GemmPrecision p) { g_precision = p; }
@@ -147,16 +191,17 @@ void gemm_lowp(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, i
   // the stored shapes: op(A) is M x K, so A is M x K (N) or K x M (T); likewise B
   const int ar = ta == Op::N ? M : K, ac = ta == Op::N ? K : M;
   const int br = tb == Op::N ? K : N, bc = tb == Op::N ? N : K;
+  int la = 0, lb = 0;
   if (g_precision == GemmPrecision::BF16) {
     thread_local std::vector<bf16> a, b;
-    pack_bf16(A, ar, ac, lda, a);
-    pack_bf16(B, br, bc, ldb, b);
-    gemm_backend().gemm_bf16(ta, tb, M, N, K, alpha, a.data(), ac, b.data(), bc, beta, C, ldc);
+    const bf16* pa = as_bf16(A, ar, ac, lda, a, la);
+    const bf16* pb = as_bf16(B, br, bc, ldb, b, lb);
+    gemm_backend().gemm_bf16(ta, tb, M, N, K, alpha, pa, la, pb, lb, beta, C, ldc);
   } else {
     thread_local std::vector<float> a, b;
-    pack_f16(A, ar, ac, lda, a);
-    pack_f16(B, br, bc, ldb, b);
-    gemm_backend().sgemm(ta, tb, M, N, K, alpha, a.data(), ac, b.data(), bc, beta, C, ldc);
+    const float* pa = as_f16(A, ar, ac, lda, a, la);
+    const float* pb = as_f16(B, br, bc, ldb, b, lb);
+    gemm_backend().sgemm(ta, tb, M, N, K, alpha, pa, la, pb, lb, beta, C, ldc);
   }
 }
 

@@ -2,6 +2,7 @@
 // op(A) is M x K, op(B) is K x N. A backend (OpenBLAS today; oneDNN for bf16 on AMX) plugs in
 // behind GemmBackend without touching the layers.
 #pragma once
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,12 @@ enum class GemmPrecision { F32, BF16, F16 };
 void set_gemm_precision(GemmPrecision p);
 GemmPrecision gemm_precision();
 const char* gemm_precision_name(GemmPrecision p);
+// Ranges of fp32 memory whose values are exactly 16-bit numbers of the current precision, with
+// their bf16 copy (same layout; null for fp16): the autocast multiplies the copy (bf16), or the
+// values as they are (fp16), instead of rounding the operand again. The ZeRO engine registers a
+// unit's working parameters while they live (widened from the 16-bit parameters). Main thread only.
+void register_lowp_copy(const float* x, size_t n, const bf16* copy);
+void unregister_lowp_copy(const float* x);
 // The GEMM in the current precision (fp32 operands, converted as above).
 void gemm_lowp(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
                float beta, float* C, int ldc);

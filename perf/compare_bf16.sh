@@ -1,6 +1,6 @@
 #!/bin/bash
 # bf16 side by side on one machine, in one run: deepmpi fp32, deepmpi bf16 (GEMMs in bf16 through
-# oneDNN's matmul, fp32 storage) and PyTorch with torch.autocast("cpu", dtype=torch.bfloat16),
+# oneDNN's matmul; 16-bit parameters and gradients, fp32 masters) and PyTorch with torch.autocast("cpu", dtype=torch.bfloat16),
 # same GPT-2, one rank, alternating, REPS times each; prints the medians and the ratios.
 # Usage: perf/compare_bf16.sh [MODEL] [SEQ] [MICRO_BATCH] [STEPS] [REPS] [THREADS]
 set -euo pipefail

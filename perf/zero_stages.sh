@@ -4,23 +4,31 @@
 # table: tokens/s, step ms, peak RSS (largest rank), model-state bytes per rank (params + grads +
 # optimizer states, from the memory report: sizes of the live allocations), and each stage's
 # ratio to stage 0 at the same rank count. Rank counts above the core count oversubscribe.
-# Usage: perf/zero_stages.sh [STEPS] [MODEL] [RANKS...]   (default: 8 steps, small, 1 2 4)
+# PRECISION=bf16|fp16 trains in that precision (16-bit params and grads, fp32 masters; default fp32).
+# Usage: [PRECISION=bf16] perf/zero_stages.sh [STEPS] [MODEL] [RANKS...]   (default: 8 steps, small, 1 2 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-8} MODEL=${2:-small}
 shift $(( $# > 2 ? 2 : $# )) || true
 RANKS=("$@")
+PRECISION=${PRECISION:-fp32}
+case $PRECISION in
+  fp32) prec="" ;;
+  bf16|fp16) prec=", \"$PRECISION\": {\"enabled\": true}" ;;
+  *) echo "PRECISION must be fp32, bf16 or fp16 (got '$PRECISION')" >&2; exit 2 ;;
+esac
 [ ${#RANKS[@]} -eq 0 ] && RANKS=(1 2 4)
 source scripts/mpi-env.sh
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+echo "precision: $PRECISION"
 echo "| ranks | stage | tokens/s | tokens/s per rank | step ms | peak RSS (MiB) | model states per rank (MiB) | tokens/s vs stage 0 | model states vs stage 0 |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for np in "${RANKS[@]}"; do
   for st in 0 1 2 3; do
     cfg="$tmp/z$st.json"
     echo "{\"train_micro_batch_size_per_gpu\": 2, \"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 6e-4}},
-      \"zero_optimization\": {\"stage\": $st, \"stage3_param_persistence_threshold\": 1e4}}" > "$cfg"
+      \"zero_optimization\": {\"stage\": $st, \"stage3_param_persistence_threshold\": 1e4}$prec}" > "$cfg"
     OMP_NUM_THREADS=1 mpirun -np "$np" --bind-to none build/release/deepmpi train --model "$MODEL" --seq-length 256 \
       --deepspeed_config "$cfg" --train-iters "$STEPS" --peak-tflops 0.2 --metrics-file "$tmp/m_${np}_$st.jsonl" > /dev/null
   done

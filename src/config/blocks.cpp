@@ -305,7 +305,8 @@ void blocks_unimplemented(const DsConfig& c, std::vector<std::string>& out) {
   auto no = [&](bool cond, const std::string& what) {
     if (cond) out.push_back("not supported yet: " + what);
   };
-  // fp16/bf16 run the GEMMs in 16 bits with fp32 storage; 16-bit storage options are not done
+  // fp16/bf16: 16-bit parameters and gradients, fp32 masters and optimizer states; 16-bit masters
+  // or optimizer states are not done
   no(c.fp16.enabled && c.fp16.fp16_master_weights_and_grads, "fp16.fp16_master_weights_and_grads = true");
   no(c.bf16.enabled && c.bf16.bf16_master_weights_and_grads, "bf16.bf16_master_weights_and_grads = true");
   no(c.bf16.enabled && c.bf16.bf16_optimizer_states, "bf16.bf16_optimizer_states = true");
@@ -325,8 +326,13 @@ void blocks_unimplemented(const DsConfig& c, std::vector<std::string>& out) {
   no(c.wandb.enabled, "wandb.enabled = true (use --metrics-file for a JSON-lines log)");
   no(c.comet.enabled, "comet.enabled = true (use --metrics-file for a JSON-lines log)");
   no(c.checkpoint.use_node_local_storage, "checkpoint.use_node_local_storage = true");
-  no(!c.misc.grad_accum_dtype.empty() && c.misc.grad_accum_dtype != "fp32",
-     "data_types.grad_accum_dtype = \"" + c.misc.grad_accum_dtype + "\" (gradients accumulate in fp32)");
+  {  // gradients accumulate in fp32 or in the parameters' 16-bit dtype
+    const std::string& g = c.misc.grad_accum_dtype;
+    const std::string model = c.bf16.enabled ? "bf16" : c.fp16.enabled ? "fp16" : "fp32";
+    no(!g.empty() && g != "fp32" && g != model,
+       "data_types.grad_accum_dtype = \"" + g + "\" with " + model + " parameters (write \"fp32\" or \"" + model +
+           "\", or leave it null: the parameters' dtype)");
+  }
   no(c.misc.sequence_parallel_size > 1, "sequence_parallel_size = " + std::to_string(c.misc.sequence_parallel_size));
   no(c.misc.sparse_gradients, "sparse_gradients = true");
   no(c.misc.disable_allgather, "disable_allgather = true");

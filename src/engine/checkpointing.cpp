@@ -51,7 +51,7 @@ std::vector<Trainer::Span> Trainer::io_spans(bool balanced) const {
   if (zero_->stage() == 0) {
     const size_t W = static_cast<size_t>(groups_->get(comm::Group::DP).size());
     const size_t r = static_cast<size_t>(groups_->get(comm::Group::DP).rank());
-    float* P = const_cast<float*>(model_->params());
+    float* P = zero_->stage0_params();  // fp32 (the masters in bf16/fp16 training)
     for (size_t t = 0; t < table.size(); ++t) {
       const size_t n = table[t].numel;
       const size_t a = balanced ? n * r / W : 0, b = balanced ? n * (r + 1) / W : n;

@@ -98,12 +98,14 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
                    << ": Lamb's trust ratio needs whole tensors; use stage 0 (DeepSpeed does not support Lamb with "
                       "ZeRO either)");
   // Stage 3 never materialises the whole model (DeepSpeed's zero.Init): each rank initialises
-  // its partition only; stages 2-3 have no full gradient buffer.
+  // its partition only; stages 2-3 have no full gradient buffer; bf16/fp16 keep 16-bit
+  // parameters and gradients in the engine (ZeroEngine::model_buffers).
   const int stage = ds.zero.stage;
+  const auto [own_params, own_grads] = ZeroEngine::model_buffers(ds);
   model_ = std::make_unique<model::GPT<float>>(opt_.model, static_cast<int>(ds.micro_batch), opt_.model.seq_len,
                                                model::KernelPath::Fast, ZeroEngine::unit_align(stage, dp.size()),
-                                               /*allocate_params=*/stage < 3, /*allocate_grads=*/stage < 2);
-  if (stage < 3) model_->init_weights(opt_.seed);
+                                               own_params, own_grads);
+  if (own_params) model_->init_weights(opt_.seed);
   // Optimizer states (fp32) per owned element: Adam/AdamW/Lamb m and v; SGD the momentum
   // buffer (when momentum > 0); Adagrad the squared-gradient sum; Lion m.
   if (oc.type == "Adam" || oc.type == "AdamW" || oc.type == "Lamb") state_slots_ = 2;
@@ -113,8 +115,9 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   zero_ = std::make_unique<ZeroEngine>(*model_, dp, ds, state_slots_, [this](size_t begin, size_t n, float* out) {
     model_->init_values(opt_.seed, begin, n, out);
   });
-  // Mixed precision: the GEMMs run in bf16 or fp16 (an autocast); parameters, gradients,
-  // optimizer states and everything outside the GEMMs stay fp32. fp16 gets the loss scaler.
+  // Mixed precision: parameters and gradients at rest are 16-bit, the optimizer updates fp32
+  // masters with fp32 states (ZeroEngine); the GEMMs run in bf16 or fp16 while activations and
+  // everything outside the GEMMs stay fp32. fp16 gets the loss scaler.
   kernels::set_gemm_precision(ds.bf16.enabled ? kernels::GemmPrecision::BF16
                               : ds.fp16.enabled ? kernels::GemmPrecision::F16
                                                 : kernels::GemmPrecision::F32);
@@ -169,7 +172,8 @@ std::string Trainer::banner() const {
   const auto& ds = opt_.ds;
   auto mem = memory();
   os << "deepmpi train: " << opt_.model.describe() << "\n"
-     << "  parameters " << model_->real_params() << " (fp32), FLOPs/token " << flops_per_token_ / 1e6
+     << "  parameters " << model_->real_params() << " (" << (ds.bf16.enabled ? "bf16" : ds.fp16.enabled ? "fp16" : "fp32")
+     << "), FLOPs/token " << flops_per_token_ / 1e6
      << " M (6N + 6LTC); ZeRO stage " << ds.zero.stage << " over dp " << groups_->get(comm::Group::DP).size() << "\n"
      << "  data: " << source_->describe() << "\n"
      << "  batch: train_batch_size " << ds.train_batch_size << " = micro " << ds.micro_batch << " x accumulation "
@@ -178,7 +182,12 @@ std::string Trainer::banner() const {
      << "; schedule " << sched_.describe()
      << "; gradient_clipping " << ds.gradient_clipping << "\n"
      << "  precision: GEMMs " << kernels::gemm_precision_name(kernels::gemm_precision())
-     << (ds.fp16.enabled || ds.bf16.enabled ? " (autocast); parameters, gradients, optimizer states fp32" : "")
+     << (ds.fp16.enabled || ds.bf16.enabled
+             ? std::string("; parameters ") + kernels::gemm_precision_name(kernels::gemm_precision()) + ", gradients " +
+                   (ds.misc.grad_accum_dtype.empty() ? kernels::gemm_precision_name(kernels::gemm_precision())
+                                                     : ds.misc.grad_accum_dtype) +
+                   ", fp32 masters and optimizer states"
+             : std::string())
      << (scaler_ ? (scaler_->dynamic() ? "; dynamic loss scale from " : "; static loss scale ") +
                        std::to_string(scaler_->scale())
                  : std::string())
@@ -187,8 +196,9 @@ std::string Trainer::banner() const {
      << kernels::gemm_backend().name() << "; peak " << peak_gflops_
      << " GFLOP/s (" << (opt_.peak_gflops > 0 ? "--peak-tflops" : "sgemm probe") << ")\n"
      << "  memory per rank: params " << human_bytes(static_cast<double>(mem.params)) << " | grads "
-     << human_bytes(static_cast<double>(mem.grads)) << " | optimizer states "
-     << human_bytes(static_cast<double>(mem.optimizer_states)) << " | comm buffers "
+     << human_bytes(static_cast<double>(mem.grads)) << " | fp32 masters " << human_bytes(static_cast<double>(mem.masters))
+     << " | optimizer states "
+     << human_bytes(static_cast<double>(mem.optimizer_states)) << " | comm + working buffers "
      << human_bytes(static_cast<double>(mem.comm_buffers)) << " | activations "
      << human_bytes(static_cast<double>(mem.activations)) << " | total "
      << human_bytes(static_cast<double>(mem.total()));
@@ -201,49 +211,46 @@ void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double 
   float* m = state_slots_ >= 1 ? zero_->state(0) : nullptr;
   float* v = state_slots_ >= 2 ? zero_->state(1) : nullptr;
   if (oc.type == "Lamb") {  // the trust ratio is per tensor (stage 0 only: the engine owns everything)
-    float* P = model_->params();
-    float* G = model_->grads();
-    for (const auto& t : model_->param_table()) {
-      kernels::LambParams h;
-      h.lr = flr, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2);
-      h.eps = static_cast<float>(oc.eps), h.weight_decay = t.weight_decay ? static_cast<float>(oc.weight_decay) : 0.f;
-      h.max_coeff = static_cast<float>(oc.max_coeff), h.min_coeff = static_cast<float>(oc.min_coeff);
-      h.bias_correction = oc.bias_correction, h.eps_inside_sqrt = oc.eps_inside_sqrt;
-      kernels::lamb_step(P + t.offset, G + t.offset, m + t.offset, v + t.offset, t.numel, h, applied_steps_, grad_scale,
-                         true);
-    }
+    zero_->for_each_owned(
+        [&](float* p, float* g, size_t o, size_t n, bool decay) {
+          kernels::LambParams h;
+          h.lr = flr, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2);
+          h.eps = static_cast<float>(oc.eps), h.weight_decay = decay ? static_cast<float>(oc.weight_decay) : 0.f;
+          h.max_coeff = static_cast<float>(oc.max_coeff), h.min_coeff = static_cast<float>(oc.min_coeff);
+          h.bias_correction = oc.bias_correction, h.eps_inside_sqrt = oc.eps_inside_sqrt;
+          kernels::lamb_step(p, g, m + o, v + o, n, h, applied_steps_, grad_scale, true);
+        },
+        /*whole_tensors=*/true);
     return;
   }
-  for (const auto& sg : zero_->owned()) {
-    const float wd = sg.decay ? static_cast<float>(oc.weight_decay) : 0.0f;
-    float* p = sg.p;
-    float* g = sg.g;
-    const size_t o = sg.state_off;
+  zero_->for_each_owned([&](float* p, float* g, size_t o, size_t n, bool decay) {
+    const float wd = decay ? static_cast<float>(oc.weight_decay) : 0.0f;
     if (oc.type == "Adam" || oc.type == "AdamW") {
       kernels::AdamParams h = adam_;
       h.lr = flr, h.weight_decay = wd, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2);
-      kernels::adam_step(p, g, m + o, v + o, sg.n, h, applied_steps_, grad_scale, true);
+      kernels::adam_step(p, g, m + o, v + o, n, h, applied_steps_, grad_scale, true);
     } else if (oc.type == "SGD") {
       kernels::SgdParams h;
       h.lr = flr, h.momentum = static_cast<float>(oc.momentum), h.dampening = static_cast<float>(oc.dampening);
       h.weight_decay = wd, h.nesterov = oc.nesterov;
-      kernels::sgd_step(p, g, m ? m + o : nullptr, sg.n, h, applied_steps_, grad_scale, true);
+      kernels::sgd_step(p, g, m ? m + o : nullptr, n, h, applied_steps_, grad_scale, true);
     } else if (oc.type == "Adagrad") {
       kernels::AdagradParams h;
       h.lr = flr, h.lr_decay = static_cast<float>(oc.lr_decay), h.weight_decay = wd, h.eps = static_cast<float>(oc.eps);
-      kernels::adagrad_step(p, g, m + o, sg.n, h, applied_steps_, grad_scale, true);
+      kernels::adagrad_step(p, g, m + o, n, h, applied_steps_, grad_scale, true);
     } else {  // Lion
       kernels::LionParams h;
       h.lr = flr, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2), h.weight_decay = wd;
-      kernels::lion_step(p, g, m + o, sg.n, h, grad_scale, true);
+      kernels::lion_step(p, g, m + o, n, h, grad_scale, true);
     }
-  }
+  });
 }
 
 std::vector<float> Trainer::full_params() {
   const size_t n = model_->num_params();
   if (model_->params()) return std::vector<float>(model_->params(), model_->params() + n);
-  // stage 3: every unit gathered from the partitions (collective)
+  if (zero_->stage() == 0) return std::vector<float>(zero_->stage0_params(), zero_->stage0_params() + n);  // masters
+  // stage 3, or stages 1-2 in bf16/fp16 (the fp32 masters): every unit gathered from the partitions (collective)
   std::vector<float> out(n, 0.0f);
   comm::Communicator& dp = groups_->get(comm::Group::DP);
   const auto& units = model_->units();
@@ -297,7 +304,7 @@ StepMetrics Trainer::train_step() {
     // DeepSpeed: the step is skipped (no optimizer step, no scheduler step) and the gradients
     // are zeroed; global_steps still counts it.
     ++skipped_steps_;
-    if (ds.zero.stage == 0) model_->zero_grad();
+    zero_->skip_step();
     if (!scaler_msg.empty() && opt_.print && dp.rank() == 0) std::printf("[deepmpi] %s\n", scaler_msg.c_str());
   } else {
     // DeepSpeed: clip_coef = min(1, max_norm / (norm + 1e-6)) on the unscaled norm; 0 disables
@@ -396,7 +403,7 @@ TrainSummary Trainer::run() {
                     m.backward_ms, m.optimizer_ms);
       if (opt_.ds.misc.memory_breakdown) {
         const MemoryReport mem = memory();
-        std::printf("  memory | params %s | grads %s | fp32 masters %s | optimizer states %s | comm buffers %s | "
+        std::printf("  memory | params %s | grads %s | fp32 masters %s | optimizer states %s | comm + working buffers %s | "
                     "activations %s%s | RSS %s (peak %s)\n",
                     human_bytes(static_cast<double>(mem.params)).c_str(), human_bytes(static_cast<double>(mem.grads)).c_str(),
                     human_bytes(static_cast<double>(mem.masters)).c_str(),

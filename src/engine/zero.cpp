@@ -6,6 +6,7 @@
 #include <deque>
 
 #include "kernels/dtype.hpp"
+#include "kernels/gemm.hpp"
 #include "kernels/ops.hpp"
 #include "src/util/error.hpp"
 
@@ -14,31 +15,86 @@ namespace dmpi::engine {
 using model::HookPoint;
 
 namespace {
-// Gradients on the wire in 16 bits (communication_data_type): packed with round-to-nearest-even,
-// reduced by the communicator (pairwise in fp32), unpacked.
-void pack16(const float* x, uint16_t* y, size_t n, comm::DType t) {
-  if (t == comm::DType::BF16) {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; ++i) y[i] = to_bf16(x[i]).bits;
-  } else {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; ++i) {
-      _Float16 h = static_cast<_Float16>(x[i]);
-      std::memcpy(&y[i], &h, 2);
-    }
+using comm::DType;
+
+// Element access for the three floating storage types: load widens to fp32, store rounds to
+// nearest even.
+inline float ld(float x) { return x; }
+inline float ld(bf16 x) { return to_float(x); }
+inline float ld(_Float16 x) { return static_cast<float>(x); }
+inline void st(float& d, float x) { d = x; }
+inline void st(bf16& d, float x) { d = to_bf16(x); }
+inline void st(_Float16& d, float x) { d = static_cast<_Float16>(x); }
+
+template <class Fn>
+void typed(DType t, const void* p, Fn&& fn) {
+  void* q = const_cast<void*>(p);
+  switch (t) {
+    case DType::F32: fn(static_cast<float*>(q)); return;
+    case DType::BF16: fn(static_cast<bf16*>(q)); return;
+    case DType::F16: fn(static_cast<_Float16*>(q)); return;
+    default: DMPI_FAIL("ZeRO: gradients and parameters are fp32, bf16 or fp16");
   }
 }
-float unpack16(uint16_t v, comm::DType t) {
-  if (t == comm::DType::BF16) return to_float(bf16{v});
-  _Float16 h;
-  std::memcpy(&h, &v, 2);
-  return static_cast<float>(h);
-}
+void* at(void* base, DType t, size_t i) { return static_cast<char*>(base) + i * comm::dtype_size(t); }
 
-void scale(float* p, size_t n, double a) {
-  if (a != 1.0) kernels::scale_inplace(p, n, static_cast<float>(a));
+// dst = src, rounded to dst's dtype
+void convert(const void* src, DType ts, void* dst, DType td, size_t n) {
+  if (ts == td) {
+    std::memcpy(dst, src, n * comm::dtype_size(td));
+    return;
+  }
+  typed(td, dst, [&](auto* d) {
+    typed(ts, src, [&](auto* s) {
+#pragma omp parallel for simd schedule(static)
+      for (size_t i = 0; i < n; ++i) st(d[i], ld(s[i]));
+    });
+  });
+}
+// dst += a * src, in fp32, rounded to dst's dtype
+void accumulate(void* dst, DType td, const void* src, DType ts, size_t n, float a) {
+  typed(td, dst, [&](auto* d) {
+    typed(ts, src, [&](auto* s) {
+#pragma omp parallel for simd schedule(static)
+      for (size_t i = 0; i < n; ++i) st(d[i], ld(d[i]) + a * ld(s[i]));
+    });
+  });
+}
+void scale(void* p, DType t, size_t n, double a) {
+  if (a == 1.0) return;
+  if (t == DType::F32) return kernels::scale_inplace(static_cast<float*>(p), n, static_cast<float>(a));
+  const float fa = static_cast<float>(a);
+  typed(t, p, [&](auto* x) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; ++i) st(x[i], fa * ld(x[i]));
+  });
+}
+double sum_squares(const void* p, DType t, size_t n) {
+  if (t == DType::F32) return kernels::sum_squares(static_cast<const float*>(p), n);
+  double sq = 0;
+  typed(t, p, [&](auto* x) {
+#pragma omp parallel for simd reduction(+ : sq) schedule(static)
+    for (size_t i = 0; i < n; ++i) {
+      const double v = ld(x[i]);
+      sq += v * v;
+    }
+  });
+  return sq;
+}
+DType dtype_named(const std::string& s, DType dflt) {
+  return s.empty() ? dflt : s == "bf16" ? DType::BF16 : s == "fp16" ? DType::F16 : DType::F32;
 }
 }  // namespace
+
+void ZeroEngine::Typed::assign(DType type, size_t count) {
+  t = type, n = count;
+  raw.assign((count * comm::dtype_size(type) + sizeof(float) - 1) / sizeof(float), 0.0f);
+}
+
+std::pair<bool, bool> ZeroEngine::model_buffers(const config::DsConfig& ds) {
+  const bool half = ds.bf16.enabled || ds.fp16.enabled;
+  return {ds.zero.stage < 3 && !half, ds.zero.stage < 2 && !half};
+}
 
 ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const config::DsConfig& ds, int state_slots,
                        const Init& init)
@@ -47,8 +103,14 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
       prefetch_bucket_(ds.zero.prefetch_bucket_size), max_live_(ds.zero.max_live_parameters),
       allgather_bucket_(std::max<int64_t>(1, ds.zero.allgather_bucket_size)) {
   DMPI_REQUIRE(stage_ >= 0 && stage_ <= 3, "ZeRO stage " << stage_ << " does not exist (0-3)");
-  const std::string& cdt = ds.misc.communication_data_type;
-  comm_dtype_ = cdt == "bf16" ? comm::DType::BF16 : cdt == "fp16" ? comm::DType::F16 : comm::DType::F32;
+  half_ = ds.bf16.enabled || ds.fp16.enabled;
+  pdt_ = ds.bf16.enabled ? DType::BF16 : ds.fp16.enabled ? DType::F16 : DType::F32;
+  gdt_ = dtype_named(ds.misc.grad_accum_dtype, pdt_);
+  DMPI_REQUIRE(gdt_ == DType::F32 || gdt_ == pdt_,
+               "data_types.grad_accum_dtype \"" << ds.misc.grad_accum_dtype << "\" with " << comm::dtype_name(pdt_)
+                                                << " parameters: write \"fp32\" or leave it null (the parameters' dtype)");
+  // DeepSpeed: the gradients travel in their own dtype unless communication_data_type says otherwise
+  comm_dtype_ = dtype_named(ds.misc.communication_data_type, gdt_);
   // DeepSpeed's averaging: postscale (1/f before the sum, f/W after) unless prescale_gradients.
   const double f = ds.misc.gradient_predivide_factor;
   if (W_ > 1) {
@@ -57,6 +119,7 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
   }
   const auto& mu = model_.units();
   const auto& table = model_.param_table();
+  const size_t numel = model_.num_params();
   size_t part = 0;
   for (const auto& u : mu) {
     Unit x;
@@ -70,30 +133,56 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
     }
     units_.push_back(std::move(x));
   }
-  auto add_slice = [&](float* p, float* g, size_t state_off, size_t n, bool decay, size_t flat) {
+  DMPI_REQUIRE(model_.params() || init, "the model has no parameter buffer and no initialiser was given");
+  // The initial values of flat elements [begin, begin + n): the model's, or computed
+  auto initial = [&](size_t begin, size_t n, float* out) {
+    if (model_.params()) std::copy_n(model_.params() + begin, n, out);
+    else init(begin, n, out);
+  };
+  // bf16/fp16: the initial values rounded to 16 bits (as DeepSpeed casts the module), and the
+  // masters widened from those (so the 16-bit parameters are always the masters rounded)
+  auto initial16 = [&](size_t begin, size_t n, void* dst, float* master) {
+    std::vector<float> tmp(std::min<size_t>(n, size_t{1} << 20));
+    for (size_t a = 0; a < n; a += tmp.size()) {
+      const size_t c = std::min(tmp.size(), n - a);
+      initial(begin + a, c, tmp.data());
+      convert(tmp.data(), DType::F32, at(dst, pdt_, a), pdt_, c);
+      if (master) convert(at(dst, pdt_, a), pdt_, master + a, DType::F32, c);
+    }
+  };
+  auto add_slice = [&](float* p, size_t state_off, size_t n, bool decay, size_t flat) {
     if (n == 0) return;
     auto& b = owned_;
-    if (!b.empty() && b.back().decay == decay && b.back().p + b.back().n == p && b.back().g + b.back().n == g &&
+    if (!b.empty() && b.back().decay == decay && b.back().p + b.back().n == p &&
         b.back().state_off + b.back().n == state_off && b.back().flat + b.back().n == flat) {
       b.back().n += n;
       return;
     }
-    b.push_back({p, g, state_off, n, decay, flat});
+    b.push_back({p, state_off, n, decay, flat});
   };
+  owned_numel_ = stage_ == 0 ? numel : part;
+  if (half_ && stage_ <= 2) {
+    p16_.assign(pdt_, numel);
+    initial16(0, numel, p16_.at(0), nullptr);
+    master_.resize(owned_numel_);
+    if (stage_ == 0) convert(p16_.at(0), pdt_, master_.data(), DType::F32, numel);
+    else
+      for (const auto& u : units_)
+        convert(p16_.at(u.off + static_cast<size_t>(rank_) * u.chunk), pdt_, master_.data() + u.part_off, DType::F32, u.chunk);
+  }
+  if (half_ && stage_ <= 1) gfull_.assign(gdt_, numel);
   if (stage_ == 0) {
-    owned_numel_ = model_.num_params();
-    for (const auto& t : table) add_slice(model_.params() + t.offset, model_.grads() + t.offset, t.offset, t.numel, t.weight_decay,
-                                           t.offset);
+    float* base = half_ ? master_.data() : model_.params();
+    for (const auto& t : table) add_slice(base + t.offset, t.offset, t.numel, t.weight_decay, t.offset);
   } else {
-    owned_numel_ = part;
-    gpart_.assign(part, 0.0f);
+    gpart_.assign(gdt_, part);
     if (stage_ == 3) {
-      DMPI_REQUIRE(model_.params() || init, "ZeRO stage 3: the model has no parameter buffer and no initialiser was given");
       ppart_.assign(part, 0.0f);
+      if (half_) p16part_.assign(pdt_, part);
       for (auto& u : units_) {
         const size_t first = u.off + static_cast<size_t>(rank_) * u.chunk;
-        if (model_.params()) std::copy_n(model_.params() + first, u.chunk, ppart_.data() + u.part_off);
-        else init(first, u.chunk, ppart_.data() + u.part_off);
+        if (half_) initial16(first, u.chunk, p16part_.at(u.part_off), ppart_.data() + u.part_off);
+        else initial(first, u.chunk, ppart_.data() + u.part_off);
       }
     }
     for (const auto& t : table) {
@@ -102,8 +191,8 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
       const size_t a = std::max(c0, t.offset), b = std::min(c1, t.offset + t.numel);
       if (a >= b) continue;
       const size_t local = u.part_off + (a - c0);
-      float* p = stage_ == 3 ? ppart_.data() + local : model_.params() + a;
-      add_slice(p, gpart_.data() + local, local, b - a, t.weight_decay, a);
+      float* p = stage_ == 3 ? ppart_.data() + local : half_ ? master_.data() + local : model_.params() + a;
+      add_slice(p, local, b - a, t.weight_decay, a);
     }
   }
   states_.resize(static_cast<size_t>(state_slots));  // one at a time: no temporary copy (peak RSS)
@@ -122,20 +211,21 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
       u.reuse_distance = d;
       u.keep = d <= ds.zero.max_reuse_distance;
       u.persistent = static_cast<int64_t>(u.numel) <= ds.zero.param_persistence_threshold;
-      if (u.persistent) {
+      if (!u.persistent) continue;
+      if (half_) {
+        Typed& buf = persist16_[i];
+        buf.assign(pdt_, u.numel);
+        initial16(u.off, u.numel, buf.at(0), nullptr);
+      } else {
         auto& buf = persist_[i];
-        if (model_.params()) {
-          buf.assign(model_.params() + u.off, model_.params() + u.off + u.numel);
-        } else {
-          buf.resize(u.numel);
-          init(u.off, u.numel, buf.data());
-        }
+        buf.resize(u.numel);
+        initial(u.off, u.numel, buf.data());
       }
     }
-    model_.release_params();
-    for (auto& [i, buf] : persist_) model_.set_unit_params(i, buf.data());
   }
-  if (stage_ >= 2) {
+  if (stage_ == 3 || half_) model_.release_params();
+  for (auto& [i, buf] : persist_) model_.set_unit_params(i, buf.data());
+  if (stage_ >= 2 || half_) {
     model_.release_grads();
     model_.set_hook([this](HookPoint p, int u) { hook(p, u); });
   }
@@ -143,6 +233,8 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
 
 ZeroEngine::~ZeroEngine() {
   model_.set_hook(nullptr);
+  for (auto& u : units_)
+    if (u.work && half_) kernels::unregister_lowp_copy(u.work);
   for (auto& r : pending_) r.work->wait();
   for (auto& u : units_)
     if (u.gather_work) u.gather_work->wait();
@@ -164,53 +256,97 @@ float* ZeroEngine::acquire(size_t n) {
 
 void ZeroEngine::release(float* p) { free_[size_of_.at(p)].push_back(p); }
 
+// The unit's fp32 parameters, for its forward or backward: stage 3 all-gathers them (fp32
+// training: straight into the working buffer); bf16/fp16 widens the 16-bit parameters (stages
+// 0-2: the full buffer; stage 3: the gathered copy, or a persistent unit's) into a pooled one.
 void ZeroEngine::ensure_gathered(int i) {
   Unit& u = units_[static_cast<size_t>(i)];
-  if (u.persistent) return;
-  if (u.gathered) {
+  if (!half_ && u.persistent) return;  // fp32 persistent units are the unit's parameters for good
+  if (u.work) {
     if (u.gather_work) u.gather_work->wait(), u.gather_work.reset();
     return;
   }
-  u.gathered = acquire(u.numel);
-  dp_.all_gather(ppart_.data() + u.part_off, u.chunk, u.gathered, comm::DType::F32);
-  live_gathered_ += static_cast<int64_t>(u.numel);
-  model_.set_unit_params(i, u.gathered);
+  if (!half_) {
+    u.work = acquire(u.numel);
+    dp_.all_gather(ppart_.data() + u.part_off, u.chunk, u.work, DType::F32);
+    live_gathered_ += static_cast<int64_t>(u.numel);
+    model_.set_unit_params(i, u.work);
+    return;
+  }
+  const void* src = nullptr;
+  if (stage_ == 3 && !u.persistent) {
+    if (!u.g16) {
+      u.g16 = acquire16(u.numel);
+      dp_.all_gather(p16part_.at(u.part_off), u.chunk, u.g16, pdt_);
+      live_gathered_ += static_cast<int64_t>(u.numel);
+    } else if (u.gather_work) {
+      u.gather_work->wait(), u.gather_work.reset();
+    }
+    src = u.g16;
+  } else {
+    src = stage_ == 3 ? persist16_.at(i).at(0) : p16_.at(u.off);
+  }
+  u.work = acquire(u.numel);
+  convert(src, pdt_, u.work, DType::F32, u.numel);
+  model_.set_unit_params(i, u.work);
+  // the GEMMs take the 16-bit values as they are (kernels::register_lowp_copy); a stage-3 gather
+  // is kept for that until the unit is released
+  kernels::register_lowp_copy(u.work, u.numel, pdt_ == DType::BF16 ? static_cast<const bf16*>(src) : nullptr);
 }
 
 void ZeroEngine::prefetch(int i) {
   if (i < 0 || i >= static_cast<int>(units_.size())) return;
   Unit& u = units_[static_cast<size_t>(i)];
-  if (u.persistent || u.gathered) return;
+  if (u.persistent || u.work || u.g16) return;
   const int64_t n = static_cast<int64_t>(u.numel);
   if (n > prefetch_bucket_ || live_gathered_ + n > max_live_) return;
-  u.gathered = acquire(u.numel);
-  u.gather_work = dp_.iall_gather(ppart_.data() + u.part_off, u.chunk, u.gathered, comm::DType::F32);
+  if (half_) {
+    u.g16 = acquire16(u.numel);
+    u.gather_work = dp_.iall_gather(p16part_.at(u.part_off), u.chunk, u.g16, pdt_);
+  } else {
+    u.work = acquire(u.numel);
+    u.gather_work = dp_.iall_gather(ppart_.data() + u.part_off, u.chunk, u.work, DType::F32);
+    model_.set_unit_params(i, u.work);
+  }
   live_gathered_ += n;
-  model_.set_unit_params(i, u.gathered);
 }
 
 void ZeroEngine::release_gathered(int i) {
   Unit& u = units_[static_cast<size_t>(i)];
-  if (u.persistent || !u.gathered) return;
+  if ((!half_ && u.persistent) || !u.work) return;
   if (u.gather_work) u.gather_work->wait(), u.gather_work.reset();
-  release(u.gathered);
-  u.gathered = nullptr;
-  live_gathered_ -= static_cast<int64_t>(u.numel);
+  if (half_) kernels::unregister_lowp_copy(u.work);
+  release(u.work);
+  u.work = nullptr;
+  if (u.g16) release(u.g16), u.g16 = nullptr;
   model_.set_unit_params(i, nullptr);
+  if (stage_ == 3 && !u.persistent) live_gathered_ -= static_cast<int64_t>(u.numel);
+}
+
+void* ZeroEngine::full_grads() { return half_ ? gfull_.at(0) : model_.grads(); }
+
+// Stages 0-1, bf16/fp16: the unit's fp32 gradients of this micro-batch, rounded into the
+// accumulated gradients.
+void ZeroEngine::accumulate_grads(int i) {
+  const Unit& u = units_[static_cast<size_t>(i)];
+  float* g = model_.unit_grads(i);
+  model_.set_unit_grads(i, nullptr);
+  accumulate(gfull_.at(u.off), gdt_, g, DType::F32, u.numel, 1.0f);
+  release(g);
 }
 
 void ZeroEngine::start_grad_reduce(int i) {
   Unit& u = units_[static_cast<size_t>(i)];
   float* buf = model_.unit_grads(i);
   model_.set_unit_grads(i, nullptr);
-  scale(buf, u.numel, pre_scale_);
+  scale(buf, DType::F32, u.numel, pre_scale_);
   float* send = buf;
-  if (comm_dtype_ != comm::DType::F32) {  // 16 bits on the wire, packed into a pooled buffer
-    send = acquire((u.numel + 1) / 2);
-    pack16(buf, reinterpret_cast<uint16_t*>(send), u.numel, comm_dtype_);
+  if (comm_dtype_ != DType::F32) {  // 16 bits on the wire, packed into a pooled buffer
+    send = acquire16(u.numel);
+    convert(buf, DType::F32, send, comm_dtype_, u.numel);
     release(buf);  // the fp32 gradients are no longer needed
   }
-  float* recv = acquire(u.chunk);
+  float* recv = comm_dtype_ == DType::F32 ? acquire(u.chunk) : acquire16(u.chunk);
   pending_.push_back({dp_.ireduce_scatter(send, recv, u.chunk, comm_dtype_, comm::ReduceOp::Sum), send, recv, i});
   // overlap_comm: keep at most two reductions in flight (bounded bucket memory); else finish now.
   while (!pending_.empty() && (!overlap_ || pending_.size() > 2)) {
@@ -222,19 +358,7 @@ void ZeroEngine::start_grad_reduce(int i) {
 void ZeroEngine::finish_reduce(PendingReduce& r) {
   r.work->wait();
   const Unit& u = units_[static_cast<size_t>(r.unit)];
-  float* dst = gpart_.data() + u.part_off;
-  const float post = static_cast<float>(post_scale_);
-  const size_t n = u.chunk;
-  if (comm_dtype_ != comm::DType::F32) {
-    const uint16_t* src = reinterpret_cast<const uint16_t*>(r.recv);
-    const comm::DType t = comm_dtype_;
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < n; ++k) dst[k] += post * unpack16(src[k], t);
-  } else {
-    const float* src = r.recv;
-#pragma omp parallel for simd schedule(static)
-    for (size_t k = 0; k < n; ++k) dst[k] += post * src[k];
-  }
+  accumulate(gpart_.at(u.part_off), gdt_, r.recv, comm_dtype_, u.chunk, static_cast<float>(post_scale_));
   release(r.buf);
   release(r.recv);
 }
@@ -246,101 +370,141 @@ void ZeroEngine::wait_all_reduces() {
 
 void ZeroEngine::hook(HookPoint p, int i) {
   const int L = static_cast<int>(units_.size()) - 2;
+  const bool materialise = stage_ == 3 || half_;  // the unit's parameters exist only while it runs
   switch (p) {
     case HookPoint::BeforeForward:
-      if (stage_ == 3) {
-        ensure_gathered(i);
-        prefetch(i == 0 ? 1 : (i <= L ? i + 1 : -1));
-      }
+      if (materialise) ensure_gathered(i);
+      if (stage_ == 3) prefetch(i == 0 ? 1 : (i <= L ? i + 1 : -1));
       break;
     case HookPoint::AfterForward:
-      if (stage_ == 3 && !units_[static_cast<size_t>(i)].keep) release_gathered(i);
+      if (materialise && !(stage_ == 3 && units_[static_cast<size_t>(i)].keep)) release_gathered(i);
       break;
     case HookPoint::BeforeBackward: {
       Unit& u = units_[static_cast<size_t>(i)];
       float* g = acquire(u.numel);
       kernels::fill_zero(g, u.numel);
       model_.set_unit_grads(i, g);
-      if (stage_ == 3) {
-        ensure_gathered(i);
-        prefetch(i == 0 ? L + 1 : (i == L + 1 ? L : i - 1));
-      }
+      if (materialise) ensure_gathered(i);
+      if (stage_ == 3) prefetch(i == 0 ? L + 1 : (i == L + 1 ? L : i - 1));
       break;
     }
     case HookPoint::AfterBackward:
-      start_grad_reduce(i);
-      if (stage_ == 3) release_gathered(i);
+      if (stage_ >= 2) start_grad_reduce(i);
+      else accumulate_grads(i);
+      if (materialise) release_gathered(i);
       break;
   }
 }
 
 void ZeroEngine::begin_step() {
-  if (stage_ == 1) model_.zero_grad();
-  if (stage_ >= 1) kernels::fill_zero(gpart_.data(), gpart_.size());
+  if (stage_ == 1 && !half_) model_.zero_grad();
+  if (half_ && stage_ <= 1) kernels::fill_zero(gfull_.raw.data(), gfull_.raw.size());
+  if (stage_ >= 1) kernels::fill_zero(gpart_.raw.data(), gpart_.raw.size());
 }
 
 void ZeroEngine::end_micro() {
   if (stage_ >= 2) wait_all_reduces();
 }
 
+void ZeroEngine::skip_step() {
+  if (stage_ == 0 && !half_) model_.zero_grad();  // else begin_step zeroes them
+}
+
 void ZeroEngine::reduce_gradients() {
+  void* g = stage_ <= 1 ? full_grads() : nullptr;
   if (W_ == 1 && stage_ <= 1) {
     if (stage_ == 1)  // one rank owns everything: the partition gradient is the gradient
-      for (auto& u : units_) std::copy_n(model_.grads() + u.off, u.chunk, gpart_.data() + u.part_off);
+      for (auto& u : units_) convert(at(g, gdt_, u.off), gdt_, gpart_.at(u.part_off), gdt_, u.chunk);
     return;
   }
-  const bool c16 = comm_dtype_ != comm::DType::F32;
+  // the gradients travel as comm_dtype_: converted into wire_ when that is not their dtype
+  const bool conv = comm_dtype_ != gdt_;
+  const size_t n = model_.num_params();
   if (stage_ == 0) {
-    float* g = model_.grads();
-    const size_t n = model_.num_params();
-    scale(g, n, pre_scale_);
-    if (c16) wire16_.resize(n), pack16(g, wire16_.data(), n, comm_dtype_);
+    scale(g, gdt_, n, pre_scale_);
+    void* w = g;
+    if (conv) {
+      if (wire_.n != n || wire_.t != comm_dtype_) wire_.assign(comm_dtype_, n);
+      convert(g, gdt_, wire_.at(0), comm_dtype_, n);
+      w = wire_.at(0);
+    }
     std::vector<comm::WorkPtr> works;
     for (size_t off = 0; off < n; off += static_cast<size_t>(reduce_bucket_)) {
       const size_t c = std::min(n - off, static_cast<size_t>(reduce_bucket_));
-      if (c16) works.push_back(dp_.iall_reduce(wire16_.data() + off, wire16_.data() + off, c, comm_dtype_, comm::ReduceOp::Sum));
-      else works.push_back(dp_.iall_reduce(g + off, g + off, c, comm::DType::F32, comm::ReduceOp::Sum));
+      works.push_back(dp_.iall_reduce(at(w, comm_dtype_, off), at(w, comm_dtype_, off), c, comm_dtype_, comm::ReduceOp::Sum));
     }
-    for (auto& w : works) w->wait();
-    if (c16)
-#pragma omp parallel for schedule(static)
-      for (size_t i = 0; i < n; ++i) g[i] = unpack16(wire16_[i], comm_dtype_);
-    scale(g, n, post_scale_);
+    for (auto& wk : works) wk->wait();
+    if (conv) convert(w, comm_dtype_, g, gdt_, n);
+    scale(g, gdt_, n, post_scale_);
   } else if (stage_ == 1) {
     std::vector<comm::WorkPtr> works;
-    if (c16) wire16_.resize(model_.num_params() + gpart_.size());
-    uint16_t* recv16 = c16 ? wire16_.data() + model_.num_params() : nullptr;
+    if (conv && (wire_.n != n + gpart_.n || wire_.t != comm_dtype_)) wire_.assign(comm_dtype_, n + gpart_.n);
     for (auto& u : units_) {
-      scale(model_.grads() + u.off, u.numel, pre_scale_);
-      if (c16) {
-        pack16(model_.grads() + u.off, wire16_.data() + u.off, u.numel, comm_dtype_);
-        works.push_back(dp_.ireduce_scatter(wire16_.data() + u.off, recv16 + u.part_off, u.chunk, comm_dtype_,
+      scale(at(g, gdt_, u.off), gdt_, u.numel, pre_scale_);
+      if (conv) {
+        convert(at(g, gdt_, u.off), gdt_, wire_.at(u.off), comm_dtype_, u.numel);
+        works.push_back(dp_.ireduce_scatter(wire_.at(u.off), wire_.at(n + u.part_off), u.chunk, comm_dtype_,
                                             comm::ReduceOp::Sum));
       } else {
-        works.push_back(dp_.ireduce_scatter(model_.grads() + u.off, gpart_.data() + u.part_off, u.chunk,
-                                            comm::DType::F32, comm::ReduceOp::Sum));
+        works.push_back(dp_.ireduce_scatter(at(g, gdt_, u.off), gpart_.at(u.part_off), u.chunk, gdt_, comm::ReduceOp::Sum));
       }
     }
-    for (auto& w : works) w->wait();
-    if (c16)
-#pragma omp parallel for schedule(static)
-      for (size_t i = 0; i < gpart_.size(); ++i) gpart_[i] = unpack16(recv16[i], comm_dtype_);
-    scale(gpart_.data(), gpart_.size(), post_scale_);
+    for (auto& wk : works) wk->wait();
+    if (conv) convert(wire_.at(n), comm_dtype_, gpart_.at(0), gdt_, gpart_.n);
+    scale(gpart_.at(0), gdt_, gpart_.n, post_scale_);
   }
   // stages 2-3: reduced into gpart_ during each backward (end_micro)
 }
 
 double ZeroEngine::grad_norm() {
-  if (stage_ == 0) return std::sqrt(kernels::sum_squares(model_.grads(), model_.num_params()));
-  double sq = kernels::sum_squares(gpart_.data(), gpart_.size());  // padding is zero
-  dp_.all_reduce(&sq, &sq, 1, comm::DType::F64, comm::ReduceOp::Sum);
+  if (stage_ == 0) return std::sqrt(sum_squares(full_grads(), gdt_, model_.num_params()));
+  double sq = sum_squares(gpart_.at(0), gdt_, gpart_.n);  // padding is zero
+  dp_.all_reduce(&sq, &sq, 1, DType::F64, comm::ReduceOp::Sum);
   return std::sqrt(sq);
 }
 
+void ZeroEngine::for_each_owned(const OwnedFn& fn, bool whole_tensors) {
+  DMPI_REQUIRE(!whole_tensors || stage_ == 0, "whole tensors are owned at ZeRO stage 0 only");
+  constexpr size_t kChunk = size_t{1} << 16;  // 16-bit gradients are widened this many at a time
+  std::vector<float> tmp;
+  for (const auto& s : owned_) {
+    auto run = [&](size_t off, size_t n) {  // elements [off, off + n) of the slice
+      void* g = stage_ == 0 ? at(full_grads(), gdt_, s.flat + off) : gpart_.at(s.state_off + off);
+      if (gdt_ == DType::F32) return fn(s.p + off, static_cast<float*>(g), s.state_off + off, n, s.decay);
+      const size_t step = whole_tensors ? n : kChunk;
+      for (size_t a = 0; a < n; a += step) {
+        const size_t c = std::min(step, n - a);
+        tmp.resize(std::max(tmp.size(), c));
+        convert(at(g, gdt_, a), gdt_, tmp.data(), DType::F32, c);
+        fn(s.p + off + a, tmp.data(), s.state_off + off + a, c, s.decay);
+      }
+    };
+    if (!whole_tensors) {
+      run(0, s.n);
+      continue;
+    }
+    for (const auto& t : model_.param_table()) {
+      const size_t a = std::max(s.flat, t.offset), b = std::min(s.flat + s.n, t.offset + t.numel);
+      if (a < b) run(a - s.flat, b - a);
+    }
+  }
+}
+
+float* ZeroEngine::stage0_params() {
+  DMPI_REQUIRE(stage_ == 0, "stage0_params at ZeRO stage " << stage_);
+  return half_ ? master_.data() : model_.params();
+}
+
 void ZeroEngine::after_optimizer() {
-  if (stage_ == 0 || W_ == 1) {
-    if (stage_ == 3)
+  if (half_)  // the updated masters, rounded: the 16-bit parameters this rank owns
+    for (const auto& s : owned_)
+      convert(s.p, DType::F32, stage_ == 3 ? p16part_.at(s.state_off) : p16_.at(s.flat), pdt_, s.n);
+  if (stage_ == 0) return;
+  if (W_ == 1) {
+    if (stage_ == 3) {
       for (auto& [i, buf] : persist_) std::copy_n(ppart_.data() + units_[static_cast<size_t>(i)].part_off, buf.size(), buf.data());
+      for (auto& [i, buf] : persist16_) convert(p16part_.at(units_[static_cast<size_t>(i)].part_off), pdt_, buf.at(0), pdt_, buf.n);
+    }
     return;
   }
   std::vector<comm::WorkPtr> works;
@@ -349,6 +513,7 @@ void ZeroEngine::after_optimizer() {
     // the bucket goes alone); the oldest all-gather is finished before the next would pass it
     std::deque<std::pair<comm::WorkPtr, int64_t>> inflight;
     int64_t elems = 0;
+    void* params = half_ ? p16_.at(0) : model_.params();
     for (auto& u : units_) {
       const auto n = static_cast<int64_t>(u.numel);
       while (!inflight.empty() && elems + n > allgather_bucket_) {
@@ -356,15 +521,19 @@ void ZeroEngine::after_optimizer() {
         elems -= inflight.front().second;
         inflight.pop_front();
       }
-      float* base = model_.params() + u.off;
-      inflight.push_back({dp_.iall_gather(base + static_cast<size_t>(rank_) * u.chunk, u.chunk, base, comm::DType::F32), n});
+      void* base = at(params, pdt_, u.off);
+      inflight.push_back({dp_.iall_gather(at(base, pdt_, static_cast<size_t>(rank_) * u.chunk), u.chunk, base, pdt_), n});
       elems += n;
     }
     for (auto& [w, n] : inflight) w->wait();
   } else {
     for (auto& [i, buf] : persist_) {
       const Unit& u = units_[static_cast<size_t>(i)];
-      works.push_back(dp_.iall_gather(ppart_.data() + u.part_off, u.chunk, buf.data(), comm::DType::F32));
+      works.push_back(dp_.iall_gather(ppart_.data() + u.part_off, u.chunk, buf.data(), DType::F32));
+    }
+    for (auto& [i, buf] : persist16_) {
+      const Unit& u = units_[static_cast<size_t>(i)];
+      works.push_back(dp_.iall_gather(p16part_.at(u.part_off), u.chunk, buf.at(0), pdt_));
     }
   }
   for (auto& w : works) w->wait();
@@ -372,11 +541,14 @@ void ZeroEngine::after_optimizer() {
 
 ZeroMemory ZeroEngine::memory() const {
   ZeroMemory m;
-  m.params = model_.param_bytes() + ppart_.capacity() * sizeof(float);
+  m.params = model_.param_bytes() + p16_.bytes() + p16part_.bytes();
   for (const auto& [i, buf] : persist_) m.params += buf.capacity() * sizeof(float);
-  m.grads = model_.grad_bytes() + gpart_.capacity() * sizeof(float);
+  for (const auto& [i, buf] : persist16_) m.params += buf.bytes();
+  (half_ ? m.masters : m.params) += ppart_.capacity() * sizeof(float);
+  m.masters += master_.capacity() * sizeof(float);
+  m.grads = model_.grad_bytes() + gfull_.bytes() + gpart_.bytes();
   for (const auto& s : states_) m.optimizer_states += s.capacity() * sizeof(float);
-  m.comm_buffers = pool_bytes_ + wire16_.capacity() * sizeof(uint16_t);
+  m.comm_buffers = pool_bytes_ + wire_.bytes();
   return m;
 }
 

@@ -125,6 +125,21 @@ TEST(DsConfig, TypesRangesAndNotSupported) {
   auto refused = unimplemented_for_training(c);
   ASSERT_EQ(refused.size(), 1u);  // ZeRO stage 2 and fp16 are implemented
   EXPECT_TRUE(has(refused[0], "not supported yet: pipeline.stages = 2")) << refused[0];
+  // data_types.grad_accum_dtype: fp32, or the parameters' dtype (null = that dtype)
+  auto gad = [](const char* prec, const char* dtype) {
+    json j = {{"train_micro_batch_size_per_gpu", 1}, {"data_types", {{"grad_accum_dtype", dtype}}}};
+    if (std::string(prec) != "fp32") j[prec] = {{"enabled", true}};
+    return unimplemented_for_training(parse_ds_config(j, 1));
+  };
+  for (const char* ok : {"fp32", "bf16"}) EXPECT_TRUE(gad("bf16", ok).empty()) << ok;
+  for (const char* ok : {"fp32", "fp16"}) EXPECT_TRUE(gad("fp16", ok).empty()) << ok;
+  EXPECT_TRUE(gad("fp32", "fp32").empty());
+  auto bad = gad("bf16", "fp16");
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_TRUE(has(bad[0], "data_types.grad_accum_dtype = \"fp16\" with bf16 parameters (write \"fp32\" or \"bf16\"")) << bad[0];
+  bad = gad("fp32", "bf16");
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_TRUE(has(bad[0], "with fp32 parameters")) << bad[0];
   std::string w2 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 4}})"));
   EXPECT_TRUE(has(w2, "zero_optimization.stage: value 4 out of range [0, 3]")) << w2;
   std::string w3 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW",

@@ -443,3 +443,47 @@ TEST(GemmPrecision, Bf16AndFp16MatchRoundedOperandsInDouble) {
   set_gemm_precision(GemmPrecision::F32);
   EXPECT_TRUE(std::isinf(c[0]));
 }
+
+// A registered 16-bit copy stands in for the operand (the ZeRO engine registers a layer's working
+// parameters with the bf16 parameters they were widened from): the GEMM must read the copy, give
+// the same numbers as rounding the operand itself, work on a strided block inside the range, and
+// go back to rounding once the range is unregistered.
+TEST(GemmPrecision, RegisteredLowpCopyReplacesTheRounding) {
+  using namespace dmpi::kernels;
+  const int M = 23, N = 31, K = 45, ldb = N + 7;  // B is a strided K x N block of a K x ldb buffer
+  dmpi::Rng rng(5, 1);
+  std::vector<float> A(static_cast<size_t>(M) * K), B(static_cast<size_t>(K) * ldb);
+  for (auto& x : A) x = static_cast<float>(rng.normal());
+  for (auto& x : B) x = dmpi::to_float(dmpi::to_bf16(static_cast<float>(rng.normal())));  // exactly bf16
+  std::vector<dmpi::bf16> copy(B.size()), doubled(B.size());
+  for (size_t i = 0; i < B.size(); ++i) copy[i] = dmpi::to_bf16(B[i]), doubled[i] = dmpi::to_bf16(2.0f * B[i]);
+  auto run = [&](const float* b) {
+    std::vector<float> C(static_cast<size_t>(M) * N, 0.0f);
+    gemm(Op::N, Op::N, M, N, K, 1.0f, A.data(), K, b, ldb, 0.0f, C.data(), N);
+    return C;
+  };
+  set_gemm_precision(GemmPrecision::BF16);
+  const float* b = B.data() + 3;  // starts inside the range: columns 3 .. 3 + N - 1 of each row
+  const auto rounded = run(b);
+  register_lowp_copy(B.data(), B.size(), copy.data());
+  EXPECT_EQ(run(b), rounded) << "the copy holds the same bf16 values";
+  unregister_lowp_copy(B.data());
+  register_lowp_copy(B.data(), B.size(), doubled.data());
+  const auto twice = run(b);
+  unregister_lowp_copy(B.data());
+  for (size_t i = 0; i < twice.size(); ++i) ASSERT_EQ(twice[i], 2.0f * rounded[i]) << "the copy must be what is multiplied";
+  EXPECT_EQ(run(b), rounded) << "unregistered: the operand is rounded again";
+  // an operand reaching past the registered range is rounded, not read from the copy
+  const size_t reach = 3 + static_cast<size_t>(K - 1) * ldb + N;  // elements from B.data() the operand spans
+  register_lowp_copy(B.data(), reach - 1, doubled.data());
+  EXPECT_EQ(run(b), rounded);
+  unregister_lowp_copy(B.data());
+  // fp16: a registered range is multiplied as it is (its values are fp16 numbers already)
+  for (auto& x : B) x = static_cast<float>(static_cast<_Float16>(x));
+  set_gemm_precision(GemmPrecision::F16);
+  const auto f16 = run(b);
+  register_lowp_copy(B.data(), B.size(), nullptr);
+  EXPECT_EQ(run(b), f16);
+  unregister_lowp_copy(B.data());
+  set_gemm_precision(GemmPrecision::F32);
+}
