@@ -311,16 +311,25 @@ void ZeroEngine::prefetch(int i) {
   live_gathered_ += n;
 }
 
-void ZeroEngine::release_gathered(int i) {
+// Drops the unit's fp32 working parameters; at stage 3 also its gathered 16-bit copy unless
+// keep_16bit (bf16/fp16 at the forward/backward turn: a kept unit holds 2 bytes per element, and
+// its backward widens it again without an all-gather).
+void ZeroEngine::release_gathered(int i, bool keep_16bit) {
   Unit& u = units_[static_cast<size_t>(i)];
-  if ((!half_ && u.persistent) || !u.work) return;
+  if (!half_ && u.persistent) return;
   if (u.gather_work) u.gather_work->wait(), u.gather_work.reset();
-  if (half_) kernels::unregister_lowp_copy(u.work);
-  release(u.work);
-  u.work = nullptr;
-  if (u.g16) release(u.g16), u.g16 = nullptr;
-  model_.set_unit_params(i, nullptr);
-  if (stage_ == 3 && !u.persistent) live_gathered_ -= static_cast<int64_t>(u.numel);
+  if (u.work) {
+    if (half_) kernels::unregister_lowp_copy(u.work);
+    release(u.work);
+    u.work = nullptr;
+    model_.set_unit_params(i, nullptr);
+    if (!half_) live_gathered_ -= static_cast<int64_t>(u.numel);  // fp32: the working buffer is the gather
+  }
+  if (u.g16 && !keep_16bit) {
+    release(u.g16);
+    u.g16 = nullptr;
+    live_gathered_ -= static_cast<int64_t>(u.numel);
+  }
 }
 
 void* ZeroEngine::full_grads() { return half_ ? gfull_.at(0) : model_.grads(); }
@@ -377,7 +386,9 @@ void ZeroEngine::hook(HookPoint p, int i) {
       if (stage_ == 3) prefetch(i == 0 ? 1 : (i <= L ? i + 1 : -1));
       break;
     case HookPoint::AfterForward:
-      if (materialise && !(stage_ == 3 && units_[static_cast<size_t>(i)].keep)) release_gathered(i);
+      if (!materialise) break;
+      if (!(stage_ == 3 && units_[static_cast<size_t>(i)].keep)) release_gathered(i);
+      else if (half_) release_gathered(i, /*keep_16bit=*/true);
       break;
     case HookPoint::BeforeBackward: {
       Unit& u = units_[static_cast<size_t>(i)];
@@ -389,9 +400,9 @@ void ZeroEngine::hook(HookPoint p, int i) {
       break;
     }
     case HookPoint::AfterBackward:
+      if (materialise) release_gathered(i);  // first: the reduction can reuse its buffers
       if (stage_ >= 2) start_grad_reduce(i);
       else accumulate_grads(i);
-      if (materialise) release_gathered(i);
       break;
   }
 }

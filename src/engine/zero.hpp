@@ -40,7 +40,7 @@
 //            stage3_prefetch_bucket_size elements and the gathered total stays within
 //            stage3_max_live_parameters; at the forward/backward turn a unit whose reuse distance
 //            (elements gathered before its backward) is at most stage3_max_reuse_distance is
-//            kept; units of at most stage3_param_persistence_threshold elements stay gathered
+//            kept (bf16/fp16: its 16-bit gather, widened again for the backward); units of at most stage3_param_persistence_threshold elements stay gathered
 //            (refreshed by an all-gather after each step). Granularity is the unit, not the
 //            tensor.
 #pragma once
@@ -143,7 +143,7 @@ class ZeroEngine {
   void hook(model::HookPoint p, int unit);
   void ensure_gathered(int u);
   void prefetch(int u);
-  void release_gathered(int u);
+  void release_gathered(int u, bool keep_16bit = false);
   void accumulate_grads(int u);
   void start_grad_reduce(int u);
   void* full_grads();  // stages 0-1
