@@ -37,6 +37,7 @@ void typed(DType t, const void* p, Fn&& fn) {
   }
 }
 void* at(void* base, DType t, size_t i) { return static_cast<char*>(base) + i * comm::dtype_size(t); }
+const void* at(const void* base, DType t, size_t i) { return static_cast<const char*>(base) + i * comm::dtype_size(t); }
 
 // dst = src, rounded to dst's dtype
 void convert(const void* src, DType ts, void* dst, DType td, size_t n) {
@@ -132,6 +133,16 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
       part += x.chunk;
     }
     units_.push_back(std::move(x));
+  }
+  // bf16 working copies: the weights only GEMMs read are taken from the registered bf16 copy
+  // (kernels::register_lowp_copy) and never widened; fp16 GEMMs multiply the fp32 values, so
+  // everything is widened
+  for (const auto& t : table) {
+    Unit& u = units_[static_cast<size_t>(t.unit)];
+    if (pdt_ == DType::BF16 && t.gemm_only) continue;
+    const size_t off = t.offset - u.off;
+    if (!u.widen.empty() && u.widen.back().first + u.widen.back().second == off) u.widen.back().second += t.numel;
+    else u.widen.emplace_back(off, t.numel);
   }
   DMPI_REQUIRE(model_.params() || init, "the model has no parameter buffer and no initialiser was given");
   // The initial values of flat elements [begin, begin + n): the model's, or computed
@@ -287,7 +298,7 @@ void ZeroEngine::ensure_gathered(int i) {
     src = stage_ == 3 ? persist16_.at(i).at(0) : p16_.at(u.off);
   }
   u.work = acquire(u.numel);
-  convert(src, pdt_, u.work, DType::F32, u.numel);
+  for (const auto& [off, n] : u.widen) convert(at(src, pdt_, off), pdt_, u.work + off, DType::F32, n);
   model_.set_unit_params(i, u.work);
   // the GEMMs take the 16-bit values as they are (kernels::register_lowp_copy); a stage-3 gather
   // is kept for that until the unit is released

@@ -124,6 +124,9 @@ class ZeroEngine {
     comm::WorkPtr gather_work;  // stage 3: prefetch in flight (into work, or g16)
     bool persistent = false, keep = false;
     int64_t reuse_distance = 0;
+    // bf16: the runs (offset in the unit, count) that are widened to fp32 for the working copy;
+    // the rest (weights read only by GEMMs, which take the bf16 copy) is left unwritten
+    std::vector<std::pair<size_t, size_t>> widen;
   };
   // A typed buffer (fp32, or 16-bit values in float-sized storage).
   struct Typed {

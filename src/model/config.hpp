@@ -32,6 +32,8 @@ struct TensorSpec {
   bool weight_decay = false;  // 2-D weights and embeddings decay; biases and LayerNorm do not
   int layer = -1;             // transformer block, -1 for embeddings and the final LayerNorm
   int unit = 0;               // fetch/reduce unit: 0 embeddings, 1..L blocks, L+1 final LayerNorm
+  bool gemm_only = false;     // read only as a GEMM operand (a block's 2-D weights; not wte, which
+                              // the embedding lookup reads too)
 };
 
 // A unit is what ZeRO gathers, reduces and frees at once: the embeddings (wte, wpe), one
