@@ -431,7 +431,7 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
     applied_steps_ = 0;
     sched_.set_last_batch_iteration(A.value("lr_scheduler", json::object()).value("last_batch_iteration", int64_t{-1}));
   }
-  zero_->after_optimizer();  // stages 1-3: every rank's chunks gathered where they live
+  zero_->masters_loaded();  // the 16-bit parameters rounded from the masters; every rank's chunks gathered
   last_saved_step_ = global_steps_;
   if (print) {
     const json topo = A.value("topology", json::object());

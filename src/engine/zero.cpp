@@ -487,18 +487,27 @@ double ZeroEngine::grad_norm() {
 
 void ZeroEngine::for_each_owned(const OwnedFn& fn, bool whole_tensors) {
   DMPI_REQUIRE(!whole_tensors || stage_ == 0, "whole tensors are owned at ZeRO stage 0 only");
-  constexpr size_t kChunk = size_t{1} << 16;  // 16-bit gradients are widened this many at a time
+  constexpr size_t kChunk = size_t{1} << 16;  // bf16/fp16: this many at a time (cache-sized)
   std::vector<float> tmp;
   for (const auto& s : owned_) {
     auto run = [&](size_t off, size_t n) {  // elements [off, off + n) of the slice
       void* g = stage_ == 0 ? at(full_grads(), gdt_, s.flat + off) : gpart_.at(s.state_off + off);
-      if (gdt_ == DType::F32) return fn(s.p + off, static_cast<float*>(g), s.state_off + off, n, s.decay);
+      if (!half_) return fn(s.p + off, static_cast<float*>(g), s.state_off + off, n, s.decay);
+      // 16-bit gradients widened into tmp; the updated masters rounded to the 16-bit parameters
+      // while the chunk is in cache
       const size_t step = whole_tensors ? n : kChunk;
       for (size_t a = 0; a < n; a += step) {
         const size_t c = std::min(step, n - a);
-        tmp.resize(std::max(tmp.size(), c));
-        convert(at(g, gdt_, a), gdt_, tmp.data(), DType::F32, c);
-        fn(s.p + off + a, tmp.data(), s.state_off + off + a, c, s.decay);
+        void* ga = at(g, gdt_, a);
+        float* gf = static_cast<float*>(ga);
+        if (gdt_ != DType::F32) {
+          tmp.resize(std::max(tmp.size(), c));
+          convert(ga, gdt_, tmp.data(), DType::F32, c);
+          gf = tmp.data();
+        }
+        float* p = s.p + off + a;
+        fn(p, gf, s.state_off + off + a, c, s.decay);
+        round_to_params(s, off + a, c);
       }
     };
     if (!whole_tensors) {
@@ -512,15 +521,25 @@ void ZeroEngine::for_each_owned(const OwnedFn& fn, bool whole_tensors) {
   }
 }
 
+// bf16/fp16: elements [off, off + n) of an owned slice's masters, rounded into this rank's
+// 16-bit parameters
+void ZeroEngine::round_to_params(const OwnedSlice& s, size_t off, size_t n) {
+  void* dst = stage_ == 3 ? p16part_.at(s.state_off + off) : p16_.at(s.flat + off);
+  convert(s.p + off, DType::F32, dst, pdt_, n);
+}
+
+void ZeroEngine::masters_loaded() {
+  if (half_)
+    for (const auto& s : owned_) round_to_params(s, 0, s.n);
+  after_optimizer();
+}
+
 float* ZeroEngine::stage0_params() {
   DMPI_REQUIRE(stage_ == 0, "stage0_params at ZeRO stage " << stage_);
   return half_ ? master_.data() : model_.params();
 }
 
 void ZeroEngine::after_optimizer() {
-  if (half_)  // the updated masters, rounded: the 16-bit parameters this rank owns
-    for (const auto& s : owned_)
-      convert(s.p, DType::F32, stage_ == 3 ? p16part_.at(s.state_off) : p16_.at(s.flat), pdt_, s.n);
   if (stage_ == 0) return;
   if (W_ == 1) {
     if (stage_ == 3) {

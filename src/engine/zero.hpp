@@ -100,15 +100,17 @@ class ZeroEngine {
   void reduce_gradients();           // at the boundary: the owned gradients are now averaged
   double grad_norm();                // L2 norm of the averaged gradients, every element once
   const std::vector<OwnedSlice>& owned() const { return owned_; }
-  // Calls fn(p, g, state_off, n, decay) over the owned elements with their averaged gradients as
-  // fp32 (16-bit gradients are widened in pooled chunks; fn may overwrite g). whole_tensors
-  // (stage 0 only): one call per tensor (Lamb's trust ratio).
+  // The optimizer step: calls fn(p, g, state_off, n, decay) over the owned elements with their
+  // averaged gradients as fp32 (16-bit gradients are widened chunk by chunk; fn may overwrite g);
+  // fn updates p, and in bf16/fp16 training the updated masters are rounded to this rank's 16-bit
+  // parameters. whole_tensors (stage 0 only): one call per tensor (Lamb's trust ratio).
   using OwnedFn = std::function<void(float* p, float* g, size_t state_off, size_t n, bool decay)>;
   void for_each_owned(const OwnedFn& fn, bool whole_tensors = false);
   float* state(int slot) { return states_[static_cast<size_t>(slot)].data(); }
   // Stage 0: the fp32 parameters the optimizer updates, in the model's flat layout.
   float* stage0_params();
-  void after_optimizer();            // rounds the masters to the 16-bit params, gathers where needed
+  void after_optimizer();            // gathers the updated parameters where needed
+  void masters_loaded();             // after writing the owned p (a checkpoint): rounds and gathers
   void skip_step();                  // an overflow step: drop the accumulated gradients
   ZeroMemory memory() const;
   size_t owned_numel() const { return owned_numel_; }
@@ -148,6 +150,7 @@ class ZeroEngine {
   void prefetch(int u);
   void release_gathered(int u, bool keep_16bit = false);
   void accumulate_grads(int u);
+  void round_to_params(const OwnedSlice& s, size_t off, size_t n);
   void start_grad_reduce(int u);
   void* full_grads();  // stages 0-1
   void finish_reduce(PendingReduce& r);
