@@ -13,7 +13,9 @@
 // states (8 for Adam), and the gradients are stored in data_types.grad_accum_dtype (default the
 // model's 16-bit dtype, 2 bytes): the 2 + 2 + 12 bytes per parameter of the ZeRO paper, split by
 // stage. A unit's parameters are widened to an fp32 working copy (pooled) just before its
-// forward and its backward and dropped after, as stage 3 does with its gathers; its gradients are
+// forward and its backward and dropped after, as stage 3 does with its gathers (the GEMMs read
+// the 16-bit values through kernels::register_lowp_copy, so in bf16 the weights only GEMMs read,
+// model::TensorSpec::gemm_only, are not widened at all); its gradients are
 // computed into a pooled fp32 buffer during its backward and then rounded into the gradient
 // storage (stages 0-1: += into the full buffer) or reduce-scattered (stages 2-3). After the
 // optimizer step the owned masters are rounded back to 16 bits, and the all-gathers move 16-bit
