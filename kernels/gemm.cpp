@@ -155,6 +155,11 @@ void register_lowp_copy(const float* x, size_t n, const bf16* copy) { g_copies.p
 void unregister_lowp_copy(const float* x) {
   std::erase_if(g_copies, [&](const LowpCopy& c) { return c.x == x; });
 }
+const bf16* lowp_copy(const float* x, size_t n) {
+  if (n == 0) return nullptr;
+  const LowpCopy* c = find_copy(x, 1, static_cast<int>(n), static_cast<int>(n));
+  return c && c->copy ? c->copy + (x - c->x) : nullptr;
+}
 
 namespace {
 // The operand as bf16 with its leading dimension: the registered copy, or packed into `buf`.

@@ -47,9 +47,14 @@ const char* gemm_precision_name(GemmPrecision p);
 // Ranges of fp32 memory whose values are exactly 16-bit numbers of the current precision, with
 // their bf16 copy (same layout; null for fp16): the autocast multiplies the copy (bf16), or the
 // values as they are (fp16), instead of rounding the operand again. The ZeRO engine registers a
-// unit's working parameters while they live (widened from the 16-bit parameters). Main thread only.
+// unit's working parameters while they live (widened from the 16-bit parameters, except the
+// tensors every reader of which takes the copy: model::TensorSpec::read_16bit). Registered and
+// unregistered on the main thread, between kernels.
 void register_lowp_copy(const float* x, size_t n, const bf16* copy);
 void unregister_lowp_copy(const float* x);
+// The registered bf16 copy of [x, x + n), or null (not registered whole, or registered without a
+// copy). Kernels other than the GEMMs that can read bf16 use it too (the embedding lookup).
+const bf16* lowp_copy(const float* x, size_t n);
 // The GEMM in the current precision (fp32 operands, converted as above).
 void gemm_lowp(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
                float beta, float* C, int ldc);

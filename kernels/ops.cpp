@@ -13,13 +13,26 @@
 namespace dmpi::kernels {
 
 void encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C) {
-#pragma omp parallel for schedule(static)
-  for (int bt = 0; bt < B * T; ++bt) {
-    const float* e = wte + static_cast<size_t>(tokens[bt]) * C;
-    const float* p = wpe + static_cast<size_t>(bt % T) * C;
-    float* o = out + static_cast<size_t>(bt) * C;
+  // Rows with a registered bf16 copy (kernels::lowp_copy; bf16 training) are read from it: their
+  // fp32 values need not exist.
+  const size_t n = static_cast<size_t>(C);
+#pragma omp parallel
+  {
+    std::vector<float> ebuf(n), pbuf(n);
+    auto row = [&](const float* x, float* buf) {
+      const bf16* h = lowp_copy(x, n);
+      if (!h) return x;
+      for (size_t c = 0; c < n; ++c) buf[c] = to_float(h[c]);
+      return static_cast<const float*>(buf);
+    };
+#pragma omp for schedule(static)
+    for (int bt = 0; bt < B * T; ++bt) {
+      const float* e = row(wte + static_cast<size_t>(tokens[bt]) * n, ebuf.data());
+      const float* p = row(wpe + static_cast<size_t>(bt % T) * n, pbuf.data());
+      float* o = out + static_cast<size_t>(bt) * n;
 #pragma omp simd
-    for (int c = 0; c < C; ++c) o[c] = e[c] + p[c];
+      for (int c = 0; c < C; ++c) o[c] = e[c] + p[c];
+    }
   }
 }
 

@@ -134,12 +134,12 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
     }
     units_.push_back(std::move(x));
   }
-  // bf16 working copies: the weights only GEMMs read are taken from the registered bf16 copy
-  // (kernels::register_lowp_copy) and never widened; fp16 GEMMs multiply the fp32 values, so
-  // everything is widened
+  // bf16 working copies: the tensors whose readers all take the registered bf16 copy
+  // (kernels::register_lowp_copy: the GEMMs and the embedding lookup) are never widened; fp16
+  // GEMMs multiply the fp32 values, so everything is widened
   for (const auto& t : table) {
     Unit& u = units_[static_cast<size_t>(t.unit)];
-    if (pdt_ == DType::BF16 && t.gemm_only) continue;
+    if (pdt_ == DType::BF16 && t.read_16bit) continue;
     const size_t off = t.offset - u.off;
     if (!u.widen.empty() && u.widen.back().first + u.widen.back().second == off) u.widen.back().second += t.numel;
     else u.widen.emplace_back(off, t.numel);
@@ -251,21 +251,19 @@ ZeroEngine::~ZeroEngine() {
     if (u.gather_work) u.gather_work->wait();
 }
 
-float* ZeroEngine::acquire(size_t n) {
-  auto& f = free_[n];
+float* ZeroEngine::Pool::acquire(size_t n) {
+  auto& f = free[n];
   if (!f.empty()) {
     float* p = f.back();
     f.pop_back();
     return p;
   }
-  storage_.emplace_back(new float[n]);
-  float* p = storage_.back().get();
-  size_of_[p] = n;
-  pool_bytes_ += n * sizeof(float);
+  storage.emplace_back(new float[n]);
+  float* p = storage.back().get();
+  size_of[p] = n;
+  bytes += n * sizeof(float);
   return p;
 }
-
-void ZeroEngine::release(float* p) { free_[size_of_.at(p)].push_back(p); }
 
 // The unit's fp32 parameters, for its forward or backward: stage 3 all-gathers them (fp32
 // training: straight into the working buffer); bf16/fp16 widens the 16-bit parameters (stages
@@ -278,7 +276,7 @@ void ZeroEngine::ensure_gathered(int i) {
     return;
   }
   if (!half_) {
-    u.work = acquire(u.numel);
+    u.work = work_pool_.acquire(u.numel);
     dp_.all_gather(ppart_.data() + u.part_off, u.chunk, u.work, DType::F32);
     live_gathered_ += static_cast<int64_t>(u.numel);
     model_.set_unit_params(i, u.work);
@@ -297,7 +295,7 @@ void ZeroEngine::ensure_gathered(int i) {
   } else {
     src = stage_ == 3 ? persist16_.at(i).at(0) : p16_.at(u.off);
   }
-  u.work = acquire(u.numel);
+  u.work = work_pool_.acquire(u.numel);
   for (const auto& [off, n] : u.widen) convert(at(src, pdt_, off), pdt_, u.work + off, DType::F32, n);
   model_.set_unit_params(i, u.work);
   // the GEMMs take the 16-bit values as they are (kernels::register_lowp_copy); a stage-3 gather
@@ -315,7 +313,7 @@ void ZeroEngine::prefetch(int i) {
     u.g16 = acquire16(u.numel);
     u.gather_work = dp_.iall_gather(p16part_.at(u.part_off), u.chunk, u.g16, pdt_);
   } else {
-    u.work = acquire(u.numel);
+    u.work = work_pool_.acquire(u.numel);
     u.gather_work = dp_.iall_gather(ppart_.data() + u.part_off, u.chunk, u.work, DType::F32);
     model_.set_unit_params(i, u.work);
   }
@@ -331,7 +329,7 @@ void ZeroEngine::release_gathered(int i, bool keep_16bit) {
   if (u.gather_work) u.gather_work->wait(), u.gather_work.reset();
   if (u.work) {
     if (half_) kernels::unregister_lowp_copy(u.work);
-    release(u.work);
+    work_pool_.release(u.work);
     u.work = nullptr;
     model_.set_unit_params(i, nullptr);
     if (!half_) live_gathered_ -= static_cast<int64_t>(u.numel);  // fp32: the working buffer is the gather
@@ -589,7 +587,7 @@ ZeroMemory ZeroEngine::memory() const {
   m.masters += master_.capacity() * sizeof(float);
   m.grads = model_.grad_bytes() + gfull_.bytes() + gpart_.bytes();
   for (const auto& s : states_) m.optimizer_states += s.capacity() * sizeof(float);
-  m.comm_buffers = pool_bytes_ + wire_.bytes();
+  m.comm_buffers = pool_.bytes + work_pool_.bytes + wire_.bytes();
   return m;
 }
 

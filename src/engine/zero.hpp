@@ -14,8 +14,9 @@
 // model's 16-bit dtype, 2 bytes): the 2 + 2 + 12 bytes per parameter of the ZeRO paper, split by
 // stage. A unit's parameters are widened to an fp32 working copy (pooled) just before its
 // forward and its backward and dropped after, as stage 3 does with its gathers (the GEMMs read
-// the 16-bit values through kernels::register_lowp_copy, so in bf16 the weights only GEMMs read,
-// model::TensorSpec::gemm_only, are not widened at all); its gradients are
+// the 16-bit values through kernels::register_lowp_copy, and so does the embedding lookup: in
+// bf16 the 2-D tensors, model::TensorSpec::read_16bit, are not widened at all and their part of
+// the working buffer is never touched); its gradients are
 // computed into a pooled fp32 buffer during its backward and then rounded into the gradient
 // storage (stages 0-1: += into the full buffer) or reduce-scattered (stages 2-3). After the
 // optimizer step the owned masters are rounded back to 16 bits, and the all-gathers move 16-bit
@@ -129,7 +130,7 @@ class ZeroEngine {
     bool persistent = false, keep = false;
     int64_t reuse_distance = 0;
     // bf16: the runs (offset in the unit, count) that are widened to fp32 for the working copy;
-    // the rest (weights read only by GEMMs, which take the bf16 copy) is left unwritten
+    // the rest (tensors read only through the bf16 copy) is left unwritten
     std::vector<std::pair<size_t, size_t>> widen;
   };
   // A typed buffer (fp32, or 16-bit values in float-sized storage).
@@ -157,9 +158,9 @@ class ZeroEngine {
   void* full_grads();  // stages 0-1
   void finish_reduce(PendingReduce& r);
   void wait_all_reduces();
-  float* acquire(size_t n);
-  float* acquire16(size_t n) { return acquire((n + 1) / 2); }
-  void release(float* p);
+  float* acquire(size_t n) { return pool_.acquire(n); }
+  float* acquire16(size_t n) { return pool_.acquire((n + 1) / 2); }
+  void release(float* p) { pool_.release(p); }
 
   model::GPT<float>& model_;
   comm::Communicator& dp_;
@@ -187,11 +188,18 @@ class ZeroEngine {
   std::vector<PendingReduce> pending_;
   int64_t live_gathered_ = 0;
   bool in_backward_ = false;
-  // buffer pool: free buffers by size; every buffer ever allocated is kept for reuse
-  std::map<size_t, std::vector<float*>> free_;
-  std::map<float*, size_t> size_of_;
-  std::vector<std::unique_ptr<float[]>> storage_;
-  size_t pool_bytes_ = 0;
+  // Buffer pools: free buffers by size; every buffer ever allocated is kept for reuse. The
+  // parameters' working copies have their own pool: in bf16 the parts the kernels read through
+  // the 16-bit copy are never written, so those pages are never touched (not resident).
+  struct Pool {
+    std::map<size_t, std::vector<float*>> free;
+    std::map<float*, size_t> size_of;
+    std::vector<std::unique_ptr<float[]>> storage;
+    size_t bytes = 0;
+    float* acquire(size_t n);
+    void release(float* p) { free[size_of.at(p)].push_back(p); }
+  };
+  Pool pool_, work_pool_;
 };
 
 }  // namespace dmpi::engine

@@ -54,8 +54,8 @@ std::vector<TensorSpec> gpt_param_table(const GPTConfig& c, size_t unit_align) {
     for (auto s : shape) n *= static_cast<size_t>(s);
     const int unit = layer >= 0 ? layer + 1 : (name == "lnf.weight" || name == "lnf.bias" ? c.num_layers + 1 : 0);
     if (unit != cur_unit) off = (off + unit_align - 1) / unit_align * unit_align, cur_unit = unit;
-    const bool gemm_only = layer >= 0 && shape.size() == 2;
-    t.push_back({std::move(name), std::move(shape), off, n, decay, layer, unit, gemm_only});
+    const bool read_16bit = shape.size() == 2;
+    t.push_back({std::move(name), std::move(shape), off, n, decay, layer, unit, read_16bit});
     off += n;
   };
   const int64_t C = c.hidden;

@@ -32,8 +32,9 @@ struct TensorSpec {
   bool weight_decay = false;  // 2-D weights and embeddings decay; biases and LayerNorm do not
   int layer = -1;             // transformer block, -1 for embeddings and the final LayerNorm
   int unit = 0;               // fetch/reduce unit: 0 embeddings, 1..L blocks, L+1 final LayerNorm
-  bool gemm_only = false;     // read only as a GEMM operand (a block's 2-D weights; not wte, which
-                              // the embedding lookup reads too)
+  bool read_16bit = false;    // every kernel reading it takes a registered bf16 copy when there is
+                              // one (kernels::lowp_copy): the 2-D tensors, read by GEMMs and the
+                              // embedding lookup only
 };
 
 // A unit is what ZeRO gathers, reduces and frees at once: the embeddings (wte, wpe), one

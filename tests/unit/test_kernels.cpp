@@ -487,3 +487,31 @@ TEST(GemmPrecision, RegisteredLowpCopyReplacesTheRounding) {
   unregister_lowp_copy(B.data());
   set_gemm_precision(GemmPrecision::F32);
 }
+
+// The embedding lookup reads rows of wte/wpe from a registered bf16 copy (bf16 training leaves
+// those fp32 values unwritten): poisoned fp32 tables with a registered copy give the lookup of
+// the copy's values; without a registration the fp32 values are read.
+TEST(GemmPrecision, EmbeddingLookupReadsTheRegisteredCopy) {
+  using namespace dmpi::kernels;
+  const int B = 2, T = 5, C = 24, V = 11;
+  dmpi::Rng rng(9, 2);
+  std::vector<float> wte(static_cast<size_t>(V) * C), wpe(static_cast<size_t>(T) * C);
+  for (auto& x : wte) x = dmpi::to_float(dmpi::to_bf16(static_cast<float>(rng.normal())));
+  for (auto& x : wpe) x = dmpi::to_float(dmpi::to_bf16(static_cast<float>(rng.normal())));
+  std::vector<int32_t> tok(static_cast<size_t>(B) * T);
+  for (size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<int32_t>((i * 7 + 3) % V);
+  std::vector<float> want(tok.size() * C), got(want.size());
+  encoder_forward(want.data(), tok.data(), wte.data(), wpe.data(), B, T, C);
+  std::vector<dmpi::bf16> wte16(wte.size()), wpe16(wpe.size());
+  for (size_t i = 0; i < wte.size(); ++i) wte16[i] = dmpi::to_bf16(wte[i]);
+  for (size_t i = 0; i < wpe.size(); ++i) wpe16[i] = dmpi::to_bf16(wpe[i]);
+  std::vector<float> poisoned_wte(wte.size(), std::nanf("")), poisoned_wpe(wpe.size(), std::nanf(""));
+  register_lowp_copy(poisoned_wte.data(), poisoned_wte.size(), wte16.data());
+  register_lowp_copy(poisoned_wpe.data(), poisoned_wpe.size(), wpe16.data());
+  encoder_forward(got.data(), tok.data(), poisoned_wte.data(), poisoned_wpe.data(), B, T, C);
+  unregister_lowp_copy(poisoned_wte.data());
+  unregister_lowp_copy(poisoned_wpe.data());
+  EXPECT_EQ(got, want);
+  encoder_forward(got.data(), tok.data(), poisoned_wte.data(), poisoned_wpe.data(), B, T, C);
+  EXPECT_TRUE(std::isnan(got[0])) << "unregistered: the fp32 values are read";
+}
