@@ -328,7 +328,7 @@ void blocks_unimplemented(const DsConfig& c, std::vector<std::string>& out) {
   no(c.checkpoint.use_node_local_storage, "checkpoint.use_node_local_storage = true");
   {  // gradients accumulate in fp32 or in the parameters' 16-bit dtype
     const std::string& g = c.misc.grad_accum_dtype;
-    const std::string model = c.bf16.enabled ? "bf16" : c.fp16.enabled ? "fp16" : "fp32";
+    const std::string model = c.model_dtype();
     no(!g.empty() && g != "fp32" && g != model,
        "data_types.grad_accum_dtype = \"" + g + "\" with " + model + " parameters (write \"fp32\" or \"" + model +
            "\", or leave it null: the parameters' dtype)");

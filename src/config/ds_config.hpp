@@ -135,6 +135,8 @@ struct DsConfig {
   std::vector<std::string> warnings;
 
   nlohmann::json resolved() const;  // every value in force, for printing
+  // The parameters' dtype: "bf16" or "fp16" when that block is enabled, else "fp32".
+  const char* model_dtype() const { return bf16.enabled ? "bf16" : fp16.enabled ? "fp16" : "fp32"; }
 };
 
 // Values from the command line that resolve "auto" the way the Hugging Face Trainer does

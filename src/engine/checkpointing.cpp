@@ -206,7 +206,7 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   }
   attrs["optimizer"] = ds.optimizer.type;
   attrs["optimizer_states"] = names;
-  attrs["precision"] = ds.bf16.enabled ? "bf16" : ds.fp16.enabled ? "fp16" : "fp32";
+  attrs["precision"] = ds.model_dtype();
   const int W = groups_->get(comm::Group::DP).size();
   attrs["topology"] = {{"world_size", W}, {"data_parallel_size", W}, {"tensor_parallel_size", 1},
                        {"pipeline_parallel_size", 1}, {"zero_stage", ds.zero.stage}};

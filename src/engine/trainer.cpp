@@ -172,8 +172,7 @@ std::string Trainer::banner() const {
   const auto& ds = opt_.ds;
   auto mem = memory();
   os << "deepmpi train: " << opt_.model.describe() << "\n"
-     << "  parameters " << model_->real_params() << " (" << (ds.bf16.enabled ? "bf16" : ds.fp16.enabled ? "fp16" : "fp32")
-     << "), FLOPs/token " << flops_per_token_ / 1e6
+     << "  parameters " << model_->real_params() << " (" << ds.model_dtype() << "), FLOPs/token " << flops_per_token_ / 1e6
      << " M (6N + 6LTC); ZeRO stage " << ds.zero.stage << " over dp " << groups_->get(comm::Group::DP).size() << "\n"
      << "  data: " << source_->describe() << "\n"
      << "  batch: train_batch_size " << ds.train_batch_size << " = micro " << ds.micro_batch << " x accumulation "
@@ -183,9 +182,8 @@ std::string Trainer::banner() const {
      << "; gradient_clipping " << ds.gradient_clipping << "\n"
      << "  precision: GEMMs " << kernels::gemm_precision_name(kernels::gemm_precision())
      << (ds.fp16.enabled || ds.bf16.enabled
-             ? std::string("; parameters ") + kernels::gemm_precision_name(kernels::gemm_precision()) + ", gradients " +
-                   (ds.misc.grad_accum_dtype.empty() ? kernels::gemm_precision_name(kernels::gemm_precision())
-                                                     : ds.misc.grad_accum_dtype) +
+             ? std::string("; parameters ") + ds.model_dtype() + ", gradients " +
+                   (ds.misc.grad_accum_dtype.empty() ? std::string(ds.model_dtype()) : ds.misc.grad_accum_dtype) +
                    ", fp32 masters and optimizer states"
              : std::string())
      << (scaler_ ? (scaler_->dynamic() ? "; dynamic loss scale from " : "; static loss scale ") +

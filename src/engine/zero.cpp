@@ -105,7 +105,7 @@ ZeroEngine::ZeroEngine(model::GPT<float>& model, comm::Communicator& dp, const c
       allgather_bucket_(std::max<int64_t>(1, ds.zero.allgather_bucket_size)) {
   DMPI_REQUIRE(stage_ >= 0 && stage_ <= 3, "ZeRO stage " << stage_ << " does not exist (0-3)");
   half_ = ds.bf16.enabled || ds.fp16.enabled;
-  pdt_ = ds.bf16.enabled ? DType::BF16 : ds.fp16.enabled ? DType::F16 : DType::F32;
+  pdt_ = dtype_named(ds.model_dtype(), DType::F32);
   gdt_ = dtype_named(ds.misc.grad_accum_dtype, pdt_);
   DMPI_REQUIRE(gdt_ == DType::F32 || gdt_ == pdt_,
                "data_types.grad_accum_dtype \"" << ds.misc.grad_accum_dtype << "\" with " << comm::dtype_name(pdt_)
