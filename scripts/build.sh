@@ -4,5 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-cmake --preset release > /dev/null
+# --require-all (scripts/test.sh, so CI): every optional dependency must be found, or the configure
+# step stops (a build that silently lost oneDNN cannot pass).
+args=()
+if [ "${1:-}" = --require-all ]; then
+  args=(-DDEEPMPI_REQUIRE_DNNL=ON -DDEEPMPI_REQUIRE_GTEST=ON -DDEEPMPI_REQUIRE_BENCHMARK=ON)
+fi
+cmake --preset release "${args[@]}" > /dev/null
 cmake --build --preset release

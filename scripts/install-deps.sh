@@ -1,5 +1,6 @@
 #!/bin/bash
-# Installs the Debian packages deepmpi needs when they are missing. Idempotent; prints nothing
+# Installs the Debian packages deepmpi needs when they are missing (ocl-icd-opencl-dev: oneDNN's
+# CMake package needs OpenCL's, and libdnnl-dev only recommends it). Idempotent; prints nothing
 # when everything is already there. Needs root (or sudo) only when something is missing.
 # --tests adds what only some tests use: Lmod, gnuplot, and Slurm + munge (the job-script test
 # starts its own daemons; Debian's packages start nothing without systemd). Those are best
@@ -8,7 +9,7 @@ set -euo pipefail
 pkgs=(g++ cmake ninja-build pkg-config git
       libopenmpi-dev openmpi-bin
       libhdf5-openmpi-dev hdf5-tools
-      libopenblas-dev nlohmann-json3-dev libdnnl-dev
+      libopenblas-dev nlohmann-json3-dev libdnnl-dev ocl-icd-opencl-dev
       libgtest-dev libbenchmark-dev
       python3 python3-numpy python3-h5py)
 optional=()

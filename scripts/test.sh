@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --tests
-./scripts/build.sh
+./scripts/build.sh --require-all
 source scripts/mpi-env.sh
 if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc > /dev/null; then
   cmake --preset cuda > /dev/null
