@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "comm/communicator.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::comm {
 

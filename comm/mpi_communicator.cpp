@@ -12,9 +12,9 @@
 
 #include "comm/comm_logger.hpp"
 #include "comm/watchdog.hpp"
-#include "kernels/dtype.hpp"
-#include "src/util/error.hpp"
-#include "src/util/system.hpp"
+#include "base/dtype.hpp"
+#include "base/error.hpp"
+#include "base/system.hpp"
 
 namespace dmpi::comm {
 

@@ -4,8 +4,8 @@
 
 #include <cstdlib>
 
-#include "src/util/error.hpp"
-#include "src/util/system.hpp"
+#include "base/error.hpp"
+#include "base/system.hpp"
 
 namespace dmpi::comm {
 

@@ -8,8 +8,8 @@
 
 #include "comm/comm_logger.hpp"
 #include "comm/mpi_communicator.hpp"
-#include "src/util/error.hpp"
-#include "src/util/system.hpp"
+#include "base/error.hpp"
+#include "base/system.hpp"
 
 namespace dmpi::comm {
 

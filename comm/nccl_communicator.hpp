@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "comm/communicator.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 #define DMPI_CHECK_CUDA(call)                                                                   \
   do {                                                                                          \

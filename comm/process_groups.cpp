@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::comm {
 

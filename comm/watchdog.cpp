@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include "comm/mpi_communicator.hpp"
-#include "src/util/system.hpp"
+#include "base/system.hpp"
 
 namespace dmpi::comm {
 

@@ -17,8 +17,8 @@
 #include "io/crc32c.hpp"
 #include "io/hdf5.hpp"
 #include "io/raw_file.hpp"
-#include "src/util/system.hpp"
-#include "src/util/error.hpp"
+#include "base/system.hpp"
+#include "base/error.hpp"
 
 namespace fs = std::filesystem;
 

@@ -3,7 +3,7 @@
 #include <sstream>
 #include <vector>
 
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::io::h5 {
 

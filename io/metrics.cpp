@@ -3,7 +3,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::io {
 

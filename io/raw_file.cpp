@@ -9,7 +9,7 @@
 #include <cstring>
 #include <future>
 
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::io {
 

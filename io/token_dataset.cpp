@@ -11,8 +11,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "src/util/error.hpp"
-#include "src/util/rng.hpp"
+#include "base/error.hpp"
+#include "base/rng.hpp"
 
 namespace dmpi::io {
 

@@ -5,10 +5,24 @@
 #include <algorithm>
 #include <vector>
 
-#include "src/util/error.hpp"
-#include "src/util/system.hpp"
+#include "base/error.hpp"
+#include "base/system.hpp"
+
+extern "C" {
+// OpenBLAS extensions (declared in its cblas.h on most builds; declared here to be sure).
+void openblas_set_num_threads(int);
+int openblas_get_num_threads(void);
+char* openblas_get_config(void);
+}
 
 namespace dmpi::kernels {
+
+void set_blas_threads(int n) { openblas_set_num_threads(n); }
+int blas_threads() { return openblas_get_num_threads(); }
+std::string blas_config() {
+  const char* c = openblas_get_config();
+  return c ? c : "unknown";
+}
 
 namespace {
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/dtype.hpp"
+#include "base/dtype.hpp"
 
 namespace dmpi::kernels {
 
@@ -67,6 +67,11 @@ inline void gemm(Op ta, Op tb, int M, int N, int K, float alpha, const float* A,
   }
   gemm_backend().sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+
+// OpenBLAS's own thread pool (GEMMs); never called inside an OpenMP region.
+void set_blas_threads(int n);
+int blas_threads();
+std::string blas_config();  // openblas_get_config()
 
 // Measured peak of sgemm on this process's threads (GFLOP/s): best of `reps` n^3 products.
 double measure_sgemm_gflops(int n = 1536, int reps = 5);

@@ -12,7 +12,7 @@
 #include <tuple>
 
 #include "kernels/gemm.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::kernels {
 

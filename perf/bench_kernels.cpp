@@ -8,7 +8,7 @@
 #include "kernels/gemm.hpp"
 #include "kernels/ops.hpp"
 #include "kernels/optim.hpp"
-#include "src/util/system.hpp"
+#include "base/system.hpp"
 
 using namespace dmpi::kernels;
 
@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
   // DEEPMPI_GEMM=openblas|onednn picks the backend (default: the best built in), as for `deepmpi train`.
   set_gemm_backend(make_gemm_backend(default_gemm_backend_name()));
   benchmark::AddCustomContext("gemm_backend", gemm_backend().name());
-  benchmark::AddCustomContext("openblas", dmpi::blas_config());
+  benchmark::AddCustomContext("openblas", dmpi::kernels::blas_config());
   benchmark::AddCustomContext("threads", std::to_string(dmpi::compute_threads()));
   benchmark::AddCustomContext("sgemm_peak_gflops", std::to_string(measure_sgemm_gflops()));
   benchmark::RunSpecifiedBenchmarks();

@@ -23,9 +23,9 @@
 #include "comm/mpi_communicator.hpp"
 #include "comm/mpi_env.hpp"
 #include "comm/process_groups.hpp"
-#include "src/util/args.hpp"
-#include "src/util/error.hpp"
-#include "src/util/system.hpp"
+#include "base/args.hpp"
+#include "base/error.hpp"
+#include "base/system.hpp"
 
 using namespace dmpi;
 using namespace dmpi::comm;

@@ -18,10 +18,10 @@
 #include "io/checkpoint.hpp"
 #include "io/crc32c.hpp"
 #include "io/hdf5.hpp"
-#include "kernels/dtype.hpp"
+#include "base/dtype.hpp"
 #include "src/cli/commands.hpp"
-#include "src/util/error.hpp"
-#include "src/util/system.hpp"
+#include "base/error.hpp"
+#include "base/system.hpp"
 
 namespace fs = std::filesystem;
 

@@ -2,8 +2,8 @@
 
 #include "src/cli/commands.hpp"
 #include "src/config/ds_config.hpp"
-#include "src/util/args.hpp"
-#include "src/util/error.hpp"
+#include "base/args.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::cli {
 

@@ -5,8 +5,8 @@
 #include "io/token_dataset.hpp"
 #include "io/tokenizer.hpp"
 #include "src/cli/commands.hpp"
-#include "src/util/args.hpp"
-#include "src/util/error.hpp"
+#include "base/args.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::cli {
 

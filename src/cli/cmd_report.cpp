@@ -20,8 +20,8 @@
 #include "deepmpi/version.hpp"
 #include "kernels/gemm.hpp"
 #include "src/cli/commands.hpp"
-#include "src/util/error.hpp"
-#include "src/util/system.hpp"
+#include "base/error.hpp"
+#include "base/system.hpp"
 #ifdef DEEPMPI_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.h>
 #endif
@@ -129,7 +129,7 @@ int cmd_report(int* argc, char*** argv, const std::vector<std::string>& argl) {
 #endif
   r["hdf5"] = {{"version", std::to_string(h5maj) + "." + std::to_string(h5min) + "." + std::to_string(h5rel)},
                {"parallel", h5par}};
-  r["blas"] = {{"vendor", "OpenBLAS"}, {"config", blas_config()}, {"threads", blas_threads()},
+  r["blas"] = {{"vendor", "OpenBLAS"}, {"config", kernels::blas_config()}, {"threads", kernels::blas_threads()},
                {"OPENBLAS_CORETYPE", std::getenv("OPENBLAS_CORETYPE") ? json(std::getenv("OPENBLAS_CORETYPE")) : json(nullptr)}};
   json gemm{{"default_backend", kernels::default_gemm_backend_name()}, {"backends", kernels::gemm_backend_names()}};
 #ifdef DEEPMPI_HAVE_DNNL

@@ -10,9 +10,9 @@
 #include "src/config/ds_config.hpp"
 #include "src/engine/trainer.hpp"
 #include "src/model/config.hpp"
-#include "src/util/args.hpp"
-#include "src/util/error.hpp"
-#include "src/util/system.hpp"
+#include "base/args.hpp"
+#include "base/error.hpp"
+#include "base/system.hpp"
 
 namespace dmpi::cli {
 
@@ -84,7 +84,7 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   comm::MpiEnv mpi(argc, argv);
   int threads = choose_threads(mpi.local_size());
   omp_set_num_threads(threads);
-  set_blas_threads(threads);
+  kernels::set_blas_threads(threads);
   std::string backend = a.str("gemm-backend", kernels::default_gemm_backend_name());
   kernels::set_gemm_backend(kernels::make_gemm_backend(backend));
 

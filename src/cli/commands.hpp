@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "src/config/ds_config.hpp"
-#include "src/util/args.hpp"
+#include "base/args.hpp"
 
 namespace dmpi::cli {
 

@@ -10,8 +10,8 @@
 
 #include "deepmpi/version.hpp"
 #include "src/cli/commands.hpp"
-#include "src/util/error.hpp"
-#include "src/util/system.hpp"
+#include "base/error.hpp"
+#include "base/system.hpp"
 #include "kernels/gemm.hpp"
 
 namespace dmpi::cli {

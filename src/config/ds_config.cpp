@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "src/config/reader.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::config {
 

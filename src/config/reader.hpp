@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::config {
 struct DsConfig;

@@ -20,8 +20,8 @@
 #include "io/checkpoint.hpp"
 #include "io/crc32c.hpp"
 #include "src/engine/trainer.hpp"
-#include "src/util/error.hpp"
-#include "src/util/system.hpp"
+#include "base/error.hpp"
+#include "base/system.hpp"
 
 namespace dmpi::engine {
 

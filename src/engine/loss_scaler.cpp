@@ -4,7 +4,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::engine {
 

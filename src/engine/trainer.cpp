@@ -13,8 +13,8 @@
 #include "kernels/gemm.hpp"
 #include "kernels/ops.hpp"
 #include "src/engine/flops.hpp"
-#include "src/util/error.hpp"
-#include "src/util/system.hpp"
+#include "base/error.hpp"
+#include "base/system.hpp"
 
 namespace dmpi::engine {
 
@@ -190,7 +190,7 @@ std::string Trainer::banner() const {
                        std::to_string(scaler_->scale())
                  : std::string())
      << "\n"
-     << "  threads: " << compute_threads() << " OpenMP, " << blas_threads() << " OpenBLAS; GEMM backend "
+     << "  threads: " << compute_threads() << " OpenMP, " << kernels::blas_threads() << " OpenBLAS; GEMM backend "
      << kernels::gemm_backend().name() << "; peak " << peak_gflops_
      << " GFLOP/s (" << (opt_.peak_gflops > 0 ? "--peak-tflops" : "sgemm probe") << ")\n"
      << "  memory per rank: params " << human_bytes(static_cast<double>(mem.params)) << " | grads "

@@ -5,10 +5,10 @@
 #include <cstring>
 #include <deque>
 
-#include "kernels/dtype.hpp"
+#include "base/dtype.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/ops.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::engine {
 

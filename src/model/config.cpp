@@ -2,7 +2,7 @@
 
 #include <sstream>
 
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 namespace dmpi::model {
 

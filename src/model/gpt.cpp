@@ -7,8 +7,8 @@
 
 #include "kernels/ops.hpp"
 #include "kernels/ref/ops_ref.hpp"
-#include "src/util/error.hpp"
-#include "src/util/rng.hpp"
+#include "base/error.hpp"
+#include "base/rng.hpp"
 
 namespace dmpi::model {
 

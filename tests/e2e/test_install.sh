@@ -8,7 +8,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 cmake --install "$BUILD" --prefix "$work/prefix" > "$work/install.log" || { cat "$work/install.log"; fail "cmake --install"; }
-for f in bin/deepmpi lib/libdeepmpi.a lib/cmake/DeepMPI/DeepMPIConfig.cmake include/deepmpi/src/engine/trainer.hpp \
+for f in bin/deepmpi lib/libdeepmpi_engine.a lib/libdeepmpi_base.a lib/cmake/DeepMPI/DeepMPIConfig.cmake include/deepmpi/src/engine/trainer.hpp \
          include/deepmpi/deepmpi/version.hpp; do
   [ -e "$work/prefix/$f" ] || fail "missing $f in the installed tree"
 done

@@ -11,7 +11,7 @@
 #include "comm/comm_logger.hpp"
 #include "comm/mpi_communicator.hpp"
 #include "comm/process_groups.hpp"
-#include "kernels/dtype.hpp"
+#include "base/dtype.hpp"
 
 using namespace dmpi;
 using namespace dmpi::comm;

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "comm/nccl_communicator.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 using namespace dmpi::comm;
 

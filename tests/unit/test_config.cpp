@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "src/config/ds_config.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 using namespace dmpi;
 using namespace dmpi::config;

@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "src/config/ds_config.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 using namespace dmpi;
 using namespace dmpi::config;

@@ -8,7 +8,7 @@
 
 #include "io/token_dataset.hpp"
 #include "io/tokenizer.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 using namespace dmpi;
 using namespace dmpi::io;

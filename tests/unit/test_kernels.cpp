@@ -10,7 +10,7 @@
 #include "kernels/gemm.hpp"
 #include "kernels/ops.hpp"
 #include "kernels/ref/ops_ref.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 #include "tests/unit/test_util.hpp"
 
 using namespace dmpi;

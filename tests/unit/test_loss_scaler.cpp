@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "src/engine/loss_scaler.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 using dmpi::config::Fp16Config;
 using dmpi::engine::LossScaler;

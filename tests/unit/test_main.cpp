@@ -2,7 +2,7 @@
 
 #include <memory>
 
-#include "src/util/system.hpp"
+#include "base/system.hpp"
 #include "tests/unit/test_util.hpp"
 
 namespace dmpi::test {

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "src/model/gpt.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 #include "tests/unit/test_util.hpp"
 
 using namespace dmpi;

@@ -7,7 +7,7 @@
 #include <set>
 
 #include "comm/topology.hpp"
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 using namespace dmpi;
 using namespace dmpi::comm;

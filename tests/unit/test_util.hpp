@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "comm/mpi_env.hpp"
-#include "src/util/rng.hpp"
+#include "base/rng.hpp"
 
 namespace dmpi::test {
 

@@ -15,11 +15,8 @@ std::string hostname();
 std::string human_bytes(double bytes);     // "1.23 GiB"
 
 // Thread policy (platform notes): OpenMP threads for element-wise/attention work, OpenBLAS
-// threads for GEMMs, never nested: BLAS is never called inside an OpenMP region.
+// threads for GEMMs (kernels/gemm.hpp), never nested: BLAS is never called inside an OpenMP region.
 int compute_threads();                     // OMP max threads
-void set_blas_threads(int n);
-int blas_threads();
-std::string blas_config();                 // openblas_get_config()
 
 // OpenMP threads that spin after a parallel region steal the cores OpenBLAS's threads need
 // for the next GEMM (measured: 2-10x slower GEMMs). libgomp reads OMP_WAIT_POLICY when it is

@@ -1,6 +1,5 @@
-#include "src/util/system.hpp"
+#include "base/system.hpp"
 
-#include <cblas.h>
 #include <omp.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -8,13 +7,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-
-extern "C" {
-// OpenBLAS extensions (declared in its cblas.h on most builds; declared here to be sure).
-void openblas_set_num_threads(int);
-int openblas_get_num_threads(void);
-char* openblas_get_config(void);
-}
 
 namespace dmpi {
 
@@ -63,19 +55,12 @@ std::string human_bytes(double b) {
 }
 
 int compute_threads() { return omp_get_max_threads(); }
-void set_blas_threads(int n) { openblas_set_num_threads(n); }
-int blas_threads() { return openblas_get_num_threads(); }
 void ensure_passive_omp_wait(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") || std::getenv("DEEPMPI_NO_REEXEC")) return;
   setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
   setenv("DEEPMPI_NO_REEXEC", "1", 1);
   execv("/proc/self/exe", argv);
   // exec failed: keep going with the active policy (slower, still correct)
-}
-
-std::string blas_config() {
-  const char* c = openblas_get_config();
-  return c ? c : "unknown";
 }
 
 }  // namespace dmpi

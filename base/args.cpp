@@ -1,10 +1,10 @@
-#include "src/util/args.hpp"
+#include "base/args.hpp"
 
 #include <cmath>
 #include <cstdlib>
 #include <sstream>
 
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 namespace dmpi {
 

@@ -1,4 +1,4 @@
-#include "src/util/error.hpp"
+#include "base/error.hpp"
 
 #include <mpi.h>
 
