@@ -1,6 +1,7 @@
 #include "kernels/gemm.hpp"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <vector>
@@ -111,26 +112,39 @@ void set_gemm_backend(std::unique_ptr<GemmBackend> backend) {
   slot() = std::move(backend);
 }
 
-double measure_sgemm_gflops(int n, int reps) {
+const char* precision_name(Precision p) {
+  return p == Precision::BF16 ? "bf16" : p == Precision::F16 ? "fp16" : "fp32";
+}
+
+Context host_context(GemmBackend& gemm, Precision p) {
+  Context c;
+  c.device = Device::Host;
+  c.gemm = &gemm;
+  c.precision = p;
+  c.threads = std::max(1, omp_get_max_threads());
+  c.alloc = &host_allocator();
+  return c;
+}
+
+double measure_gemm_gflops(const Context& ctx, int n, int reps) {
   std::vector<float> a(static_cast<size_t>(n) * n), b(a.size()), c(a.size());
   for (size_t i = 0; i < a.size(); ++i) {
     a[i] = static_cast<float>((i * 7) % 13) * 0.01f;
     b[i] = static_cast<float>((i * 5) % 11) * 0.01f;
   }
-  gemm(Op::N, Op::N, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);  // warm-up
+  gemm(ctx, Op::N, Op::N, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);  // warm-up
   double best = 1e30;
   for (int r = 0; r < reps; ++r) {
     double t0 = now_seconds();
-    gemm(Op::N, Op::N, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    gemm(ctx, Op::N, Op::N, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
     best = std::min(best, now_seconds() - t0);
   }
   return 2.0 * n * n * static_cast<double>(n) / best / 1e9;
 }
 
 namespace {
-GemmPrecision g_precision = GemmPrecision::F32;
-
-// Packs the stored rows x cols operand (leading dimension ld) contiguously as bf16.
+// The stored rows x cols operand (leading dimension ld), packed contiguously as bf16: rounded
+// from fp32.
 void pack_bf16(const float* X, int rows, int cols, int ld, std::vector<bf16>& out) {
   out.resize(static_cast<size_t>(rows) * cols);
   bf16* o = out.data();
@@ -138,16 +152,92 @@ void pack_bf16(const float* X, int rows, int cols, int ld, std::vector<bf16>& ou
   for (int r = 0; r < rows; ++r)
     for (int c = 0; c < cols; ++c) o[static_cast<size_t>(r) * cols + c] = to_bf16(X[static_cast<size_t>(r) * ld + c]);
 }
-// Packs it contiguously as fp32 values rounded to fp16.
-void pack_f16(const float* X, int rows, int cols, int ld, std::vector<float>& out) {
+// Packed contiguously as fp32 values: rounded to fp16 (from fp32) or widened (from fp16, bf16).
+void pack_f32(Operand X, int rows, int cols, bool round_f16, std::vector<float>& out) {
   out.resize(static_cast<size_t>(rows) * cols);
   float* o = out.data();
+  const size_t ld = static_cast<size_t>(X.ld);
+  switch (X.dtype) {
+    case DType::F32: {
+      const float* x = static_cast<const float*>(X.data);
 #pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < cols; ++c)
-      o[static_cast<size_t>(r) * cols + c] = static_cast<float>(static_cast<_Float16>(X[static_cast<size_t>(r) * ld + c]));
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c) {
+          const float v = x[r * ld + c];
+          o[static_cast<size_t>(r) * cols + c] = round_f16 ? static_cast<float>(static_cast<_Float16>(v)) : v;
+        }
+      return;
+    }
+    case DType::F16: {
+      const _Float16* x = static_cast<const _Float16*>(X.data);
+#pragma omp parallel for schedule(static)
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c) o[static_cast<size_t>(r) * cols + c] = static_cast<float>(x[r * ld + c]);
+      return;
+    }
+    case DType::BF16: {
+      const bf16* x = static_cast<const bf16*>(X.data);
+#pragma omp parallel for schedule(static)
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c) o[static_cast<size_t>(r) * cols + c] = to_float(x[r * ld + c]);
+      return;
+    }
+    default: DMPI_FAIL("gemm: a " << dtype_name(X.dtype) << " operand");
+  }
+}
+}  // namespace
+
+void gemm(const Context& ctx, Op ta, Op tb, int M, int N, int K, float alpha, Operand A, Operand B, float beta,
+          float* C, int ldc) {
+  DMPI_REQUIRE(ctx.gemm, "gemm: the context has no GEMM backend");
+  GemmBackend& be = *ctx.gemm;
+  if (M == 0 || N == 0) return;
+  // the stored shapes: op(A) is M x K, so A is M x K (N) or K x M (T); likewise B
+  const int ar = ta == Op::N ? M : K, ac = ta == Op::N ? K : M;
+  const int br = tb == Op::N ? K : N, bc = tb == Op::N ? N : K;
+  switch (ctx.precision) {
+    case Precision::F32: {
+      thread_local std::vector<float> a, b;
+      const float* pa = static_cast<const float*>(A.data);
+      const float* pb = static_cast<const float*>(B.data);
+      int la = A.ld, lb = B.ld;
+      if (A.dtype != DType::F32) pack_f32(A, ar, ac, false, a), pa = a.data(), la = ac;
+      if (B.dtype != DType::F32) pack_f32(B, br, bc, false, b), pb = b.data(), lb = bc;
+      be.sgemm(ta, tb, M, N, K, alpha, pa, la, pb, lb, beta, C, ldc);
+      return;
+    }
+    case Precision::BF16: {
+      thread_local std::vector<bf16> a, b;
+      auto as_bf16 = [](Operand X, int rows, int cols, std::vector<bf16>& buf, int& ld) -> const bf16* {
+        if (X.dtype == DType::BF16) {
+          ld = X.ld;
+          return static_cast<const bf16*>(X.data);
+        }
+        DMPI_REQUIRE(X.dtype == DType::F32, "a bf16 GEMM of a " << dtype_name(X.dtype) << " operand");
+        pack_bf16(static_cast<const float*>(X.data), rows, cols, X.ld, buf);
+        ld = cols;
+        return buf.data();
+      };
+      int la = 0, lb = 0;
+      const bf16* pa = as_bf16(A, ar, ac, a, la);
+      const bf16* pb = as_bf16(B, br, bc, b, lb);
+      be.gemm_bf16(ta, tb, M, N, K, alpha, pa, la, pb, lb, beta, C, ldc);
+      return;
+    }
+    case Precision::F16: {
+      thread_local std::vector<float> a, b;
+      DMPI_REQUIRE(A.dtype != DType::BF16 && B.dtype != DType::BF16, "an fp16 GEMM of a bf16 operand");
+      pack_f32(A, ar, ac, true, a);
+      pack_f32(B, br, bc, true, b);
+      be.sgemm(ta, tb, M, N, K, alpha, a.data(), ac, b.data(), bc, beta, C, ldc);
+      return;
+    }
+  }
 }
 
+// --- Transitional globals (the old GPT class) ---
+namespace {
+GemmPrecision g_precision = GemmPrecision::F32;
 struct LowpCopy {
   const float* x;
   size_t n;
@@ -174,54 +264,34 @@ const bf16* lowp_copy(const float* x, size_t n) {
   const LowpCopy* c = find_copy(x, 1, static_cast<int>(n), static_cast<int>(n));
   return c && c->copy ? c->copy + (x - c->x) : nullptr;
 }
-
-namespace {
-// The operand as bf16 with its leading dimension: the registered copy, or packed into `buf`.
-const bf16* as_bf16(const float* X, int rows, int cols, int ld, std::vector<bf16>& buf, int& ld_out) {
-  if (const LowpCopy* c = find_copy(X, rows, cols, ld); c && c->copy) {
-    ld_out = ld;
-    return c->copy + (X - c->x);
-  }
-  pack_bf16(X, rows, cols, ld, buf);
-  ld_out = cols;
-  return buf.data();
-}
-// The operand with its values rounded to fp16: as it is when registered, or packed into `buf`.
-const float* as_f16(const float* X, int rows, int cols, int ld, std::vector<float>& buf, int& ld_out) {
-  if (find_copy(X, rows, cols, ld)) {
-    ld_out = ld;
-    return X;
-  }
-  pack_f16(X, rows, cols, ld, buf);
-  ld_out = cols;
-  return buf.data();
-}
-}  // namespace
-
 void set_gemm_precision(GemmPrecision p) { g_precision = p; }
 GemmPrecision gemm_precision() { return g_precision; }
-const char* gemm_precision_name(GemmPrecision p) {
-  return p == GemmPrecision::BF16 ? "bf16" : p == GemmPrecision::F16 ? "fp16" : "fp32";
+Context global_context() { return host_context(gemm_backend(), g_precision); }
+Operand registered_operand(const float* X, int rows, int cols, int ld) {
+  if (g_precision == GemmPrecision::BF16)
+    if (const LowpCopy* c = find_copy(X, rows, cols, ld); c && c->copy) return {c->copy + (X - c->x), DType::BF16, ld};
+  return {X, DType::F32, ld};
 }
-
-void gemm_lowp(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
-               float beta, float* C, int ldc) {
-  if (M == 0 || N == 0) return;
-  // the stored shapes: op(A) is M x K, so A is M x K (N) or K x M (T); likewise B
+void gemm(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
+          float* C, int ldc) {
   const int ar = ta == Op::N ? M : K, ac = ta == Op::N ? K : M;
   const int br = tb == Op::N ? K : N, bc = tb == Op::N ? N : K;
-  int la = 0, lb = 0;
-  if (g_precision == GemmPrecision::BF16) {
-    thread_local std::vector<bf16> a, b;
-    const bf16* pa = as_bf16(A, ar, ac, lda, a, la);
-    const bf16* pb = as_bf16(B, br, bc, ldb, b, lb);
-    gemm_backend().gemm_bf16(ta, tb, M, N, K, alpha, pa, la, pb, lb, beta, C, ldc);
-  } else {
-    thread_local std::vector<float> a, b;
-    const float* pa = as_f16(A, ar, ac, lda, a, la);
-    const float* pb = as_f16(B, br, bc, ldb, b, lb);
-    gemm_backend().sgemm(ta, tb, M, N, K, alpha, pa, la, pb, lb, beta, C, ldc);
+  Context ctx = global_context();
+  if (g_precision == GemmPrecision::F16) {
+    // registered operands hold fp16 values already: multiplied as they are (no packing)
+    const bool ra = find_copy(A, ar, ac, lda) != nullptr, rb = find_copy(B, br, bc, ldb) != nullptr;
+    if (ra || rb) {
+      thread_local std::vector<float> a, b;
+      const float* pa = A;
+      const float* pb = B;
+      int la = lda, lb = ldb;
+      if (!ra) pack_f32(operand(A, lda), ar, ac, true, a), pa = a.data(), la = ac;
+      if (!rb) pack_f32(operand(B, ldb), br, bc, true, b), pb = b.data(), lb = bc;
+      gemm_backend().sgemm(ta, tb, M, N, K, alpha, pa, la, pb, lb, beta, C, ldc);
+      return;
+    }
   }
+  gemm(ctx, ta, tb, M, N, K, alpha, registered_operand(A, ar, ac, lda), registered_operand(B, br, bc, ldb), beta, C, ldc);
 }
 
 }  // namespace dmpi::kernels

@@ -8,56 +8,79 @@
 #include <vector>
 
 #include "kernels/fastmath.hpp"
+#include "base/error.hpp"
 #include "kernels/gemm.hpp"
 
 namespace dmpi::kernels {
 
-void encoder_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C) {
-  // Rows with a registered bf16 copy (kernels::lowp_copy; bf16 training) are read from it: their
-  // fp32 values need not exist.
+void encoder_forward(const Context& ctx, float* out, const int32_t* tokens, ConstView wte, ConstView wpe, int B, int T,
+                     int C) {
+  // 16-bit tables (bf16/fp16 training) are read as they are stored: their rows widened here.
   const size_t n = static_cast<size_t>(C);
-#pragma omp parallel
+  auto row = [n](ConstView t, size_t r, float* buf) -> const float* {
+    switch (t.dtype) {
+      case DType::F32: return static_cast<const float*>(t.data) + r * n;
+      case DType::BF16: {
+        const bf16* h = static_cast<const bf16*>(t.data) + r * n;
+        for (size_t c = 0; c < n; ++c) buf[c] = to_float(h[c]);
+        return buf;
+      }
+      case DType::F16: {
+        const _Float16* h = static_cast<const _Float16*>(t.data) + r * n;
+        for (size_t c = 0; c < n; ++c) buf[c] = static_cast<float>(h[c]);
+        return buf;
+      }
+      default: return nullptr;
+    }
+  };
+  auto floating = [](DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; };
+  DMPI_REQUIRE(floating(wte.dtype) && (!wpe.data || floating(wpe.dtype)),
+               "encoder_forward: a " << dtype_name(wte.dtype) << " embedding table");
+  const bool positions = wpe.data != nullptr;
+#pragma omp parallel num_threads(ctx.threads)
   {
     std::vector<float> ebuf(n), pbuf(n);
-    auto row = [&](const float* x, float* buf) {
-      const bf16* h = lowp_copy(x, n);
-      if (!h) return x;
-      for (size_t c = 0; c < n; ++c) buf[c] = to_float(h[c]);
-      return static_cast<const float*>(buf);
-    };
 #pragma omp for schedule(static)
     for (int bt = 0; bt < B * T; ++bt) {
-      const float* e = row(wte + static_cast<size_t>(tokens[bt]) * n, ebuf.data());
-      const float* p = row(wpe + static_cast<size_t>(bt % T) * n, pbuf.data());
+      const float* e = row(wte, static_cast<size_t>(tokens[bt]), ebuf.data());
       float* o = out + static_cast<size_t>(bt) * n;
+      if (!positions) {
+        std::memcpy(o, e, n * sizeof(float));
+        continue;
+      }
+      const float* p = row(wpe, static_cast<size_t>(bt % T), pbuf.data());
 #pragma omp simd
       for (int c = 0; c < C; ++c) o[c] = e[c] + p[c];
     }
   }
 }
 
-void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C) {
+void encoder_backward(const Context& ctx, float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
+                      int C) {
+  // dwpe null: no learned positions
   // Several positions may hold the same token: split the channels over threads instead of rows.
-#pragma omp parallel
+#pragma omp parallel num_threads(ctx.threads)
   {
     int nt = omp_get_num_threads(), id = omp_get_thread_num();
     int chunk = (C + nt - 1) / nt, c0 = std::min(C, id * chunk), c1 = std::min(C, c0 + chunk);
     for (int bt = 0; bt < B * T; ++bt) {
       const float* d = dout + static_cast<size_t>(bt) * C;
       float* de = dwte + static_cast<size_t>(tokens[bt]) * C;
-      float* dp = dwpe + static_cast<size_t>(bt % T) * C;
+      float* dp = dwpe ? dwpe + static_cast<size_t>(bt % T) * C : nullptr;
 #pragma omp simd
       for (int c = c0; c < c1; ++c) {
         de[c] += d[c];
-        dp[c] += d[c];
       }
+      if (!dwpe) continue;
+#pragma omp simd
+      for (int c = c0; c < c1; ++c) dp[c] += d[c];
     }
   }
 }
 
-void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+void layernorm_forward(const Context& ctx, float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
                        int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
   for (int n = 0; n < N; ++n) {
     const float* x = inp + static_cast<size_t>(n) * C;
     float m = 0.f;
@@ -77,9 +100,9 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
   }
 }
 
-void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+void layernorm_backward(const Context& ctx, float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
                         const float* mean, const float* rstd, int N, int C) {
-  int nt = omp_get_max_threads();
+  int nt = ctx.threads;
   // Per-thread partial dw/db, combined in thread order: deterministic for a fixed thread count.
   std::vector<float> part(static_cast<size_t>(nt) * 2 * C, 0.f);
 #pragma omp parallel num_threads(nt)
@@ -121,23 +144,24 @@ void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, co
   }
 }
 
-void matmul_forward(float* out, const float* inp, const float* w, const float* bias, int N, int C, int OC) {
+void matmul_forward(const Context& ctx, float* out, const float* inp, ConstView w, const float* bias, int N, int C,
+                    int OC) {
   if (bias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
     for (int n = 0; n < N; ++n) std::memcpy(out + static_cast<size_t>(n) * OC, bias, sizeof(float) * OC);
   }
-  gemm(Op::N, Op::T, N, OC, C, 1.0f, inp, C, w, C, bias ? 1.0f : 0.0f, out, OC);
+  gemm(ctx, Op::N, Op::T, N, OC, C, 1.0f, operand(inp, C), operand(w, C), bias ? 1.0f : 0.0f, out, OC);
 }
 
-void matmul_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
-                     int N, int C, int OC) {
-  if (dinp) gemm(Op::N, Op::N, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
-  gemm(Op::T, Op::N, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+void matmul_backward(const Context& ctx, float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
+                     ConstView w, int N, int C, int OC) {
+  if (dinp) gemm(ctx, Op::N, Op::N, N, C, OC, 1.0f, operand(dout, OC), operand(w, C), 1.0f, dinp, C);
+  gemm(ctx, Op::T, Op::N, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
   if (dbias) {
     // Column sums of dout: each thread owns a block of columns and walks all rows.
     constexpr int kBlock = 64;
     int nblocks = (OC + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
     for (int blk = 0; blk < nblocks; ++blk) {
       int o0 = blk * kBlock, o1 = std::min(OC, o0 + kBlock);
       float acc[kBlock] = {0};
@@ -151,7 +175,7 @@ void matmul_backward(float* dinp, float* dw, float* dbias, const float* dout, co
   }
 }
 
-void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+void attention_forward(const Context& ctx, float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
   const int hs = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   // 1) scores S = scale * Q K^T per (b, h), straight from the strided qkv rows.
@@ -159,11 +183,11 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
     for (int h = 0; h < NH; ++h) {
       const float* q = qkv + static_cast<size_t>(b) * T * C3 + h * hs;
       float* s = att + (static_cast<size_t>(b) * NH + h) * T * T;
-      gemm(Op::N, Op::T, T, T, hs, scale, q, C3, q + C, C3, 0.0f, s, T);
+      gemm(ctx, Op::N, Op::T, T, T, hs, scale, q, C3, q + C, C3, 0.0f, s, T);
     }
   // 2) causal softmax, row by row; entries above the diagonal become 0.
   const int rows = B * NH * T;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
   for (int r = 0; r < rows; ++r) {
     int i = r % T;
     float* a = att + static_cast<size_t>(r) * T;
@@ -186,11 +210,11 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
       const float* v = qkv + static_cast<size_t>(b) * T * C3 + 2 * C + h * hs;
       const float* p = att + (static_cast<size_t>(b) * NH + h) * T * T;
       float* o = out + static_cast<size_t>(b) * T * C + h * hs;
-      gemm(Op::N, Op::N, T, hs, T, 1.0f, p, T, v, C3, 0.0f, o, C);
+      gemm(ctx, Op::N, Op::N, T, hs, T, 1.0f, p, T, v, C3, 0.0f, o, C);
     }
 }
 
-void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int B,
+void attention_backward(const Context& ctx, float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int B,
                         int T, int C, int NH) {
   const int hs = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
@@ -201,12 +225,12 @@ void attention_backward(float* dqkv, float* datt, const float* dout, const float
       const float* d = dout + static_cast<size_t>(b) * T * C + h * hs;
       const float* p = att + (static_cast<size_t>(b) * NH + h) * T * T;
       float* dp = datt + (static_cast<size_t>(b) * NH + h) * T * T;
-      gemm(Op::N, Op::T, T, T, hs, 1.0f, d, C, qkv + base + 2 * C, C3, 0.0f, dp, T);
-      gemm(Op::T, Op::N, T, hs, T, 1.0f, p, T, d, C, 1.0f, dqkv + base + 2 * C, C3);
+      gemm(ctx, Op::N, Op::T, T, T, hs, 1.0f, d, C, qkv + base + 2 * C, C3, 0.0f, dp, T);
+      gemm(ctx, Op::T, Op::N, T, hs, T, 1.0f, p, T, d, C, 1.0f, dqkv + base + 2 * C, C3);
     }
   // dS = P * (dP - rowsum(P * dP)), causal part only
   const int rows = B * NH * T;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
   for (int r = 0; r < rows; ++r) {
     int i = r % T;
     const float* p = att + static_cast<size_t>(r) * T;
@@ -223,8 +247,8 @@ void attention_backward(float* dqkv, float* datt, const float* dout, const float
     for (int h = 0; h < NH; ++h) {
       size_t base = static_cast<size_t>(b) * T * C3 + h * hs;
       const float* ds = datt + (static_cast<size_t>(b) * NH + h) * T * T;
-      gemm(Op::N, Op::N, T, hs, T, scale, ds, T, qkv + base + C, C3, 1.0f, dqkv + base, C3);
-      gemm(Op::T, Op::N, T, hs, T, scale, ds, T, qkv + base, C3, 1.0f, dqkv + base + C, C3);
+      gemm(ctx, Op::N, Op::N, T, hs, T, scale, ds, T, qkv + base + C, C3, 1.0f, dqkv + base, C3);
+      gemm(ctx, Op::T, Op::N, T, hs, T, scale, ds, T, qkv + base, C3, 1.0f, dqkv + base + C, C3);
     }
 }
 
@@ -233,16 +257,16 @@ constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2/pi)
 constexpr float kGeluA = 0.044715f;
 }  // namespace
 
-void gelu_forward(float* out, const float* inp, size_t N) {
-#pragma omp parallel for simd schedule(static)
+void gelu_forward(const Context& ctx, float* out, const float* inp, size_t N) {
+#pragma omp parallel for simd schedule(static) num_threads(ctx.threads)
   for (size_t i = 0; i < N; ++i) {
     float x = inp[i];
     out[i] = 0.5f * x * (1.0f + fast_tanh(kGeluK * (x + kGeluA * x * x * x)));
   }
 }
 
-void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) {
-#pragma omp parallel for simd schedule(static)
+void gelu_backward(const Context& ctx, float* dinp, const float* inp, const float* dout, size_t N) {
+#pragma omp parallel for simd schedule(static) num_threads(ctx.threads)
   for (size_t i = 0; i < N; ++i) {
     float x = inp[i];
     float th = fast_tanh(kGeluK * (x + kGeluA * x * x * x));
@@ -252,23 +276,23 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) {
   }
 }
 
-void residual_forward(float* out, const float* a, const float* b, size_t N) {
-#pragma omp parallel for simd schedule(static)
+void residual_forward(const Context& ctx, float* out, const float* a, const float* b, size_t N) {
+#pragma omp parallel for simd schedule(static) num_threads(ctx.threads)
   for (size_t i = 0; i < N; ++i) out[i] = a[i] + b[i];
 }
 
-void residual_backward(float* da, float* db, const float* dout, size_t N) {
-#pragma omp parallel for simd schedule(static)
+void residual_backward(const Context& ctx, float* da, float* db, const float* dout, size_t N) {
+#pragma omp parallel for simd schedule(static) num_threads(ctx.threads)
   for (size_t i = 0; i < N; ++i) {
     da[i] += dout[i];
     db[i] += dout[i];
   }
 }
 
-int64_t crossentropy_forward(float* losses, float* probs, const int32_t* targets, int N, int V,
+int64_t crossentropy_forward(const Context& ctx, float* losses, float* probs, const int32_t* targets, int N, int V,
                              int32_t ignore_index) {
   int64_t valid = 0;
-#pragma omp parallel for schedule(static) reduction(+ : valid)
+#pragma omp parallel for schedule(static) num_threads(ctx.threads) reduction(+ : valid)
   for (int n = 0; n < N; ++n) {
     float* p = probs + static_cast<size_t>(n) * V;
     float mx = p[0];
@@ -302,8 +326,8 @@ int64_t crossentropy_forward(float* losses, float* probs, const int32_t* targets
   return valid;
 }
 
-void crossentropy_backward(float* probs, const int32_t* targets, float dloss, int N, int V, int32_t ignore_index) {
-#pragma omp parallel for schedule(static)
+void crossentropy_backward(const Context& ctx, float* probs, const int32_t* targets, float dloss, int N, int V, int32_t ignore_index) {
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
   for (int n = 0; n < N; ++n) {
     float* p = probs + static_cast<size_t>(n) * V;
     if (targets[n] == ignore_index) {
@@ -316,8 +340,8 @@ void crossentropy_backward(float* probs, const int32_t* targets, float dloss, in
   }
 }
 
-double sum_squares(const float* x, size_t n) {
-  int nt = omp_get_max_threads();
+double sum_squares(const Context& ctx, const float* x, size_t n) {
+  int nt = ctx.threads;
   std::vector<double> part(static_cast<size_t>(nt) * 8, 0.0);  // padded against false sharing
 #pragma omp parallel num_threads(nt)
   {
@@ -331,13 +355,13 @@ double sum_squares(const float* x, size_t n) {
   return total;
 }
 
-void scale_inplace(float* x, size_t n, float s) {
-#pragma omp parallel for simd schedule(static)
+void scale_inplace(const Context& ctx, float* x, size_t n, float s) {
+#pragma omp parallel for simd schedule(static) num_threads(ctx.threads)
   for (size_t i = 0; i < n; ++i) x[i] *= s;
 }
 
-void fill_zero(float* x, size_t n) {
-#pragma omp parallel for schedule(static)
+void fill_zero(const Context& ctx, float* x, size_t n) {
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
   for (size_t i = 0; i < n; i += 1 << 16) std::memset(x + i, 0, sizeof(float) * std::min<size_t>(1 << 16, n - i));
 }
 

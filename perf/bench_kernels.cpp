@@ -14,6 +14,18 @@ using namespace dmpi::kernels;
 
 namespace {
 std::vector<float> filled(size_t n, float v) { return std::vector<float>(n, v); }
+// DEEPMPI_GEMM=openblas|onednn picks the backend (default: the best built in), as for `deepmpi train`.
+GemmBackend& backend() {
+  static std::unique_ptr<GemmBackend> b = make_gemm_backend(default_gemm_backend_name());
+  return *b;
+}
+const Context& ctx() {
+  static const Context c = host_context(backend());
+  return c;
+}
+dmpi::ConstView weights(const std::vector<float>& w, int rows, int cols) {
+  return dmpi::ConstView(w.data(), dmpi::DType::F32, dmpi::Shape{rows, cols});
+}
 
 // Linear layer shapes (rows N = micro-batch x seq, in C, out OC) of the presets' forward pass.
 void BM_LinearForward(benchmark::State& st) {
@@ -21,7 +33,7 @@ void BM_LinearForward(benchmark::State& st) {
   auto x = filled(static_cast<size_t>(N) * C, 0.01f), w = filled(static_cast<size_t>(OC) * C, 0.02f),
        b = filled(OC, 0.f), y = filled(static_cast<size_t>(N) * OC, 0.f);
   for (auto _ : st) {
-    matmul_forward(y.data(), x.data(), w.data(), b.data(), N, C, OC);
+    matmul_forward(ctx(), y.data(), x.data(), weights(w, OC, C), b.data(), N, C, OC);
     benchmark::DoNotOptimize(y.data());
   }
   st.counters["FOM:GFLOP/s"] = benchmark::Counter(2.0 * N * C * OC * st.iterations() / 1e9, benchmark::Counter::kIsRate);
@@ -33,7 +45,7 @@ void BM_LinearBackward(benchmark::State& st) {
        dy = filled(static_cast<size_t>(N) * OC, 0.01f), dx = filled(static_cast<size_t>(N) * C, 0.f),
        dw = filled(static_cast<size_t>(OC) * C, 0.f), db = filled(OC, 0.f);
   for (auto _ : st) {
-    matmul_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), N, C, OC);
+    matmul_backward(ctx(), dx.data(), dw.data(), db.data(), dy.data(), x.data(), weights(w, OC, C), N, C, OC);
     benchmark::DoNotOptimize(dw.data());
   }
   st.counters["FOM:GFLOP/s"] = benchmark::Counter(4.0 * N * C * OC * st.iterations() / 1e9, benchmark::Counter::kIsRate);
@@ -45,12 +57,12 @@ void BM_Attention(benchmark::State& st) {
   const bool backward = st.range(4) != 0;
   auto qkv = filled(static_cast<size_t>(B) * T * 3 * C, 0.01f), out = filled(static_cast<size_t>(B) * T * C, 0.f),
        att = filled(static_cast<size_t>(B) * NH * T * T, 0.f), datt = att, dqkv = qkv;
-  attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+  attention_forward(ctx(), out.data(), att.data(), qkv.data(), B, T, C, NH);
   for (auto _ : st) {
     if (backward)
-      attention_backward(dqkv.data(), datt.data(), out.data(), qkv.data(), att.data(), B, T, C, NH);
+      attention_backward(ctx(), dqkv.data(), datt.data(), out.data(), qkv.data(), att.data(), B, T, C, NH);
     else
-      attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+      attention_forward(ctx(), out.data(), att.data(), qkv.data(), B, T, C, NH);
     benchmark::DoNotOptimize(out.data());
   }
   // executed GEMM flops: forward 2 products, backward 4, each 2*B*T*T*C
@@ -63,7 +75,7 @@ void BM_LayerNormForward(benchmark::State& st) {
   auto x = filled(static_cast<size_t>(N) * C, 0.5f), y = x, w = filled(C, 1.f), b = filled(C, 0.f), m = filled(N, 0.f),
        r = m;
   for (auto _ : st) {
-    layernorm_forward(y.data(), m.data(), r.data(), x.data(), w.data(), b.data(), N, C);
+    layernorm_forward(ctx(), y.data(), m.data(), r.data(), x.data(), w.data(), b.data(), N, C);
     benchmark::DoNotOptimize(y.data());
   }
   st.counters["FOM:GB/s"] = benchmark::Counter(2.0 * N * C * 4 * st.iterations() / 1e9, benchmark::Counter::kIsRate);
@@ -74,8 +86,8 @@ void BM_Gelu(benchmark::State& st) {
   const bool backward = st.range(1) != 0;
   auto x = filled(n, 0.3f), y = filled(n, 0.f), d = filled(n, 0.1f);
   for (auto _ : st) {
-    if (backward) gelu_backward(y.data(), x.data(), d.data(), n);
-    else gelu_forward(y.data(), x.data(), n);
+    if (backward) gelu_backward(ctx(), y.data(), x.data(), d.data(), n);
+    else gelu_forward(ctx(), y.data(), x.data(), n);
     benchmark::DoNotOptimize(y.data());
   }
   st.counters["FOM:GB/s"] = benchmark::Counter((backward ? 4.0 : 2.0) * 4 * n * st.iterations() / 1e9, benchmark::Counter::kIsRate);
@@ -89,8 +101,8 @@ void BM_CrossEntropy(benchmark::State& st) {
     st.PauseTiming();
     for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>(i % 97) * 0.01f;
     st.ResumeTiming();
-    crossentropy_forward(losses.data(), logits.data(), tgt.data(), N, V, -100);
-    crossentropy_backward(logits.data(), tgt.data(), 0.5f, N, V, -100);
+    crossentropy_forward(ctx(), losses.data(), logits.data(), tgt.data(), N, V, -100);
+    crossentropy_backward(ctx(), logits.data(), tgt.data(), 0.5f, N, V, -100);
     benchmark::DoNotOptimize(logits.data());
   }
   st.counters["FOM:GB/s"] = benchmark::Counter(6.0 * 4 * N * V * st.iterations() / 1e9, benchmark::Counter::kIsRate);
@@ -127,12 +139,10 @@ BENCHMARK(BM_AdamW)->Arg(1 << 20)->Arg(124439808)->Unit(benchmark::kMillisecond)
 int main(int argc, char** argv) {
   if (default_gemm_backend_name() == "openblas") dmpi::ensure_passive_omp_wait(argv);
   benchmark::Initialize(&argc, argv);
-  // DEEPMPI_GEMM=openblas|onednn picks the backend (default: the best built in), as for `deepmpi train`.
-  set_gemm_backend(make_gemm_backend(default_gemm_backend_name()));
-  benchmark::AddCustomContext("gemm_backend", gemm_backend().name());
+  benchmark::AddCustomContext("gemm_backend", backend().name());
   benchmark::AddCustomContext("openblas", dmpi::kernels::blas_config());
   benchmark::AddCustomContext("threads", std::to_string(dmpi::compute_threads()));
-  benchmark::AddCustomContext("sgemm_peak_gflops", std::to_string(measure_sgemm_gflops()));
+  benchmark::AddCustomContext("sgemm_peak_gflops", std::to_string(measure_gemm_gflops(ctx())));
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

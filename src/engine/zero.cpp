@@ -63,7 +63,7 @@ void accumulate(void* dst, DType td, const void* src, DType ts, size_t n, float 
 }
 void scale(void* p, DType t, size_t n, double a) {
   if (a == 1.0) return;
-  if (t == DType::F32) return kernels::scale_inplace(static_cast<float*>(p), n, static_cast<float>(a));
+  if (t == DType::F32) return kernels::scale_inplace(kernels::global_context(), static_cast<float*>(p), n, static_cast<float>(a));
   const float fa = static_cast<float>(a);
   typed(t, p, [&](auto* x) {
 #pragma omp parallel for simd schedule(static)
@@ -71,7 +71,7 @@ void scale(void* p, DType t, size_t n, double a) {
   });
 }
 double sum_squares(const void* p, DType t, size_t n) {
-  if (t == DType::F32) return kernels::sum_squares(static_cast<const float*>(p), n);
+  if (t == DType::F32) return kernels::sum_squares(kernels::global_context(), static_cast<const float*>(p), n);
   double sq = 0;
   typed(t, p, [&](auto* x) {
 #pragma omp parallel for simd reduction(+ : sq) schedule(static)
@@ -402,7 +402,7 @@ void ZeroEngine::hook(HookPoint p, int i) {
     case HookPoint::BeforeBackward: {
       Unit& u = units_[static_cast<size_t>(i)];
       float* g = acquire(u.numel);
-      kernels::fill_zero(g, u.numel);
+      kernels::fill_zero(kernels::global_context(), g, u.numel);
       model_.set_unit_grads(i, g);
       if (materialise) ensure_gathered(i);
       if (stage_ == 3) prefetch(i == 0 ? L + 1 : (i == L + 1 ? L : i - 1));
@@ -418,8 +418,8 @@ void ZeroEngine::hook(HookPoint p, int i) {
 
 void ZeroEngine::begin_step() {
   if (stage_ == 1 && !half_) model_.zero_grad();
-  if (half_ && stage_ <= 1) kernels::fill_zero(gfull_.raw.data(), gfull_.raw.size());
-  if (stage_ >= 1) kernels::fill_zero(gpart_.raw.data(), gpart_.raw.size());
+  if (half_ && stage_ <= 1) kernels::fill_zero(kernels::global_context(), gfull_.raw.data(), gfull_.raw.size());
+  if (stage_ >= 1) kernels::fill_zero(kernels::global_context(), gpart_.raw.data(), gpart_.raw.size());
 }
 
 void ZeroEngine::end_micro() {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/gemm.hpp"
 #include "kernels/ops.hpp"
 #include "kernels/ref/ops_ref.hpp"
 #include "base/error.hpp"
@@ -198,14 +199,28 @@ template <class F>
 void GPT<F>::zero_grad() {
   DMPI_REQUIRE(!grads_.empty(), "zero_grad needs the flat gradient buffer (released to the ZeRO engine)");
   if constexpr (std::is_same_v<F, float>) {
-    k::fill_zero(grads_.data(), grads_.size());
+    k::fill_zero(kernels::global_context(), grads_.data(), grads_.size());
   } else {
     std::fill(grads_.begin(), grads_.end(), F(0));
   }
 }
 
+namespace {
+// Transitional (until the units replace this class): the weight operand of fp32 memory is its
+// registered bf16 copy when there is one (kernels::register_lowp_copy).
+ConstView weight_view(const float* p, int64_t rows, int64_t cols) {
+  const kernels::Operand o = kernels::registered_operand(p, static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(cols));
+  return ConstView(o.data, o.dtype, Shape{rows, cols});
+}
+ConstView table_view(const float* p, int64_t rows, int64_t cols) {
+  if (const bf16* h = kernels::lowp_copy(p, static_cast<size_t>(rows * cols))) return ConstView(h, DType::BF16, Shape{rows, cols});
+  return ConstView(p, DType::F32, Shape{rows, cols});
+}
+}  // namespace
+
 template <class F>
 double GPT<F>::forward(const int32_t* tokens, const int32_t* targets) {
+  const kernels::Context kctx = kernels::global_context();
   const int B = B_, T = T_, C = cfg_.hidden, NH = cfg_.heads, V = cfg_.vocab;
   const int BT = B * T;
   for (int i = 0; i < BT; ++i) {
@@ -220,7 +235,7 @@ double GPT<F>::forward(const int32_t* tokens, const int32_t* targets) {
   hook(HookPoint::BeforeForward, 0);
   F* wte = param("wte");
   F* wpe = param("wpe");
-  DMPI_DISPATCH(k::encoder_forward(encoded_, tokens, wte, wpe, B, T, C),
+  DMPI_DISPATCH(k::encoder_forward(kctx, encoded_, tokens, table_view(wte, V, C), table_view(wpe, cfg_.max_pos, C), B, T, C),
                 kr::encoder_forward(encoded_, tokens, wte, wpe, B, T, C));
   const F* x = encoded_;
   for (int l = 0; l < cfg_.num_layers; ++l) {
@@ -235,23 +250,23 @@ double GPT<F>::forward(const int32_t* tokens, const int32_t* targets) {
     F *fcpw = param(p + "mlp.proj.weight"), *fcpb = param(p + "mlp.proj.bias");
     const size_t n_btc = static_cast<size_t>(BT) * C;
 
-    DMPI_DISPATCH(k::layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x, ln1w, ln1b, BT, C),
+    DMPI_DISPATCH(k::layernorm_forward(kctx, a.ln1, a.ln1_mean, a.ln1_rstd, x, ln1w, ln1b, BT, C),
                   kr::layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x, ln1w, ln1b, BT, C));
-    DMPI_DISPATCH(k::matmul_forward(a.qkv, a.ln1, qkvw, qkvb, BT, C, 3 * C),
+    DMPI_DISPATCH(k::matmul_forward(kctx, a.qkv, a.ln1, weight_view(qkvw, 3 * C, C), qkvb, BT, C, 3 * C),
                   kr::matmul_forward(a.qkv, a.ln1, qkvw, qkvb, BT, C, 3 * C));
-    DMPI_DISPATCH(k::attention_forward(a.atty, a.att, a.qkv, B, T, C, NH),
+    DMPI_DISPATCH(k::attention_forward(kctx, a.atty, a.att, a.qkv, B, T, C, NH),
                   kr::attention_forward(a.atty, a.att, a.qkv, B, T, C, NH));
-    DMPI_DISPATCH(k::matmul_forward(tmp_, a.atty, projw, projb, BT, C, C),
+    DMPI_DISPATCH(k::matmul_forward(kctx, tmp_, a.atty, weight_view(projw, C, C), projb, BT, C, C),
                   kr::matmul_forward(tmp_, a.atty, projw, projb, BT, C, C));
-    DMPI_DISPATCH(k::residual_forward(a.res2, x, tmp_, n_btc), kr::residual_forward(a.res2, x, tmp_, n_btc));
-    DMPI_DISPATCH(k::layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, ln2w, ln2b, BT, C),
+    DMPI_DISPATCH(k::residual_forward(kctx, a.res2, x, tmp_, n_btc), kr::residual_forward(a.res2, x, tmp_, n_btc));
+    DMPI_DISPATCH(k::layernorm_forward(kctx, a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, ln2w, ln2b, BT, C),
                   kr::layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.res2, ln2w, ln2b, BT, C));
-    DMPI_DISPATCH(k::matmul_forward(a.fch, a.ln2, fcw, fcb, BT, C, 4 * C),
+    DMPI_DISPATCH(k::matmul_forward(kctx, a.fch, a.ln2, weight_view(fcw, 4 * C, C), fcb, BT, C, 4 * C),
                   kr::matmul_forward(a.fch, a.ln2, fcw, fcb, BT, C, 4 * C));
-    DMPI_DISPATCH(k::gelu_forward(a.fch_gelu, a.fch, n_btc * 4), kr::gelu_forward(a.fch_gelu, a.fch, n_btc * 4));
-    DMPI_DISPATCH(k::matmul_forward(tmp_, a.fch_gelu, fcpw, fcpb, BT, 4 * C, C),
+    DMPI_DISPATCH(k::gelu_forward(kctx, a.fch_gelu, a.fch, n_btc * 4), kr::gelu_forward(a.fch_gelu, a.fch, n_btc * 4));
+    DMPI_DISPATCH(k::matmul_forward(kctx, tmp_, a.fch_gelu, weight_view(fcpw, C, 4 * C), fcpb, BT, 4 * C, C),
                   kr::matmul_forward(tmp_, a.fch_gelu, fcpw, fcpb, BT, 4 * C, C));
-    DMPI_DISPATCH(k::residual_forward(a.res3, a.res2, tmp_, n_btc),
+    DMPI_DISPATCH(k::residual_forward(kctx, a.res3, a.res2, tmp_, n_btc),
                   kr::residual_forward(a.res3, a.res2, tmp_, n_btc));
     x = a.res3;
     hook(HookPoint::AfterForward, l + 1);
@@ -259,13 +274,13 @@ double GPT<F>::forward(const int32_t* tokens, const int32_t* targets) {
   const int last = cfg_.num_layers + 1;
   hook(HookPoint::BeforeForward, last);
   F *lnfw = param("lnf.weight"), *lnfb = param("lnf.bias");
-  DMPI_DISPATCH(k::layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, x, lnfw, lnfb, BT, C),
+  DMPI_DISPATCH(k::layernorm_forward(kctx, lnf_, lnf_mean_, lnf_rstd_, x, lnfw, lnfb, BT, C),
                 kr::layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, x, lnfw, lnfb, BT, C));
   hook(HookPoint::AfterForward, last);
   // Tied LM head: logits = lnf @ wte^T
-  DMPI_DISPATCH(k::matmul_forward(logits_, lnf_, wte, nullptr, BT, C, V),
+  DMPI_DISPATCH(k::matmul_forward(kctx, logits_, lnf_, weight_view(wte, V, C), nullptr, BT, C, V),
                 kr::matmul_forward<F>(logits_, lnf_, wte, nullptr, BT, C, V));
-  DMPI_DISPATCH(valid_ = k::crossentropy_forward(losses_, logits_, targets, BT, V, kIgnoreIndex),
+  DMPI_DISPATCH(valid_ = k::crossentropy_forward(kctx, losses_, logits_, targets, BT, V, kIgnoreIndex),
                 valid_ = kr::crossentropy_forward(losses_, logits_, logits_, targets, BT, V, kIgnoreIndex));
   hook(HookPoint::AfterForward, 0);
   double sum = 0.0;
@@ -277,6 +292,7 @@ double GPT<F>::forward(const int32_t* tokens, const int32_t* targets) {
 template <class F>
 void GPT<F>::backward(double loss_scale) {
   DMPI_REQUIRE(have_forward_, "GPT::backward called without a forward since the last backward");
+  const kernels::Context kctx = kernels::global_context();
   have_forward_ = false;
   const int B = B_, T = T_, C = cfg_.hidden, NH = cfg_.heads, V = cfg_.vocab;
   const int BT = B * T;
@@ -284,7 +300,7 @@ void GPT<F>::backward(double loss_scale) {
   const int32_t* tokens = tokens_.data();
   const int32_t* targets = targets_.data();
   auto zero = [&](F* p, size_t n) {
-    if constexpr (std::is_same_v<F, float>) k::fill_zero(p, n);
+    if constexpr (std::is_same_v<F, float>) k::fill_zero(kctx, p, n);
     else std::fill(p, p + n, F(0));
   };
   hook(HookPoint::BeforeBackward, 0);
@@ -293,18 +309,18 @@ void GPT<F>::backward(double loss_scale) {
 
   // d(mean loss)/dlogit, in place over the probabilities
   const F dloss = valid_ > 0 ? static_cast<F>(loss_scale / static_cast<double>(valid_)) : F(0);
-  DMPI_DISPATCH(k::crossentropy_backward(logits_, targets, dloss, BT, V, kIgnoreIndex),
+  DMPI_DISPATCH(k::crossentropy_backward(kctx, logits_, targets, dloss, BT, V, kIgnoreIndex),
                 kr::crossentropy_backward(logits_, logits_, targets, dloss, BT, V, kIgnoreIndex));
   // LM head: dlnf = dlogits @ wte ; dwte += dlogits^T @ lnf
   zero(d_btc_, n_btc);
-  DMPI_DISPATCH(k::matmul_backward(d_btc_, dwte, nullptr, logits_, lnf_, wte, BT, C, V),
+  DMPI_DISPATCH(k::matmul_backward(kctx, d_btc_, dwte, nullptr, logits_, lnf_, weight_view(wte, V, C), BT, C, V),
                 kr::matmul_backward<F>(d_btc_, dwte, nullptr, logits_, lnf_, wte, BT, C, V));
   // Final LayerNorm: d_res_ = gradient of the residual stream
   const F* x_last = cfg_.num_layers > 0 ? layers_.back().res3 : encoded_;
   const int last = cfg_.num_layers + 1;
   hook(HookPoint::BeforeBackward, last);
   zero(d_res_, n_btc);
-  DMPI_DISPATCH(k::layernorm_backward(d_res_, grad("lnf.weight"), grad("lnf.bias"), d_btc_, x_last,
+  DMPI_DISPATCH(k::layernorm_backward(kctx, d_res_, grad("lnf.weight"), grad("lnf.bias"), d_btc_, x_last,
                                       param("lnf.weight"), lnf_mean_, lnf_rstd_, BT, C),
                 kr::layernorm_backward(d_res_, grad("lnf.weight"), grad("lnf.bias"), d_btc_, x_last,
                                        param("lnf.weight"), lnf_mean_, lnf_rstd_, BT, C));
@@ -318,43 +334,39 @@ void GPT<F>::backward(double loss_scale) {
     // res3 = res2 + mlp(...): the residual add passes d_res_ through unchanged to res2 and
     // to the MLP output, so d_res_ is used directly as both (residual_backward's identity).
     zero(d_fch_gelu_, n_btc * 4);
-    DMPI_DISPATCH(k::matmul_backward(d_fch_gelu_, grad(p + "mlp.proj.weight"), grad(p + "mlp.proj.bias"), d_res_,
-                                     a.fch_gelu, param(p + "mlp.proj.weight"), BT, 4 * C, C),
+    DMPI_DISPATCH(k::matmul_backward(kctx, d_fch_gelu_, grad(p + "mlp.proj.weight"), grad(p + "mlp.proj.bias"), d_res_, a.fch_gelu, weight_view(param(p + "mlp.proj.weight"), C, 4 * C), BT, 4 * C, C),
                   kr::matmul_backward(d_fch_gelu_, grad(p + "mlp.proj.weight"), grad(p + "mlp.proj.bias"), d_res_,
                                       a.fch_gelu, param(p + "mlp.proj.weight"), BT, 4 * C, C));
     zero(d_fch_, n_btc * 4);
-    DMPI_DISPATCH(k::gelu_backward(d_fch_, a.fch, d_fch_gelu_, n_btc * 4),
+    DMPI_DISPATCH(k::gelu_backward(kctx, d_fch_, a.fch, d_fch_gelu_, n_btc * 4),
                   kr::gelu_backward(d_fch_, a.fch, d_fch_gelu_, n_btc * 4));
     zero(d_btc_, n_btc);
-    DMPI_DISPATCH(k::matmul_backward(d_btc_, grad(p + "mlp.fc.weight"), grad(p + "mlp.fc.bias"), d_fch_, a.ln2,
-                                     param(p + "mlp.fc.weight"), BT, C, 4 * C),
+    DMPI_DISPATCH(k::matmul_backward(kctx, d_btc_, grad(p + "mlp.fc.weight"), grad(p + "mlp.fc.bias"), d_fch_, a.ln2, weight_view(param(p + "mlp.fc.weight"), 4 * C, C), BT, C, 4 * C),
                   kr::matmul_backward(d_btc_, grad(p + "mlp.fc.weight"), grad(p + "mlp.fc.bias"), d_fch_, a.ln2,
                                       param(p + "mlp.fc.weight"), BT, C, 4 * C));
-    DMPI_DISPATCH(k::layernorm_backward(d_res_, grad(p + "ln2.weight"), grad(p + "ln2.bias"), d_btc_, a.res2,
+    DMPI_DISPATCH(k::layernorm_backward(kctx, d_res_, grad(p + "ln2.weight"), grad(p + "ln2.bias"), d_btc_, a.res2,
                                         param(p + "ln2.weight"), a.ln2_mean, a.ln2_rstd, BT, C),
                   kr::layernorm_backward(d_res_, grad(p + "ln2.weight"), grad(p + "ln2.bias"), d_btc_, a.res2,
                                          param(p + "ln2.weight"), a.ln2_mean, a.ln2_rstd, BT, C));
     // res2 = x_in + attn(...): same pass-through.
     zero(d_atty_, n_btc);
-    DMPI_DISPATCH(k::matmul_backward(d_atty_, grad(p + "attn.proj.weight"), grad(p + "attn.proj.bias"), d_res_,
-                                     a.atty, param(p + "attn.proj.weight"), BT, C, C),
+    DMPI_DISPATCH(k::matmul_backward(kctx, d_atty_, grad(p + "attn.proj.weight"), grad(p + "attn.proj.bias"), d_res_, a.atty, weight_view(param(p + "attn.proj.weight"), C, C), BT, C, C),
                   kr::matmul_backward(d_atty_, grad(p + "attn.proj.weight"), grad(p + "attn.proj.bias"), d_res_,
                                       a.atty, param(p + "attn.proj.weight"), BT, C, C));
     zero(d_qkv_, n_btc * 3);
-    DMPI_DISPATCH(k::attention_backward(d_qkv_, d_att_, d_atty_, a.qkv, a.att, B, T, C, NH),
+    DMPI_DISPATCH(k::attention_backward(kctx, d_qkv_, d_att_, d_atty_, a.qkv, a.att, B, T, C, NH),
                   kr::attention_backward(d_qkv_, d_att_, d_atty_, a.qkv, a.att, B, T, C, NH));
     zero(d_btc_, n_btc);
-    DMPI_DISPATCH(k::matmul_backward(d_btc_, grad(p + "attn.qkv.weight"), grad(p + "attn.qkv.bias"), d_qkv_, a.ln1,
-                                     param(p + "attn.qkv.weight"), BT, C, 3 * C),
+    DMPI_DISPATCH(k::matmul_backward(kctx, d_btc_, grad(p + "attn.qkv.weight"), grad(p + "attn.qkv.bias"), d_qkv_, a.ln1, weight_view(param(p + "attn.qkv.weight"), 3 * C, C), BT, C, 3 * C),
                   kr::matmul_backward(d_btc_, grad(p + "attn.qkv.weight"), grad(p + "attn.qkv.bias"), d_qkv_, a.ln1,
                                       param(p + "attn.qkv.weight"), BT, C, 3 * C));
-    DMPI_DISPATCH(k::layernorm_backward(d_res_, grad(p + "ln1.weight"), grad(p + "ln1.bias"), d_btc_, x_in,
+    DMPI_DISPATCH(k::layernorm_backward(kctx, d_res_, grad(p + "ln1.weight"), grad(p + "ln1.bias"), d_btc_, x_in,
                                         param(p + "ln1.weight"), a.ln1_mean, a.ln1_rstd, BT, C),
                   kr::layernorm_backward(d_res_, grad(p + "ln1.weight"), grad(p + "ln1.bias"), d_btc_, x_in,
                                          param(p + "ln1.weight"), a.ln1_mean, a.ln1_rstd, BT, C));
     hook(HookPoint::AfterBackward, l + 1);
   }
-  DMPI_DISPATCH(k::encoder_backward(dwte, grad("wpe"), d_res_, tokens, B, T, C),
+  DMPI_DISPATCH(k::encoder_backward(kctx, dwte, grad("wpe"), d_res_, tokens, B, T, C),
                 kr::encoder_backward(dwte, grad("wpe"), d_res_, tokens, B, T, C));
   hook(HookPoint::AfterBackward, 0);
 }

@@ -22,6 +22,14 @@ namespace {
 
 using Vec = std::vector<double>;
 
+// The host context over the default GEMM backend, fp32 unless a test says otherwise.
+GemmBackend& default_backend() {
+  static std::unique_ptr<GemmBackend> b = make_gemm_backend(default_gemm_backend_name());
+  return *b;
+}
+Context ctx(Precision p = Precision::F32) { return host_context(default_backend(), p); }
+ConstView f32(const std::vector<float>& v) { return ConstView(v.data(), DType::F32, Shape{static_cast<int64_t>(v.size())}); }
+
 // Checks d(sum(R * f(x)))/dx computed analytically against central differences, for every
 // element of x. `forward` writes f(x) into out; the analytic gradient is given.
 void fd_check(Vec& x, const Vec& analytic, const std::function<double()>& objective, double tol,
@@ -172,10 +180,10 @@ TEST(FastKernels, EncoderMatchesReference) {
   for (int i = 0; i < B * T; ++i) tok[i] = (i * 7) % V;
   auto wte = randn<float>(V * C, 1), wpe = randn<float>(T * C, 2), d = randn<float>(B * T * C, 3);
   std::vector<float> o1(B * T * C), o2(B * T * C), dw1(V * C, 0.5f), dw2(V * C, 0.5f), dp1(T * C, 0.25f), dp2(T * C, 0.25f);
-  encoder_forward(o1.data(), tok.data(), wte.data(), wpe.data(), B, T, C);
+  encoder_forward(ctx(), o1.data(), tok.data(), f32(wte), f32(wpe), B, T, C);
   ref::encoder_forward(o2.data(), tok.data(), wte.data(), wpe.data(), B, T, C);
   EXPECT_LT(rel_err(o1, o2), 1e-7);
-  encoder_backward(dw1.data(), dp1.data(), d.data(), tok.data(), B, T, C);
+  encoder_backward(ctx(), dw1.data(), dp1.data(), d.data(), tok.data(), B, T, C);
   ref::encoder_backward(dw2.data(), dp2.data(), d.data(), tok.data(), B, T, C);
   EXPECT_LT(rel_err(dw1, dw2), 1e-6);
   EXPECT_LT(rel_err(dp1, dp2), 1e-6);
@@ -185,11 +193,11 @@ TEST(FastKernels, LayerNormMatchesReference) {
   const int N = 37, C = 96;
   auto x = randn<float>(N * C, 1, 3.0), w = randn<float>(C, 2), b = randn<float>(C, 3), d = randn<float>(N * C, 4);
   std::vector<float> o1(N * C), o2(N * C), m1(N), m2(N), r1(N), r2(N);
-  layernorm_forward(o1.data(), m1.data(), r1.data(), x.data(), w.data(), b.data(), N, C);
+  layernorm_forward(ctx(), o1.data(), m1.data(), r1.data(), x.data(), w.data(), b.data(), N, C);
   ref::layernorm_forward(o2.data(), m2.data(), r2.data(), x.data(), w.data(), b.data(), N, C);
   EXPECT_LT(rel_err(o1, o2), 1e-5);
   std::vector<float> dx1(N * C, 1.0f), dx2(N * C, 1.0f), dw1(C, 0), dw2(C, 0), db1(C, 0), db2(C, 0);
-  layernorm_backward(dx1.data(), dw1.data(), db1.data(), d.data(), x.data(), w.data(), m1.data(), r1.data(), N, C);
+  layernorm_backward(ctx(), dx1.data(), dw1.data(), db1.data(), d.data(), x.data(), w.data(), m1.data(), r1.data(), N, C);
   ref::layernorm_backward(dx2.data(), dw2.data(), db2.data(), d.data(), x.data(), w.data(), m2.data(), r2.data(), N, C);
   EXPECT_LT(rel_err(dx1, dx2), 1e-5);
   EXPECT_LT(rel_err(dw1, dw2), 1e-5);
@@ -201,11 +209,11 @@ TEST(FastKernels, MatmulMatchesReference) {
   auto x = randn<float>(N * C, 1), w = randn<float>(OC * C, 2), b = randn<float>(OC, 3), d = randn<float>(N * OC, 4);
   for (bool with_bias : {true, false}) {
     std::vector<float> o1(N * OC), o2(N * OC);
-    matmul_forward(o1.data(), x.data(), w.data(), with_bias ? b.data() : nullptr, N, C, OC);
+    matmul_forward(ctx(), o1.data(), x.data(), f32(w), with_bias ? b.data() : nullptr, N, C, OC);
     ref::matmul_forward(o2.data(), x.data(), w.data(), with_bias ? b.data() : nullptr, N, C, OC);
     EXPECT_LT(rel_err(o1, o2), 1e-5);
     std::vector<float> dx1(N * C, 0.5f), dx2(N * C, 0.5f), dw1(OC * C, 0.5f), dw2(OC * C, 0.5f), db1(OC, 1), db2(OC, 1);
-    matmul_backward(dx1.data(), dw1.data(), with_bias ? db1.data() : nullptr, d.data(), x.data(), w.data(), N, C, OC);
+    matmul_backward(ctx(), dx1.data(), dw1.data(), with_bias ? db1.data() : nullptr, d.data(), x.data(), f32(w), N, C, OC);
     ref::matmul_backward(dx2.data(), dw2.data(), with_bias ? db2.data() : nullptr, d.data(), x.data(), w.data(), N, C, OC);
     EXPECT_LT(rel_err(dx1, dx2), 1e-5);
     EXPECT_LT(rel_err(dw1, dw2), 1e-5);
@@ -217,12 +225,12 @@ TEST(FastKernels, AttentionMatchesReference) {
   const int B = 2, T = 19, C = 24, NH = 3;
   auto qkv = randn<float>(B * T * 3 * C, 1), d = randn<float>(B * T * C, 2);
   std::vector<float> o1(B * T * C), o2(B * T * C), a1(B * NH * T * T, 9.f), a2(B * NH * T * T, 9.f);
-  attention_forward(o1.data(), a1.data(), qkv.data(), B, T, C, NH);
+  attention_forward(ctx(), o1.data(), a1.data(), qkv.data(), B, T, C, NH);
   ref::attention_forward(o2.data(), a2.data(), qkv.data(), B, T, C, NH);
   EXPECT_LT(rel_err(o1, o2), 1e-5);
   EXPECT_LT(rel_err(a1, a2), 1e-5);
   std::vector<float> dq1(B * T * 3 * C, 0.5f), dq2(B * T * 3 * C, 0.5f), s1(B * NH * T * T), s2(B * NH * T * T);
-  attention_backward(dq1.data(), s1.data(), d.data(), qkv.data(), a1.data(), B, T, C, NH);
+  attention_backward(ctx(), dq1.data(), s1.data(), d.data(), qkv.data(), a1.data(), B, T, C, NH);
   ref::attention_backward(dq2.data(), s2.data(), d.data(), qkv.data(), a2.data(), B, T, C, NH);
   EXPECT_LT(rel_err(dq1, dq2), 1e-5);
 }
@@ -231,10 +239,10 @@ TEST(FastKernels, GeluMatchesReference) {
   const size_t N = 10007;
   auto x = randn<float>(N, 1, 3.0), d = randn<float>(N, 2);
   std::vector<float> o1(N), o2(N), dx1(N, 1.f), dx2(N, 1.f);
-  gelu_forward(o1.data(), x.data(), N);
+  gelu_forward(ctx(), o1.data(), x.data(), N);
   ref::gelu_forward(o2.data(), x.data(), N);
   EXPECT_LT(rel_err(o1, o2), 1e-6);
-  gelu_backward(dx1.data(), x.data(), d.data(), N);
+  gelu_backward(ctx(), dx1.data(), x.data(), d.data(), N);
   ref::gelu_backward(dx2.data(), x.data(), d.data(), N);
   EXPECT_LT(rel_err(dx1, dx2), 1e-6);
 }
@@ -243,10 +251,10 @@ TEST(FastKernels, ResidualMatchesReference) {
   const size_t N = 1001;
   auto a = randn<float>(N, 1), b = randn<float>(N, 2), d = randn<float>(N, 3);
   std::vector<float> o1(N), o2(N), da1(N, 1), da2(N, 1), db1(N, 2), db2(N, 2);
-  residual_forward(o1.data(), a.data(), b.data(), N);
+  residual_forward(ctx(), o1.data(), a.data(), b.data(), N);
   ref::residual_forward(o2.data(), a.data(), b.data(), N);
   EXPECT_EQ(rel_err(o1, o2), 0.0);
-  residual_backward(da1.data(), db1.data(), d.data(), N);
+  residual_backward(ctx(), da1.data(), db1.data(), d.data(), N);
   ref::residual_backward(da2.data(), db2.data(), d.data(), N);
   EXPECT_EQ(rel_err(da1, da2), 0.0);
   EXPECT_EQ(rel_err(db1, db2), 0.0);
@@ -258,13 +266,13 @@ TEST(FastKernels, CrossEntropyMatchesReference) {
   std::vector<int32_t> tgt(N);
   for (int i = 0; i < N; ++i) tgt[i] = i == 5 ? -100 : (i * 131) % V;
   std::vector<float> p1 = logits, p2(N * V), l1(N), l2(N), d2(N * V);
-  int64_t v1 = crossentropy_forward(l1.data(), p1.data(), tgt.data(), N, V, -100);
+  int64_t v1 = crossentropy_forward(ctx(), l1.data(), p1.data(), tgt.data(), N, V, -100);
   int64_t v2 = ref::crossentropy_forward(l2.data(), p2.data(), logits.data(), tgt.data(), N, V, -100);
   EXPECT_EQ(v1, v2);
   EXPECT_EQ(v1, N - 1);
   EXPECT_LT(rel_err(l1, l2), 1e-5);
   EXPECT_LT(rel_err(p1, p2), 1e-5);
-  crossentropy_backward(p1.data(), tgt.data(), 0.125f, N, V, -100);
+  crossentropy_backward(ctx(), p1.data(), tgt.data(), 0.125f, N, V, -100);
   ref::crossentropy_backward(d2.data(), p2.data(), tgt.data(), 0.125f, N, V, -100);
   EXPECT_LT(rel_err(p1, d2), 1e-5);
 }
@@ -282,17 +290,16 @@ TEST(FastMath, ExpAndTanhAccuracy) {
   EXPECT_GT(fast_exp(-200.0f), 0.0f);  // clamped, never NaN
 }
 
-// Runs `body` once with every GEMM backend built in, restoring the default afterwards.
-static void for_each_backend(const std::function<void(const std::string&)>& body) {
+// Runs `body` once with the context of every GEMM backend built in.
+static void for_each_backend(const std::function<void(const std::string&, const Context&)>& body) {
   for (const auto& name : gemm_backend_names()) {
-    set_gemm_backend(make_gemm_backend(name));
-    body(name);
+    auto backend = make_gemm_backend(name);
+    body(name, host_context(*backend));
   }
-  set_gemm_backend(make_gemm_backend(gemm_backend_names().back()));
 }
 
 TEST(Gemm, AllTransposesAgainstNaive) {
-  for_each_backend([](const std::string& backend) {
+  for_each_backend([](const std::string& backend, const Context& bctx) {
   SCOPED_TRACE(backend);
   const int M = 13, N = 9, K = 21;
   for (Op ta : {Op::N, Op::T})
@@ -312,7 +319,7 @@ TEST(Gemm, AllTransposesAgainstNaive) {
           }
           ref[i * ldc + j] = 0.5 * s + 2.0 * ref[i * ldc + j];
         }
-      gemm(ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 2.0f, C.data(), ldc);
+      gemm(bctx, ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 2.0f, C.data(), ldc);
       EXPECT_LT(rel_err(C, ref), 1e-5);
     }
   });
@@ -329,26 +336,26 @@ TEST(Gemm, BackendsByName) {
 }
 
 TEST(FastKernels, MatmulAndAttentionOnEveryBackend) {
-  for_each_backend([](const std::string& backend) {
+  for_each_backend([](const std::string& backend, const Context& bctx) {
     SCOPED_TRACE(backend);
     const int N = 40, C = 48, OC = 72, B = 2, T = 20, NH = 4;
     auto x = randn<float>(N * C, 1), w = randn<float>(OC * C, 2), b = randn<float>(OC, 3), d = randn<float>(N * OC, 4);
     std::vector<float> o1(N * OC), o2(N * OC), dx1(N * C, 0), dx2(N * C, 0), dw1(OC * C, 0), dw2(OC * C, 0),
         db1(OC, 0), db2(OC, 0);
-    matmul_forward(o1.data(), x.data(), w.data(), b.data(), N, C, OC);
+    matmul_forward(bctx, o1.data(), x.data(), f32(w), b.data(), N, C, OC);
     ref::matmul_forward(o2.data(), x.data(), w.data(), b.data(), N, C, OC);
     EXPECT_LT(rel_err(o1, o2), 1e-5);
-    matmul_backward(dx1.data(), dw1.data(), db1.data(), d.data(), x.data(), w.data(), N, C, OC);
+    matmul_backward(bctx, dx1.data(), dw1.data(), db1.data(), d.data(), x.data(), f32(w), N, C, OC);
     ref::matmul_backward(dx2.data(), dw2.data(), db2.data(), d.data(), x.data(), w.data(), N, C, OC);
     EXPECT_LT(rel_err(dx1, dx2), 1e-5);
     EXPECT_LT(rel_err(dw1, dw2), 1e-5);
     auto qkv = randn<float>(B * T * 3 * C, 5), dy = randn<float>(B * T * C, 6);
     std::vector<float> y1(B * T * C), y2(B * T * C), a1(B * NH * T * T), a2(B * NH * T * T), s1(a1.size()),
         s2(a2.size()), dq1(qkv.size(), 0), dq2(qkv.size(), 0);
-    attention_forward(y1.data(), a1.data(), qkv.data(), B, T, C, NH);
+    attention_forward(bctx, y1.data(), a1.data(), qkv.data(), B, T, C, NH);
     ref::attention_forward(y2.data(), a2.data(), qkv.data(), B, T, C, NH);
     EXPECT_LT(rel_err(y1, y2), 1e-5);
-    attention_backward(dq1.data(), s1.data(), dy.data(), qkv.data(), a1.data(), B, T, C, NH);
+    attention_backward(bctx, dq1.data(), s1.data(), dy.data(), qkv.data(), a1.data(), B, T, C, NH);
     ref::attention_backward(dq2.data(), s2.data(), dy.data(), qkv.data(), a2.data(), B, T, C, NH);
     EXPECT_LT(rel_err(dq1, dq2), 1e-5);
   });
@@ -367,14 +374,14 @@ TEST(Gemm, Bf16MatchesFp32OnRoundedInputs) {
     B[i] = to_float(b16[i]);
   }
   std::vector<float> c32(M * N, 1.0f), c16(M * N, 1.0f);
-  gemm(Op::N, Op::T, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.5f, c32.data(), N);
-  gemm_backend().gemm_bf16(Op::N, Op::T, M, N, K, 1.0f, a16.data(), K, b16.data(), K, 0.5f, c16.data(), N);
+  gemm(ctx(), Op::N, Op::T, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.5f, c32.data(), N);
+  default_backend().gemm_bf16(Op::N, Op::T, M, N, K, 1.0f, a16.data(), K, b16.data(), K, 0.5f, c16.data(), N);
   EXPECT_LT(rel_err(c16, c32), 1e-5);
 }
 
 TEST(Gemm, RejectsBadLeadingDimension) {
   std::vector<float> a(16), b(16), c(16);
-  EXPECT_THROW(gemm(Op::N, Op::N, 4, 4, 4, 1.f, a.data(), 3, b.data(), 4, 0.f, c.data(), 4), dmpi::Error);
+  EXPECT_THROW(gemm(ctx(), Op::N, Op::N, 4, 4, 4, 1.f, a.data(), 3, b.data(), 4, 0.f, c.data(), 4), dmpi::Error);
 }
 
 TEST(Bf16, RoundToNearestEven) {
@@ -390,8 +397,8 @@ TEST(Norm, SumSquaresMatchesDouble) {
   auto x = randn<float>(100003, 5);
   double s = 0;
   for (float v : x) s += double(v) * v;
-  EXPECT_NEAR(sum_squares(x.data(), x.size()), s, 1e-9 * s);
-  EXPECT_EQ(sum_squares(x.data(), 0), 0.0);
+  EXPECT_NEAR(sum_squares(ctx(), x.data(), x.size()), s, 1e-9 * s);
+  EXPECT_EQ(sum_squares(ctx(), x.data(), 0), 0.0);
 }
 
 // The GEMM autocast: bf16 and fp16 round both operands, then multiply with fp32 accumulation;
@@ -399,7 +406,7 @@ TEST(Norm, SumSquaresMatchesDouble) {
 TEST(GemmPrecision, Bf16AndFp16MatchRoundedOperandsInDouble) {
   using namespace dmpi::kernels;
   const int M = 37, N = 29, K = 70;
-  for (GemmPrecision prec : {GemmPrecision::BF16, GemmPrecision::F16}) {
+  for (Precision prec : {Precision::BF16, Precision::F16}) {
     for (int t = 0; t < 4; ++t) {
       const Op ta = t & 1 ? Op::T : Op::N, tb = t & 2 ? Op::T : Op::N;
       const int ar = ta == Op::N ? M : K, ac = ta == Op::N ? K : M, br = tb == Op::N ? K : N, bc = tb == Op::N ? N : K;
@@ -410,7 +417,7 @@ TEST(GemmPrecision, Bf16AndFp16MatchRoundedOperandsInDouble) {
       for (auto& x : B) x = static_cast<float>(rng.normal());
       for (auto& x : C) x = static_cast<float>(rng.normal());
       auto round = [&](float x) {
-        return prec == GemmPrecision::BF16 ? dmpi::to_float(dmpi::to_bf16(x)) : static_cast<float>(static_cast<_Float16>(x));
+        return prec == Precision::BF16 ? dmpi::to_float(dmpi::to_bf16(x)) : static_cast<float>(static_cast<_Float16>(x));
       };
       const float alpha = 0.75f, beta = 0.5f;
       std::vector<double> ref(C.begin(), C.end());
@@ -424,32 +431,27 @@ TEST(GemmPrecision, Bf16AndFp16MatchRoundedOperandsInDouble) {
           }
           ref[static_cast<size_t>(i) * ldc + j] = alpha * acc + beta * C[static_cast<size_t>(i) * ldc + j];
         }
-      set_gemm_precision(prec);
-      gemm(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
-      set_gemm_precision(GemmPrecision::F32);
+      gemm(ctx(prec), ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
       double worst = 0;
       for (int i = 0; i < M; ++i)
         for (int j = 0; j < N; ++j) {
           const size_t o = static_cast<size_t>(i) * ldc + j;
           worst = std::max(worst, std::fabs(C[o] - ref[o]) / (1.0 + std::fabs(ref[o])));
         }
-      EXPECT_LT(worst, 1e-5) << gemm_precision_name(prec) << " transposes " << t;
+      EXPECT_LT(worst, 1e-5) << precision_name(prec) << " transposes " << t;
     }
   }
   // fp16 has fp16's range: an operand beyond 65504 becomes inf (what the loss scaler detects)
   std::vector<float> a = {70000.0f}, b = {1.0f}, c = {0.0f};
-  set_gemm_precision(GemmPrecision::F16);
-  gemm(Op::N, Op::N, 1, 1, 1, 1.0f, a.data(), 1, b.data(), 1, 0.0f, c.data(), 1);
-  set_gemm_precision(GemmPrecision::F32);
+  gemm(ctx(Precision::F16), Op::N, Op::N, 1, 1, 1, 1.0f, a.data(), 1, b.data(), 1, 0.0f, c.data(), 1);
   EXPECT_TRUE(std::isinf(c[0]));
 }
 
-// A registered 16-bit copy stands in for the operand (the ZeRO engine registers a layer's working
-// parameters with the bf16 parameters they were widened from): the GEMM must read the copy, give
-// the same numbers as rounding the operand itself, work on a strided block inside the range, and
-// go back to rounding once the range is unregistered.
-TEST(GemmPrecision, RegisteredLowpCopyReplacesTheRounding) {
-  using namespace dmpi::kernels;
+// A 16-bit operand is multiplied as it is stored (the parameter stores hand the GEMMs their
+// 16-bit weights): bf16 operands are not rounded again (a doubled bf16 copy doubles the product,
+// also for a strided block), fp16 operands are widened exactly (same product as their fp32 values
+// rounded), and a bf16 operand in an fp16 GEMM is refused.
+TEST(GemmPrecision, SixteenBitOperandsAreMultipliedAsStored) {
   const int M = 23, N = 31, K = 45, ldb = N + 7;  // B is a strided K x N block of a K x ldb buffer
   dmpi::Rng rng(5, 1);
   std::vector<float> A(static_cast<size_t>(M) * K), B(static_cast<size_t>(K) * ldb);
@@ -457,42 +459,25 @@ TEST(GemmPrecision, RegisteredLowpCopyReplacesTheRounding) {
   for (auto& x : B) x = dmpi::to_float(dmpi::to_bf16(static_cast<float>(rng.normal())));  // exactly bf16
   std::vector<dmpi::bf16> copy(B.size()), doubled(B.size());
   for (size_t i = 0; i < B.size(); ++i) copy[i] = dmpi::to_bf16(B[i]), doubled[i] = dmpi::to_bf16(2.0f * B[i]);
-  auto run = [&](const float* b) {
+  auto run = [&](Precision prec, Operand b) {
     std::vector<float> C(static_cast<size_t>(M) * N, 0.0f);
-    gemm(Op::N, Op::N, M, N, K, 1.0f, A.data(), K, b, ldb, 0.0f, C.data(), N);
+    gemm(ctx(prec), Op::N, Op::N, M, N, K, 1.0f, operand(A.data(), K), b, 0.0f, C.data(), N);
     return C;
   };
-  set_gemm_precision(GemmPrecision::BF16);
-  const float* b = B.data() + 3;  // starts inside the range: columns 3 .. 3 + N - 1 of each row
-  const auto rounded = run(b);
-  register_lowp_copy(B.data(), B.size(), copy.data());
-  EXPECT_EQ(run(b), rounded) << "the copy holds the same bf16 values";
-  unregister_lowp_copy(B.data());
-  register_lowp_copy(B.data(), B.size(), doubled.data());
-  const auto twice = run(b);
-  unregister_lowp_copy(B.data());
-  for (size_t i = 0; i < twice.size(); ++i) ASSERT_EQ(twice[i], 2.0f * rounded[i]) << "the copy must be what is multiplied";
-  EXPECT_EQ(run(b), rounded) << "unregistered: the operand is rounded again";
-  // an operand reaching past the registered range is rounded, not read from the copy
-  const size_t reach = 3 + static_cast<size_t>(K - 1) * ldb + N;  // elements from B.data() the operand spans
-  register_lowp_copy(B.data(), reach - 1, doubled.data());
-  EXPECT_EQ(run(b), rounded);
-  unregister_lowp_copy(B.data());
-  // fp16: a registered range is multiplied as it is (its values are fp16 numbers already)
-  for (auto& x : B) x = static_cast<float>(static_cast<_Float16>(x));
-  set_gemm_precision(GemmPrecision::F16);
-  const auto f16 = run(b);
-  register_lowp_copy(B.data(), B.size(), nullptr);
-  EXPECT_EQ(run(b), f16);
-  unregister_lowp_copy(B.data());
-  set_gemm_precision(GemmPrecision::F32);
+  const auto rounded = run(Precision::BF16, operand(B.data() + 3, ldb));  // columns 3 .. 3 + N - 1 of each row
+  EXPECT_EQ(run(Precision::BF16, {copy.data() + 3, DType::BF16, ldb}), rounded) << "the bf16 values are the same";
+  const auto twice = run(Precision::BF16, {doubled.data() + 3, DType::BF16, ldb});
+  for (size_t i = 0; i < twice.size(); ++i) ASSERT_EQ(twice[i], 2.0f * rounded[i]) << "the bf16 operand must be what is multiplied";
+  // fp16: the stored fp16 values give the product of their fp32 values rounded to fp16
+  std::vector<_Float16> h(B.size());
+  for (size_t i = 0; i < B.size(); ++i) h[i] = static_cast<_Float16>(B[i]);
+  EXPECT_EQ(run(Precision::F16, {h.data() + 3, DType::F16, ldb}), run(Precision::F16, operand(B.data() + 3, ldb)));
+  EXPECT_THROW(run(Precision::F16, {copy.data(), DType::BF16, ldb}), dmpi::Error);
 }
 
-// The embedding lookup reads rows of wte/wpe from a registered bf16 copy (bf16 training leaves
-// those fp32 values unwritten): poisoned fp32 tables with a registered copy give the lookup of
-// the copy's values; without a registration the fp32 values are read.
-TEST(GemmPrecision, EmbeddingLookupReadsTheRegisteredCopy) {
-  using namespace dmpi::kernels;
+// The embedding lookup reads the rows of 16-bit tables as they are stored, and a null wpe means
+// no learned positions.
+TEST(FastKernels, EmbeddingLookupReadsSixteenBitTables) {
   const int B = 2, T = 5, C = 24, V = 11;
   dmpi::Rng rng(9, 2);
   std::vector<float> wte(static_cast<size_t>(V) * C), wpe(static_cast<size_t>(T) * C);
@@ -501,17 +486,17 @@ TEST(GemmPrecision, EmbeddingLookupReadsTheRegisteredCopy) {
   std::vector<int32_t> tok(static_cast<size_t>(B) * T);
   for (size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<int32_t>((i * 7 + 3) % V);
   std::vector<float> want(tok.size() * C), got(want.size());
-  encoder_forward(want.data(), tok.data(), wte.data(), wpe.data(), B, T, C);
+  encoder_forward(ctx(), want.data(), tok.data(), f32(wte), f32(wpe), B, T, C);
   std::vector<dmpi::bf16> wte16(wte.size()), wpe16(wpe.size());
   for (size_t i = 0; i < wte.size(); ++i) wte16[i] = dmpi::to_bf16(wte[i]);
   for (size_t i = 0; i < wpe.size(); ++i) wpe16[i] = dmpi::to_bf16(wpe[i]);
-  std::vector<float> poisoned_wte(wte.size(), std::nanf("")), poisoned_wpe(wpe.size(), std::nanf(""));
-  register_lowp_copy(poisoned_wte.data(), poisoned_wte.size(), wte16.data());
-  register_lowp_copy(poisoned_wpe.data(), poisoned_wpe.size(), wpe16.data());
-  encoder_forward(got.data(), tok.data(), poisoned_wte.data(), poisoned_wpe.data(), B, T, C);
-  unregister_lowp_copy(poisoned_wte.data());
-  unregister_lowp_copy(poisoned_wpe.data());
+  encoder_forward(ctx(), got.data(), tok.data(), ConstView(wte16.data(), DType::BF16, Shape{V, C}),
+                  ConstView(wpe16.data(), DType::BF16, Shape{T, C}), B, T, C);
   EXPECT_EQ(got, want);
-  encoder_forward(got.data(), tok.data(), poisoned_wte.data(), poisoned_wpe.data(), B, T, C);
-  EXPECT_TRUE(std::isnan(got[0])) << "unregistered: the fp32 values are read";
+  std::vector<_Float16> wte_h(wte.size());
+  for (size_t i = 0; i < wte.size(); ++i) wte_h[i] = static_cast<_Float16>(wte[i]);
+  encoder_forward(ctx(), got.data(), tok.data(), ConstView(wte_h.data(), DType::F16, Shape{V, C}), ConstView(), B, T, C);
+  for (size_t bt = 0; bt < tok.size(); ++bt)
+    for (int c = 0; c < C; ++c)
+      ASSERT_EQ(got[bt * C + c], static_cast<float>(wte_h[static_cast<size_t>(tok[bt]) * C + c])) << "no positions: the row itself";
 }
