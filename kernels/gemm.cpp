@@ -74,12 +74,6 @@ class BlasBackend final : public GemmBackend {
   }
 };
 
-std::unique_ptr<GemmBackend>& slot() {
-  // The best backend built in (oneDNN when found at configure time).
-  static std::unique_ptr<GemmBackend> b = make_gemm_backend(default_gemm_backend_name());
-  return b;
-}
-
 }  // namespace
 
 std::unique_ptr<GemmBackend> make_blas_backend() { return std::make_unique<BlasBackend>(); }
@@ -106,12 +100,6 @@ std::unique_ptr<GemmBackend> make_gemm_backend(const std::string& name) {
   DMPI_FAIL("unknown GEMM backend '" << name << "'" << (hint.empty() ? "" : "; did you mean '" + hint + "'?")
                                      << " (choices: openblas, onednn)");
 }
-GemmBackend& gemm_backend() { return *slot(); }
-void set_gemm_backend(std::unique_ptr<GemmBackend> backend) {
-  DMPI_REQUIRE(backend != nullptr, "set_gemm_backend: null backend");
-  slot() = std::move(backend);
-}
-
 const char* precision_name(Precision p) {
   return p == Precision::BF16 ? "bf16" : p == Precision::F16 ? "fp16" : "fp32";
 }
@@ -233,65 +221,6 @@ void gemm(const Context& ctx, Op ta, Op tb, int M, int N, int K, float alpha, Op
       return;
     }
   }
-}
-
-// --- Transitional globals (the old GPT class) ---
-namespace {
-GemmPrecision g_precision = GemmPrecision::F32;
-struct LowpCopy {
-  const float* x;
-  size_t n;
-  const bf16* copy;
-};
-std::vector<LowpCopy> g_copies;
-
-// The registered range holding the stored operand (rows x cols, leading dimension ld) whole.
-const LowpCopy* find_copy(const float* X, int rows, int cols, int ld) {
-  if (rows == 0 || cols == 0) return nullptr;
-  const size_t extent = static_cast<size_t>(rows - 1) * ld + cols;
-  for (const auto& c : g_copies)
-    if (X >= c.x && X + extent <= c.x + c.n) return &c;
-  return nullptr;
-}
-}  // namespace
-
-void register_lowp_copy(const float* x, size_t n, const bf16* copy) { g_copies.push_back({x, n, copy}); }
-void unregister_lowp_copy(const float* x) {
-  std::erase_if(g_copies, [&](const LowpCopy& c) { return c.x == x; });
-}
-const bf16* lowp_copy(const float* x, size_t n) {
-  if (n == 0) return nullptr;
-  const LowpCopy* c = find_copy(x, 1, static_cast<int>(n), static_cast<int>(n));
-  return c && c->copy ? c->copy + (x - c->x) : nullptr;
-}
-void set_gemm_precision(GemmPrecision p) { g_precision = p; }
-GemmPrecision gemm_precision() { return g_precision; }
-Context global_context() { return host_context(gemm_backend(), g_precision); }
-Operand registered_operand(const float* X, int rows, int cols, int ld) {
-  if (g_precision == GemmPrecision::BF16)
-    if (const LowpCopy* c = find_copy(X, rows, cols, ld); c && c->copy) return {c->copy + (X - c->x), DType::BF16, ld};
-  return {X, DType::F32, ld};
-}
-void gemm(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
-          float* C, int ldc) {
-  const int ar = ta == Op::N ? M : K, ac = ta == Op::N ? K : M;
-  const int br = tb == Op::N ? K : N, bc = tb == Op::N ? N : K;
-  Context ctx = global_context();
-  if (g_precision == GemmPrecision::F16) {
-    // registered operands hold fp16 values already: multiplied as they are (no packing)
-    const bool ra = find_copy(A, ar, ac, lda) != nullptr, rb = find_copy(B, br, bc, ldb) != nullptr;
-    if (ra || rb) {
-      thread_local std::vector<float> a, b;
-      const float* pa = A;
-      const float* pb = B;
-      int la = lda, lb = ldb;
-      if (!ra) pack_f32(operand(A, lda), ar, ac, true, a), pa = a.data(), la = ac;
-      if (!rb) pack_f32(operand(B, ldb), br, bc, true, b), pb = b.data(), lb = bc;
-      gemm_backend().sgemm(ta, tb, M, N, K, alpha, pa, la, pb, lb, beta, C, ldc);
-      return;
-    }
-  }
-  gemm(ctx, ta, tb, M, N, K, alpha, registered_operand(A, ar, ac, lda), registered_operand(B, br, bc, ldb), beta, C, ldc);
 }
 
 }  // namespace dmpi::kernels

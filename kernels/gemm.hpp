@@ -54,24 +54,6 @@ inline void gemm(const Context& ctx, Op ta, Op tb, int M, int N, int K, float al
   gemm(ctx, ta, tb, M, N, K, alpha, operand(A, lda), operand(B, ldb), beta, C, ldc);
 }
 
-// --- Transitional (removed with src/model/gpt.*): the process-wide backend, precision and
-// --- registry of 16-bit copies the old GPT class reads through.
-GemmBackend& gemm_backend();
-void set_gemm_backend(std::unique_ptr<GemmBackend> backend);
-using GemmPrecision = Precision;
-void set_gemm_precision(GemmPrecision p);
-GemmPrecision gemm_precision();
-inline const char* gemm_precision_name(GemmPrecision p) { return precision_name(p); }
-void register_lowp_copy(const float* x, size_t n, const bf16* copy);
-void unregister_lowp_copy(const float* x);
-const bf16* lowp_copy(const float* x, size_t n);
-// The context of the transitional globals.
-Context global_context();
-// The operand of fp32 memory: its registered bf16 copy when there is one.
-Operand registered_operand(const float* X, int rows, int cols, int ld);
-void gemm(Op ta, Op tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb, float beta,
-          float* C, int ldc);
-
 // OpenBLAS's own thread pool (GEMMs); never called inside an OpenMP region.
 void set_blas_threads(int n);
 int blas_threads();
@@ -80,6 +62,5 @@ std::string blas_config();  // openblas_get_config()
 // Measured peak of the GEMM in ctx.precision on this process's threads (GFLOP/s): best of
 // `reps` n^3 products of fp32 operands.
 double measure_gemm_gflops(const Context& ctx, int n = 1536, int reps = 5);
-inline double measure_sgemm_gflops(int n = 1536, int reps = 5) { return measure_gemm_gflops(global_context(), n, reps); }
 
 }  // namespace dmpi::kernels

@@ -21,7 +21,7 @@ void encoder_backward(const Context& ctx, float* dwte, float* dwpe, const float*
 
 // out[N,C], mean[N], rstd[N] <- inp[N,C], w[C], b[C]
 void layernorm_forward(const Context& ctx, float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
-                       int N, int C);
+                       int N, int C, float eps = 1e-5f);
 void layernorm_backward(const Context& ctx, float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
                         const float* mean, const float* rstd, int N, int C);
 
@@ -55,5 +55,21 @@ void crossentropy_backward(const Context& ctx, float* probs_inout, const int32_t
 double sum_squares(const Context& ctx, const float* x, size_t n);
 void scale_inplace(const Context& ctx, float* x, size_t n, float s);
 void fill_zero(const Context& ctx, float* x, size_t n);
+
+// ---- SHIM until the kernels branch lands: causal attention through the full-square kernel (MHA
+// only), and the LLaMA kernels' declarations (they throw).
+size_t causal_attention_saved_numel(int B, int T, int NH);
+void causal_attention_forward(const Context& ctx, float* out, float* att, const float* qkv, int B, int T, int NH, int KVH,
+                              int hs);
+void causal_attention_probs(const Context& ctx, float* att, const float* qkv, int B, int T, int NH, int KVH, int hs);
+void causal_attention_backward(const Context& ctx, float* dqkv, float* datt, const float* dout, const float* qkv,
+                               const float* att, int B, int T, int NH, int KVH, int hs);
+void rmsnorm_forward(const Context& ctx, float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps);
+void rmsnorm_backward(const Context& ctx, float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                      const float* rstd, int N, int C);
+void rope_forward(const Context& ctx, float* x, int B, int T, int H, int hs, int row_stride, float base, int pos0 = 0);
+void rope_backward(const Context& ctx, float* x, int B, int T, int H, int hs, int row_stride, float base, int pos0 = 0);
+void swiglu_forward(const Context& ctx, float* out, const float* inp, int N, int F);
+void swiglu_backward(const Context& ctx, float* dinp, const float* inp, const float* dout, int N, int F);
 
 }  // namespace dmpi::kernels

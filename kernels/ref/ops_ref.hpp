@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
+#include <vector>
 
 namespace dmpi::kernels::ref {
 
@@ -41,7 +43,7 @@ void encoder_backward(F* dwte, F* dwpe, const F* dout, const int32_t* tokens, in
 
 // out[N,C] = (inp - mean) * rstd * w + b; mean[N], rstd[N] saved for backward. eps = 1e-5.
 template <class F>
-void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* bias, int N, int C) {
+void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* bias, int N, int C, F eps = F(1e-5)) {
   for (int n = 0; n < N; ++n) {
     const F* x = inp + static_cast<size_t>(n) * C;
     F m = 0;
@@ -50,7 +52,7 @@ void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const
     F v = 0;
     for (int c = 0; c < C; ++c) v += (x[c] - m) * (x[c] - m);
     v /= C;
-    F s = F(1) / std::sqrt(v + F(1e-5));
+    F s = F(1) / std::sqrt(v + eps);
     F* o = out + static_cast<size_t>(n) * C;
     for (int c = 0; c < C; ++c) o[c] = (x[c] - m) * s * w[c] + bias[c];
     mean[n] = m;
@@ -253,5 +255,35 @@ void crossentropy_backward(F* dlogits, const F* probs, const int32_t* targets, F
     for (int v = 0; v < V; ++v) d[v] = (p[v] - (v == targets[n] ? F(1) : F(0))) * dloss;
   }
 }
+
+// ---- SHIM until the kernels branch lands.
+template <class F>
+void causal_attention_forward(F* out, F* att, const F* qkv, int B, int T, int NH, int KVH, int hs) {
+  if (KVH != NH) throw std::runtime_error("shim: grouped-query attention needs the kernels branch");
+  attention_forward(out, att, qkv, B, T, NH * hs, NH);
+}
+template <class F>
+void causal_attention_probs(F* att, const F* qkv, int B, int T, int NH, int KVH, int hs) {
+  std::vector<F> out(static_cast<size_t>(B) * T * NH * hs);
+  causal_attention_forward(out.data(), att, qkv, B, T, NH, KVH, hs);
+}
+template <class F>
+void causal_attention_backward(F* dqkv, F* datt, const F* dout, const F* qkv, const F* att, int B, int T, int NH, int KVH,
+                               int hs) {
+  if (KVH != NH) throw std::runtime_error("shim: grouped-query attention needs the kernels branch");
+  attention_backward(dqkv, datt, dout, qkv, att, B, T, NH * hs, NH);
+}
+template <class F>
+void rmsnorm_forward(F*, F*, const F*, const F*, int, int, F) { throw std::runtime_error("shim: rmsnorm"); }
+template <class F>
+void rmsnorm_backward(F*, F*, const F*, const F*, const F*, const F*, int, int) { throw std::runtime_error("shim: rmsnorm"); }
+template <class F>
+void rope_forward(F*, int, int, int, int, int, double, int = 0) { throw std::runtime_error("shim: rope"); }
+template <class F>
+void rope_backward(F*, int, int, int, int, int, double, int = 0) { throw std::runtime_error("shim: rope"); }
+template <class F>
+void swiglu_forward(F*, const F*, int, int) { throw std::runtime_error("shim: swiglu"); }
+template <class F>
+void swiglu_backward(F*, const F*, const F*, int, int) { throw std::runtime_error("shim: swiglu"); }
 
 }  // namespace dmpi::kernels::ref

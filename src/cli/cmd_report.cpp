@@ -156,10 +156,10 @@ int cmd_report(int* argc, char*** argv, const std::vector<std::string>& argl) {
   r["slurm"] = {{"SLURM_JOB_ID", job ? json(job) : json(nullptr)},
                 {"in_allocation", job != nullptr}};
   if (!a.has("no-peak")) {
-    const double f32 = kernels::measure_sgemm_gflops();
-    kernels::set_gemm_precision(kernels::GemmPrecision::BF16);
-    const double b16 = kernels::measure_sgemm_gflops();  // the bf16 GEMM, fp32 operands converted
-    kernels::set_gemm_precision(kernels::GemmPrecision::F32);
+    auto backend = kernels::make_gemm_backend(kernels::default_gemm_backend_name());
+    const double f32 = kernels::measure_gemm_gflops(kernels::host_context(*backend));
+    // the bf16 GEMM, fp32 operands converted
+    const double b16 = kernels::measure_gemm_gflops(kernels::host_context(*backend, kernels::Precision::BF16));
     r["peak"] = {{"sgemm_gflops", std::round(f32)}, {"bf16_gemm_gflops", std::round(b16)}, {"threads", compute_threads()}};
   }
   if (mpi.rank() == 0) {

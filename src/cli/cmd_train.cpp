@@ -85,10 +85,9 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   int threads = choose_threads(mpi.local_size());
   omp_set_num_threads(threads);
   kernels::set_blas_threads(threads);
-  std::string backend = a.str("gemm-backend", kernels::default_gemm_backend_name());
-  kernels::set_gemm_backend(kernels::make_gemm_backend(backend));
-
   engine::TrainOptions opt;
+  opt.gemm_backend = a.str("gemm-backend", kernels::default_gemm_backend_name());
+  kernels::make_gemm_backend(opt.gemm_backend);  // a wrong name fails here, before any MPI collective
   opt.model = model::preset(a.str("model", "tiny"));
   auto set_int = [&](const char* flag, int& field) {
     if (a.has(flag)) {

@@ -29,45 +29,29 @@ using nlohmann::json;
 
 namespace {
 
-json model_json(const model::GPTConfig& c) {
-  return {{"name", c.name}, {"num_layers", c.num_layers}, {"hidden_size", c.hidden}, {"num_attention_heads", c.heads},
-          {"vocab_size", c.vocab}, {"max_position_embeddings", c.max_pos}, {"seq_length", c.seq_len}};
-}
+// The architecture fields of a model description (the checkpoint's `model` attribute) with the
+// flag that sets each: a checkpoint loads only into the same architecture.
+const std::pair<const char*, const char*> kArchitecture[] = {
+    {"num_layers", "--num-layers"},
+    {"hidden_size", "--hidden-size"},
+    {"num_attention_heads", "--num-attention-heads"},
+    {"vocab_size", "--vocab-size"},
+    {"max_position_embeddings", "--max-position-embeddings"},
+    {"normalization", "--normalization"},
+    {"position_embedding_type", "--position-embedding-type"},
+    {"swiglu", "--swiglu"},
+    {"ffn_hidden_size", "--ffn-hidden-size"},
+    {"num_query_groups", "--num-query-groups"},
+    {"untie_embeddings_and_output_weights", "--untie-embeddings-and-output-weights"},
+    {"add_bias_linear", "--disable-bias-linear"},
+};
 
 }  // namespace
 
-std::vector<std::string> Trainer::state_names() const {
-  const auto& t = opt_.ds.optimizer.type;
-  // PyTorch's names for the same states
-  if (t == "Adam" || t == "AdamW" || t == "Lamb") return {"exp_avg", "exp_avg_sq"};
-  if (t == "SGD") return state_slots_ ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{};
-  if (t == "Adagrad") return {"sum"};
-  return {"exp_avg"};  // Lion
-}
-
-std::vector<Trainer::Span> Trainer::io_spans(bool balanced) const {
-  std::vector<Span> out;
-  const auto& table = model_->param_table();
-  if (zero_->stage() == 0) {
-    const size_t W = static_cast<size_t>(groups_->get(comm::Group::DP).size());
-    const size_t r = static_cast<size_t>(groups_->get(comm::Group::DP).rank());
-    float* P = zero_->stage0_params();  // fp32 (the masters in bf16/fp16 training)
-    for (size_t t = 0; t < table.size(); ++t) {
-      const size_t n = table[t].numel;
-      const size_t a = balanced ? n * r / W : 0, b = balanced ? n * (r + 1) / W : n;
-      if (b > a) out.push_back({t, a, b - a, P + table[t].offset + a, table[t].offset + a});
-    }
-    return out;
-  }
-  for (const auto& o : zero_->owned()) {
-    for (size_t t = 0; t < table.size(); ++t) {
-      const size_t a = std::max(o.flat, table[t].offset), b = std::min(o.flat + o.n, table[t].offset + table[t].numel);
-      if (a >= b) continue;
-      out.push_back({t, a - table[t].offset, b - a, o.p + (a - o.flat), o.state_off + (a - o.flat)});
-    }
-  }
-  std::sort(out.begin(), out.end(), [](const Span& x, const Span& y) { return x.tensor < y.tensor; });
-  return out;
+// The pieces of the state dict this rank writes (stage 0: a balanced share of every tensor, so all
+// ranks share the writing) or reads and checks (its own elements: stage 0 everything).
+std::vector<StatePiece> Trainer::checkpoint_pieces(bool write) {
+  return store_->state_pieces(write && !store_->residency().states_partitioned);
 }
 
 // The end of a save, collective over `c`: the checkpoint at `tmp` is verified (meta: reopened
@@ -156,13 +140,16 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   p.dir = dir;
   p.tag = tag;
   p.tmp = (std::filesystem::path(dir) / (tag + ".tmp") / io::kCheckpointFileName).string();
-  const auto& table = model_->param_table();
-  for (const auto& t : table) p.tensors.push_back({t.name, t.shape, t.numel}), p.bytes += t.numel * sizeof(float);
+  for (int t = 0; t < model_->num_tensors(); ++t) {
+    const auto& sp = model_->spec(t);
+    p.tensors.push_back({sp.name, sp.shape, sp.numel});
+    p.bytes += sp.numel * sizeof(float);
+  }
   const auto names = state_names();
   p.bytes *= 1 + names.size();
   p.groups.push_back("params");
   for (const auto& n : names) p.groups.push_back("optim/" + n);
-  const auto spans = io_spans(true);
+  const auto pieces = checkpoint_pieces(true);
   std::vector<io::Section> sections(p.groups.size());
   for (size_t k = 0; k < sections.size(); ++k) sections[k].group = p.groups[k];
   std::unique_ptr<AsyncSave> job;
@@ -174,18 +161,14 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
     reserve_snapshot();
     float* dst = snapshot_buf_.get();
     for (size_t k = 0; k < sections.size(); ++k)
-      for (const auto& s : spans) {
-        const float* src = k == 0 ? s.param : zero_->state(static_cast<int>(k - 1)) + s.state_off;
-        job->copies.push_back({src, dst, s.n});
-        sections[k].pieces.push_back({s.tensor, s.begin, s.n, dst});
+      for (const auto& s : pieces) {
+        if (s.section != static_cast<int>(k)) continue;
+        job->copies.push_back({s.data, dst, s.n});
+        sections[k].pieces.push_back({static_cast<size_t>(s.tensor), s.begin, s.n, dst});
         dst += s.n;
       }
   } else {
-    for (const auto& s : spans) {
-      sections[0].pieces.push_back({s.tensor, s.begin, s.n, s.param});
-      for (size_t k = 0; k < names.size(); ++k)
-        sections[k + 1].pieces.push_back({s.tensor, s.begin, s.n, zero_->state(static_cast<int>(k)) + s.state_off});
-    }
+    for (const auto& s : pieces) sections[static_cast<size_t>(s.section)].pieces.push_back({static_cast<size_t>(s.tensor), s.begin, s.n, s.data});
   }
   const auto& ds = opt_.ds;
   json attrs;
@@ -201,7 +184,7 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   attrs["seed"] = static_cast<int64_t>(opt_.seed);
   {
     std::vector<std::string> order;  // the model's order (datasets are listed by name)
-    for (const auto& t : table) order.push_back(t.name);
+    for (int t = 0; t < model_->num_tensors(); ++t) order.push_back(model_->spec(t).name);
     attrs["tensors"] = order;
   }
   attrs["optimizer"] = ds.optimizer.type;
@@ -210,7 +193,7 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   const int W = groups_->get(comm::Group::DP).size();
   attrs["topology"] = {{"world_size", W}, {"data_parallel_size", W}, {"tensor_parallel_size", 1},
                        {"pipeline_parallel_size", 1}, {"zero_stage", ds.zero.stage}};
-  attrs["model"] = model_json(opt_.model);
+  attrs["model"] = opt_.model.to_json();
   attrs["ds_config"] = ds.resolved();
   attrs["lr_scheduler"] = {{"type", ds.scheduler.type.empty() ? "constant" : ds.scheduler.type},
                            {"last_batch_iteration", sched_.last_batch_iteration()}};
@@ -275,8 +258,7 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
 
 void Trainer::reserve_snapshot() {
   size_t total = 0;
-  for (const auto& sp : io_spans(true)) total += sp.n;
-  total *= 1 + state_names().size();
+  for (const auto& sp : checkpoint_pieces(true)) total += sp.n;
   if (snapshot_size_ == total) return;
   snapshot_size_ = total;
   snapshot_buf_.reset(new float[total]);
@@ -307,15 +289,17 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   io::CheckpointReader rd(comm, path);
   const json& A = rd.attrs();
 
-  // The model must be the one this run builds.
-  const json want = model_json(opt_.model);
-  const json have = A.value("model", json::object());
+  // The model must be the one this run builds (a description without the LLaMA-era keys is
+  // GPT-2's: older checkpoints).
+  const json want = opt_.model.to_json();
+  json have;
+  try {
+    have = model::ModelConfig::from_json(A.value("model", json::object())).to_json();
+  } catch (const std::exception& e) {
+    DMPI_FAIL("checkpoint " << path << ": its model attribute is damaged (" << e.what() << ")");
+  }
   std::string diff;
-  const std::pair<const char*, const char*> fields[] = {{"num_layers", "--num-layers"}, {"hidden_size", "--hidden-size"},
-                                                        {"num_attention_heads", "--num-attention-heads"},
-                                                        {"vocab_size", "--vocab-size"},
-                                                        {"max_position_embeddings", "--max-position-embeddings"}};
-  for (const auto& [key, flag] : fields)
+  for (const auto& [key, flag] : kArchitecture)
     if (have.value(key, json()) != want[key])
       diff += std::string(diff.empty() ? "" : ", ") + flag + " " + have.value(key, json()).dump() + " (this run: " +
               want[key].dump() + ")";
@@ -323,8 +307,7 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
                                            << "; run with the model flags it was saved with (`deepmpi checkpoint "
                                               "inspect "
                                            << dir << "` shows them)");
-  const auto& table = model_->param_table();
-  auto check_dset = [&](const std::string& dset, const model::TensorSpec& t) {
+  auto check_dset = [&](const std::string& dset, const model::ParamSpec& t) {
     DMPI_REQUIRE(rd.has(dset), "checkpoint " << path << " has no dataset " << dset << " (damaged or not written by "
                                              << "this model)");
     const auto& shape = rd.datasets().at(dset);
@@ -332,7 +315,8 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
                                                  << json(shape).dump() << ", this model's " << t.name << " is "
                                                  << json(t.shape).dump());
   };
-  for (const auto& t : table) check_dset("/params/" + t.name, t);
+  const size_t T = static_cast<size_t>(model_->num_tensors());
+  for (size_t t = 0; t < T; ++t) check_dset("/params/" + model_->spec(static_cast<int>(t)).name, model_->spec(static_cast<int>(t)));
   const auto names = state_names();
   const std::string saved_opt = A.value("optimizer", std::string("?"));
   if (load_optimizer) {
@@ -342,7 +326,8 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
                                << "; the ds_config asks for " << opt_.ds.optimizer.type << " " << json(names).dump()
                                << ": use the same optimizer, or pass --no-load-optim to load the parameters only");
     for (const auto& n : names)
-      for (const auto& t : table) check_dset("/optim/" + n + "/" + t.name, t);
+      for (size_t t = 0; t < T; ++t)
+        check_dset("/optim/" + n + "/" + model_->spec(static_cast<int>(t)).name, model_->spec(static_cast<int>(t)));
   }
 
   // Two passes, so that nothing live changes unless the whole checkpoint is sound and no
@@ -352,11 +337,10 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   //      (CheckpointReader::verify);
   //   2. only then the data this topology holds is read into the live parameters and states.
   const size_t nsec = 1 + (load_optimizer ? names.size() : 0);
-  const size_t T = table.size();
   std::vector<std::string> dsets;  // section-major, as `key` = section * T + tensor below
   for (size_t k = 0; k < nsec; ++k)
     for (size_t t = 0; t < T; ++t)
-      dsets.push_back((k == 0 ? std::string("/params/") : "/optim/" + names[k - 1] + "/") + table[t].name);
+      dsets.push_back((k == 0 ? std::string("/params/") : "/optim/" + names[k - 1] + "/") + model_->spec(static_cast<int>(t)).name);
   const double t_read = now_seconds();
   auto report_bad = [&](const std::vector<std::string>& bad, const char* consequence) {
     std::string list;
@@ -373,21 +357,22 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   const double t_commit = now_seconds();
   // Pass 2: into the live state. A failure here (the file changed or vanished since pass 1)
   // leaves a partly loaded state: the error says so, and training must not go on.
-  const auto spans = io_spans(false);
+  // one piece per (section, tensor) at most: a rank holds one contiguous run of each tensor
+  const auto pieces = checkpoint_pieces(false);
   size_t read_bytes = 0;
-  std::vector<const Span*> span_of(T, nullptr);
-  for (const auto& sp : spans) {
-    DMPI_REQUIRE(!span_of[sp.tensor], "internal: two spans of one tensor");
-    span_of[sp.tensor] = &sp;
-    read_bytes += sp.n * sizeof(float) * nsec;
+  std::vector<const StatePiece*> piece_of(nsec * T, nullptr);
+  for (const auto& sp : pieces) {
+    if (static_cast<size_t>(sp.section) >= nsec) continue;
+    const size_t key = static_cast<size_t>(sp.section) * T + static_cast<size_t>(sp.tensor);
+    DMPI_REQUIRE(!piece_of[key], "internal: two pieces of one tensor");
+    piece_of[key] = &sp;
+    read_bytes += sp.n * sizeof(float);
   }
   try {
-    for (size_t k = 0; k < nsec; ++k)
-      for (size_t t = 0; t < T; ++t) {
-        const Span* sp = span_of[t];
-        float* dst = !sp ? nullptr : k == 0 ? sp->param : zero_->state(static_cast<int>(k - 1)) + sp->state_off;
-        rd.read(dsets[k * T + t], sp ? sp->begin : 0, sp ? sp->n : 0, dst);
-      }
+    for (size_t key = 0; key < nsec * T; ++key) {
+      const StatePiece* sp = piece_of[key];
+      rd.read(dsets[key], sp ? sp->begin : 0, sp ? sp->n : 0, sp ? sp->data : nullptr);
+    }
   } catch (const std::exception& e) {
     DMPI_FAIL("checkpoint " << path << " could not be read" << (atomic ? " after its checksums were checked" : "")
                             << " (" << e.what() << "); this rank's parameters are partly loaded and must not be trained");
@@ -395,14 +380,13 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   if (!atomic) {  // one pass: the checksums of what was just read into the live state
     std::vector<io::CrcPiece> mine;
     std::map<uint32_t, uint64_t> total;
-    const auto crc_spans = io_spans(true);  // over the ranks, every tensor exactly once
-    for (size_t k = 0; k < nsec; ++k) {
-      for (size_t t = 0; t < T; ++t) total[static_cast<uint32_t>(k * T + t)] = table[t].numel * sizeof(float);
-      for (const auto& sp : crc_spans) {
-        const float* src = k == 0 ? sp.param : zero_->state(static_cast<int>(k - 1)) + sp.state_off;
-        mine.push_back({static_cast<uint32_t>(k * T + sp.tensor), sp.begin * sizeof(float), sp.n * sizeof(float),
-                        io::crc32c_parallel(src, sp.n * sizeof(float))});
-      }
+    for (size_t k = 0; k < nsec; ++k)
+      for (size_t t = 0; t < T; ++t)
+        total[static_cast<uint32_t>(k * T + t)] = model_->spec(static_cast<int>(t)).numel * sizeof(float);
+    for (const auto& sp : checkpoint_pieces(true)) {  // over the ranks, every tensor exactly once
+      if (static_cast<size_t>(sp.section) >= nsec) continue;
+      mine.push_back({static_cast<uint32_t>(static_cast<size_t>(sp.section) * T + static_cast<size_t>(sp.tensor)),
+                      sp.begin * sizeof(float), sp.n * sizeof(float), io::crc32c_parallel(sp.data, sp.n * sizeof(float))});
     }
     const auto got = io::combine_crcs(comm, mine, total);
     std::vector<std::string> bad;
@@ -431,14 +415,14 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
     applied_steps_ = 0;
     sched_.set_last_batch_iteration(A.value("lr_scheduler", json::object()).value("last_batch_iteration", int64_t{-1}));
   }
-  zero_->masters_loaded();  // the 16-bit parameters rounded from the masters; every rank's chunks gathered
+  store_->masters_loaded();  // the 16-bit parameters rounded from the masters; every rank's chunks gathered
   last_saved_step_ = global_steps_;
   if (print) {
     const json topo = A.value("topology", json::object());
     std::printf("[deepmpi] loaded checkpoint %s (step %lld, saved at dp %s ZeRO stage %s; now dp %d stage %d%s) in "
                 "%.2f s (%s %.2f s, read %.2f s, %s per rank)\n",
                 path.c_str(), static_cast<long long>(global_steps_), topo.value("data_parallel_size", json()).dump().c_str(),
-                topo.value("zero_stage", json()).dump().c_str(), groups_->get(comm::Group::DP).size(), zero_->stage(),
+                topo.value("zero_stage", json()).dump().c_str(), groups_->get(comm::Group::DP).size(), store_->residency().stage(),
                 load_optimizer ? "" : "; optimizer states not loaded (--no-load-optim)", now_seconds() - t0,
                 atomic ? "checksum pass" : "set-up", t_commit - t_read, now_seconds() - t_commit,
                 human_bytes(static_cast<double>(read_bytes)).c_str());

@@ -6,10 +6,10 @@
 // causal half that is computed: per layer and token, forward 2*T*C, times 3 for fwd+bwd.
 // (PaLM's 12*L*T*C counts the full T x T square.)
 #pragma once
-#include "src/model/config.hpp"
+#include "src/model/model.hpp"
 
 namespace dmpi::engine {
 
-double flops_per_token(const model::GPTConfig& c, int seq_len);
+double flops_per_token(const model::ModelConfig& c, int seq_len);
 
 }  // namespace dmpi::engine

@@ -92,38 +92,36 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   groups_ = std::make_unique<comm::ProcessGroups>(comm::Topology(world_size, 1, 1), opt_.world);
   DMPI_REQUIRE(ds.micro_batch <= 1 << 20, "train_micro_batch_size_per_gpu " << ds.micro_batch << " is too large");
   comm::Communicator& dp = groups_->get(comm::Group::DP);
-  const auto& oc = ds.optimizer;
-  DMPI_REQUIRE(!(oc.type == "Lamb" && ds.zero.stage >= 1),
-               "optimizer Lamb with zero_optimization.stage " << ds.zero.stage
-                   << ": Lamb's trust ratio needs whole tensors; use stage 0 (DeepSpeed does not support Lamb with "
+  optimizer_ = make_optimizer(ds.optimizer);
+  DMPI_REQUIRE(!(optimizer_->needs_whole_tensors() && ds.zero.stage >= 1),
+               "optimizer " << ds.optimizer.type << " with zero_optimization.stage " << ds.zero.stage
+                   << ": its trust ratio needs whole tensors; use stage 0 (DeepSpeed does not support Lamb with "
                       "ZeRO either)");
-  // Stage 3 never materialises the whole model (DeepSpeed's zero.Init): each rank initialises
-  // its partition only; stages 2-3 have no full gradient buffer; bf16/fp16 keep 16-bit
-  // parameters and gradients in the engine (ZeroEngine::model_buffers).
-  const int stage = ds.zero.stage;
-  const auto [own_params, own_grads] = ZeroEngine::model_buffers(ds);
-  model_ = std::make_unique<model::GPT<float>>(opt_.model, static_cast<int>(ds.micro_batch), opt_.model.seq_len,
-                                               model::KernelPath::Fast, ZeroEngine::unit_align(stage, dp.size()),
-                                               own_params, own_grads);
-  if (own_params) model_->init_weights(opt_.seed);
-  // Optimizer states (fp32) per owned element: Adam/AdamW/Lamb m and v; SGD the momentum
-  // buffer (when momentum > 0); Adagrad the squared-gradient sum; Lion m.
-  if (oc.type == "Adam" || oc.type == "AdamW" || oc.type == "Lamb") state_slots_ = 2;
-  else if (oc.type == "SGD") state_slots_ = oc.momentum != 0.0 ? 1 : 0;
-  else if (oc.type == "Adagrad" || oc.type == "Lion") state_slots_ = 1;
-  else DMPI_FAIL("optimizer type '" << oc.type << "' is not implemented by the trainer");
-  zero_ = std::make_unique<ZeroEngine>(*model_, dp, ds, state_slots_, [this](size_t begin, size_t n, float* out) {
-    model_->init_values(opt_.seed, begin, n, out);
-  });
-  // Mixed precision: parameters and gradients at rest are 16-bit, the optimizer updates fp32
-  // masters with fp32 states (ZeroEngine); the GEMMs run in bf16 or fp16 while activations and
-  // everything outside the GEMMs stay fp32. fp16 gets the loss scaler.
-  kernels::set_gemm_precision(ds.bf16.enabled ? kernels::GemmPrecision::BF16
-                              : ds.fp16.enabled ? kernels::GemmPrecision::F16
-                                                : kernels::GemmPrecision::F32);
+  // The execution context: the GEMM backend and precision. Mixed precision: the GEMMs run in bf16
+  // or fp16 while activations and everything outside the GEMMs stay fp32; fp16 gets the loss scaler.
+  gemm_ = kernels::make_gemm_backend(opt_.gemm_backend.empty() ? kernels::default_gemm_backend_name() : opt_.gemm_backend);
+  ctx_ = kernels::host_context(*gemm_, ds.bf16.enabled   ? kernels::Precision::BF16
+                                       : ds.fp16.enabled ? kernels::Precision::F16
+                                                         : kernels::Precision::F32);
+  // The model as units; the parameters live in the store, which initialises only what this rank
+  // keeps (stage 3: its partition, DeepSpeed's zero.Init) and holds them in the model dtype.
+  model_ = std::make_unique<model::Model<float>>(opt_.model);
+  store_ = std::make_unique<ParamStore>(
+      *model_, dp, ds, optimizer_->state_slots(),
+      [this](int t, size_t j0, size_t j1, float* out) { model_->init_tensor(opt_.seed, t, j0, j1, out); }, ctx_);
+  // The step as an instruction list, and the activations it needs.
+  const auto plan = model::plan_recompute(*model_, opt_.recompute);
+  std::vector<int> param_unit;
+  for (int u = 0; u < model_->num_units(); ++u) param_unit.push_back(store_->layout().unit_of(u));
+  ScheduleSpec spec = schedule_spec(*model_, param_unit, plan, static_cast<int>(ds.grad_accum));
+  store_->describe_to(spec);
+  schedule_ = train_schedule(spec);
+  runner_ = std::make_unique<model::Runner<float>>(*model_, static_cast<int>(ds.micro_batch), opt_.model.seq_len, plan,
+                                                   schedule_.slots);
   if (ds.fp16.enabled) scaler_ = std::make_unique<LossScaler>(ds.fp16);
-  if (oc.type == "Adagrad" && oc.initial_accumulator_value != 0.0)
-    std::fill(zero_->state(0), zero_->state(0) + zero_->owned_numel(), static_cast<float>(oc.initial_accumulator_value));
+  for (int k = 0; k < optimizer_->state_slots(); ++k)
+    if (const float v = optimizer_->initial_state(k); v != 0.0f)
+      std::fill(store_->state(k), store_->state(k) + store_->layout().partition_numel(), v);
   if (opt_.data_path.empty())
     source_ = io::make_mock_source(opt_.seed, opt_.model.vocab);
   else
@@ -132,38 +130,24 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   tokens_.resize(static_cast<size_t>(ds.micro_batch) * opt_.model.seq_len);
   targets_.resize(tokens_.size());
 
-  adam_.lr = static_cast<float>(ds.optimizer.lr);
-  adam_.beta1 = static_cast<float>(ds.optimizer.beta1);
-  adam_.beta2 = static_cast<float>(ds.optimizer.beta2);
-  adam_.eps = static_cast<float>(ds.optimizer.eps);
-  adam_.weight_decay = static_cast<float>(ds.optimizer.weight_decay);
-  adam_.bias_correction = ds.optimizer.bias_correction;
-  adam_.adam_w_mode = ds.optimizer.adam_w_mode;
-
-  peak_gflops_ = opt_.peak_gflops > 0 ? opt_.peak_gflops : kernels::measure_sgemm_gflops();
+  peak_gflops_ = opt_.peak_gflops > 0 ? opt_.peak_gflops : kernels::measure_gemm_gflops(ctx_);
   flops_per_token_ = flops_per_token(opt_.model, opt_.model.seq_len);
 }
 
 Trainer::~Trainer() {
   join_save();  // a background save never committed (an error ended training) stays a .tmp
-  kernels::set_gemm_precision(kernels::GemmPrecision::F32);
-}
-
-bool Trainer::optimizer_has_betas() const {
-  const auto& t = opt_.ds.optimizer.type;
-  return t == "Adam" || t == "AdamW" || t == "Lamb" || t == "Lion";
 }
 
 MemoryReport Trainer::memory() const {
   MemoryReport r;
-  const ZeroMemory z = zero_->memory();
+  const StoreMemory z = store_->memory();
   r.params = z.params;
   r.grads = z.grads;
   r.masters = z.masters;
   r.optimizer_states = z.optimizer_states;
   r.comm_buffers = z.comm_buffers;
   r.checkpoint_snapshot = snapshot_size_ * sizeof(float);
-  r.activations = model_->activation_bytes();
+  r.activations = runner_->activation_bytes();
   return r;
 }
 
@@ -173,14 +157,15 @@ std::string Trainer::banner() const {
   auto mem = memory();
   os << "deepmpi train: " << opt_.model.describe() << "\n"
      << "  parameters " << model_->real_params() << " (" << ds.model_dtype() << "), FLOPs/token " << flops_per_token_ / 1e6
-     << " M (6N + 6LTC); ZeRO stage " << ds.zero.stage << " over dp " << groups_->get(comm::Group::DP).size() << "\n"
+     << " M (6N + 6LTC); ZeRO stage " << ds.zero.stage << " over dp " << groups_->get(comm::Group::DP).size()
+     << "; activation recompute " << opt_.recompute.describe() << "\n"
      << "  data: " << source_->describe() << "\n"
      << "  batch: train_batch_size " << ds.train_batch_size << " = micro " << ds.micro_batch << " x accumulation "
      << ds.grad_accum << " x dp " << groups_->get(comm::Group::DP).size() << "; tokens/step " << ds.train_batch_size * opt_.model.seq_len << "\n"
      << "  optimizer " << ds.optimizer.type << " " << ds.resolved()["optimizer"]["params"].dump()
      << "; schedule " << sched_.describe()
      << "; gradient_clipping " << ds.gradient_clipping << "\n"
-     << "  precision: GEMMs " << kernels::gemm_precision_name(kernels::gemm_precision())
+     << "  precision: GEMMs " << kernels::precision_name(ctx_.precision)
      << (ds.fp16.enabled || ds.bf16.enabled
              ? std::string("; parameters ") + ds.model_dtype() + ", gradients " +
                    (ds.misc.grad_accum_dtype.empty() ? std::string(ds.model_dtype()) : ds.misc.grad_accum_dtype) +
@@ -191,7 +176,7 @@ std::string Trainer::banner() const {
                  : std::string())
      << "\n"
      << "  threads: " << compute_threads() << " OpenMP, " << kernels::blas_threads() << " OpenBLAS; GEMM backend "
-     << kernels::gemm_backend().name() << "; peak " << peak_gflops_
+     << gemm_->name() << "; peak " << peak_gflops_
      << " GFLOP/s (" << (opt_.peak_gflops > 0 ? "--peak-tflops" : "sgemm probe") << ")\n"
      << "  memory per rank: params " << human_bytes(static_cast<double>(mem.params)) << " | grads "
      << human_bytes(static_cast<double>(mem.grads)) << " | fp32 masters " << human_bytes(static_cast<double>(mem.masters))
@@ -204,90 +189,73 @@ std::string Trainer::banner() const {
 }
 
 void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double beta2) {
-  const auto& oc = opt_.ds.optimizer;
-  const float flr = static_cast<float>(lr);
-  float* m = state_slots_ >= 1 ? zero_->state(0) : nullptr;
-  float* v = state_slots_ >= 2 ? zero_->state(1) : nullptr;
-  if (oc.type == "Lamb") {  // the trust ratio is per tensor (stage 0 only: the engine owns everything)
-    zero_->for_each_owned(
-        [&](float* p, float* g, size_t o, size_t n, bool decay) {
-          kernels::LambParams h;
-          h.lr = flr, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2);
-          h.eps = static_cast<float>(oc.eps), h.weight_decay = decay ? static_cast<float>(oc.weight_decay) : 0.f;
-          h.max_coeff = static_cast<float>(oc.max_coeff), h.min_coeff = static_cast<float>(oc.min_coeff);
-          h.bias_correction = oc.bias_correction, h.eps_inside_sqrt = oc.eps_inside_sqrt;
-          kernels::lamb_step(p, g, m + o, v + o, n, h, applied_steps_, grad_scale, true);
-        },
-        /*whole_tensors=*/true);
-    return;
-  }
-  zero_->for_each_owned([&](float* p, float* g, size_t o, size_t n, bool decay) {
-    const float wd = decay ? static_cast<float>(oc.weight_decay) : 0.0f;
-    if (oc.type == "Adam" || oc.type == "AdamW") {
-      kernels::AdamParams h = adam_;
-      h.lr = flr, h.weight_decay = wd, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2);
-      kernels::adam_step(p, g, m + o, v + o, n, h, applied_steps_, grad_scale, true);
-    } else if (oc.type == "SGD") {
-      kernels::SgdParams h;
-      h.lr = flr, h.momentum = static_cast<float>(oc.momentum), h.dampening = static_cast<float>(oc.dampening);
-      h.weight_decay = wd, h.nesterov = oc.nesterov;
-      kernels::sgd_step(p, g, m ? m + o : nullptr, n, h, applied_steps_, grad_scale, true);
-    } else if (oc.type == "Adagrad") {
-      kernels::AdagradParams h;
-      h.lr = flr, h.lr_decay = static_cast<float>(oc.lr_decay), h.weight_decay = wd, h.eps = static_cast<float>(oc.eps);
-      kernels::adagrad_step(p, g, m + o, n, h, applied_steps_, grad_scale, true);
-    } else {  // Lion
-      kernels::LionParams h;
-      h.lr = flr, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2), h.weight_decay = wd;
-      kernels::lion_step(p, g, m + o, n, h, grad_scale, true);
-    }
-  });
+  const int slots = optimizer_->state_slots();
+  std::vector<float*> states(static_cast<size_t>(slots));
+  StepHyper h;
+  h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.grad_scale = grad_scale, h.step = applied_steps_;
+  store_->for_each_owned(
+      [&](float* p, float* g, size_t o, size_t n, bool decay) {
+        for (int k = 0; k < slots; ++k) states[static_cast<size_t>(k)] = store_->state(k) + o;
+        optimizer_->step(p, g, states.data(), n, decay, h);
+      },
+      optimizer_->needs_whole_tensors());
 }
 
-std::vector<float> Trainer::full_params() {
-  const size_t n = model_->num_params();
-  if (model_->params()) return std::vector<float>(model_->params(), model_->params() + n);
-  if (zero_->stage() == 0) return std::vector<float>(zero_->stage0_params(), zero_->stage0_params() + n);  // masters
-  // stage 3, or stages 1-2 in bf16/fp16 (the fp32 masters): every unit gathered from the partitions (collective)
-  std::vector<float> out(n, 0.0f);
-  comm::Communicator& dp = groups_->get(comm::Group::DP);
-  const auto& units = model_->units();
-  std::vector<float> part(zero_->owned_numel(), 0.0f);
-  for (const auto& o : zero_->owned()) std::copy_n(o.p, o.n, part.data() + o.state_off);
-  size_t part_off = 0;
-  for (const auto& u : units) {
-    const size_t chunk = u.numel / static_cast<size_t>(dp.size());
-    dp.all_gather(part.data() + part_off, chunk, out.data() + u.offset, comm::DType::F32);
-    part_off += chunk;
-  }
-  return out;
-}
+std::vector<std::vector<float>> Trainer::full_params() { return store_->gather_full(); }
 
 StepMetrics Trainer::train_step() {
   const auto& ds = opt_.ds;
   const double t0 = now_seconds();
   comm::Communicator& dp = groups_->get(comm::Group::DP);
-  zero_->begin_step();
-  double loss_sum = 0.0, t_fwd = 0.0, t_bwd = 0.0;
-  for (int64_t micro = 0; micro < ds.grad_accum; ++micro) {
-    const uint64_t first = samples_ + static_cast<uint64_t>(micro * dp.size() + dp.rank()) * static_cast<uint64_t>(ds.micro_batch);
-    loader_->load(first, tokens_.data(), targets_.data());
-    const double a = now_seconds();
-    loss_sum += model_->forward(tokens_.data(), targets_.data());
-    const double b = now_seconds();
-    // DeepSpeed divides each micro loss by GAS; fp16 multiplies it by the loss scale
-    model_->backward((scaler_ ? scaler_->scale() : 1.0) / static_cast<double>(ds.grad_accum));
-    zero_->end_micro();
-    t_fwd += b - a, t_bwd += now_seconds() - b;
-    ++micro_steps_;
+  const model::Ops<float> ops{ctx_, true};
+  const int head = model_->num_units() - 1;
+  // DeepSpeed divides each micro loss by GAS; fp16 multiplies it by the loss scale
+  const double backward_scale = (scaler_ ? scaler_->scale() : 1.0) / static_cast<double>(ds.grad_accum);
+  double loss_sum = 0.0, t_fwd = 0.0, t_bwd = 0.0, a = 0.0, b = 0.0;
+  for (const Instr& in : schedule_.instrs) {
+    switch (in.op) {
+      case OpKind::BeginStep: store_->begin_step(); break;
+      case OpKind::Load: {
+        const uint64_t first = samples_ + static_cast<uint64_t>(in.micro * dp.size() + dp.rank()) * static_cast<uint64_t>(ds.micro_batch);
+        loader_->load(first, tokens_.data(), targets_.data());
+        runner_->load(in.slot, tokens_.data(), targets_.data());
+        a = now_seconds();
+        break;
+      }
+      case OpKind::Gather: store_->gather(in.unit); break;
+      case OpKind::Prefetch: store_->prefetch(in.unit); break;
+      case OpKind::Release: store_->release(in.unit, in.keep); break;
+      case OpKind::AcquireGrads: store_->acquire_grads(in.unit); break;
+      case OpKind::ReduceGrads: store_->reduce_grads(in.unit); break;
+      case OpKind::Forward:
+      case OpKind::Recompute: {
+        store_->unit_views(in.unit, views_, grad_ptrs_);
+        const double loss = runner_->forward(ops, in.unit, in.slot, views_.data());
+        if (in.op == OpKind::Forward && in.unit == head) {
+          loss_sum += loss;
+          b = now_seconds();
+        }
+        break;
+      }
+      case OpKind::Backward:
+        store_->unit_views(in.unit, views_, grad_ptrs_);
+        runner_->backward(ops, in.unit, in.slot, views_.data(), grad_ptrs_.data(), backward_scale);
+        break;
+      case OpKind::EndMicro:
+        store_->end_micro();
+        t_fwd += b - a, t_bwd += now_seconds() - b;
+        ++micro_steps_;
+        break;
+      case OpKind::Step: break;  // the boundary, below
+    }
   }
   samples_ += static_cast<uint64_t>(ds.train_batch_size);
   const double t_opt0 = now_seconds();
-  zero_->reduce_gradients();
+  store_->reduce_gradients();
   // The norm is of the scaled gradients; every rank gets the same value (all-reduced, or
   // computed from identical all-reduced gradients), so the overflow decision is the group's.
   const double scale = scaler_ ? scaler_->scale() : 1.0;
-  const double norm = zero_->grad_norm() / scale;
+  const double norm = store_->grad_norm() / scale;
   const bool overflow = !std::isfinite(norm);
   DMPI_REQUIRE(!overflow || scaler_ || (ds.bf16.enabled && ds.bf16.check_grad_overflow),
                "gradient norm is " << norm << " at step " << global_steps_ + 1
@@ -302,7 +270,7 @@ StepMetrics Trainer::train_step() {
     // DeepSpeed: the step is skipped (no optimizer step, no scheduler step) and the gradients
     // are zeroed; global_steps still counts it.
     ++skipped_steps_;
-    zero_->skip_step();
+    store_->skip_step();
     if (!scaler_msg.empty() && opt_.print && dp.rank() == 0) std::printf("[deepmpi] %s\n", scaler_msg.c_str());
   } else {
     // DeepSpeed: clip_coef = min(1, max_norm / (norm + 1e-6)) on the unscaled norm; 0 disables
@@ -310,9 +278,9 @@ StepMetrics Trainer::train_step() {
     if (ds.gradient_clipping > 0.0) coef = std::min(1.0, ds.gradient_clipping / (norm + 1e-6));
     ++applied_steps_;
     double b1 = ds.optimizer.beta1, b2 = ds.optimizer.beta2;
-    if (optimizer_has_betas()) sched_.momentum(b1, b2);  // OneCycle's cycled momentum
+    if (optimizer_->has_betas()) sched_.momentum(b1, b2);  // OneCycle's cycled momentum
     apply_optimizer(lr, static_cast<float>(coef / scale), b1, b2);
-    zero_->after_optimizer();
+    store_->after_optimizer();
     sched_.step();
   }
   const double t_end = now_seconds();
@@ -360,7 +328,7 @@ TrainSummary Trainer::run() {
     std::printf("%s\n", banner().c_str());
     if (opt_.ds.misc.dump_state) std::printf("dump_state: resolved ds_config\n%s\n", opt_.ds.resolved().dump(2).c_str());
     for (auto& w : opt_.ds.warnings) std::printf("  warning: %s\n", w.c_str());
-    if (opt_.ds.scheduler.type == "OneCycle" && opt_.ds.scheduler.cycle_momentum && !optimizer_has_betas())
+    if (opt_.ds.scheduler.type == "OneCycle" && opt_.ds.scheduler.cycle_momentum && !optimizer_->has_betas())
       std::printf("  warning: cycle_momentum is disabled: optimizer %s has no betas (as in DeepSpeed)\n",
                   opt_.ds.optimizer.type.c_str());
     std::fflush(stdout);

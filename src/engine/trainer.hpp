@@ -1,9 +1,12 @@
-// The training loop over the data-parallel group (every rank of the job): micro-batches with
-// gradient accumulation (DeepSpeed's boundary semantics: the loss of each micro-batch is scaled
-// by 1/GAS), gradients averaged over the group and partitioned by ZeRO stage 0-3 (zero.hpp),
-// global-norm clipping, the optimizer on this rank's elements, the LR schedule stepped once per
-// applied optimizer step, and metrics. Sample order: step s, micro-batch m, dp rank r reads
-// samples s*TBS + m*(W*MBS) + r*MBS ..., so every layout sees the same samples per global batch.
+// The training loop over the data-parallel group (every rank of the job). One step is an
+// instruction list (src/engine/schedule.hpp) the trainer executes: micro-batches with gradient
+// accumulation (DeepSpeed's boundary semantics: the loss of each micro-batch is scaled by 1/GAS),
+// each unit's forward and backward run by the model's Runner on parameters the ParamStore hands
+// out (gathered, widened, partitioned by ZeRO stage 0-3: param_store.hpp), then at the boundary
+// gradients averaged over the group, global-norm clipping, the optimizer (optimizer.hpp) on this
+// rank's elements, the LR schedule stepped once per applied optimizer step, and metrics. Sample
+// order: step s, micro-batch m, dp rank r reads samples s*TBS + m*(W*MBS) + r*MBS ..., so every
+// layout sees the same samples per global batch.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -19,17 +22,21 @@
 #include "io/checkpoint.hpp"
 #include "io/metrics.hpp"
 #include "io/token_dataset.hpp"
-#include "kernels/optim.hpp"
+#include "kernels/gemm.hpp"
 #include "src/config/ds_config.hpp"
 #include "src/engine/loss_scaler.hpp"
 #include "src/engine/lr_schedule.hpp"
-#include "src/engine/zero.hpp"
-#include "src/model/gpt.hpp"
+#include "src/engine/optimizer.hpp"
+#include "src/engine/param_store.hpp"
+#include "src/engine/schedule.hpp"
+#include "src/model/model.hpp"
 
 namespace dmpi::engine {
 
 struct TrainOptions {
-  model::GPTConfig model;
+  model::ModelConfig model;
+  model::RecomputeConfig recompute;  // activation checkpointing (--recompute-granularity ...)
+  std::string gemm_backend;          // empty: kernels::default_gemm_backend_name()
   config::DsConfig ds;
   int64_t train_iters = 20;
   uint64_t seed = 1234;
@@ -90,11 +97,14 @@ class Trainer {
   TrainSummary run();
   // one step of the configured optimizer (beta1/beta2: the config's, or OneCycle's cycled ones)
   void apply_optimizer(double lr, float grad_scale, double beta1, double beta2);
-  bool optimizer_has_betas() const;
-  model::GPT<float>& model() { return *model_; }
-  ZeroEngine& zero() { return *zero_; }
-  // The full parameters in the model's table layout (gathered from the partitions at stage 3).
-  std::vector<float> full_params();
+  const model::Model<float>& model() const { return *model_; }
+  ParamStore& store() { return *store_; }
+  const Optimizer& optimizer() const { return *optimizer_; }
+  const Schedule& schedule() const { return schedule_; }
+  const model::Runner<float>& runner() const { return *runner_; }
+  const kernels::Context& context() const { return ctx_; }
+  // The fp32 parameters (masters) of every tensor in model order (collective at stages 1-3).
+  std::vector<std::vector<float>> full_params();
   MemoryReport memory() const;
   double peak_gflops() const { return peak_gflops_; }
   int64_t global_steps() const { return global_steps_; }
@@ -123,14 +133,19 @@ class Trainer {
   const comm::MpiEnv& env_;
   TrainOptions opt_;
   std::unique_ptr<comm::ProcessGroups> groups_;
-  std::unique_ptr<model::GPT<float>> model_;
+  std::unique_ptr<kernels::GemmBackend> gemm_;
+  kernels::Context ctx_;
+  std::unique_ptr<model::Model<float>> model_;
+  std::unique_ptr<model::Runner<float>> runner_;
   std::unique_ptr<io::TokenSource> source_;
   std::unique_ptr<io::BatchLoader> loader_;
-  std::unique_ptr<ZeroEngine> zero_;
-  int state_slots_ = 0;  // optimizer-state arrays per element (see the constructor)
+  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<ParamStore> store_;
+  Schedule schedule_;
+  std::vector<ConstView> views_;   // the unit being run: its parameters
+  std::vector<float*> grad_ptrs_;  // and gradients
   std::vector<int32_t> tokens_, targets_;
   LRScheduler sched_;
-  kernels::AdamParams adam_;
   io::MetricsWriter metrics_;
   double peak_gflops_ = 0, flops_per_token_ = 0;
   // DeepSpeed's counters: global_steps counts every boundary, skipped_steps the overflowing ones,
@@ -176,14 +191,8 @@ class Trainer {
   size_t snapshot_size_ = 0;
   int64_t last_saved_step_ = -1;
   double commit_ms_ = 0;  // a background save committed during the last step
-  // the runs of elements this rank writes (balanced at stage 0) or reads
-  struct Span {
-    size_t tensor, begin, n;
-    float* param;      // live parameters
-    size_t state_off;  // into the optimizer-state arrays
-  };
-  std::vector<Span> io_spans(bool balanced) const;
-  std::vector<std::string> state_names() const;
+  std::vector<std::string> state_names() const { return optimizer_->state_names(); }
+  std::vector<StatePiece> checkpoint_pieces(bool write);
 };
 
 }  // namespace dmpi::engine

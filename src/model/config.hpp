@@ -1,57 +1,62 @@
-// GPT-2 model shape, named presets, and the parameter table {name, shape} that lays every
-// parameter out in one flat buffer, layer by layer (each layer's parameters are contiguous,
-// so a layer is one "flat group" for ZeRO-3).
+// The model's shape and composition: GPT-2 (LayerNorm, learned positions, GELU MLP, biases,
+// tied head) and LLaMA-family models (RMSNorm, rotary embeddings, SwiGLU, grouped-query
+// attention, untied head, no biases) are two settings of the same struct, chosen with Megatron's
+// flags (--normalization, --position-embedding-type, --swiglu, --group-query-attention, ...), and
+// named presets. src/model/model.hpp turns it into the ordered list of units.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace dmpi::model {
 
-struct GPTConfig {
+enum class Norm { LayerNorm, RMSNorm };
+enum class Positions { Learned, Rope, None };
+const char* norm_name(Norm n);            // "LayerNorm" | "RMSNorm" (Megatron's --normalization values)
+const char* positions_name(Positions p);  // "learned_absolute" | "rope" | "none"
+
+struct ModelConfig {
   std::string name = "custom";
   int num_layers = 2;
   int hidden = 128;
   int heads = 4;
   int vocab = 512;
   int seq_len = 64;
-  int max_pos = 64;  // --max-position-embeddings; >= seq_len
+  int max_pos = 64;  // --max-position-embeddings; >= seq_len (the learned table's rows; RoPE: the longest sequence)
+  Norm norm = Norm::LayerNorm;          // --normalization
+  double norm_eps = 1e-5;               // --norm-epsilon
+  Positions positions = Positions::Learned;  // --position-embedding-type
+  double rotary_base = 10000.0;         // --rotary-base
+  bool swiglu = false;                  // --swiglu (else GELU)
+  int ffn_hidden = 0;                   // --ffn-hidden-size (0: 4 * hidden, or Megatron's SwiGLU default)
+  int query_groups = 0;                 // --num-query-groups with --group-query-attention (0: heads, MHA)
+  bool tie_embeddings = true;           // false: --untie-embeddings-and-output-weights
+  bool bias = true;                     // false: --disable-bias-linear
+
+  int kv_heads() const { return query_groups > 0 ? query_groups : heads; }
+  int head_size() const { return hidden / heads; }
+  // The MLP width: --ffn-hidden-size, else 4 * hidden (GELU) or Megatron's SwiGLU default
+  // int(4 * hidden * 2 / 3 / 64) * 64.
+  int ffn() const;
+  // qkv rows: (heads + 2 * kv_heads) * head_size
+  int qkv_width() const { return (heads + 2 * kv_heads()) * head_size(); }
+  bool llama_like() const { return norm == Norm::RMSNorm || positions == Positions::Rope || swiglu; }
   void validate() const;  // throws naming the flag to change
   std::string describe() const;
+  nlohmann::json to_json() const;  // the checkpoint's `model` attribute
+  // from a checkpoint's `model` attribute (missing keys: GPT-2's values, as older checkpoints wrote)
+  static ModelConfig from_json(const nlohmann::json& j);
 };
 
-GPTConfig preset(const std::string& name);         // tiny | small | gpt2-124m
+ModelConfig preset(const std::string& name);
 std::vector<std::string> preset_names();
+std::string preset_help();  // one line per preset
 
-struct TensorSpec {
-  std::string name;
-  std::vector<int64_t> shape;
-  size_t offset = 0;  // elements into the flat buffer
-  size_t numel = 0;
-  bool weight_decay = false;  // 2-D weights and embeddings decay; biases and LayerNorm do not
-  int layer = -1;             // transformer block, -1 for embeddings and the final LayerNorm
-  int unit = 0;               // fetch/reduce unit: 0 embeddings, 1..L blocks, L+1 final LayerNorm
-  bool read_16bit = false;    // every kernel reading it takes a registered bf16 copy when there is
-                              // one (kernels::lowp_copy): the 2-D tensors, read by GEMMs and the
-                              // embedding lookup only
-};
-
-// A unit is what ZeRO gathers, reduces and frees at once: the embeddings (wte, wpe), one
-// transformer block, or the final LayerNorm. Units are contiguous in the flat buffer; with
-// unit_align > 1 each starts at a multiple of unit_align and is padded to one (padding is zero).
-struct UnitSpec {
-  size_t offset = 0;  // elements into the flat buffer
-  size_t numel = 0;   // padded to unit_align
-  size_t real = 0;    // parameters it holds
-};
-
-std::vector<TensorSpec> gpt_param_table(const GPTConfig& c, size_t unit_align = 1);
-std::vector<UnitSpec> gpt_units(const std::vector<TensorSpec>& table, size_t unit_align = 1);
-size_t table_numel(const std::vector<TensorSpec>& t);  // end of the last tensor (unpadded)
-
-// Parameter counts used by the FLOPs formula (src/engine/flops.hpp).
-size_t num_params(const GPTConfig& c);              // everything in the table
-size_t num_matmul_params(const GPTConfig& c);       // excludes position embeddings
+// Parameter counts (the FLOPs formula and the banner).
+size_t num_params(const ModelConfig& c);         // every parameter
+size_t num_matmul_params(const ModelConfig& c);  // those in a matmul: not the learned positions; the tied table once
 
 }  // namespace dmpi::model

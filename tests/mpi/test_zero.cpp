@@ -28,7 +28,7 @@ struct Result {
   std::vector<double> losses;
   std::map<std::string, std::vector<float>> tensors;  // by name: layout-independent
   engine::MemoryReport memory;
-  std::vector<model::UnitSpec> units;
+  std::vector<engine::UnitInfo> units;
   size_t real_params = 0;
   double wire_bytes = 0;  // comms logger: bytes x bus factor over the training steps
   std::vector<double> scales, lrs;
@@ -61,12 +61,10 @@ Result train(MPI_Comm comm, json cfg, int steps) {
   r.skipped_steps = t.skipped_steps(), r.global_steps = t.global_steps(), r.micro_steps = t.micro_steps();
   for (const auto& [key, st] : comm::CommLogger::instance().local())  // before full_params() gathers
     r.wire_bytes += st.bytes * comm::bus_factor(std::get<0>(key), std::get<2>(key));
-  std::vector<float> full = t.full_params();
-  for (const auto& ts : t.model().param_table())
-    r.tensors[ts.name] = std::vector<float>(full.begin() + static_cast<long>(ts.offset),
-                                            full.begin() + static_cast<long>(ts.offset + ts.numel));
+  const auto full = t.full_params();
+  for (int k = 0; k < t.model().num_tensors(); ++k) r.tensors[t.model().spec(k).name] = full[static_cast<size_t>(k)];
   r.memory = t.memory();
-  r.units = t.model().units();
+  for (int u = 0; u < t.store().layout().num_units(); ++u) r.units.push_back(t.store().layout().unit(u));
   r.real_params = t.model().real_params();
   return r;
 }

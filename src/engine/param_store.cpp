@@ -1,0 +1,556 @@
+#include "src/engine/param_store.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <deque>
+
+#include "base/error.hpp"
+#include "kernels/cast.hpp"
+#include "kernels/ops.hpp"
+
+namespace dmpi::engine {
+
+using kernels::element;
+
+namespace {
+DType dtype_named(const std::string& s, DType dflt) {
+  return s.empty() ? dflt : s == "bf16" ? DType::BF16 : s == "fp16" ? DType::F16 : DType::F32;
+}
+// A zero-filled buffer (every page touched once, at start-up).
+Buffer zeroed(DType t, size_t n) {
+  Buffer b(t, n);
+  b.zero();
+  return b;
+}
+}  // namespace
+
+Residency Residency::of_stage(int stage) {
+  DMPI_REQUIRE(stage >= 0 && stage <= 3, "ZeRO stage " << stage << " does not exist (0-3)");
+  Residency r;
+  r.states_partitioned = stage >= 1;
+  r.grads_partitioned = stage >= 2;
+  r.params_partitioned = stage >= 3;
+  return r;
+}
+
+ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, const config::DsConfig& ds,
+                       int state_slots, const Init& init, const kernels::Context& ctx)
+    : model_(m), comm_(comm), ctx_(ctx), layout_(m, comm.size(), comm.rank(), ds.zero.stage >= 1),
+      res_(Residency::of_stage(ds.zero.stage)), W_(comm.size()), rank_(comm.rank()), overlap_(ds.zero.overlap()),
+      reduce_bucket_(std::max<int64_t>(1, ds.zero.reduce_bucket_size)), prefetch_bucket_(ds.zero.prefetch_bucket_size),
+      max_live_(ds.zero.max_live_parameters), allgather_bucket_(std::max<int64_t>(1, ds.zero.allgather_bucket_size)),
+      max_reuse_(ds.zero.max_reuse_distance) {
+  half_ = ds.bf16.enabled || ds.fp16.enabled;
+  pdt_ = dtype_named(ds.model_dtype(), DType::F32);
+  gdt_ = dtype_named(ds.misc.grad_accum_dtype, pdt_);
+  DMPI_REQUIRE(gdt_ == DType::F32 || gdt_ == pdt_,
+               "data_types.grad_accum_dtype \"" << ds.misc.grad_accum_dtype << "\" with " << dtype_name(pdt_)
+                                                << " parameters: write \"fp32\" or leave it null (the parameters' dtype)");
+  // DeepSpeed: the gradients travel in their own dtype unless communication_data_type says otherwise
+  comm_dtype_ = dtype_named(ds.misc.communication_data_type, gdt_);
+  // DeepSpeed's averaging: postscale (1/f before the sum, f/W after) unless prescale_gradients.
+  const double f = ds.misc.gradient_predivide_factor;
+  if (W_ > 1) {
+    if (ds.misc.prescale_gradients) pre_scale_ = 1.0 / W_, post_scale_ = 1.0;
+    else pre_scale_ = 1.0 / f, post_scale_ = f / W_;
+  }
+  const Layout& L = layout_;
+  const size_t numel = L.numel();
+  units_.resize(static_cast<size_t>(L.num_units()));
+  // bf16/fp16 working copies: only the Widened tensors; the AsStored ones (GEMM weights,
+  // embedding tables) are read as the 16-bit views they are
+  for (const auto& t : L.tensors()) {
+    if (t.dtype == model::DTypePolicy::AsStored) continue;
+    Unit& u = units_[static_cast<size_t>(t.unit)];
+    const size_t off = t.offset - L.unit(t.unit).offset;
+    if (!u.widen.empty() && u.widen.back().first + u.widen.back().second == off) u.widen.back().second += t.numel;
+    else u.widen.emplace_back(off, t.numel);
+  }
+  // The initial values of flat elements [begin, begin + n) (padding 0), tensor by tensor
+  auto initial = [&](size_t begin, size_t n, float* out) {
+    std::fill(out, out + n, 0.0f);
+    const size_t end = begin + n;
+    for (const auto& t : L.tensors()) {
+      const size_t a = std::max(begin, t.offset), b = std::min(end, t.offset + t.numel);
+      if (a < b) init(t.model_tensor, a - t.offset, b - t.offset, out + (a - begin));
+    }
+  };
+  // bf16/fp16: the initial values rounded to 16 bits (as DeepSpeed casts the module), and the
+  // masters widened from those (so the 16-bit parameters are always the masters rounded)
+  auto initial16 = [&](size_t begin, size_t n, void* dst, float* master) {
+    std::vector<float> tmp(std::min<size_t>(n, size_t{1} << 20));
+    for (size_t a = 0; a < n; a += tmp.size()) {
+      const size_t c = std::min(tmp.size(), n - a);
+      initial(begin + a, c, tmp.data());
+      kernels::convert(ctx_, tmp.data(), DType::F32, element(dst, pdt_, a), pdt_, c);
+      if (master) kernels::convert(ctx_, element(dst, pdt_, a), pdt_, master + a, DType::F32, c);
+    }
+  };
+  auto add_slice = [&](float* p, size_t state_off, size_t n, bool decay, size_t flat) {
+    if (n == 0) return;
+    auto& b = owned_;
+    if (!b.empty() && b.back().decay == decay && b.back().p + b.back().n == p &&
+        b.back().state_off + b.back().n == state_off && b.back().flat + b.back().n == flat) {
+      b.back().n += n;
+      return;
+    }
+    b.push_back({p, state_off, n, decay, flat});
+  };
+  owned_numel_ = L.partition_numel();
+  if (!half_ && !res_.params_partitioned) {
+    pfull_ = Buffer(DType::F32, numel);
+    initial(0, numel, pfull_.as<float>());
+  }
+  if (half_ && !res_.params_partitioned) {
+    p16_ = zeroed(pdt_, numel);
+    initial16(0, numel, p16_.data(), nullptr);
+    master_ = zeroed(DType::F32, owned_numel_);
+    if (!res_.states_partitioned) {
+      kernels::convert(ctx_, p16_.data(), pdt_, master_.data(), DType::F32, numel);
+    } else {
+      for (int u = 0; u < L.num_units(); ++u)
+        kernels::convert(ctx_, p16_.at(L.chunk_offset(u, rank_)), pdt_, master_.as<float>() + L.unit(u).part_off,
+                         DType::F32, L.unit(u).chunk);
+    }
+  }
+  if (!res_.grads_partitioned) gfull_ = zeroed(gdt_, numel);
+  if (res_.states_partitioned) gpart_ = zeroed(gdt_, L.partition_numel());
+  if (res_.params_partitioned) {
+    ppart_ = zeroed(DType::F32, L.partition_numel());
+    if (half_) p16part_ = zeroed(pdt_, L.partition_numel());
+    for (int u = 0; u < L.num_units(); ++u) {
+      const UnitInfo& ui = L.unit(u);
+      const size_t first = L.chunk_offset(u, rank_);
+      if (half_) initial16(first, ui.chunk, p16part_.at(ui.part_off), ppart_.as<float>() + ui.part_off);
+      else initial(first, ui.chunk, ppart_.as<float>() + ui.part_off);
+    }
+  }
+  for (const Run& r : L.owned()) {
+    float* p = res_.params_partitioned ? ppart_.as<float>() + r.part
+               : half_                 ? master_.as<float>() + r.part
+                                       : pfull_.as<float>() + r.flat;
+    add_slice(p, r.part, r.n, L.tensor(r.tensor).decay, r.flat);
+  }
+  states_.resize(static_cast<size_t>(state_slots));  // one at a time: no temporary copy (peak RSS)
+  for (auto& st : states_) st = zeroed(DType::F32, owned_numel_);
+  if (res_.params_partitioned) {
+    for (int u = 0; u < L.num_units(); ++u) {
+      Unit& x = units_[static_cast<size_t>(u)];
+      const UnitInfo& ui = L.unit(u);
+      x.persistent = static_cast<int64_t>(ui.numel) <= ds.zero.param_persistence_threshold;
+      if (!x.persistent) continue;
+      Buffer& buf = persist_[u];
+      if (half_) {
+        buf = zeroed(pdt_, ui.numel);
+        initial16(ui.offset, ui.numel, buf.data(), nullptr);
+      } else {
+        buf = Buffer(DType::F32, ui.numel);
+        initial(ui.offset, ui.numel, buf.as<float>());
+      }
+    }
+  }
+  // fp32 stages 0-1: every unit's gradients go straight into the whole buffer
+  if (!half_ && !res_.grads_partitioned)
+    for (int u = 0; u < L.num_units(); ++u) units_[static_cast<size_t>(u)].grads = gfull_.as<float>() + L.unit(u).offset;
+}
+
+ParamStore::~ParamStore() {
+  for (auto& r : pending_) r.work->wait();
+  for (auto& u : units_)
+    if (u.gather_work) u.gather_work->wait();
+}
+
+void ParamStore::describe_to(ScheduleSpec& s) const {
+  s.materialize = res_.params_partitioned || half_;  // the parameters exist only while their units run
+  s.gathered = res_.params_partitioned;
+  s.unit_grads = res_.grads_partitioned || half_;
+  s.max_reuse_distance = max_reuse_;
+  s.widen = half_;
+  s.param_numel.clear();
+  s.persistent.clear();
+  for (int u = 0; u < layout_.num_units(); ++u) {
+    s.param_numel.push_back(static_cast<int64_t>(layout_.unit(u).numel));
+    s.persistent.push_back(units_[static_cast<size_t>(u)].persistent);
+  }
+}
+
+float* ParamStore::Pool::acquire(size_t n) {
+  auto& f = free[n];
+  if (!f.empty()) {
+    float* p = f.back();
+    f.pop_back();
+    return p;
+  }
+  storage.emplace_back(new float[n]);
+  float* p = storage.back().get();
+  size_of[p] = n;
+  bytes += n * sizeof(float);
+  return p;
+}
+
+float* ParamStore::base32(int u) const {
+  const Unit& x = units_[static_cast<size_t>(u)];
+  if (half_) return x.work;
+  if (!res_.params_partitioned) return const_cast<float*>(pfull_.as<float>()) + layout_.unit(u).offset;
+  if (x.persistent) return const_cast<float*>(persist_.at(u).as<float>());
+  return x.work;
+}
+
+// The unit's parameters, for its forward or backward: stage 3 all-gathers them (fp32 training:
+// straight into the working buffer); bf16/fp16 widens the Widened tensors of the 16-bit parameters
+// (stages 0-2: the whole buffer; stage 3: the gathered copy, or a persistent unit's) into a pooled
+// buffer, and the views read the rest as stored.
+void ParamStore::gather(int i) {
+  Unit& u = units_[static_cast<size_t>(i)];
+  const UnitInfo& ui = layout_.unit(i);
+  if (!half_ && u.persistent) return;  // fp32 persistent units are the unit's parameters for good
+  if (u.work) {
+    if (u.gather_work) u.gather_work->wait(), u.gather_work.reset();
+    return;
+  }
+  if (!half_) {
+    u.work = work_pool_.acquire(ui.numel);
+    comm_.all_gather(ppart_.as<float>() + ui.part_off, ui.chunk, u.work, DType::F32);
+    live_gathered_ += static_cast<int64_t>(ui.numel);
+    return;
+  }
+  const void* src = nullptr;
+  if (res_.params_partitioned && !u.persistent) {
+    if (!u.g16) {
+      u.g16 = acquire16(ui.numel);
+      comm_.all_gather(p16part_.at(ui.part_off), ui.chunk, u.g16, pdt_);
+      live_gathered_ += static_cast<int64_t>(ui.numel);
+    } else if (u.gather_work) {
+      u.gather_work->wait(), u.gather_work.reset();
+    }
+    src = u.g16;
+  } else {
+    src = res_.params_partitioned ? persist_.at(i).data() : p16_.at(ui.offset);
+  }
+  u.work = work_pool_.acquire(ui.numel);
+  for (const auto& [off, n] : u.widen) kernels::convert(ctx_, element(src, pdt_, off), pdt_, u.work + off, DType::F32, n);
+  u.src16 = src;
+}
+
+void ParamStore::prefetch(int i) {
+  if (i < 0 || i >= layout_.num_units()) return;
+  Unit& u = units_[static_cast<size_t>(i)];
+  const UnitInfo& ui = layout_.unit(i);
+  if (u.persistent || u.work || u.g16) return;
+  const int64_t n = static_cast<int64_t>(ui.numel);
+  if (n > prefetch_bucket_ || live_gathered_ + n > max_live_) return;
+  if (half_) {
+    u.g16 = acquire16(ui.numel);
+    u.gather_work = comm_.iall_gather(p16part_.at(ui.part_off), ui.chunk, u.g16, pdt_);
+  } else {
+    u.work = work_pool_.acquire(ui.numel);
+    u.gather_work = comm_.iall_gather(ppart_.as<float>() + ui.part_off, ui.chunk, u.work, DType::F32);
+  }
+  live_gathered_ += n;
+}
+
+// Drops the unit's fp32 working parameters, and at stage 3 its gathered 16-bit copy. keep (ZeRO-3 at
+// the forward/backward turn): fp32 keeps its gather; bf16/fp16 keeps the 16-bit gather (2 bytes per
+// element) and its backward widens it again without an all-gather.
+void ParamStore::release(int i, bool keep) {
+  Unit& u = units_[static_cast<size_t>(i)];
+  const UnitInfo& ui = layout_.unit(i);
+  if (!half_ && (u.persistent || keep)) return;
+  if (u.gather_work) u.gather_work->wait(), u.gather_work.reset();
+  if (u.work) {
+    work_pool_.release(u.work);
+    u.work = nullptr;
+    u.src16 = nullptr;
+    if (!half_) live_gathered_ -= static_cast<int64_t>(ui.numel);  // fp32: the working buffer is the gather
+  }
+  if (u.g16 && !keep) {
+    release_buf(static_cast<float*>(u.g16));
+    u.g16 = nullptr;
+    live_gathered_ -= static_cast<int64_t>(ui.numel);
+  }
+}
+
+void ParamStore::acquire_grads(int i) {
+  Unit& u = units_[static_cast<size_t>(i)];
+  const size_t n = layout_.unit(i).numel;
+  u.grads = acquire(n);
+  kernels::fill_zero(ctx_, u.grads, n);
+}
+
+// The unit's fp32 gradients of this micro-batch are complete: rounded into the accumulated
+// gradients (stages 0-1) or reduce-scattered into the partition (stages 2-3).
+void ParamStore::reduce_grads(int i) {
+  Unit& x = units_[static_cast<size_t>(i)];
+  const UnitInfo& u = layout_.unit(i);
+  float* buf = x.grads;
+  x.grads = nullptr;
+  if (!res_.grads_partitioned) {
+    kernels::accumulate(ctx_, gfull_.at(u.offset), gdt_, buf, DType::F32, u.numel, 1.0f);
+    release_buf(buf);
+    return;
+  }
+  kernels::scale(ctx_, buf, DType::F32, u.numel, pre_scale_);
+  float* send = buf;
+  if (comm_dtype_ != DType::F32) {  // 16 bits on the wire, packed into a pooled buffer
+    send = acquire16(u.numel);
+    kernels::convert(ctx_, buf, DType::F32, send, comm_dtype_, u.numel);
+    release_buf(buf);  // the fp32 gradients are no longer needed
+  }
+  float* recv = comm_dtype_ == DType::F32 ? acquire(u.chunk) : acquire16(u.chunk);
+  pending_.push_back({comm_.ireduce_scatter(send, recv, u.chunk, comm_dtype_, comm::ReduceOp::Sum), send, recv, i});
+  // overlap_comm: keep at most two reductions in flight (bounded bucket memory); else finish now.
+  while (!pending_.empty() && (!overlap_ || pending_.size() > 2)) {
+    finish_reduce(pending_.front());
+    pending_.erase(pending_.begin());
+  }
+}
+
+void ParamStore::finish_reduce(PendingReduce& r) {
+  r.work->wait();
+  const UnitInfo& u = layout_.unit(r.unit);
+  kernels::accumulate(ctx_, gpart_.at(u.part_off), gdt_, r.recv, comm_dtype_, u.chunk, static_cast<float>(post_scale_));
+  release_buf(r.buf);
+  release_buf(r.recv);
+}
+
+void ParamStore::wait_all_reduces() {
+  for (auto& r : pending_) finish_reduce(r);
+  pending_.clear();
+}
+
+void ParamStore::unit_views(int mu, std::vector<ConstView>& params, std::vector<float*>& grads) {
+  params.clear();
+  grads.clear();
+  const auto& uses = model_.unit(mu).uses();
+  for (const auto& use : uses) {
+    const int pu = layout_.unit_of(use.unit);
+    const int t = layout_.unit(pu).first_tensor + use.index;
+    const TensorInfo& ti = layout_.tensor(t);
+    const size_t off = ti.offset - layout_.unit(pu).offset;
+    Shape sh;
+    for (auto d : ti.shape) sh.d[sh.ndim++] = d;
+    const Unit& x = units_[static_cast<size_t>(pu)];
+    if (half_ && ti.dtype == model::DTypePolicy::AsStored) {
+      DMPI_REQUIRE(x.src16, "parameters of unit " << mu << " (" << ti.name << ") are not gathered");
+      params.emplace_back(element(x.src16, pdt_, off), pdt_, sh);
+    } else {
+      const float* b = base32(pu);
+      DMPI_REQUIRE(b, "parameters of unit " << mu << " (" << ti.name << ") are not gathered");
+      params.emplace_back(b + off, DType::F32, sh);
+    }
+    grads.push_back(x.grads ? x.grads + off : nullptr);
+  }
+}
+
+void ParamStore::begin_step() {
+  if (res_.states_partitioned && !res_.grads_partitioned && !half_) kernels::fill_zero(ctx_, gfull_.as<float>(), gfull_.numel());
+  if (half_ && !res_.grads_partitioned) kernels::zero_bytes(ctx_, gfull_.data(), gfull_.bytes());
+  if (res_.states_partitioned) kernels::zero_bytes(ctx_, gpart_.data(), gpart_.bytes());
+}
+
+void ParamStore::end_micro() {
+  if (res_.grads_partitioned) wait_all_reduces();
+}
+
+void ParamStore::skip_step() {
+  if (!res_.states_partitioned && !half_) kernels::fill_zero(ctx_, gfull_.as<float>(), gfull_.numel());  // else begin_step zeroes them
+}
+
+void ParamStore::reduce_gradients() {
+  if (res_.grads_partitioned) return;  // stages 2-3: reduced into gpart_ during each backward (end_micro)
+  const Layout& L = layout_;
+  void* g = gfull_.data();
+  if (W_ == 1) {
+    if (res_.states_partitioned)  // one rank owns everything: the partition gradient is the gradient
+      for (int u = 0; u < L.num_units(); ++u)
+        kernels::convert(ctx_, element(g, gdt_, L.unit(u).offset), gdt_, gpart_.at(L.unit(u).part_off), gdt_, L.unit(u).chunk);
+    return;
+  }
+  // the gradients travel as comm_dtype_: converted into wire_ when that is not their dtype
+  const bool conv = comm_dtype_ != gdt_;
+  const size_t n = L.numel();
+  if (!res_.states_partitioned) {
+    kernels::scale(ctx_, g, gdt_, n, pre_scale_);
+    void* w = g;
+    if (conv) {
+      if (wire_.numel() != n || wire_.dtype() != comm_dtype_) wire_ = zeroed(comm_dtype_, n);
+      kernels::convert(ctx_, g, gdt_, wire_.data(), comm_dtype_, n);
+      w = wire_.data();
+    }
+    std::vector<comm::WorkPtr> works;
+    for (size_t off = 0; off < n; off += static_cast<size_t>(reduce_bucket_)) {
+      const size_t c = std::min(n - off, static_cast<size_t>(reduce_bucket_));
+      works.push_back(comm_.iall_reduce(element(w, comm_dtype_, off), element(w, comm_dtype_, off), c, comm_dtype_,
+                                        comm::ReduceOp::Sum));
+    }
+    for (auto& wk : works) wk->wait();
+    if (conv) kernels::convert(ctx_, w, comm_dtype_, g, gdt_, n);
+    kernels::scale(ctx_, g, gdt_, n, post_scale_);
+    return;
+  }
+  // stage 1
+  std::vector<comm::WorkPtr> works;
+  if (conv && (wire_.numel() != n + gpart_.numel() || wire_.dtype() != comm_dtype_)) wire_ = zeroed(comm_dtype_, n + gpart_.numel());
+  for (int ui = 0; ui < L.num_units(); ++ui) {
+    const UnitInfo& u = L.unit(ui);
+    kernels::scale(ctx_, element(g, gdt_, u.offset), gdt_, u.numel, pre_scale_);
+    if (conv) {
+      kernels::convert(ctx_, element(g, gdt_, u.offset), gdt_, wire_.at(u.offset), comm_dtype_, u.numel);
+      works.push_back(comm_.ireduce_scatter(wire_.at(u.offset), wire_.at(n + u.part_off), u.chunk, comm_dtype_,
+                                            comm::ReduceOp::Sum));
+    } else {
+      works.push_back(comm_.ireduce_scatter(element(g, gdt_, u.offset), gpart_.at(u.part_off), u.chunk, gdt_, comm::ReduceOp::Sum));
+    }
+  }
+  for (auto& wk : works) wk->wait();
+  if (conv) kernels::convert(ctx_, wire_.at(n), comm_dtype_, gpart_.data(), gdt_, gpart_.numel());
+  kernels::scale(ctx_, gpart_.data(), gdt_, gpart_.numel(), post_scale_);
+}
+
+double ParamStore::grad_norm() {
+  if (!res_.states_partitioned) return std::sqrt(kernels::sum_squares(ctx_, gfull_.data(), gdt_, layout_.numel()));
+  double sq = kernels::sum_squares(ctx_, gpart_.data(), gdt_, gpart_.numel());  // padding is zero
+  comm_.all_reduce(&sq, &sq, 1, DType::F64, comm::ReduceOp::Sum);
+  return std::sqrt(sq);
+}
+
+void ParamStore::for_each_owned(const OwnedFn& fn, bool whole_tensors) {
+  DMPI_REQUIRE(!whole_tensors || !res_.states_partitioned, "whole tensors are owned at ZeRO stage 0 only");
+  constexpr size_t kChunk = size_t{1} << 16;  // bf16/fp16: this many at a time (cache-sized)
+  std::vector<float> tmp;
+  for (const auto& s : owned_) {
+    auto run = [&](size_t off, size_t n) {  // elements [off, off + n) of the slice
+      void* g = !res_.states_partitioned ? gfull_.at(s.flat + off) : gpart_.at(s.state_off + off);
+      if (!half_) return fn(s.p + off, static_cast<float*>(g), s.state_off + off, n, s.decay);
+      // 16-bit gradients widened into tmp; the updated masters rounded to the 16-bit parameters
+      // while the chunk is in cache
+      const size_t step = whole_tensors ? n : kChunk;
+      for (size_t a = 0; a < n; a += step) {
+        const size_t c = std::min(step, n - a);
+        void* ga = element(g, gdt_, a);
+        float* gf = static_cast<float*>(ga);
+        if (gdt_ != DType::F32) {
+          tmp.resize(std::max(tmp.size(), c));
+          kernels::convert(ctx_, ga, gdt_, tmp.data(), DType::F32, c);
+          gf = tmp.data();
+        }
+        float* p = s.p + off + a;
+        fn(p, gf, s.state_off + off + a, c, s.decay);
+        round_to_params(s, off + a, c);
+      }
+    };
+    if (!whole_tensors) {
+      run(0, s.n);
+      continue;
+    }
+    for (const auto& t : layout_.tensors()) {
+      const size_t a = std::max(s.flat, t.offset), b = std::min(s.flat + s.n, t.offset + t.numel);
+      if (a < b) run(a - s.flat, b - a);
+    }
+  }
+}
+
+// bf16/fp16: elements [off, off + n) of an owned slice's masters, rounded into this rank's 16-bit
+// parameters
+void ParamStore::round_to_params(const OwnedSlice& s, size_t off, size_t n) {
+  void* dst = res_.params_partitioned ? p16part_.at(s.state_off + off) : p16_.at(s.flat + off);
+  kernels::convert(ctx_, s.p + off, DType::F32, dst, pdt_, n);
+}
+
+void ParamStore::masters_loaded() {
+  if (half_)
+    for (const auto& s : owned_) round_to_params(s, 0, s.n);
+  after_optimizer();
+}
+
+void ParamStore::after_optimizer() {
+  if (!res_.states_partitioned) return;
+  const Layout& L = layout_;
+  if (W_ == 1) {
+    if (res_.params_partitioned)
+      for (auto& [i, buf] : persist_) {
+        const void* src = half_ ? p16part_.at(L.unit(i).part_off) : static_cast<const void*>(ppart_.as<float>() + L.unit(i).part_off);
+        kernels::convert(ctx_, src, buf.dtype(), buf.data(), buf.dtype(), buf.numel());
+      }
+    return;
+  }
+  std::vector<comm::WorkPtr> works;
+  if (!res_.params_partitioned) {
+    // allgather_bucket_size: at most that many gathered elements in flight (a unit larger than
+    // the bucket goes alone); the oldest all-gather is finished before the next would pass it
+    std::deque<std::pair<comm::WorkPtr, int64_t>> inflight;
+    int64_t elems = 0;
+    void* params = half_ ? p16_.data() : pfull_.data();
+    for (int ui = 0; ui < L.num_units(); ++ui) {
+      const UnitInfo& u = L.unit(ui);
+      const auto n = static_cast<int64_t>(u.numel);
+      while (!inflight.empty() && elems + n > allgather_bucket_) {
+        inflight.front().first->wait();
+        elems -= inflight.front().second;
+        inflight.pop_front();
+      }
+      void* base = element(params, pdt_, u.offset);
+      inflight.push_back({comm_.iall_gather(element(base, pdt_, static_cast<size_t>(rank_) * u.chunk), u.chunk, base, pdt_), n});
+      elems += n;
+    }
+    for (auto& [w, n] : inflight) w->wait();
+  } else {
+    for (auto& [i, buf] : persist_) {
+      const UnitInfo& u = L.unit(i);
+      const void* src = half_ ? p16part_.at(u.part_off) : static_cast<const void*>(ppart_.as<float>() + u.part_off);
+      works.push_back(comm_.iall_gather(src, u.chunk, buf.data(), buf.dtype()));
+    }
+  }
+  for (auto& w : works) w->wait();
+}
+
+StoreMemory ParamStore::memory() const {
+  StoreMemory m;
+  m.params = pfull_.bytes() + p16_.bytes() + p16part_.bytes();
+  for (const auto& [i, buf] : persist_) m.params += buf.bytes();
+  (half_ ? m.masters : m.params) += ppart_.bytes();
+  m.masters += master_.bytes();
+  m.grads = gfull_.bytes() + gpart_.bytes();
+  for (const auto& s : states_) m.optimizer_states += s.bytes();
+  m.comm_buffers = pool_.bytes + work_pool_.bytes + wire_.bytes();
+  return m;
+}
+
+std::vector<StatePiece> ParamStore::state_pieces(bool balanced) {
+  DMPI_REQUIRE(!balanced || !res_.states_partitioned, "a balanced share needs every element on every rank (ZeRO stage 0)");
+  std::vector<StatePiece> out;
+  const std::vector<Run> runs = balanced ? layout_.balanced() : layout_.owned();
+  for (const Run& r : runs) {
+    float* p = res_.params_partitioned ? ppart_.as<float>() + r.part
+               : half_                 ? master_.as<float>() + r.part
+                                       : pfull_.as<float>() + r.flat;
+    const int t = layout_.tensor(r.tensor).model_tensor;
+    out.push_back({0, t, r.begin, r.n, p});
+    for (size_t k = 0; k < states_.size(); ++k) out.push_back({static_cast<int>(k) + 1, t, r.begin, r.n, state(static_cast<int>(k)) + r.part});
+  }
+  return out;
+}
+
+std::vector<std::vector<float>> ParamStore::gather_full() {
+  const Layout& L = layout_;
+  std::vector<float> flat;
+  if (!res_.states_partitioned) {
+    const float* src = half_ ? master_.as<float>() : pfull_.as<float>();
+    flat.assign(src, src + L.numel());
+  } else if (!half_ && !res_.params_partitioned) {
+    flat.assign(pfull_.as<float>(), pfull_.as<float>() + L.numel());
+  } else {
+    // the masters (stage 3, or stages 1-2 in bf16/fp16): every unit gathered from the partitions (collective)
+    flat.assign(L.numel(), 0.0f);
+    std::vector<float> part(owned_numel_, 0.0f);
+    for (const auto& o : owned_) std::copy_n(o.p, o.n, part.data() + o.state_off);
+    for (int ui = 0; ui < L.num_units(); ++ui)
+      comm_.all_gather(part.data() + L.unit(ui).part_off, L.unit(ui).chunk, flat.data() + L.unit(ui).offset, DType::F32);
+  }
+  std::vector<std::vector<float>> out;
+  for (const auto& t : L.tensors()) out.emplace_back(flat.begin() + static_cast<long>(t.offset), flat.begin() + static_cast<long>(t.offset + t.numel));
+  return out;
+}
+
+}  // namespace dmpi::engine

@@ -1,0 +1,212 @@
+// A parameter store: one parameter group's flat typed buffers (parameters, gradients, fp32
+// masters, optimizer states), laid out by its Layout, reduced over its own communicator (the
+// dense group over dp; experts over expert-dp later). A ZeRO stage is its residency policy: which
+// of those buffers are whole and which are this rank's partition.
+//
+//   residency        params at rest     gradients                   masters + optimizer states
+//   stage 0          whole              whole                       whole
+//   stage 1          whole              whole + partition           partition
+//   stage 2          whole              partition (+ pooled units)  partition
+//   stage 3          partition          partition (+ pooled units)  partition
+//
+// Precision (DeepSpeed's split). fp32 training: the parameters are what the optimizer updates.
+// bf16/fp16 training: parameters at rest are 16-bit (2 bytes), the optimizer updates fp32 masters
+// of the owned elements (4 bytes) with fp32 states (8 for Adam), gradients are stored in
+// data_types.grad_accum_dtype (default the parameters' dtype): 2 + 2 + 12 bytes per parameter,
+// split by the residency. While a unit runs, the parameters its kernels read in fp32 are widened
+// into a pooled working copy (model::DTypePolicy::Widened: biases, norm weights); the GEMM weights
+// and embedding tables (AsStored) are handed to the kernels as the 16-bit views they are. A unit's
+// gradients are computed into a pooled fp32 buffer during its backward and then rounded into the
+// gradient storage (stages 0-1: += into the whole buffer) or reduce-scattered (stages 2-3). After
+// the optimizer step the owned masters are rounded back to 16 bits, and the all-gathers move
+// 16-bit parameters. Unless communication_data_type says otherwise gradients travel in their
+// storage dtype, as in DeepSpeed.
+//
+// Per step (gradient accumulation over GAS micro-batches, DeepSpeed's averaging: gradients are
+// summed over the group and scaled by 1/W; gradient_predivide_factor f divides by f before the sum
+// and multiplies by f/W after; prescale_gradients divides by W before):
+//   stage 0: at the boundary the gradients are all-reduced in buckets of reduce_bucket_size; the
+//            optimizer updates everything.
+//   stage 1: at the boundary each unit's gradients are reduce-scattered into the partition
+//            gradient; the optimizer updates the owned chunks; every unit is then all-gathered in
+//            place, at most allgather_bucket_size elements in flight.
+//   stage 2: a unit's gradients live in a pooled buffer during its backward, are reduce-scattered
+//            into the partition gradient right after (overlap_comm: non-blocking, at most two in
+//            flight). Optimizer and all-gather as stage 1.
+//   stage 3: as stage 2, and a unit is all-gathered into a pooled buffer before its forward and
+//            backward (ReduceGrads, Gather, Prefetch, Release of the instruction list,
+//            src/engine/schedule.hpp); prefetch within stage3_prefetch_bucket_size and
+//            stage3_max_live_parameters; units of at most stage3_param_persistence_threshold
+//            elements stay gathered (refreshed after each step). Granularity is the unit.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "base/tensor.hpp"
+#include "comm/communicator.hpp"
+#include "kernels/context.hpp"
+#include "src/config/ds_config.hpp"
+#include "src/engine/layout.hpp"
+#include "src/engine/schedule.hpp"
+
+namespace dmpi::engine {
+
+struct Residency {
+  bool params_partitioned = false;  // stage 3
+  bool grads_partitioned = false;   // stages 2-3
+  bool states_partitioned = false;  // stages 1-3
+  static Residency of_stage(int stage);
+  int stage() const { return params_partitioned ? 3 : grads_partitioned ? 2 : states_partitioned ? 1 : 0; }
+};
+
+// A run of elements the optimizer updates on this rank: its fp32 values (the parameters in fp32
+// training, the masters in bf16/fp16), the offset into the optimizer-state arrays, weight decay.
+struct OwnedSlice {
+  float* p;
+  size_t state_off, n;
+  bool decay;
+  size_t flat;  // offset of the first element in the flat layout
+};
+
+// Bytes this rank holds, by category (the sizes of the live allocations).
+struct StoreMemory {
+  size_t params = 0;            // model-dtype parameters at rest (stage 3: partition + persistent units)
+  size_t grads = 0;             // gradient buffers at rest (whole and/or partition), in grad_accum_dtype
+  size_t masters = 0;           // fp32 master copies of the owned elements (none in fp32 training)
+  size_t optimizer_states = 0;  // optimizer states (owned elements x slots x 4 bytes)
+  size_t comm_buffers = 0;      // pooled gather / gradient / receive buffers and fp32 working copies
+  size_t total() const { return params + grads + masters + optimizer_states + comm_buffers; }
+};
+
+// What the optimizer and the checkpoint see: a logical tensor's elements [begin, begin + n) of a
+// section (0: the fp32 parameters/masters, k >= 1: optimizer state k - 1) at `data`.
+struct StatePiece {
+  int section = 0, tensor = 0;
+  size_t begin = 0, n = 0;
+  float* data = nullptr;
+};
+
+class ParamStore {
+ public:
+  // init(t, j0, j1, out): the initial values of elements [j0, j1) of tensor t (model order); only
+  // what this rank keeps is ever materialised (stage 3: its partition and the persistent units,
+  // DeepSpeed's zero.Init). state_slots: optimizer-state arrays per owned element.
+  using Init = std::function<void(int tensor, size_t j0, size_t j1, float* out)>;
+  ParamStore(const model::Model<float>& m, comm::Communicator& comm, const config::DsConfig& ds, int state_slots,
+             const Init& init, const kernels::Context& ctx);
+  ~ParamStore();
+  ParamStore(const ParamStore&) = delete;
+  ParamStore& operator=(const ParamStore&) = delete;
+
+  const Layout& layout() const { return layout_; }
+  const Residency& residency() const { return res_; }
+  bool sixteen_bit() const { return half_; }
+  DType param_dtype() const { return pdt_; }
+  // the parameter-policy fields of a schedule spec (materialize, gathered, unit_grads, numels, ...)
+  void describe_to(ScheduleSpec& s) const;
+
+  // ---- the instruction list's parameter and gradient ops (param units)
+  void gather(int u);
+  void prefetch(int u);
+  void release(int u, bool keep);
+  void acquire_grads(int u);
+  void reduce_grads(int u);
+  // The views of a model unit's uses() and its gradient pointers, valid while its param units are
+  // gathered (and, for gradients, acquired).
+  void unit_views(int model_unit, std::vector<ConstView>& params, std::vector<float*>& grads);
+
+  // ---- the step
+  void begin_step();        // before the first micro-batch
+  void end_micro();         // after each micro-batch's backward
+  void reduce_gradients();  // at the boundary: the owned gradients are now averaged
+  double grad_norm();       // L2 norm of the averaged gradients, every element once
+  const std::vector<OwnedSlice>& owned() const { return owned_; }
+  // Calls fn(p, g, state_off, n, decay) over the owned elements with their averaged gradients as
+  // fp32 (16-bit gradients widened chunk by chunk; fn may overwrite g); fn updates p, and in
+  // bf16/fp16 training the updated masters are rounded to this rank's 16-bit parameters.
+  // whole_tensors (stage 0 only): one call per tensor (Lamb's trust ratio).
+  using OwnedFn = std::function<void(float* p, float* g, size_t state_off, size_t n, bool decay)>;
+  void for_each_owned(const OwnedFn& fn, bool whole_tensors = false);
+  float* state(int slot) { return states_[static_cast<size_t>(slot)].as<float>(); }
+  void after_optimizer();   // gathers the updated parameters where needed
+  void masters_loaded();    // after writing the owned masters (a checkpoint): rounds and gathers
+  void skip_step();         // an overflow step: drop the accumulated gradients
+  StoreMemory memory() const;
+
+  // ---- the state dict: logical tensors by section (0: parameters/masters, then each optimizer
+  // state), the pieces this rank holds: balanced (stage 0: a share of every tensor) or owned.
+  std::vector<StatePiece> state_pieces(bool balanced);
+  // The whole fp32 parameters (masters) in model order, tensor by tensor: collective at stages 1-3.
+  std::vector<std::vector<float>> gather_full();
+
+ private:
+  struct Unit {
+    float* work = nullptr;      // the unit's fp32 parameters while it runs (fp32 stage 3: the gather)
+    const void* src16 = nullptr;  // bf16/fp16: the 16-bit parameters the views read while it runs
+    void* g16 = nullptr;        // stage 3, bf16/fp16: the gathered 16-bit parameters (pool buffer)
+    comm::WorkPtr gather_work;  // stage 3: prefetch in flight (into work, or g16)
+    float* grads = nullptr;     // this micro-batch's fp32 gradients (pooled, or the whole buffer)
+    bool persistent = false;
+    std::vector<std::pair<size_t, size_t>> widen;  // bf16/fp16: runs (offset in unit, count) of Widened tensors
+  };
+  struct PendingReduce {
+    comm::WorkPtr work;
+    float* buf;  // what was sent (pooled: the unit's gradients, or their 16-bit packing)
+    float* recv;
+    int unit;
+  };
+  float* base32(int u) const;  // the unit's fp32 parameters now (resident, working copy or gather)
+  void finish_reduce(PendingReduce& r);
+  void wait_all_reduces();
+  void round_to_params(const OwnedSlice& s, size_t off, size_t n);
+  float* acquire(size_t n) { return pool_.acquire(n); }
+  float* acquire16(size_t n) { return pool_.acquire((n + 1) / 2); }
+  void release_buf(float* p) { pool_.release(p); }
+
+  const model::Model<float>& model_;
+  comm::Communicator& comm_;
+  kernels::Context ctx_;
+  Layout layout_;
+  Residency res_;
+  int W_, rank_;
+  bool overlap_;
+  int64_t reduce_bucket_, prefetch_bucket_, max_live_, allgather_bucket_, max_reuse_;
+  double pre_scale_ = 1.0, post_scale_ = 1.0;
+  bool half_ = false;
+  DType pdt_ = DType::F32;         // the parameters' dtype at rest
+  DType gdt_ = DType::F32;         // gradient storage (data_types.grad_accum_dtype)
+  DType comm_dtype_ = DType::F32;  // communication_data_type of the gradients
+  std::vector<Unit> units_;
+  Buffer pfull_;    // fp32 stages 0-2: the whole fp32 parameters
+  Buffer gfull_;    // stages 0-1: the whole gradient buffer (grad_accum_dtype)
+  Buffer gpart_;    // stages 1-3: this rank's partition of the averaged gradients
+  Buffer ppart_;    // stage 3: this rank's partition of the fp32 parameters (the masters in bf16/fp16)
+  Buffer master_;   // stages 0-2, bf16/fp16: fp32 masters of the owned elements
+  Buffer p16_;      // stages 0-2, bf16/fp16: the whole 16-bit parameters
+  Buffer p16part_;  // stage 3, bf16/fp16: this rank's partition of the 16-bit parameters
+  Buffer wire_;     // stages 0-1: gradients on the wire when not in their storage dtype
+  std::map<int, Buffer> persist_;  // stage 3: persistent units, kept gathered (fp32, or 16-bit)
+  std::vector<Buffer> states_;
+  std::vector<OwnedSlice> owned_;
+  size_t owned_numel_ = 0;
+  std::vector<PendingReduce> pending_;
+  int64_t live_gathered_ = 0;
+  // Buffer pools: free buffers by size; every buffer ever allocated is kept for reuse. The
+  // parameters' working copies have their own pool: the parts the kernels read as 16-bit views are
+  // never written, so those pages are never touched (not resident).
+  struct Pool {
+    std::map<size_t, std::vector<float*>> free;
+    std::map<float*, size_t> size_of;
+    std::vector<std::unique_ptr<float[]>> storage;
+    size_t bytes = 0;
+    float* acquire(size_t n);
+    void release(float* p) { free[size_of.at(p)].push_back(p); }
+  };
+  Pool pool_, work_pool_;
+};
+
+}  // namespace dmpi::engine

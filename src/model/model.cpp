@@ -1,0 +1,359 @@
+#include "src/model/model.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/error.hpp"
+#include "base/rng.hpp"
+
+namespace dmpi::model {
+
+template <class F>
+Model<F>::Model(const ModelConfig& c) : cfg_(c), units_(build_units<F>(c)) {
+  for (int u = 0; u < num_units(); ++u) {
+    first_tensor_.push_back(static_cast<int>(tensors_.size()));
+    for (int i = 0; i < static_cast<int>(units_[static_cast<size_t>(u)]->params().size()); ++i) tensors_.push_back({u, i});
+  }
+}
+
+template <class F>
+const ParamSpec& Model<F>::spec(int t) const {
+  const TensorRef& r = tensor(t);
+  return unit(r.unit).params()[static_cast<size_t>(r.index)];
+}
+
+template <class F>
+int Model<F>::tensor_index(int u, int index) const {
+  return first_tensor_[static_cast<size_t>(u)] + index;
+}
+
+template <class F>
+int Model<F>::find_tensor(const std::string& name) const {
+  for (int t = 0; t < num_tensors(); ++t)
+    if (spec(t).name == name) return t;
+  return -1;
+}
+
+template <class F>
+size_t Model<F>::real_params() const {
+  size_t n = 0;
+  for (int t = 0; t < num_tensors(); ++t) n += spec(t).numel;
+  return n;
+}
+
+template <class F>
+void Model<F>::init_tensor(uint64_t seed, int t, size_t j0, size_t j1, F* out) const {
+  const ParamSpec& s = spec(t);
+  DMPI_REQUIRE(j0 <= j1 && j1 <= s.numel, "init_tensor: elements [" << j0 << ", " << j1 << ") of " << s.name);
+  switch (s.init) {
+    case InitKind::Zeros: std::fill(out, out + (j1 - j0), F(0)); return;
+    case InitKind::Ones: std::fill(out, out + (j1 - j0), F(1)); return;
+    case InitKind::Normal: {
+      // one stream per tensor (its index in model order)
+      Rng rng(seed, 1000 + static_cast<uint64_t>(t));
+      rng.skip(2 * (j0 / 2));
+      if (j0 % 2) rng.normal();
+      for (size_t j = j0; j < j1; ++j) out[j - j0] = static_cast<F>(rng.normal() * s.init_std);
+      return;
+    }
+  }
+}
+
+std::string RecomputeConfig::describe() const {
+  switch (granularity) {
+    case Granularity::None: return "none";
+    case Granularity::Selective: return "selective (attention probabilities recomputed)";
+    case Granularity::Full:
+      return std::string("full, ") + (method == Method::Uniform ? "uniform chunks of " : "the first ") +
+             std::to_string(num_layers) + (method == Method::Uniform ? " block(s)" : " block(s) one at a time") +
+             "; the LM head's logits recomputed";
+  }
+  return "?";
+}
+
+template <class F>
+std::vector<UnitPlan> plan_recompute(const Model<F>& m, const RecomputeConfig& rc) {
+  using G = RecomputeConfig::Granularity;
+  std::vector<UnitPlan> plan(static_cast<size_t>(m.num_units()));
+  if (rc.granularity == G::None) return plan;
+  DMPI_REQUIRE(rc.num_layers >= 1, "--recompute-num-layers must be >= 1 (got " << rc.num_layers << ")");
+  std::vector<int> blocks;
+  for (int u = 0; u < m.num_units(); ++u)
+    if (std::string(m.unit(u).kind()) == "block") blocks.push_back(u);
+  if (rc.granularity == G::Selective) {
+    for (int u : blocks) plan[static_cast<size_t>(u)].keep_probs = false;
+    return plan;
+  }
+  int chunk = 0;
+  const int n = static_cast<int>(blocks.size());
+  if (rc.method == RecomputeConfig::Method::Uniform) {
+    for (int i = 0; i < n; i += rc.num_layers, ++chunk)
+      for (int j = i; j < std::min(n, i + rc.num_layers); ++j) plan[static_cast<size_t>(blocks[static_cast<size_t>(j)])].chunk = chunk;
+  } else {
+    for (int i = 0; i < std::min(n, rc.num_layers); ++i, ++chunk) plan[static_cast<size_t>(blocks[static_cast<size_t>(i)])].chunk = chunk;
+  }
+  // the LM head's logits: recomputed on their own
+  for (int u = 0; u < m.num_units(); ++u)
+    if (std::string(m.unit(u).kind()) == "lm_head") plan[static_cast<size_t>(u)].chunk = chunk++;
+  for (int u = 0; u < m.num_units(); ++u) {
+    UnitPlan& p = plan[static_cast<size_t>(u)];
+    if (p.chunk < 0) continue;
+    p.keep_internals = p.keep_probs = false;
+    // only the last unit of a chunk keeps its output (the checkpoint the next chunk starts from)
+    p.keep_output = u + 1 >= m.num_units() || plan[static_cast<size_t>(u + 1)].chunk != p.chunk;
+  }
+  return plan;
+}
+
+template <class F>
+Runner<F>::Runner(const Model<F>& m, int B, int T, std::vector<UnitPlan> plan, int slots)
+    : m_(m), B_(B), T_(T), slots_(slots), plan_(std::move(plan)) {
+  DMPI_REQUIRE(B >= 1, "micro-batch size must be >= 1 (got " << B << ")");
+  DMPI_REQUIRE(T >= 1 && T <= m.config().max_pos,
+               "sequence length " << T << " must be in [1, --max-position-embeddings=" << m.config().max_pos << "]");
+  DMPI_REQUIRE(slots >= 1, "at least one micro-batch slot");
+  DMPI_REQUIRE(plan_.size() == static_cast<size_t>(m.num_units()), "one plan entry per unit");
+  // Kept regions are laid out unit by unit in a slot's block; a chunk's transient regions unit by
+  // unit in the transient buffer (the largest chunk sets its size; units outside a chunk with a
+  // transient part, the selective probabilities, use its start).
+  std::vector<size_t> chunk_size;
+  size_t scratch = 0;
+  place_.resize(plan_.size());
+  size_t lone_transient = 0;
+  for (int u = 0; u < m.num_units(); ++u) {
+    const SavedSizes s = m.unit(u).saved(B, T);
+    const UnitPlan& p = plan_[static_cast<size_t>(u)];
+    Place& pl = place_[static_cast<size_t>(u)];
+    size_t* ct = nullptr;
+    if (p.chunk >= 0) {
+      if (chunk_size.size() <= static_cast<size_t>(p.chunk)) chunk_size.resize(static_cast<size_t>(p.chunk) + 1, 0);
+      ct = &chunk_size[static_cast<size_t>(p.chunk)];
+    }
+    size_t lone = 0;
+    auto put = [&](Region& r, size_t n, bool keep) {
+      if (keep) {
+        r = {false, slot_numel_};
+        slot_numel_ += n;
+      } else if (ct) {
+        r = {true, *ct};
+        *ct += n;
+      } else {
+        r = {true, lone};
+        lone += n;
+      }
+    };
+    put(pl.out, s.output, p.keep_output);
+    put(pl.internals, s.internals, p.keep_internals);
+    put(pl.probs, s.probs, p.keep_probs);
+    lone_transient = std::max(lone_transient, lone);
+    scratch = std::max(scratch, m.unit(u).scratch(B, T));
+  }
+  size_t transient = lone_transient;
+  for (size_t c : chunk_size) transient = std::max(transient, c);
+  const size_t BT = static_cast<size_t>(B) * T;
+  // scratch also holds the head's input gradient (its first B T C elements: dead before a block uses them)
+  scratch = std::max(scratch, BT * static_cast<size_t>(m.config().hidden));
+  kept_.assign(slot_numel_ * static_cast<size_t>(slots), F(0));
+  transient_.assign(transient, F(0));
+  scratch_.assign(scratch, F(0));
+  dres_.assign(BT * static_cast<size_t>(m.config().hidden), F(0));
+  tokens_.assign(BT * static_cast<size_t>(slots), 0);
+  targets_.assign(BT * static_cast<size_t>(slots), 0);
+  valid_.assign(static_cast<size_t>(slots), 0);
+}
+
+template <class F>
+F* Runner<F>::at(const Region& r, int slot) {
+  return r.transient ? transient_.data() + r.off : kept_.data() + static_cast<size_t>(slot) * slot_numel_ + r.off;
+}
+
+template <class F>
+void Runner<F>::load(int slot, const int32_t* tokens, const int32_t* targets) {
+  const size_t BT = static_cast<size_t>(B_) * T_;
+  const int V = m_.config().vocab;
+  for (size_t i = 0; i < BT; ++i)
+    DMPI_REQUIRE(tokens[i] >= 0 && tokens[i] < V,
+                 "token " << tokens[i] << " at position " << i << " is outside the vocabulary [0, " << V << ")");
+  std::memcpy(tokens_.data() + static_cast<size_t>(slot) * BT, tokens, BT * sizeof(int32_t));
+  std::memcpy(targets_.data() + static_cast<size_t>(slot) * BT, targets, BT * sizeof(int32_t));
+}
+
+template <class F>
+UnitCall<F> Runner<F>::call(int u, int slot, const ConstView* params) {
+  DMPI_REQUIRE(slot >= 0 && slot < slots_, "micro-batch slot " << slot << " of " << slots_);
+  const size_t BT = static_cast<size_t>(B_) * T_;
+  UnitCall<F> c;
+  c.p = params;
+  c.batch = {tokens_.data() + static_cast<size_t>(slot) * BT, targets_.data() + static_cast<size_t>(slot) * BT, B_, T_};
+  const Place& pl = place_[static_cast<size_t>(u)];
+  c.in = u > 0 ? at(place_[static_cast<size_t>(u - 1)].out, slot) : nullptr;
+  c.out = at(pl.out, slot);
+  c.internals = at(pl.internals, slot);
+  c.probs = at(pl.probs, slot);
+  c.scratch = scratch_.data();
+  return c;
+}
+
+template <class F>
+double Runner<F>::forward(const Ops<F>& ops, int u, int slot, const ConstView* params) {
+  UnitCall<F> c = call(u, slot, params);
+  m_.unit(u).forward(ops, c);
+  if (std::string(m_.unit(u).kind()) == "lm_head") valid_[static_cast<size_t>(slot)] = c.valid_rows;
+  return c.loss;
+}
+
+template <class F>
+void Runner<F>::backward(const Ops<F>& ops, int u, int slot, const ConstView* params, F* const* grads, double loss_scale) {
+  UnitCall<F> c = call(u, slot, params);
+  c.g = grads;
+  c.loss_scale = loss_scale;
+  c.valid_rows = valid_[static_cast<size_t>(slot)];
+  const UnitPlan& p = plan_[static_cast<size_t>(u)];
+  // probabilities not kept and not recomputed with a chunk: the unit recomputes them (selective)
+  c.probs_valid = p.keep_probs || p.chunk >= 0;
+  const Unit<F>& unit = m_.unit(u);
+  const size_t BTC = static_cast<size_t>(B_) * T_ * static_cast<size_t>(m_.config().hidden);
+  // The gradient flowing down the unit list: the head writes its input gradient at the start of
+  // the scratch buffer; a unit that is not in place reads it there (or from the residual-stream
+  // buffer) and writes into the other one; the residual blocks work in place on the residual-stream
+  // buffer.
+  const bool last = u + 1 == m_.num_units();
+  const bool next_in_scratch = !last && std::string(m_.unit(u + 1).kind()) == "lm_head";
+  c.dout = last ? nullptr : next_in_scratch ? scratch_.data() : dres_.data();
+  if (u == 0) {
+    c.din = nullptr;
+  } else if (unit.in_place()) {
+    DMPI_REQUIRE(c.dout == dres_.data(), "unit " << u << " (" << unit.kind() << ") works in place but its output gradient is not the residual stream's");
+    c.din = dres_.data();
+  } else {
+    c.din = last ? scratch_.data() : next_in_scratch ? dres_.data() : scratch_.data();
+    DMPI_REQUIRE(c.din != c.dout, "unit " << u << " (" << unit.kind() << "): input and output gradients would share a buffer");
+    ops.fill_zero(c.din, BTC);
+  }
+  unit.backward(ops, c);
+}
+
+template <class F>
+const F* Runner<F>::losses(int slot) const {
+  const int head = m_.num_units() - 1;
+  const Place& pl = place_[static_cast<size_t>(head)];
+  DMPI_REQUIRE(!pl.out.transient, "the head's losses are kept");
+  return kept_.data() + static_cast<size_t>(slot) * slot_numel_ + pl.out.off;
+}
+
+template <class F>
+size_t Runner<F>::activation_bytes() const {
+  return (kept_.size() + transient_.size() + scratch_.size() + dres_.size()) * sizeof(F);
+}
+
+template <class F>
+LocalModel<F>::LocalModel(const ModelConfig& c, int B, int T, bool fast, const RecomputeConfig& rc)
+    : model_(c), fast_(fast) {
+  DMPI_REQUIRE(!(std::is_same_v<F, double> && fast), "the fast kernel path is float only; use the reference for double");
+  size_t off = 0;
+  for (int t = 0; t < model_.num_tensors(); ++t) {
+    offsets_.push_back(off);
+    off += model_.spec(t).numel;
+  }
+  params_.assign(off, F(0));
+  grads_.assign(off, F(0));
+  runner_ = std::make_unique<Runner<F>>(model_, B, T, plan_recompute(model_, rc), 1);
+}
+
+template <class F>
+F* LocalModel<F>::param(const std::string& name) {
+  const int t = model_.find_tensor(name);
+  DMPI_REQUIRE(t >= 0, "no parameter named '" << name << "'");
+  return params_.data() + offsets_[static_cast<size_t>(t)];
+}
+
+template <class F>
+F* LocalModel<F>::grad(const std::string& name) {
+  const int t = model_.find_tensor(name);
+  DMPI_REQUIRE(t >= 0, "no parameter named '" << name << "'");
+  return grads_.data() + offsets_[static_cast<size_t>(t)];
+}
+
+template <class F>
+void LocalModel<F>::init_weights(uint64_t seed) {
+  for (int t = 0; t < model_.num_tensors(); ++t)
+    model_.init_tensor(seed, t, 0, model_.spec(t).numel, params_.data() + offsets_[static_cast<size_t>(t)]);
+}
+
+template <class F>
+std::vector<ConstView> LocalModel<F>::views(int u) {
+  std::vector<ConstView> v;
+  for (const ParamUse& pu : model_.unit(u).uses()) {
+    const int t = model_.tensor_index(pu.unit, pu.index);
+    const ParamSpec& s = model_.spec(t);
+    Shape sh;
+    for (auto d : s.shape) sh.d[sh.ndim++] = d;
+    v.emplace_back(params_.data() + offsets_[static_cast<size_t>(t)], dtype_of<F>(), sh);
+  }
+  return v;
+}
+
+template <class F>
+std::vector<F*> LocalModel<F>::grad_ptrs(int u) {
+  std::vector<F*> g;
+  for (const ParamUse& pu : model_.unit(u).uses())
+    g.push_back(grads_.data() + offsets_[static_cast<size_t>(model_.tensor_index(pu.unit, pu.index))]);
+  return g;
+}
+
+template <class F>
+double LocalModel<F>::forward(const kernels::Context& ctx, const int32_t* tokens, const int32_t* targets) {
+  const Ops<F> ops{ctx, fast_};
+  runner_->load(0, tokens, targets);
+  double loss = 0;
+  for (int u = 0; u < model_.num_units(); ++u) {
+    const auto v = views(u);
+    loss = runner_->forward(ops, u, 0, v.data());
+  }
+  have_forward_ = true;
+  return loss;
+}
+
+template <class F>
+void LocalModel<F>::backward(const kernels::Context& ctx, double loss_scale) {
+  DMPI_REQUIRE(have_forward_, "backward called without a forward since the last backward");
+  have_forward_ = false;
+  const Ops<F> ops{ctx, fast_};
+  const auto& plan = runner_->plan();
+  for (int u = model_.num_units() - 1; u >= 0; --u) {
+    // a recompute chunk is recomputed, in order, before the backward of its last unit
+    const int ch = plan[static_cast<size_t>(u)].chunk;
+    if (ch >= 0 && (u + 1 >= model_.num_units() || plan[static_cast<size_t>(u + 1)].chunk != ch)) {
+      int first = u;
+      while (first > 0 && plan[static_cast<size_t>(first - 1)].chunk == ch) --first;
+      for (int r = first; r <= u; ++r) {
+        const auto v = views(r);
+        runner_->forward(ops, r, 0, v.data());
+      }
+    }
+    const auto v = views(u);
+    const auto g = grad_ptrs(u);
+    runner_->backward(ops, u, 0, v.data(), g.data(), loss_scale);
+  }
+}
+
+size_t num_params(const ModelConfig& c) { return Model<float>(c).real_params(); }
+
+size_t num_matmul_params(const ModelConfig& c) {
+  const Model<float> m(c);
+  size_t n = m.real_params();
+  const int wpe = m.find_tensor("wpe");
+  if (wpe >= 0) n -= m.spec(wpe).numel;
+  return n;
+}
+
+template class Model<float>;
+template class Model<double>;
+template class Runner<float>;
+template class Runner<double>;
+template class LocalModel<float>;
+template class LocalModel<double>;
+template std::vector<UnitPlan> plan_recompute<float>(const Model<float>&, const RecomputeConfig&);
+template std::vector<UnitPlan> plan_recompute<double>(const Model<double>&, const RecomputeConfig&);
+
+}  // namespace dmpi::model

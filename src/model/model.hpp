@@ -1,0 +1,167 @@
+// The model as data: an ordered list of units (unit.hpp) built from a ModelConfig, the table of
+// every parameter in model order, the initialisation, the activation plan (what each unit keeps
+// per micro-batch, what is recomputed), and the Runner that runs one unit's forward or backward
+// for one micro-batch slot. The engine (src/engine) drives the Runner from its instruction list
+// and hands it the parameters wherever they live; LocalModel is the same Runner over one flat
+// fp32/fp64 buffer (tests, reference path, inference).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/tensor.hpp"
+#include "src/model/config.hpp"
+#include "src/model/unit.hpp"
+
+namespace dmpi::model {
+
+// A parameter of the model: its unit, its index in that unit's params(), and its index in model
+// order (the checkpoint's tensor list, the initialiser's stream).
+struct TensorRef {
+  int unit = 0, index = 0;
+};
+
+template <class F>
+class Model {
+ public:
+  explicit Model(const ModelConfig& c);
+  const ModelConfig& config() const { return cfg_; }
+  int num_units() const { return static_cast<int>(units_.size()); }
+  const Unit<F>& unit(int u) const { return *units_[static_cast<size_t>(u)]; }
+  // every parameter in model order
+  int num_tensors() const { return static_cast<int>(tensors_.size()); }
+  const TensorRef& tensor(int t) const { return tensors_[static_cast<size_t>(t)]; }
+  const ParamSpec& spec(int t) const;
+  int tensor_index(int unit, int index) const;  // model order of a unit's parameter
+  int find_tensor(const std::string& name) const;  // -1 when there is none
+  size_t real_params() const;                   // every parameter
+  // GPT-2/Megatron initialisation from `seed`, independent of the standard library: the values of
+  // elements [j0, j1) of tensor t (each tensor its own stream, element j reached by skipping the
+  // draws before it: a rank initialises its partition alone, DeepSpeed's zero.Init).
+  void init_tensor(uint64_t seed, int t, size_t j0, size_t j1, F* out) const;
+
+ private:
+  ModelConfig cfg_;
+  std::vector<std::unique_ptr<Unit<F>>> units_;
+  std::vector<TensorRef> tensors_;
+  std::vector<int> first_tensor_;  // per unit
+};
+
+// Activation checkpointing (Megatron's flags; DeepSpeed's block adds nothing on one tensor-parallel
+// rank): none; selective (the attention probabilities are recomputed in the backward); full
+// (whole blocks are recomputed from their inputs, in chunks of `num_layers` (uniform) or the first
+// `num_layers` blocks one at a time (block); the LM head's logits are recomputed too).
+struct RecomputeConfig {
+  enum class Granularity { None, Selective, Full } granularity = Granularity::None;
+  enum class Method { Uniform, Block } method = Method::Uniform;
+  int num_layers = 1;
+  std::string describe() const;
+};
+
+// What a unit keeps for its backward, and the recompute chunk it belongs to (-1: none). Units of
+// a chunk are recomputed together, in order, before the backward of its last unit.
+struct UnitPlan {
+  bool keep_output = true, keep_internals = true, keep_probs = true;
+  int chunk = -1;
+};
+template <class F>
+std::vector<UnitPlan> plan_recompute(const Model<F>& m, const RecomputeConfig& rc);
+
+// Runs units' forwards and backwards for micro-batches of B x T tokens, with `slots` micro-batches'
+// activations alive at once (1 for plain gradient accumulation; a pipeline schedule keeps more).
+// Memory: per slot, every unit's kept output, internals and probabilities; shared by all slots,
+// the transient buffer of the largest recompute chunk, the kernels' scratch, and the gradient of
+// the residual stream.
+template <class F>
+class Runner {
+ public:
+  Runner(const Model<F>& m, int B, int T, std::vector<UnitPlan> plan, int slots = 1);
+  const Model<F>& model() const { return m_; }
+  int batch() const { return B_; }
+  int seq() const { return T_; }
+  int slots() const { return slots_; }
+  const std::vector<UnitPlan>& plan() const { return plan_; }
+  // copies one micro-batch into a slot
+  void load(int slot, const int32_t* tokens, const int32_t* targets);
+  // params: views of the unit's uses(), in order. The head's forward returns the micro-batch's mean
+  // loss (others 0). A unit of a recompute chunk writes its internals into the transient buffer:
+  // the same call recomputes it before its chunk's backward.
+  double forward(const Ops<F>& ops, int unit, int slot, const ConstView* params);
+  // grads: the unit's uses()' gradients, accumulated. loss_scale: d(loss_scale * mean loss).
+  void backward(const Ops<F>& ops, int unit, int slot, const ConstView* params, F* const* grads, double loss_scale);
+  const F* losses(int slot) const;  // per-row losses of the slot's last forward
+  int64_t valid_rows(int slot) const { return valid_[static_cast<size_t>(slot)]; }
+  // bytes of every buffer above, and the parts
+  size_t activation_bytes() const;
+  size_t kept_bytes_per_slot() const { return slot_numel_ * sizeof(F); }
+  size_t transient_bytes() const { return transient_.size() * sizeof(F); }
+  size_t scratch_bytes() const { return (scratch_.size() + dres_.size()) * sizeof(F); }
+
+ private:
+  struct Region {
+    bool transient = false;
+    size_t off = 0;  // into the slot's block or the transient buffer
+  };
+  struct Place {
+    Region out, internals, probs;
+  };
+  F* at(const Region& r, int slot);
+  UnitCall<F> call(int unit, int slot, const ConstView* params);
+
+  const Model<F>& m_;
+  int B_, T_, slots_;
+  std::vector<UnitPlan> plan_;
+  std::vector<Place> place_;
+  size_t slot_numel_ = 0;
+  std::vector<F> kept_, transient_, scratch_, dres_;
+  std::vector<int32_t> tokens_, targets_;
+  std::vector<int64_t> valid_;
+};
+
+// A model with its own flat parameter and gradient buffers (model order, unpadded): the
+// reference path (double), the tests, and single-rank inference.
+template <class F>
+class LocalModel {
+ public:
+  LocalModel(const ModelConfig& c, int B, int T, bool fast = true, const RecomputeConfig& rc = {});
+  const Model<F>& model() const { return model_; }
+  const ModelConfig& config() const { return model_.config(); }
+  F* params() { return params_.data(); }
+  F* grads() { return grads_.data(); }
+  size_t num_params() const { return params_.size(); }
+  size_t offset(int tensor) const { return offsets_[static_cast<size_t>(tensor)]; }
+  F* param(const std::string& name);
+  F* grad(const std::string& name);
+  void init_weights(uint64_t seed);
+  // tokens, targets [B*T]: the mean loss over rows whose target is not kIgnoreIndex
+  double forward(const kernels::Context& ctx, const int32_t* tokens, const int32_t* targets);
+  void backward(const kernels::Context& ctx, double loss_scale = 1.0);  // accumulates into grads()
+  void zero_grad() { std::fill(grads_.begin(), grads_.end(), F(0)); }
+  const F* losses() const { return runner_->losses(0); }
+  Runner<F>& runner() { return *runner_; }
+
+ private:
+  std::vector<ConstView> views(int unit);
+  std::vector<F*> grad_ptrs(int unit);
+  Model<F> model_;
+  bool fast_;
+  std::vector<F> params_, grads_;
+  std::vector<size_t> offsets_;
+  std::unique_ptr<Runner<F>> runner_;
+  bool have_forward_ = false;
+};
+
+extern template class Model<float>;
+extern template class Model<double>;
+extern template class Runner<float>;
+extern template class Runner<double>;
+extern template class LocalModel<float>;
+extern template class LocalModel<double>;
+
+// Parameter counts of a config (the FLOPs formula and the banner).
+size_t num_params(const ModelConfig& c);
+size_t num_matmul_params(const ModelConfig& c);
+
+}  // namespace dmpi::model
