@@ -1,5 +1,5 @@
-// dump_model: one forward and backward of a LocalModel<float> (the fast fp32 path) on a
-// deterministic batch, written to a directory for an independent implementation to check
+// dump_model: one forward and backward of a LocalModel<float> (the fast fp32 kernels, or with
+// --kernels ref the plain-loop reference kernels in fp32) on a deterministic batch, written to a directory for an independent implementation to check
 // (tests/reference/torch_reference.py, in PyTorch):
 //   manifest.json  the ModelConfig (to_json()), B, T, seed, jitter, the mean loss (a round-trip
 //                  double), the counted rows, the tensor list {name, shape, offset, numel} in
@@ -11,7 +11,7 @@
 //   targets.i32    [B*T], -100 where the row has no target
 //
 // Usage: dump_model --out DIR [--model PRESET] [--batch B] [--seq T] [--seed S] [--jitter A]
-//                   [--set KEY=JSON]...
+//                   [--kernels fast|ref] [--set KEY=JSON]...
 //   --set patches the preset's to_json() with the keys ModelConfig::from_json reads (the value is
 //   JSON, or else a string), e.g. --set untie_embeddings_and_output_weights=true
 //   --set position_embedding_type=none.
@@ -48,7 +48,7 @@ namespace {
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "dump_model: " << why << "\n"
             << "usage: dump_model --out DIR [--model PRESET] [--batch B] [--seq T] [--seed S] [--jitter A] "
-               "[--set KEY=JSON]...\npresets:\n"
+               "[--kernels fast|ref] [--set KEY=JSON]...\npresets:\n"
             << model::preset_help();
   std::exit(1);
 }
@@ -102,7 +102,7 @@ void make_batch(int V, int B, int T, uint64_t seed, std::vector<int32_t>& tok, s
 }
 
 int run(int argc, char** argv) {
-  std::string preset = "tiny", out;
+  std::string preset = "tiny", out, kernels_path = "fast";
   int B = 4, T = 0;
   uint64_t seed = 1234;
   double jitter = 0.0;
@@ -119,12 +119,14 @@ int run(int argc, char** argv) {
     else if (a == "--seq") T = std::stoi(value());
     else if (a == "--seed") seed = std::stoull(value());
     else if (a == "--jitter") jitter = std::stod(value());
+    else if (a == "--kernels") kernels_path = value();
     else if (a == "--set") sets.push_back(value());
     else if (a == "-h" || a == "--help") usage("help");
     else usage("unknown argument '" + a + "'");
   }
   if (out.empty()) usage("--out DIR is required");
   DMPI_REQUIRE(B >= 1, "--batch must be >= 1 (got " << B << ")");
+  DMPI_REQUIRE(kernels_path == "fast" || kernels_path == "ref", "--kernels " << kernels_path << ": fast or ref");
 
   nlohmann::json mj = model::preset(preset).to_json();
   for (const auto& s : sets) {
@@ -145,7 +147,7 @@ int run(int argc, char** argv) {
   cfg.validate();
   T = cfg.seq_len;
 
-  model::LocalModel<float> m(cfg, B, T, /*fast=*/true);
+  model::LocalModel<float> m(cfg, B, T, /*fast=*/kernels_path == "fast");
   m.init_weights(seed);
   if (jitter != 0.0) {
     SplitMix r{seed ^ 0x7157E6ull};
@@ -196,7 +198,7 @@ int run(int argc, char** argv) {
                         {"T", T},
                         {"seed", seed},
                         {"jitter", jitter},
-                        {"kernels", "fast fp32"},
+                        {"kernels", kernels_path + " fp32"},
                         {"gemm_backend", backend_name},
                         {"loss", loss},
                         {"valid_rows", valid},
@@ -218,8 +220,8 @@ int run(int argc, char** argv) {
     f << man.dump(1) << "\n";  // nlohmann writes doubles with enough digits to round-trip
     DMPI_REQUIRE(f.good(), "cannot write " << (dir / "manifest.json").string());
   }
-  std::printf("dump_model: %s B=%d T=%d seed=%llu jitter=%g: loss %.17g over %lld rows, %zu parameters in %d tensors -> %s\n",
-              cfg.describe().c_str(), B, T, static_cast<unsigned long long>(seed), jitter, loss,
+  std::printf("dump_model: %s B=%d T=%d seed=%llu jitter=%g kernels=%s: loss %.17g over %lld rows, %zu parameters in %d tensors -> %s\n",
+              cfg.describe().c_str(), B, T, static_cast<unsigned long long>(seed), jitter, kernels_path.c_str(), loss,
               static_cast<long long>(valid), m.num_params(), mdl.num_tensors(), dir.string().c_str());
   return 0;
 }
