@@ -21,13 +21,30 @@ namespace {
 std::vector<FlagSpec> train_flags() {
   return {
       {"deepspeed-config", true, "ds_config.json (batch sizes, optimizer, LR schedule, clipping); default: built-in"},
-      {"model", true, "preset: tiny | small | gpt2-124m (default tiny)"},
+      {"model", true, "preset (default tiny): tiny | small | gpt2-124m | gpt2-350m | gpt2-774m | gpt2-1.5b | llama-tiny | "
+                      "llama-125m | llama2-7b | llama2-13b | llama3-8b"},
       {"num-layers", true, "transformer blocks (overrides the preset)"},
       {"hidden-size", true, "model width"},
       {"num-attention-heads", true, "attention heads (must divide --hidden-size)"},
       {"seq-length", true, "tokens per sample"},
       {"max-position-embeddings", true, "learned positions (>= --seq-length; default = --seq-length)"},
       {"vocab-size", true, "vocabulary size"},
+      {"normalization", true, "LayerNorm | RMSNorm"},
+      {"norm-epsilon", true, "epsilon of the norms (default 1e-5)"},
+      {"position-embedding-type", true, "learned_absolute | rope | none"},
+      {"rotary-base", true, "RoPE base (default 10000)"},
+      {"swiglu", false, "SwiGLU MLP (gate|up) instead of GELU"},
+      {"ffn-hidden-size", true, "MLP width (default 4 x hidden; with --swiglu int(8 hidden / 3 / 64) x 64)"},
+      {"group-query-attention", false, "grouped-query attention (with --num-query-groups)"},
+      {"num-query-groups", true, "key/value heads with --group-query-attention (must divide the heads)"},
+      {"untie-embeddings-and-output-weights", false, "an LM head of its own instead of the embedding table"},
+      {"disable-bias-linear", false, "no biases in the linear layers"},
+      {"recompute-granularity", true, "activation recompute: full | selective (attention probabilities only)"},
+      {"recompute-method", true, "with full: uniform (chunks of --recompute-num-layers) | block (the first N blocks)"},
+      {"recompute-num-layers", true, "blocks per chunk (uniform) or recomputed blocks (block); default 1"},
+      {"recompute-activations", false, "Megatron's alias of --recompute-granularity selective"},
+      {"checkpoint-activations", false, "Megatron-DeepSpeed's alias of --recompute-granularity full --recompute-method uniform"},
+      {"checkpoint-num-layers", true, "Megatron-DeepSpeed's alias of --recompute-num-layers"},
       {"mock-data", false, "deterministic random tokens (the default)"},
       {"data-path", true, "token dataset: PREFIX.tokens (deepmpi data prepare) or Megatron PREFIX.bin/.idx"},
       {"train-iters", true, "optimizer steps (default 20)"},
@@ -104,9 +121,71 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   set_int("seq-length", opt.model.seq_len);
   if (a.has("max-position-embeddings")) set_int("max-position-embeddings", opt.model.max_pos);
   else if (seq_given) opt.model.max_pos = std::max(opt.model.max_pos, opt.model.seq_len);
-  if (a.has("num-layers") || a.has("hidden-size") || a.has("num-attention-heads") || a.has("vocab-size") || seq_given ||
-      a.has("max-position-embeddings"))
-    opt.model.name += "+overrides";
+  // the LLaMA-family knobs, Megatron's names and values
+  if (a.has("normalization")) {
+    const std::string n = a.str("normalization");
+    DMPI_REQUIRE(n == "LayerNorm" || n == "RMSNorm", "--normalization " << n << ": write LayerNorm or RMSNorm");
+    opt.model.norm = n == "RMSNorm" ? model::Norm::RMSNorm : model::Norm::LayerNorm;
+  }
+  if (a.has("norm-epsilon")) opt.model.norm_eps = a.real("norm-epsilon", 1e-5);
+  if (a.has("position-embedding-type")) {
+    const std::string p = a.str("position-embedding-type");
+    DMPI_REQUIRE(p == "learned_absolute" || p == "rope" || p == "none",
+                 "--position-embedding-type " << p << ": write learned_absolute, rope or none");
+    opt.model.positions = p == "rope" ? model::Positions::Rope : p == "none" ? model::Positions::None : model::Positions::Learned;
+  }
+  if (a.has("rotary-base")) opt.model.rotary_base = a.real("rotary-base", 10000.0);
+  if (a.has("swiglu")) opt.model.swiglu = true;
+  if (a.has("ffn-hidden-size")) set_int("ffn-hidden-size", opt.model.ffn_hidden);
+  DMPI_REQUIRE(!a.has("num-query-groups") || a.has("group-query-attention") || opt.model.query_groups > 0,
+               "--num-query-groups needs --group-query-attention (as in Megatron)");
+  if (a.has("group-query-attention")) {
+    DMPI_REQUIRE(a.has("num-query-groups"), "--group-query-attention needs --num-query-groups N");
+    set_int("num-query-groups", opt.model.query_groups);
+  } else if (a.has("num-query-groups")) {
+    set_int("num-query-groups", opt.model.query_groups);
+  }
+  if (opt.model.query_groups == opt.model.heads) opt.model.query_groups = 0;  // that is multi-head attention
+  if (a.has("untie-embeddings-and-output-weights")) opt.model.tie_embeddings = false;
+  if (a.has("disable-bias-linear")) opt.model.bias = false;
+  for (const char* f : {"num-layers", "hidden-size", "num-attention-heads", "vocab-size", "seq-length", "max-position-embeddings",
+                        "normalization", "norm-epsilon", "position-embedding-type", "rotary-base", "swiglu", "ffn-hidden-size",
+                        "group-query-attention", "num-query-groups", "untie-embeddings-and-output-weights", "disable-bias-linear"})
+    if (a.has(f)) {
+      opt.model.name += "+overrides";
+      break;
+    }
+  // activation recompute (Megatron's flags and Megatron-DeepSpeed's older ones)
+  {
+    using G = model::RecomputeConfig::Granularity;
+    auto& rc = opt.recompute;
+    std::string gran = a.str("recompute-granularity");
+    DMPI_REQUIRE(!(a.has("recompute-activations") && !gran.empty() && gran != "selective"),
+                 "--recompute-activations (selective) contradicts --recompute-granularity " << gran);
+    DMPI_REQUIRE(!(a.has("checkpoint-activations") && !gran.empty() && gran != "full"),
+                 "--checkpoint-activations (full) contradicts --recompute-granularity " << gran);
+    if (a.has("recompute-activations")) gran = "selective";
+    if (a.has("checkpoint-activations")) gran = "full";
+    DMPI_REQUIRE(gran.empty() || gran == "full" || gran == "selective",
+                 "--recompute-granularity " << gran << ": write full or selective");
+    rc.granularity = gran == "full" ? G::Full : gran == "selective" ? G::Selective : G::None;
+    const std::string method = a.str("recompute-method", a.has("checkpoint-activations") ? "uniform" : "");
+    DMPI_REQUIRE(method.empty() || rc.granularity == G::Full,
+                 "--recompute-method applies to --recompute-granularity full only (as in Megatron)");
+    DMPI_REQUIRE(rc.granularity != G::Full || !method.empty(),
+                 "--recompute-granularity full needs --recompute-method uniform (chunks of --recompute-num-layers blocks) "
+                 "or block (the first --recompute-num-layers blocks)");
+    DMPI_REQUIRE(method.empty() || method == "uniform" || method == "block",
+                 "--recompute-method " << method << ": write uniform or block");
+    rc.method = method == "block" ? model::RecomputeConfig::Method::Block : model::RecomputeConfig::Method::Uniform;
+    DMPI_REQUIRE(!(a.has("recompute-num-layers") && a.has("checkpoint-num-layers")),
+                 "give --recompute-num-layers or --checkpoint-num-layers, not both");
+    const char* nl = a.has("checkpoint-num-layers") ? "checkpoint-num-layers" : "recompute-num-layers";
+    if (a.has(nl)) {
+      DMPI_REQUIRE(rc.granularity == G::Full, "--" << nl << " applies to --recompute-granularity full only");
+      set_int(nl, rc.num_layers);
+    }
+  }
   opt.model.validate();
 
   const int dp = mpi.size();
@@ -154,6 +233,11 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   }
   DMPI_REQUIRE(opt.load_tag.empty() || !opt.load_dir.empty(), "--load-tag needs --load DIR (or --save DIR)");
 
+  if (opt.train_iters == 0 && opt.save_dir.empty()) {
+    // nothing to train and nothing to save: the memory per rank of this run, without allocating it
+    if (mpi.rank() == 0) std::printf("%s\n(--train-iters 0: nothing trained)\n", engine::Trainer::memory_plan(opt, dp).c_str());
+    return 0;
+  }
   engine::Trainer trainer(mpi, opt);
   trainer.run();
   return 0;

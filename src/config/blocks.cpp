@@ -311,10 +311,8 @@ void blocks_unimplemented(const DsConfig& c, std::vector<std::string>& out) {
   no(c.bf16.enabled && c.bf16.bf16_master_weights_and_grads, "bf16.bf16_master_weights_and_grads = true");
   no(c.bf16.enabled && c.bf16.bf16_optimizer_states, "bf16.bf16_optimizer_states = true");
   no(c.bf16.enabled && c.bf16.immediate_grad_update, "bf16.immediate_grad_update = true");
-  const auto& ac = c.activation_checkpointing;
-  no(ac.partition_activations, "activation_checkpointing.partition_activations = true (activations are not recomputed)");
-  no(ac.cpu_checkpointing, "activation_checkpointing.cpu_checkpointing = true");
-  no(ac.contiguous_memory_optimization, "activation_checkpointing.contiguous_memory_optimization = true");
+  // activation_checkpointing: every key applies or is moot on one tensor-parallel rank (the
+  // trainer notes which, src/engine/trainer.cpp); recompute itself is --recompute-granularity
   no(c.pipeline.stages > 1, "pipeline.stages = " + std::to_string(c.pipeline.stages) + " (pipeline parallelism)");
   no(c.pipeline.activation_checkpoint_interval > 0, "pipeline.activation_checkpoint_interval > 0");
   no(c.tensor_parallel.autotp_size > 1, "tensor_parallel.autotp_size = " + std::to_string(c.tensor_parallel.autotp_size));

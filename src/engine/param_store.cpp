@@ -517,6 +517,28 @@ StoreMemory ParamStore::memory() const {
   return m;
 }
 
+StoreMemory ParamStore::planned(const Layout& L, const config::DsConfig& ds, int state_slots) {
+  const Residency r = Residency::of_stage(ds.zero.stage);
+  const bool half = ds.bf16.enabled || ds.fp16.enabled;
+  const DType pdt = dtype_named(ds.model_dtype(), DType::F32);
+  const size_t ps = dtype_size(pdt), gs = dtype_size(dtype_named(ds.misc.grad_accum_dtype, pdt));
+  const size_t N = L.numel(), P = L.partition_numel();
+  size_t persistent = 0, largest = 0;
+  for (int u = 0; u < L.num_units(); ++u) {
+    largest = std::max(largest, L.unit(u).numel);
+    if (r.params_partitioned && static_cast<int64_t>(L.unit(u).numel) <= ds.zero.param_persistence_threshold)
+      persistent += L.unit(u).numel;
+  }
+  StoreMemory m;
+  m.params = (r.params_partitioned ? P + persistent : N) * ps;
+  if (half) m.masters = (r.states_partitioned ? P : N) * 4;
+  m.grads = (r.grads_partitioned ? 0 : N * gs) + (r.states_partitioned ? P * gs : 0);
+  m.optimizer_states = static_cast<size_t>(state_slots) * (r.states_partitioned ? P : N) * 4;
+  m.comm_buffers = (half || r.grads_partitioned ? 2 * largest * 4 : 0) + (half ? largest * 4 : 0) +
+                   (r.params_partitioned ? 2 * largest * 4 : 0);
+  return m;
+}
+
 std::vector<StatePiece> ParamStore::state_pieces(bool balanced) {
   DMPI_REQUIRE(!balanced || !res_.states_partitioned, "a balanced share needs every element on every rank (ZeRO stage 0)");
   std::vector<StatePiece> out;

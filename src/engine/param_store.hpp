@@ -136,6 +136,10 @@ class ParamStore {
   void masters_loaded();    // after writing the owned masters (a checkpoint): rounds and gathers
   void skip_step();         // an overflow step: drop the accumulated gradients
   StoreMemory memory() const;
+  // What a store of this layout and config holds at rest (nothing is allocated); comm_buffers is
+  // an estimate of the pooled buffers a step grows (two of the largest unit's fp32 gradients and
+  // working copies, and at stage 3 its gathers).
+  static StoreMemory planned(const Layout& layout, const config::DsConfig& ds, int state_slots);
 
   // ---- the state dict: logical tensors by section (0: parameters/masters, then each optimizer
   // state), the pieces this rank holds: balanced (stage 0: a share of every tensor) or owned.

@@ -151,6 +151,33 @@ MemoryReport Trainer::memory() const {
   return r;
 }
 
+MemoryReport Trainer::planned_memory(const TrainOptions& opt, int dp_size) {
+  const model::Model<float> m(opt.model);
+  const Layout layout(m, dp_size, 0, opt.ds.zero.stage >= 1);
+  const StoreMemory z = ParamStore::planned(layout, opt.ds, make_optimizer(opt.ds.optimizer)->state_slots());
+  MemoryReport r;
+  r.params = z.params, r.grads = z.grads, r.masters = z.masters, r.optimizer_states = z.optimizer_states;
+  r.comm_buffers = z.comm_buffers;
+  r.activations = model::Runner<float>::planned_bytes(m, static_cast<int>(opt.ds.micro_batch), opt.model.seq_len,
+                                                      model::plan_recompute(m, opt.recompute));
+  return r;
+}
+
+std::string Trainer::memory_plan(const TrainOptions& opt, int dp_size) {
+  const MemoryReport r = planned_memory(opt, dp_size);
+  auto h = [](size_t b) { return human_bytes(static_cast<double>(b)); };
+  std::ostringstream os;
+  os << "deepmpi train: " << opt.model.describe() << "\n"
+     << "  parameters " << model::num_params(opt.model) << " (" << opt.ds.model_dtype() << "); ZeRO stage "
+     << opt.ds.zero.stage << " over dp " << dp_size << "; micro-batch " << opt.ds.micro_batch << " x seq "
+     << opt.model.seq_len << "; activation recompute " << opt.recompute.describe() << "\n"
+     << "  memory per rank (planned, nothing allocated): params " << h(r.params) << " | grads " << h(r.grads)
+     << " | fp32 masters " << h(r.masters) << " | optimizer states " << h(r.optimizer_states)
+     << " | comm + working buffers ~" << h(r.comm_buffers) << " | activations " << h(r.activations) << " | total "
+     << h(r.total());
+  return os.str();
+}
+
 std::string Trainer::banner() const {
   std::ostringstream os;
   const auto& ds = opt_.ds;

@@ -128,6 +128,11 @@ class Trainer {
   uint64_t global_samples() const { return samples_; }
   int64_t scheduler_iteration() const { return sched_.last_batch_iteration(); }
   std::string banner() const;   // what is about to run
+  // The bytes per rank of a run of these options on dp ranks, worked out without allocating
+  // anything (comm + working buffers estimated), and a report of it: `deepmpi train --train-iters 0`
+  // prints it for geometries that would not fit.
+  static MemoryReport planned_memory(const TrainOptions& opt, int dp_size);
+  static std::string memory_plan(const TrainOptions& opt, int dp_size);
 
  private:
   const comm::MpiEnv& env_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "base/error.hpp"
 #include "base/rng.hpp"
@@ -113,58 +114,83 @@ Runner<F>::Runner(const Model<F>& m, int B, int T, std::vector<UnitPlan> plan, i
                "sequence length " << T << " must be in [1, --max-position-embeddings=" << m.config().max_pos << "]");
   DMPI_REQUIRE(slots >= 1, "at least one micro-batch slot");
   DMPI_REQUIRE(plan_.size() == static_cast<size_t>(m.num_units()), "one plan entry per unit");
-  // Kept regions are laid out unit by unit in a slot's block; a chunk's transient regions unit by
-  // unit in the transient buffer (the largest chunk sets its size; units outside a chunk with a
-  // transient part, the selective probabilities, use its start).
-  std::vector<size_t> chunk_size;
-  size_t scratch = 0;
-  place_.resize(plan_.size());
-  size_t lone_transient = 0;
-  for (int u = 0; u < m.num_units(); ++u) {
-    const SavedSizes s = m.unit(u).saved(B, T);
-    const UnitPlan& p = plan_[static_cast<size_t>(u)];
-    Place& pl = place_[static_cast<size_t>(u)];
-    size_t* ct = nullptr;
-    if (p.chunk >= 0) {
-      if (chunk_size.size() <= static_cast<size_t>(p.chunk)) chunk_size.resize(static_cast<size_t>(p.chunk) + 1, 0);
-      ct = &chunk_size[static_cast<size_t>(p.chunk)];
-    }
-    size_t lone = 0;
-    auto put = [&](Region& r, size_t n, bool keep) {
-      if (keep) {
-        r = {false, slot_numel_};
-        slot_numel_ += n;
-      } else if (ct) {
-        r = {true, *ct};
-        *ct += n;
-      } else {
-        r = {true, lone};
-        lone += n;
-      }
-    };
-    put(pl.out, s.output, p.keep_output);
-    put(pl.internals, s.internals, p.keep_internals);
-    put(pl.probs, s.probs, p.keep_probs);
-    lone_transient = std::max(lone_transient, lone);
-    scratch = std::max(scratch, m.unit(u).scratch(B, T));
-  }
-  size_t transient = lone_transient;
-  for (size_t c : chunk_size) transient = std::max(transient, c);
+  Sizes z = plan_sizes(m, B, T, plan_);
+  place_ = std::move(z.place);
+  slot_numel_ = z.slot_numel;
   const size_t BT = static_cast<size_t>(B) * T;
-  // scratch also holds the head's input gradient (its first B T C elements: dead before a block uses them)
-  scratch = std::max(scratch, BT * static_cast<size_t>(m.config().hidden));
   kept_.assign(slot_numel_ * static_cast<size_t>(slots), F(0));
-  transient_.assign(transient, F(0));
-  scratch_.assign(scratch, F(0));
-  dres_.assign(BT * static_cast<size_t>(m.config().hidden), F(0));
+  work_.assign(z.work, F(0));
+  dres_.assign(z.dres, F(0));
   tokens_.assign(BT * static_cast<size_t>(slots), 0);
   targets_.assign(BT * static_cast<size_t>(slots), 0);
   valid_.assign(static_cast<size_t>(slots), 0);
 }
 
 template <class F>
+typename Runner<F>::Sizes Runner<F>::plan_sizes(const Model<F>& m, int B, int T, const std::vector<UnitPlan>& plan) {
+  // Kept regions are laid out unit by unit in a slot's block; a chunk's transient regions unit by
+  // unit from the chunk's base in the work buffer; a unit outside a chunk with a transient part
+  // (the selective probabilities) at the base of its own.
+  const size_t BT = static_cast<size_t>(B) * T, BTC = BT * static_cast<size_t>(m.config().hidden);
+  size_t scratch = BTC;  // at least the head's input gradient
+  for (int u = 0; u < m.num_units(); ++u) scratch = std::max(scratch, m.unit(u).scratch(B, T));
+  Sizes z;
+  z.place.resize(plan.size());
+  std::map<int, size_t> chunk_size;  // chunk -> transient elements
+  std::map<int, bool> chunk_scratch;  // chunk -> some unit of it uses scratch
+  size_t work = scratch;
+  for (int u = 0; u < m.num_units(); ++u) {
+    const SavedSizes s = m.unit(u).saved(B, T);
+    const UnitPlan& p = plan[static_cast<size_t>(u)];
+    Place& pl = z.place[static_cast<size_t>(u)];
+    const bool uses_scratch = m.unit(u).scratch(B, T) > 0;
+    size_t lone = 0;
+    size_t* ct = p.chunk >= 0 ? &chunk_size[p.chunk] : &lone;
+    if (p.chunk >= 0) chunk_scratch[p.chunk] = chunk_scratch[p.chunk] || uses_scratch;
+    auto put = [&](Region& r, size_t n, bool keep) {
+      if (keep) {
+        r = {false, z.slot_numel, p.chunk};
+        z.slot_numel += n;
+      } else {
+        r = {true, *ct, p.chunk};
+        *ct += n;
+      }
+    };
+    put(pl.out, s.output, p.keep_output);
+    put(pl.internals, s.internals, p.keep_internals);
+    put(pl.probs, s.probs, p.keep_probs);
+    if (p.chunk < 0 && lone > 0) {  // its own base
+      const size_t base = uses_scratch ? scratch : BTC;
+      for (Region* r : {&pl.out, &pl.internals, &pl.probs})
+        if (r->transient) r->off += base;
+      work = std::max(work, base + lone);
+    }
+  }
+  // the chunks' bases: after the scratch, or after the head's input gradient for chunks whose units
+  // use no scratch
+  for (int u = 0; u < m.num_units(); ++u) {
+    const int c = plan[static_cast<size_t>(u)].chunk;
+    if (c < 0) continue;
+    const size_t base = chunk_scratch[c] ? scratch : BTC;
+    Place& pl = z.place[static_cast<size_t>(u)];
+    for (Region* r : {&pl.out, &pl.internals, &pl.probs})
+      if (r->transient) r->off += base;
+    work = std::max(work, base + chunk_size[c]);
+  }
+  z.work = work;
+  z.dres = BTC;
+  return z;
+}
+
+template <class F>
+size_t Runner<F>::planned_bytes(const Model<F>& m, int B, int T, const std::vector<UnitPlan>& plan, int slots) {
+  const Sizes z = plan_sizes(m, B, T, plan);
+  return (z.slot_numel * static_cast<size_t>(slots) + z.work + z.dres) * sizeof(F);
+}
+
+template <class F>
 F* Runner<F>::at(const Region& r, int slot) {
-  return r.transient ? transient_.data() + r.off : kept_.data() + static_cast<size_t>(slot) * slot_numel_ + r.off;
+  return r.transient ? work_.data() + r.off : kept_.data() + static_cast<size_t>(slot) * slot_numel_ + r.off;
 }
 
 template <class F>
@@ -190,7 +216,7 @@ UnitCall<F> Runner<F>::call(int u, int slot, const ConstView* params) {
   c.out = at(pl.out, slot);
   c.internals = at(pl.internals, slot);
   c.probs = at(pl.probs, slot);
-  c.scratch = scratch_.data();
+  c.scratch = work_.data();
   return c;
 }
 
@@ -219,14 +245,14 @@ void Runner<F>::backward(const Ops<F>& ops, int u, int slot, const ConstView* pa
   // buffer.
   const bool last = u + 1 == m_.num_units();
   const bool next_in_scratch = !last && std::string(m_.unit(u + 1).kind()) == "lm_head";
-  c.dout = last ? nullptr : next_in_scratch ? scratch_.data() : dres_.data();
+  c.dout = last ? nullptr : next_in_scratch ? work_.data() : dres_.data();
   if (u == 0) {
     c.din = nullptr;
   } else if (unit.in_place()) {
     DMPI_REQUIRE(c.dout == dres_.data(), "unit " << u << " (" << unit.kind() << ") works in place but its output gradient is not the residual stream's");
     c.din = dres_.data();
   } else {
-    c.din = last ? scratch_.data() : next_in_scratch ? dres_.data() : scratch_.data();
+    c.din = last ? work_.data() : next_in_scratch ? dres_.data() : work_.data();
     DMPI_REQUIRE(c.din != c.dout, "unit " << u << " (" << unit.kind() << "): input and output gradients would share a buffer");
     ops.fill_zero(c.din, BTC);
   }
@@ -243,7 +269,7 @@ const F* Runner<F>::losses(int slot) const {
 
 template <class F>
 size_t Runner<F>::activation_bytes() const {
-  return (kept_.size() + transient_.size() + scratch_.size() + dres_.size()) * sizeof(F);
+  return (kept_.size() + work_.size() + dres_.size()) * sizeof(F);
 }
 
 template <class F>

@@ -72,8 +72,11 @@ std::vector<UnitPlan> plan_recompute(const Model<F>& m, const RecomputeConfig& r
 // Runs units' forwards and backwards for micro-batches of B x T tokens, with `slots` micro-batches'
 // activations alive at once (1 for plain gradient accumulation; a pipeline schedule keeps more).
 // Memory: per slot, every unit's kept output, internals and probabilities; shared by all slots,
-// the transient buffer of the largest recompute chunk, the kernels' scratch, and the gradient of
-// the residual stream.
+// one work buffer holding the kernels' scratch and the transient (recomputed) parts, and the
+// gradient of the residual stream. The work buffer starts with the scratch; a recompute chunk's
+// transient parts follow it, except for units without scratch (the LM head), whose transient
+// logits start right after the head's input gradient (the scratch's first B T C elements, the
+// only scratch alive while they are): the head's logits and a block's recompute share the space.
 template <class F>
 class Runner {
  public:
@@ -95,18 +98,25 @@ class Runner {
   int64_t valid_rows(int slot) const { return valid_[static_cast<size_t>(slot)]; }
   // bytes of every buffer above, and the parts
   size_t activation_bytes() const;
+  // what a Runner of these arguments would allocate (nothing is allocated)
+  static size_t planned_bytes(const Model<F>& m, int B, int T, const std::vector<UnitPlan>& plan, int slots = 1);
   size_t kept_bytes_per_slot() const { return slot_numel_ * sizeof(F); }
-  size_t transient_bytes() const { return transient_.size() * sizeof(F); }
-  size_t scratch_bytes() const { return (scratch_.size() + dres_.size()) * sizeof(F); }
+  size_t work_bytes() const { return work_.size() * sizeof(F); }
 
  private:
   struct Region {
     bool transient = false;
-    size_t off = 0;  // into the slot's block or the transient buffer
+    size_t off = 0;  // into the slot's block, or the work buffer
+    int chunk = -1;
   };
   struct Place {
     Region out, internals, probs;
   };
+  struct Sizes {
+    std::vector<Place> place;
+    size_t slot_numel = 0, work = 0, dres = 0;
+  };
+  static Sizes plan_sizes(const Model<F>& m, int B, int T, const std::vector<UnitPlan>& plan);
   F* at(const Region& r, int slot);
   UnitCall<F> call(int unit, int slot, const ConstView* params);
 
@@ -115,7 +125,7 @@ class Runner {
   std::vector<UnitPlan> plan_;
   std::vector<Place> place_;
   size_t slot_numel_ = 0;
-  std::vector<F> kept_, transient_, scratch_, dres_;
+  std::vector<F> kept_, work_, dres_;
   std::vector<int32_t> tokens_, targets_;
   std::vector<int64_t> valid_;
 };

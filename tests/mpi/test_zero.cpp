@@ -37,7 +37,7 @@ struct Result {
 };
 
 // Trains `steps` steps of the tiny model on the ranks of `comm`.
-Result train(MPI_Comm comm, json cfg, int steps) {
+Result train(MPI_Comm comm, json cfg, int steps, const model::RecomputeConfig& rc = {}) {
   int n = 0;
   MPI_Comm_size(comm, &n);
   engine::TrainOptions o;
@@ -49,6 +49,7 @@ Result train(MPI_Comm comm, json cfg, int steps) {
   o.print = false;
   o.peak_gflops = 100;
   o.world = comm;
+  o.recompute = rc;
   engine::Trainer t(env(), o);
   Result r;
   for (int i = 0; i < steps; ++i) {
@@ -331,6 +332,28 @@ TEST(Zero, Stage3PrefetchPersistenceAndReuseChangeNothing) {
   }
 }
 
+// Activation recompute is a schedule variant: at every stage and precision, losses and every
+// parameter after training are bit for bit those of the run that keeps everything.
+TEST(Zero, RecomputeChangesNothing) {
+  using G = model::RecomputeConfig::Granularity;
+  model::RecomputeConfig selective, full, chunks;
+  selective.granularity = G::Selective;
+  full.granularity = G::Full;
+  chunks.granularity = G::Full, chunks.num_layers = 2;
+  for (const char* prec : {"fp32", "bf16", "fp16"})
+    for (int stage : {0, 1, 2, 3}) {
+      json cfg = with_precision(base_config(stage, 1, 2), prec);
+      cfg["zero_optimization"]["stage3_param_persistence_threshold"] = 0;
+      const Result keep = train(MPI_COMM_WORLD, cfg, 3);
+      for (const auto& rc : {selective, full, chunks}) {
+        const Result r = train(MPI_COMM_WORLD, cfg, 3, rc);
+        EXPECT_EQ(r.losses, keep.losses) << prec << " stage " << stage << " " << rc.describe();
+        EXPECT_EQ(max_rel(r.tensors, keep.tensors, 1e-30), 0.0) << prec << " stage " << stage << " " << rc.describe();
+        EXPECT_LT(r.memory.activations, keep.memory.activations) << rc.describe();
+      }
+    }
+}
+
 }  // namespace
 
 namespace {
@@ -339,19 +362,24 @@ namespace {
 // bf16 / fp16): W ranks follow one rank with the same precision and global batch, at every
 // stage. The gradients are rounded to 16 bits at other points (single rank: into the accumulated
 // sum after each micro-batch; W ranks: per micro-batch and rank, then summed in 16 bits on the
-// wire), so the runs drift apart by rounding: loss curves are compared, at a stated tolerance
-// (bf16 keeps 8 significant bits, fp16 11).
+// wire), so the runs drift apart by rounding: loss curves and every tensor's parameters are
+// compared, at stated tolerances (bf16 keeps 8 significant bits, fp16 11).
 // With data_types.grad_accum_dtype "fp32" the gradients are summed and reduced in fp32 and only
 // the parameters are 16-bit: closer, but the fp32 summation-order differences of the masters still
 // flip bf16 roundings of the parameters now and then.
 TEST(ZeroPrecision, Bf16AndFp16MatchSingleRankTraining) {
   const int W = world_size(), steps = 20, gas = 2;
+  // tol: of the losses; update_tol: of each tensor's parameters, as a fraction of the tensor's update
+  // over the run (a gradient that went wrong anywhere, a missed or doubled reduction, is of the
+  // order of the update itself; measured at dp 2 and 4: bf16 <= 4.5e-2, fp16 <= 2.5e-2, bf16 with
+  // fp32 gradients <= 5.3e-3)
   struct Case {
     const char* precision;
     const char* grad_accum;
-    double tol;
+    double tol, update_tol;
   };
-  for (const Case c : {Case{"bf16", "", 2e-3}, Case{"fp16", "", 2e-4}, Case{"bf16", "fp32", 2e-4}}) {
+  const auto init = train_init();
+  for (const Case c : {Case{"bf16", "", 2e-3, 0.1}, Case{"fp16", "", 2e-4, 5e-2}, Case{"bf16", "fp32", 2e-4, 2e-2}}) {
     auto config = [&](int stage) {
       json cfg = with_precision(base_config(stage, 1, gas), c.precision);
       if (*c.grad_accum) cfg["data_types"] = {{"grad_accum_dtype", c.grad_accum}};
@@ -367,10 +395,24 @@ TEST(ZeroPrecision, Bf16AndFp16MatchSingleRankTraining) {
       for (size_t i = 0; i < ref.losses.size(); ++i)
         loss_diff = std::max(loss_diff, std::fabs(dist.losses[i] - ref.losses[i]) / std::fabs(ref.losses[i]));
       const double tensor = max_tensor_rel(dist.tensors, ref.tensors);
+      // the parameters: how far apart the two runs' updates are, per tensor, against the update itself
+      double update = 0;
+      for (const auto& [name, p] : dist.tensors) {
+        const auto& q = ref.tensors.at(name);
+        const auto& p0 = init.at(name);
+        double d = 0, u = 0;
+        for (size_t i = 0; i < p.size(); ++i) {
+          if (key_bias(name, i, p.size())) continue;
+          d += (static_cast<double>(p[i]) - q[i]) * (static_cast<double>(p[i]) - q[i]);
+          u += (static_cast<double>(q[i]) - p0[i]) * (static_cast<double>(q[i]) - p0[i]);
+        }
+        if (u > 0) update = std::max(update, std::sqrt(d / u));
+      }
       std::printf("[ zero ] %s stage %d, dp %d vs single rank, %d steps: max relative difference of losses %.2e "
-                  "(tolerance %.0e; of parameters per tensor, L2: %.2e)\n",
-                  what.c_str(), stage, W, steps, loss_diff, c.tol, tensor);
+                  "(tolerance %.0e); parameters per tensor, L2: %.2e of the parameters, %.2e of the update\n",
+                  what.c_str(), stage, W, steps, loss_diff, c.tol, tensor, update);
       EXPECT_LE(loss_diff, c.tol) << what << " stage " << stage;
+      EXPECT_LE(update, c.update_tol) << what << " stage " << stage << ": the parameters' updates disagree";
       EXPECT_EQ(dist.skipped, ref.skipped) << what << " stage " << stage;  // the same overflow decisions
     }
   }

@@ -239,3 +239,93 @@ TEST(Model, InitValuesOfAnyRangeMatchTheWholeInit) {
         << model.spec(t).name << " [" << a << ", " << a + len << ")";
   }
 }
+
+// ---- Activation recompute: the same numbers, fewer bytes.
+
+namespace {
+RecomputeConfig recompute(RecomputeConfig::Granularity g, RecomputeConfig::Method m = RecomputeConfig::Method::Uniform,
+                          int n = 1) {
+  RecomputeConfig rc;
+  rc.granularity = g, rc.method = m, rc.num_layers = n;
+  return rc;
+}
+const RecomputeConfig kRecomputeVariants[] = {
+    recompute(RecomputeConfig::Granularity::Selective),
+    recompute(RecomputeConfig::Granularity::Full),
+    recompute(RecomputeConfig::Granularity::Full, RecomputeConfig::Method::Uniform, 2),
+    recompute(RecomputeConfig::Granularity::Full, RecomputeConfig::Method::Uniform, 3),
+    recompute(RecomputeConfig::Granularity::Full, RecomputeConfig::Method::Block, 2),
+};
+
+// Losses and every gradient bit for bit equal without and with each recompute variant, over two
+// accumulated micro-batches.
+void recompute_is_bit_identical(const ModelConfig& c) {
+  const int B = 2, T = c.seq_len;
+  std::vector<int32_t> tok, tgt;
+  make_batch(c, B, T, tok, tgt, true);
+  auto run = [&](const RecomputeConfig& rc, std::vector<double>& losses) {
+    LocalModel<float> m(c, B, T, true, rc);
+    m.init_weights(5);
+    for (int micro = 0; micro < 2; ++micro) {
+      losses.push_back(m.forward(ctx(), tok.data(), tgt.data()));
+      m.backward(ctx(), 0.5);
+      tok[static_cast<size_t>(micro)] = (tok[static_cast<size_t>(micro)] + 1) % c.vocab;
+    }
+    make_batch(c, B, T, tok, tgt, true);
+    return std::vector<float>(m.grads(), m.grads() + m.num_params());
+  };
+  std::vector<double> base_losses;
+  const auto base = run({}, base_losses);
+  for (const auto& rc : kRecomputeVariants) {
+    SCOPED_TRACE(rc.describe());
+    std::vector<double> losses;
+    const auto g = run(rc, losses);
+    ASSERT_EQ(losses.size(), base_losses.size());
+    for (size_t i = 0; i < losses.size(); ++i) EXPECT_EQ(std::memcmp(&losses[i], &base_losses[i], sizeof(double)), 0) << i;
+    EXPECT_EQ(std::memcmp(g.data(), base.data(), g.size() * sizeof(float)), 0);
+  }
+}
+}  // namespace
+
+TEST(Recompute, GptLossesAndGradientsAreBitIdentical) {
+  ModelConfig c = preset("tiny");
+  c.num_layers = 4, c.seq_len = c.max_pos = 16;
+  recompute_is_bit_identical(c);
+}
+
+// Activation bytes against a closed form of what each unit keeps, GPT-2's composition:
+//   per slot  embedding out BTC; block out BTC + internals (ln1, qkv 3, atty, res2, ln2, fc 4,
+//             act 4 = 15 BTC, means and rstds 4 BT) + probabilities P; final norm BTC + 2 BT;
+//             head losses BT + logits BTV
+//   work      scratch max(BTC, a block's 13 BTC + P) and, under recompute, the transient parts
+//   dres      BTC
+TEST(Recompute, ActivationBytesMatchTheFormula) {
+  ModelConfig c = preset("tiny");
+  c.num_layers = 4;
+  const size_t B = 2, T = static_cast<size_t>(c.seq_len), C = static_cast<size_t>(c.hidden), V = static_cast<size_t>(c.vocab),
+               L = static_cast<size_t>(c.num_layers), BT = B * T, BTC = BT * C;
+  const size_t P = kernels::causal_attention_saved_numel(static_cast<int>(B), static_cast<int>(T), c.heads);
+  const size_t block_internals = 15 * BTC + 4 * BT, scratch = std::max(BTC, 13 * BTC + P);
+  const size_t head_kept = BT, logits = BT * V, edges = BTC + (BTC + 2 * BT);
+  auto bytes = [&](const RecomputeConfig& rc) {
+    LocalModel<float> m(c, static_cast<int>(B), static_cast<int>(T), true, rc);
+    return m.runner().activation_bytes();
+  };
+  using G = RecomputeConfig::Granularity;
+  using M = RecomputeConfig::Method;
+  // none: everything kept
+  EXPECT_EQ(bytes({}), 4 * (edges + L * (BTC + block_internals + P) + head_kept + logits + scratch + BTC));
+  // selective: the probabilities are transient (after the scratch)
+  EXPECT_EQ(bytes(recompute(G::Selective)), 4 * (edges + L * (BTC + block_internals) + head_kept + logits + scratch + P + BTC));
+  // full, one block per chunk: the block outputs stay (checkpoints); one block's internals and
+  // probabilities after the scratch, or the head's logits after its input gradient
+  const size_t one = block_internals + P;
+  EXPECT_EQ(bytes(recompute(G::Full)),
+            4 * (edges + L * BTC + head_kept + std::max(scratch + one, BTC + logits) + BTC));
+  // full, chunks of 2: the first block of a chunk keeps nothing (its output is transient too)
+  EXPECT_EQ(bytes(recompute(G::Full, M::Uniform, 2)),
+            4 * (edges + (L / 2) * BTC + head_kept + std::max(scratch + 2 * one + BTC, BTC + logits) + BTC));
+  // block method, the first 3 of 4 blocks: the last block keeps everything
+  EXPECT_EQ(bytes(recompute(G::Full, M::Block, 3)),
+            4 * (edges + 3 * BTC + (BTC + one) + head_kept + std::max(scratch + one, BTC + logits) + BTC));
+}
