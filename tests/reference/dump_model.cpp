@@ -11,10 +11,12 @@
 //   targets.i32    [B*T], -100 where the row has no target
 //
 // Usage: dump_model --out DIR [--model PRESET] [--batch B] [--seq T] [--seed S] [--jitter A]
-//                   [--kernels fast|ref] [--set KEY=JSON]...
+//                   [--kernels fast|ref] [--recompute none|selective|uniform:N|block:N] [--set KEY=JSON]...
 //   --set patches the preset's to_json() with the keys ModelConfig::from_json reads (the value is
 //   JSON, or else a string), e.g. --set untie_embeddings_and_output_weights=true
 //   --set position_embedding_type=none.
+//   --recompute: activation checkpointing (Megatron's granularity, method and num_layers): the
+//   backward recomputes what the forward did not keep, and must give the same gradients.
 //   --jitter A adds A * u, u uniform in [-1, 1), to every parameter after init_weights(seed), so
 //   the norms' weights and the biases (ones and zeros at init) carry signal of their own.
 // DEEPMPI_REF_PERTURB=<tensor name> (a self-test of the checker, never for real runs): after the
@@ -48,7 +50,7 @@ namespace {
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "dump_model: " << why << "\n"
             << "usage: dump_model --out DIR [--model PRESET] [--batch B] [--seq T] [--seed S] [--jitter A] "
-               "[--kernels fast|ref] [--set KEY=JSON]...\npresets:\n"
+               "[--kernels fast|ref] [--recompute none|selective|uniform:N|block:N] [--set KEY=JSON]...\npresets:\n"
             << model::preset_help();
   std::exit(1);
 }
@@ -102,7 +104,7 @@ void make_batch(int V, int B, int T, uint64_t seed, std::vector<int32_t>& tok, s
 }
 
 int run(int argc, char** argv) {
-  std::string preset = "tiny", out, kernels_path = "fast";
+  std::string preset = "tiny", out, kernels_path = "fast", recompute = "none";
   int B = 4, T = 0;
   uint64_t seed = 1234;
   double jitter = 0.0;
@@ -120,6 +122,7 @@ int run(int argc, char** argv) {
     else if (a == "--seed") seed = std::stoull(value());
     else if (a == "--jitter") jitter = std::stod(value());
     else if (a == "--kernels") kernels_path = value();
+    else if (a == "--recompute") recompute = value();
     else if (a == "--set") sets.push_back(value());
     else if (a == "-h" || a == "--help") usage("help");
     else usage("unknown argument '" + a + "'");
@@ -147,7 +150,18 @@ int run(int argc, char** argv) {
   cfg.validate();
   T = cfg.seq_len;
 
-  model::LocalModel<float> m(cfg, B, T, /*fast=*/kernels_path == "fast");
+  model::RecomputeConfig rc;
+  if (recompute == "selective") {
+    rc.granularity = model::RecomputeConfig::Granularity::Selective;
+  } else if (recompute.rfind("uniform:", 0) == 0 || recompute.rfind("block:", 0) == 0) {
+    rc.granularity = model::RecomputeConfig::Granularity::Full;
+    rc.method = recompute[0] == 'u' ? model::RecomputeConfig::Method::Uniform : model::RecomputeConfig::Method::Block;
+    rc.num_layers = std::stoi(recompute.substr(recompute.find(':') + 1));
+  } else {
+    DMPI_REQUIRE(recompute == "none", "--recompute " << recompute << ": none, selective, uniform:N or block:N");
+  }
+
+  model::LocalModel<float> m(cfg, B, T, /*fast=*/kernels_path == "fast", rc);
   m.init_weights(seed);
   if (jitter != 0.0) {
     SplitMix r{seed ^ 0x7157E6ull};
@@ -200,6 +214,7 @@ int run(int argc, char** argv) {
                         {"jitter", jitter},
                         {"kernels", kernels_path + " fp32"},
                         {"gemm_backend", backend_name},
+                        {"recompute", rc.describe()},
                         {"loss", loss},
                         {"valid_rows", valid},
                         {"num_params", m.num_params()},
@@ -220,8 +235,8 @@ int run(int argc, char** argv) {
     f << man.dump(1) << "\n";  // nlohmann writes doubles with enough digits to round-trip
     DMPI_REQUIRE(f.good(), "cannot write " << (dir / "manifest.json").string());
   }
-  std::printf("dump_model: %s B=%d T=%d seed=%llu jitter=%g kernels=%s: loss %.17g over %lld rows, %zu parameters in %d tensors -> %s\n",
-              cfg.describe().c_str(), B, T, static_cast<unsigned long long>(seed), jitter, kernels_path.c_str(), loss,
+  std::printf("dump_model: %s B=%d T=%d seed=%llu jitter=%g kernels=%s recompute=%s: loss %.17g over %lld rows, %zu parameters in %d tensors -> %s\n",
+              cfg.describe().c_str(), B, T, static_cast<unsigned long long>(seed), jitter, kernels_path.c_str(), recompute.c_str(), loss,
               static_cast<long long>(valid), m.num_params(), mdl.num_tensors(), dir.string().c_str());
   return 0;
 }

@@ -219,7 +219,8 @@ def main():
     B, T, n = int(man["B"]), int(man["T"]), int(man["num_params"])
     dt = torch.float64 if args.dtype == "float64" else torch.float32
     print(f"torch_reference: {man['model'].get('name', '?')}: {c.describe()}; B={B} T={T} seed={man['seed']} "
-          f"jitter={man['jitter']}; deepmpi {man['kernels']} ({man['gemm_backend']}) vs torch {torch.__version__} "
+          f"jitter={man['jitter']}; deepmpi {man['kernels']} ({man['gemm_backend']}, recompute "
+          f"{man.get('recompute', 'none')}) vs torch {torch.__version__} "
           f"{args.dtype}")
 
     # the layout, derived here, against deepmpi's tensor list
