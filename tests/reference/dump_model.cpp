@@ -33,6 +33,7 @@
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -103,6 +104,22 @@ void make_batch(int V, int B, int T, uint64_t seed, std::vector<int32_t>& tok, s
     }
 }
 
+// a whole-string number, or an error naming the flag
+template <class T>
+T number(const std::string& flag, const std::string& text) {
+  size_t used = 0;
+  T v{};
+  try {
+    if constexpr (std::is_same_v<T, int>) v = std::stoi(text, &used);
+    else if constexpr (std::is_same_v<T, uint64_t>) v = std::stoull(text, &used);
+    else v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  DMPI_REQUIRE(used == text.size() && !text.empty(), flag << " " << text << ": not a number");
+  return v;
+}
+
 int run(int argc, char** argv) {
   std::string preset = "tiny", out, kernels_path = "fast", recompute = "none";
   int B = 4, T = 0;
@@ -117,10 +134,10 @@ int run(int argc, char** argv) {
     };
     if (a == "--model") preset = value();
     else if (a == "--out") out = value();
-    else if (a == "--batch") B = std::stoi(value());
-    else if (a == "--seq") T = std::stoi(value());
-    else if (a == "--seed") seed = std::stoull(value());
-    else if (a == "--jitter") jitter = std::stod(value());
+    else if (a == "--batch") B = number<int>(a, value());
+    else if (a == "--seq") T = number<int>(a, value());
+    else if (a == "--seed") seed = number<uint64_t>(a, value());
+    else if (a == "--jitter") jitter = number<double>(a, value());
     else if (a == "--kernels") kernels_path = value();
     else if (a == "--recompute") recompute = value();
     else if (a == "--set") sets.push_back(value());
@@ -156,7 +173,7 @@ int run(int argc, char** argv) {
   } else if (recompute.rfind("uniform:", 0) == 0 || recompute.rfind("block:", 0) == 0) {
     rc.granularity = model::RecomputeConfig::Granularity::Full;
     rc.method = recompute[0] == 'u' ? model::RecomputeConfig::Method::Uniform : model::RecomputeConfig::Method::Block;
-    rc.num_layers = std::stoi(recompute.substr(recompute.find(':') + 1));
+    rc.num_layers = number<int>("--recompute", recompute.substr(recompute.find(':') + 1));
   } else {
     DMPI_REQUIRE(recompute == "none", "--recompute " << recompute << ": none, selective, uniform:N or block:N");
   }
