@@ -180,6 +180,7 @@ std::string Trainer::banner() const {
      << "  optimizer " << ds.optimizer.type << " " << ds.resolved()["optimizer"]["params"].dump()
      << "; schedule " << sched_.describe()
      << "; gradient_clipping " << ds.gradient_clipping << "\n"
+     << "  optimizer and schedule from: " << ds.optimizer_source << "\n"  // issue 18: which and why
      << "  precision: GEMMs " << kernels::gemm_precision_name(kernels::gemm_precision())
      << (ds.fp16.enabled || ds.bf16.enabled
              ? std::string("; parameters ") + ds.model_dtype() + ", gradients " +
@@ -213,7 +214,7 @@ void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double 
         [&](float* p, float* g, size_t o, size_t n, bool decay) {
           kernels::LambParams h;
           h.lr = flr, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2);
-          h.eps = static_cast<float>(oc.eps), h.weight_decay = decay ? static_cast<float>(oc.weight_decay) : 0.f;
+          h.eps = static_cast<float>(oc.eps), h.weight_decay = decay ? static_cast<float>(sched_.weight_decay(oc.weight_decay)) : 0.f;  // issue 18: Megatron's wd increment
           h.max_coeff = static_cast<float>(oc.max_coeff), h.min_coeff = static_cast<float>(oc.min_coeff);
           h.bias_correction = oc.bias_correction, h.eps_inside_sqrt = oc.eps_inside_sqrt;
           kernels::lamb_step(p, g, m + o, v + o, n, h, applied_steps_, grad_scale, true);
@@ -222,7 +223,7 @@ void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double 
     return;
   }
   zero_->for_each_owned([&](float* p, float* g, size_t o, size_t n, bool decay) {
-    const float wd = decay ? static_cast<float>(oc.weight_decay) : 0.0f;
+    const float wd = decay ? static_cast<float>(sched_.weight_decay(oc.weight_decay)) : 0.0f;  // issue 18: Megatron's wd increment
     if (oc.type == "Adam" || oc.type == "AdamW") {
       kernels::AdamParams h = adam_;
       h.lr = flr, h.weight_decay = wd, h.beta1 = static_cast<float>(beta1), h.beta2 = static_cast<float>(beta2);
