@@ -454,8 +454,9 @@ TrainSummary Trainer::run() {
       break;
     }
   }
-  // Megatron saves at the end of training too
-  if (!opt_.save_dir.empty() && last_saved_step_ != global_steps_ && !s.steps.empty()) {
+  // Megatron saves at the end of training too; with --train-iters 0 (nothing trained, nothing
+  // loaded) that is the initial weights (issue 18: users export them)
+  if (!opt_.save_dir.empty() && last_saved_step_ != global_steps_ && (!s.steps.empty() || global_steps_ == 0)) {
     const double a = now_seconds();
     save_checkpoint(opt_.save_dir);
     metrics_.write({{"checkpoint", "global_step" + std::to_string(global_steps_)}, {"step", global_steps_},
