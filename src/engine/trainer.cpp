@@ -192,6 +192,7 @@ std::string Trainer::banner() const {
      << "  optimizer " << ds.optimizer.type << " " << ds.resolved()["optimizer"]["params"].dump()
      << "; schedule " << sched_.describe()
      << "; gradient_clipping " << ds.gradient_clipping << "\n"
+     << "  optimizer and schedule from: " << ds.optimizer_source << "\n"
      << "  precision: GEMMs " << kernels::precision_name(ctx_.precision)
      << (ds.fp16.enabled || ds.bf16.enabled
              ? std::string("; parameters ") + ds.model_dtype() + ", gradients " +
@@ -220,6 +221,7 @@ void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double 
   std::vector<float*> states(static_cast<size_t>(slots));
   StepHyper h;
   h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.grad_scale = grad_scale, h.step = applied_steps_;
+  h.weight_decay = sched_.weight_decay(opt_.ds.optimizer.weight_decay);  // Megatron's weight-decay increment
   store_->for_each_owned(
       [&](float* p, float* g, size_t o, size_t n, bool decay) {
         for (int k = 0; k < slots; ++k) states[static_cast<size_t>(k)] = store_->state(k) + o;
@@ -448,8 +450,9 @@ TrainSummary Trainer::run() {
       break;
     }
   }
-  // Megatron saves at the end of training too
-  if (!opt_.save_dir.empty() && last_saved_step_ != global_steps_ && !s.steps.empty()) {
+  // Megatron saves at the end of training too; with --train-iters 0 (nothing trained, nothing
+  // loaded) that is the initial weights (issue 18: users export them)
+  if (!opt_.save_dir.empty() && last_saved_step_ != global_steps_ && (!s.steps.empty() || global_steps_ == 0)) {
     const double a = now_seconds();
     save_checkpoint(opt_.save_dir);
     metrics_.write({{"checkpoint", "global_step" + std::to_string(global_steps_)}, {"step", global_steps_},
