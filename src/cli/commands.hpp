@@ -31,6 +31,7 @@ int cmd_data(const std::vector<std::string>& args);
 int cmd_config(const std::vector<std::string>& args);
 int cmd_report(int* argc, char*** argv, const std::vector<std::string>& args);
 int cmd_checkpoint(int* argc, char*** argv, const std::vector<std::string>& args);
+int cmd_generate(int* argc, char*** argv, const std::vector<std::string>& args);
 std::string version_string();
 
 // The --model preset; an unknown name is the user's error (the presets named, no source location).
