@@ -6,6 +6,18 @@
 
 #include "base/error.hpp"
 
+// A wrong flag is the user's mistake: its message names the flag, never a source location.
+#define ARGS_FAIL(msg_expr)          \
+  do {                               \
+    std::ostringstream args_os_;     \
+    args_os_ << msg_expr;            \
+    throw ::dmpi::Error(args_os_.str()); \
+  } while (0)
+#define ARGS_REQUIRE(cond, msg_expr) \
+  do {                               \
+    if (!(cond)) ARGS_FAIL(msg_expr); \
+  } while (0)
+
 namespace dmpi {
 
 static std::string normalize(std::string s) {
@@ -34,26 +46,26 @@ Args::Args(std::vector<FlagSpec> specs, const std::vector<std::string>& argv) : 
       std::vector<std::string> names;
       for (auto& s : specs_) names.push_back(s.name);
       std::string hint = closest_match(name, names);
-      DMPI_FAIL("unknown flag --" << body << (hint.empty() ? "" : "; did you mean --" + hint + "?")
+      ARGS_FAIL("unknown flag --" << body << (hint.empty() ? "" : "; did you mean --" + hint + "?")
                                   << " (see --help)");
     }
     auto& slot = values_[spec->name];
     if (!spec->takes_value) {
-      DMPI_REQUIRE(!has_inline, "flag --" << spec->name << " takes no value (got '" << value << "')");
+      ARGS_REQUIRE(!has_inline, "flag --" << spec->name << " takes no value (got '" << value << "')");
       slot.push_back("1");
       continue;
     }
     if (has_inline) {
       slot.push_back(value);
     } else {
-      DMPI_REQUIRE(i + 1 < argv.size() && argv[i + 1].rfind("--", 0) != 0,
+      ARGS_REQUIRE(i + 1 < argv.size() && argv[i + 1].rfind("--", 0) != 0,
                    "flag --" << spec->name << " needs a value");
       slot.push_back(argv[++i]);
       // A repeatable flag takes every following non-flag word.
       while (spec->repeatable && i + 1 < argv.size() && argv[i + 1].rfind("--", 0) != 0)
         slot.push_back(argv[++i]);
     }
-    DMPI_REQUIRE(spec->repeatable || slot.size() == 1, "flag --" << spec->name << " given more than once");
+    ARGS_REQUIRE(spec->repeatable || slot.size() == 1, "flag --" << spec->name << " given more than once");
   }
 }
 
@@ -100,14 +112,14 @@ std::string Args::usage() const {
 double parse_real(const std::string& s, const std::string& what) {
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
-  DMPI_REQUIRE(!s.empty() && end && *end == '\0' && std::isfinite(v),
+  ARGS_REQUIRE(!s.empty() && end && *end == '\0' && std::isfinite(v),
                what << ": expected a number, got '" << s << "'");
   return v;
 }
 
 int64_t parse_integer(const std::string& s, const std::string& what) {
   double v = parse_real(s, what);
-  DMPI_REQUIRE(v == std::floor(v) && std::fabs(v) < 9.2e18,
+  ARGS_REQUIRE(v == std::floor(v) && std::fabs(v) < 9.2e18,
                what << ": expected an integer, got '" << s << "'");
   return static_cast<int64_t>(v);
 }

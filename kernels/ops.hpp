@@ -71,5 +71,8 @@ void rope_forward(const Context& ctx, float* x, int B, int T, int H, int hs, int
 void rope_backward(const Context& ctx, float* x, int B, int T, int H, int hs, int row_stride, float base, int pos0 = 0);
 void swiglu_forward(const Context& ctx, float* out, const float* inp, int N, int F);
 void swiglu_backward(const Context& ctx, float* dinp, const float* inp, const float* dout, int N, int F);
+void attention_prefix_forward(const Context& ctx, float* out, int out_stride, const float* q, int q_stride,
+                              const float* kcache, const float* vcache, int kv_stride, int Tmax, int B, int Tq, int p0,
+                              int NH, int KVH, int hs);
 
 }  // namespace dmpi::kernels

@@ -1,4 +1,6 @@
 // SHIM until the kernels branch lands (see kernels/ops.hpp).
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "base/error.hpp"
@@ -29,5 +31,34 @@ void rope_forward(const Context&, float*, int, int, int, int, int, float, int) {
 void rope_backward(const Context&, float*, int, int, int, int, int, float, int) { DMPI_FAIL("shim: rope"); }
 void swiglu_forward(const Context&, float*, const float*, int, int) { DMPI_FAIL("shim: swiglu"); }
 void swiglu_backward(const Context&, float*, const float*, const float*, int, int) { DMPI_FAIL("shim: swiglu"); }
+
+void attention_prefix_forward(const Context&, float* out, int out_stride, const float* q, int q_stride,
+                              const float* kcache, const float* vcache, int kv_stride, int Tmax, int B, int Tq, int p0,
+                              int NH, int KVH, int hs) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  std::vector<float> a(static_cast<size_t>(p0 + Tq));
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < Tq; ++t)
+      for (int h = 0; h < NH; ++h) {
+        const int kvh = h / (NH / KVH), i = p0 + t;
+        const float* qr = q + static_cast<size_t>(b * Tq + t) * q_stride + h * hs;
+        float mx = -INFINITY;
+        for (int j = 0; j <= i; ++j) {
+          const float* k = kcache + static_cast<size_t>(b * Tmax + j) * kv_stride + kvh * hs;
+          float s = 0;
+          for (int e = 0; e < hs; ++e) s += qr[e] * k[e];
+          a[static_cast<size_t>(j)] = s * scale;
+          mx = std::max(mx, a[static_cast<size_t>(j)]);
+        }
+        float sum = 0;
+        for (int j = 0; j <= i; ++j) sum += (a[static_cast<size_t>(j)] = std::exp(a[static_cast<size_t>(j)] - mx));
+        float* o = out + static_cast<size_t>(b * Tq + t) * out_stride + h * hs;
+        for (int e = 0; e < hs; ++e) {
+          float acc = 0;
+          for (int j = 0; j <= i; ++j) acc += a[static_cast<size_t>(j)] * vcache[static_cast<size_t>(b * Tmax + j) * kv_stride + kvh * hs + e];
+          o[e] = acc / sum;
+        }
+      }
+}
 
 }  // namespace dmpi::kernels

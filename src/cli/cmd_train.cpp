@@ -89,12 +89,12 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
     std::printf("usage: deepmpi train [flags]   (under srun / mpirun)\n\n%s", a.usage().c_str());
     return 0;
   }
-  DMPI_REQUIRE(a.positional().empty(), "unexpected argument '" << a.positional().front() << "' (flags start with --)");
-  DMPI_REQUIRE(!(a.has("mock-data") && a.has("data-path")), "give either --mock-data or --data-path, not both");
+  DMPI_CLI_REQUIRE(a.positional().empty(), "unexpected argument '" << a.positional().front() << "' (flags start with --)");
+  DMPI_CLI_REQUIRE(!(a.has("mock-data") && a.has("data-path")), "give either --mock-data or --data-path, not both");
 
   if (a.has("comm-timeout")) {
     double t = a.real("comm-timeout", 0);
-    DMPI_REQUIRE(t > 0, "--comm-timeout must be a positive number of seconds (got " << t << ")");
+    DMPI_CLI_REQUIRE(t > 0, "--comm-timeout must be a positive number of seconds (got " << t << ")");
     setenv("DEEPMPI_COMM_TIMEOUT", a.str("comm-timeout").c_str(), 1);
   }
   engine::install_stop_handlers();  // before MPI_Init: its threads inherit the blocked mask
@@ -105,11 +105,11 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   engine::TrainOptions opt;
   opt.gemm_backend = a.str("gemm-backend", kernels::default_gemm_backend_name());
   kernels::make_gemm_backend(opt.gemm_backend);  // a wrong name fails here, before any MPI collective
-  opt.model = model::preset(a.str("model", "tiny"));
+  opt.model = model_preset(a.str("model", "tiny"));
   auto set_int = [&](const char* flag, int& field) {
     if (a.has(flag)) {
       int64_t v = a.integer(flag, 0);
-      DMPI_REQUIRE(v >= 1 && v <= (1 << 30), "--" << flag << " must be in [1, 2^30] (got " << v << ")");
+      DMPI_CLI_REQUIRE(v >= 1 && v <= (1 << 30), "--" << flag << " must be in [1, 2^30] (got " << v << ")");
       field = static_cast<int>(v);
     }
   };
@@ -191,22 +191,45 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   const int dp = mpi.size();
   config::AutoContext actx = auto_context(a);
   actx.hidden = opt.model.hidden;  // ZeRO bucket "auto" values follow the model width (as HF's)
+  actx.default_train_iters = kDefaultTrainIters;
   if (a.has("deepspeed-config")) {
     opt.ds = config::load_ds_config(a.str("deepspeed-config"), dp, actx);
   } else {
-    opt.ds = config::parse_ds_config(config::default_ds_config_json(), dp, actx);
+    nlohmann::json builtin = config::default_ds_config_json();
+    // Megatron's optimizer or schedule flags build those from the flags, as they would with a
+    // ds_config that has no optimizer block: the built-in blocks are only for a run without them.
+    const bool megatron_flags = actx.optimizer || actx.lr || actx.weight_decay || actx.beta1 || actx.beta2 || actx.eps ||
+                                actx.sgd_momentum || actx.min_lr || actx.lr_decay_style || actx.lr_warmup_fraction ||
+                                actx.lr_warmup_init || actx.lr_decay_iters || actx.lr_wsd_decay_style ||
+                                actx.lr_wsd_decay_iters || actx.start_weight_decay || actx.end_weight_decay ||
+                                actx.weight_decay_incr_style || actx.warmup_iters;
+    if (megatron_flags) builtin.erase("optimizer"), builtin.erase("scheduler");
+    if (actx.clip_grad) builtin.erase("gradient_clipping");  // the flags set what the built-in file would
+    if (actx.micro_batch) builtin.erase("train_micro_batch_size_per_gpu");
+    if (actx.global_batch) builtin.erase("gradient_accumulation_steps");
+    opt.ds = config::parse_ds_config(builtin, dp, actx);
+    if (!megatron_flags) opt.ds.optimizer_source += " (the built-in defaults: no --deepspeed_config)";
     if (mpi.rank() == 0) std::printf("no --deepspeed_config given: using the built-in defaults (`--print-config` shows them)\n");
   }
+  // A valid config asking for what this build does not implement: listed, exit status 3 (the
+  // same list and status as `deepmpi config check`).
+  if (auto missing = config::unimplemented_for_training(opt.ds); !missing.empty()) {
+    if (mpi.rank() == 0) {
+      std::fprintf(stderr, "deepmpi: the ds_config is valid, but asks for what `deepmpi train` does not implement yet:\n");
+      for (const auto& m : missing) std::fprintf(stderr, "  - %s\n", m.c_str());
+    }
+    return kExitNotImplemented;
+  }
   if (a.has("print-config") && mpi.rank() == 0) std::printf("%s\n", opt.ds.resolved().dump(2).c_str());
-  opt.train_iters = a.integer("train-iters", 20);
+  opt.train_iters = a.integer("train-iters", kDefaultTrainIters);
   int64_t seed = a.integer("seed", opt.ds.seed >= 0 ? opt.ds.seed : 1234);
-  DMPI_REQUIRE(seed >= 0, "--seed must be >= 0");
+  DMPI_CLI_REQUIRE(seed >= 0, "--seed must be >= 0");
   opt.seed = static_cast<uint64_t>(seed);
   // --log-interval (Megatron) wins; else the config's steps_per_print when given; else every step.
   opt.log_interval = a.integer("log-interval", opt.ds.steps_per_print_given ? opt.ds.steps_per_print : 1);
   opt.metrics_file = a.str("metrics-file");
   double peak_tflops = a.real("peak-tflops", 0.0);
-  DMPI_REQUIRE(peak_tflops >= 0.0, "--peak-tflops must be positive");
+  DMPI_CLI_REQUIRE(peak_tflops >= 0.0, "--peak-tflops must be positive");
   opt.peak_gflops = peak_tflops * 1e3;
   opt.data_path = a.str("data-path");
   for (auto& w : mpi.warnings())
@@ -214,24 +237,24 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
 
   opt.save_dir = a.str("save");
   opt.save_interval = a.integer("save-interval", 0);
-  DMPI_REQUIRE(opt.save_interval >= 0, "--save-interval must be >= 0 (got " << opt.save_interval << ")");
-  DMPI_REQUIRE(!a.has("save-interval") || !opt.save_dir.empty(), "--save-interval needs --save DIR");
-  DMPI_REQUIRE(!a.has("async-save") || !opt.save_dir.empty(), "--async-save needs --save DIR");
-  DMPI_REQUIRE(!(a.has("no-load") && (a.has("load") || a.has("load-tag"))), "--no-load contradicts --load/--load-tag");
+  DMPI_CLI_REQUIRE(opt.save_interval >= 0, "--save-interval must be >= 0 (got " << opt.save_interval << ")");
+  DMPI_CLI_REQUIRE(!a.has("save-interval") || !opt.save_dir.empty(), "--save-interval needs --save DIR");
+  DMPI_CLI_REQUIRE(!a.has("async-save") || !opt.save_dir.empty(), "--async-save needs --save DIR");
+  DMPI_CLI_REQUIRE(!(a.has("no-load") && (a.has("load") || a.has("load-tag"))), "--no-load contradicts --load/--load-tag");
   opt.async_save = a.has("async-save");
   opt.save_verify = a.str("save-verify", "meta");
-  DMPI_REQUIRE(opt.save_verify == "meta" || opt.save_verify == "full",
+  DMPI_CLI_REQUIRE(opt.save_verify == "meta" || opt.save_verify == "full",
                "--save-verify " << opt.save_verify << ": write meta or full");
   opt.load_optimizer = !a.has("no-load-optim");
   opt.load_tag = a.str("load-tag");
   if (a.has("load")) {
     opt.load_dir = a.str("load");
-    DMPI_REQUIRE(!opt.load_dir.empty(), "--load needs a directory");
+    DMPI_CLI_REQUIRE(!opt.load_dir.empty(), "--load needs a directory");
   } else if (!opt.save_dir.empty() && !a.has("no-load")) {
     opt.load_dir = opt.save_dir;  // a resubmitted job resumes by itself
     opt.load_required = false;
   }
-  DMPI_REQUIRE(opt.load_tag.empty() || !opt.load_dir.empty(), "--load-tag needs --load DIR (or --save DIR)");
+  DMPI_CLI_REQUIRE(opt.load_tag.empty() || !opt.load_dir.empty(), "--load-tag needs --load DIR (or --save DIR)");
 
   if (opt.train_iters == 0 && opt.save_dir.empty()) {
     // nothing to train and nothing to save: the memory per rank of this run, without allocating it

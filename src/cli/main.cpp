@@ -27,7 +27,8 @@ static void usage() {
   std::printf(
       "usage: deepmpi <command> [flags]\n\n"
       "commands:\n"
-      "  train          train a GPT model (run under srun / mpirun); `deepmpi train --help` for flags\n"
+      "  train          train a GPT-2 or LLaMA-family model (run under srun / mpirun); `deepmpi train --help`\n"
+      "  generate       sample text from a checkpoint (one rank, KV cache); `deepmpi generate --help`\n"
       "  data prepare   tokenize text files into a token dataset; `deepmpi data prepare --help`\n"
       "  config check FILE [--data-parallel-size N]   validate a ds_config, print it resolved\n"
       "  config defaults                               the default of every key\n"
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> rest(args.begin() + 1, args.end());
     if (args[0] == "train") return dmpi::cli::cmd_train(&argc, &argv, rest);
     if (args[0] == "data") return dmpi::cli::cmd_data(rest);
+    if (args[0] == "generate") return dmpi::cli::cmd_generate(&argc, &argv, rest);
     if (args[0] == "config") return dmpi::cli::cmd_config(rest);
     if (args[0] == "report") return dmpi::cli::cmd_report(&argc, &argv, rest);
     if (args[0] == "checkpoint") return dmpi::cli::cmd_checkpoint(&argc, &argv, rest);

@@ -129,20 +129,116 @@ const std::vector<std::string> kFp16Only = {"loss_scale", "initial_scale_power",
                                             "consecutive_hysteresis", "min_loss_scale", "auto_cast",
                                             "fp16_master_weights_and_grads", "raise_error_at_min_scale"};
 
-// Training add-ons DeepSpeed knows that deepmpi does not implement: accepted only when disabled.
-const std::vector<std::string> kAddOnBlocks = {
-    "amp", "autotuning", "elasticity", "compression_training", "data_efficiency", "curriculum_learning",
-    "progressive_layer_drop", "sparse_attention", "hybrid_engine", "nebula", "compile", "torch_autocast",
-    "weight_quantization", "quantize_training", "eigenvalue", "datastates", "expert_parallel"};
+// Training add-ons DeepSpeed knows that deepmpi does not implement. A block that asks for
+// nothing (its switch off, or empty) is accepted; one that asks for its feature is "valid, not
+// implemented" (exit 3), with the way to turn that block off, which differs per block.
+struct AddOn {
+  const char* key;
+  const char* what;  // the feature
+  enum Switch { Enabled, Compile, Compression, Presence } kind;
+};
+const AddOn kAddOns[] = {
+    {"amp", "NVIDIA Apex AMP", AddOn::Enabled},
+    {"autotuning", "the DeepSpeed autotuner", AddOn::Enabled},
+    {"elasticity", "elastic training", AddOn::Enabled},
+    {"compression_training", "compression training (quantization, pruning, layer reduction)", AddOn::Compression},
+    {"data_efficiency", "data efficiency (curriculum sampling, random-LTD)", AddOn::Enabled},
+    {"curriculum_learning", "curriculum learning", AddOn::Enabled},
+    {"progressive_layer_drop", "progressive layer drop", AddOn::Enabled},
+    {"sparse_attention", "sparse attention", AddOn::Presence},
+    {"hybrid_engine", "the hybrid (RLHF) engine", AddOn::Enabled},
+    {"nebula", "Nebula checkpointing", AddOn::Enabled},
+    {"compile", "DeepCompile", AddOn::Compile},
+    {"torch_autocast", "torch autocast", AddOn::Enabled},
+    {"weight_quantization", "weight quantization", AddOn::Presence},
+    {"quantize_training", "quantize training (MoQ)", AddOn::Enabled},
+    {"eigenvalue", "eigenvalue computation", AddOn::Enabled},
+    {"datastates", "the DataStates checkpoint engine", AddOn::Enabled},
+    {"expert_parallel", "expert parallelism", AddOn::Enabled}};
 
-void read_addon(Reader& r, const json& j, const std::string& key) {
+// DeepSpeed's CompileConfig fields (deepspeed/compile/config.py).
+const std::vector<std::string> kCompileKeys = {
+    "deepcompile", "free_activation", "free_activation_threshold", "offload_activation", "offload_opt_states",
+    "double_buffer", "symmetric_memory", "debug_log", "offload_parameters", "sync_before_reduce", "sync_after_reduce",
+    "sync_before_allgather", "sync_after_allgather", "keep_int_input_tensors", "keep_all_input_tensors", "passes"};
+// compression_training's techniques; each has shared_parameters.enabled (layer_reduction: enabled).
+const std::vector<std::string> kCompressionTechniques = {"weight_quantization", "activation_quantization",
+                                                         "sparse_pruning", "row_pruning", "head_pruning",
+                                                         "channel_pruning", "layer_reduction"};
+
+bool is_false_or_absent(const json& obj, const char* key) {
+  return !obj.contains(key) || (obj.at(key).is_boolean() && !obj.at(key).get<bool>());
+}
+
+void read_addon(Reader& r, const json& j, const AddOn& a) {
+  const std::string key = a.key;
   const json& v = j.at(key);
-  if (v.is_object() && v.contains("enabled") && v.at("enabled").is_boolean() && !v.at("enabled").get<bool>()) {
-    r.warnings.push_back(key + " is disabled; deepmpi does not implement it and ignores the block");
+  if (!v.is_object()) {
+    r.err(key, "expected an object {...}, got " + show(v) + (a.kind == AddOn::Enabled ? " (write {\"enabled\": false})" : ""));
     return;
   }
-  r.errors.push_back("not supported yet: " + key + " (a DeepSpeed feature deepmpi does not implement; remove the "
-                     "block or set \"enabled\": false)");
+  switch (a.kind) {
+    case AddOn::Enabled:
+      if (v.contains("enabled") && !v.at("enabled").is_boolean() && !Reader::is_auto(v.at("enabled"))) {
+        r.err(key + ".enabled", "expected true or false, got " + show(v.at("enabled")));
+      } else if (is_false_or_absent(v, "enabled") || Reader::is_auto(v.at("enabled"))) {
+        r.warnings.push_back(key + " is disabled; deepmpi does not implement it and ignores the block");
+      } else {
+        r.unimplemented(key + ".enabled", json(true),
+                        std::string(a.what) + " is not implemented; set \"enabled\": false or remove the block");
+      }
+      return;
+    case AddOn::Compile:
+      r.check_keys(v, key, kCompileKeys);
+      if (v.contains("deepcompile") && !v.at("deepcompile").is_boolean()) {
+        r.err(key + ".deepcompile", "expected true or false, got " + show(v.at("deepcompile")));
+      } else if (is_false_or_absent(v, "deepcompile")) {
+        r.notes.push_back(key + ": DeepCompile is off (\"deepcompile\": false or absent); the block asks for nothing");
+      } else {
+        r.unimplemented(key + ".deepcompile", json(true),
+                        "DeepCompile is not implemented; set \"deepcompile\": false or remove the block (compile has "
+                        "no \"enabled\" key)");
+      }
+      return;
+    case AddOn::Compression: {
+      std::vector<std::string> on;
+      for (auto it = v.begin(); it != v.end(); ++it) {
+        const std::string& t = it.key();
+        if (std::find(kCompressionTechniques.begin(), kCompressionTechniques.end(), t) == kCompressionTechniques.end()) {
+          std::string hint = suggest(t, kCompressionTechniques);
+          r.warnings.push_back(key + "." + key_text(t) + ": not a compression technique DeepSpeed knows; ignored, as "
+                               "DeepSpeed does" + (hint.empty() ? "" : " (did you mean '" + key + "." + hint + "'?)"));
+          continue;
+        }
+        if (!it.value().is_object()) {
+          r.err(key + "." + t, "expected an object {...}, got " + show(it.value()));
+          continue;
+        }
+        const json& tech = it.value();
+        if (t == "layer_reduction") {
+          if (!is_false_or_absent(tech, "enabled")) on.push_back(key + ".layer_reduction.enabled");
+        } else if (tech.contains("shared_parameters") && tech.at("shared_parameters").is_object() &&
+                   !is_false_or_absent(tech.at("shared_parameters"), "enabled")) {
+          on.push_back(key + "." + t + ".shared_parameters.enabled");
+        }
+      }
+      for (const auto& p : on)
+        r.unimplemented(p, json(true),
+                        "compression training is not implemented; set it to false or remove the block (compression_training "
+                        "has no top-level \"enabled\": each technique has shared_parameters.enabled, layer_reduction "
+                        "has enabled)");
+      if (on.empty()) r.notes.push_back(key + ": every technique is off; the block asks for nothing");
+      return;
+    }
+    case AddOn::Presence:
+      if (v.empty()) {
+        r.notes.push_back(key + ": {} asks for nothing");
+      } else {
+        r.unimplemented(key, v, std::string(a.what) + " is not implemented; remove the block (DeepSpeed has no "
+                                "\"enabled\" switch for " + key + ": the block's presence turns it on)");
+      }
+      return;
+  }
 }
 
 }  // namespace
@@ -155,7 +251,7 @@ const std::vector<std::string>& block_top_level_keys() {
                                   "seq_parallel_comm_data_type"};
     MiscConfig m;
     for (const auto& f : top_fields(m)) k.push_back(f.key);
-    k.insert(k.end(), kAddOnBlocks.begin(), kAddOnBlocks.end());
+    for (const auto& a : kAddOns) k.push_back(a.key);
     return k;
   }();
   return keys;
@@ -233,7 +329,7 @@ void read_blocks(Reader& r, const json& j0, DsConfig& c) {
     read_fields(r, t, "tensor_parallel", fields(c.tensor_parallel),
                 {"partition_config", "preset_model", "injection_policy_tuple", "dtype", "mpu", "tp_group"});
     if (!tp.is_null()) {
-      if (!tp.is_object()) r.err("tensor_parallel.tp", "expected an object {\"tp_size\": N}, got " + tp.dump());
+      if (!tp.is_object()) r.err("tensor_parallel.tp", "expected an object {\"tp_size\": N}, got " + show(tp));
       else read_fields(r, tp, "tensor_parallel.tp", tp_fields(c.tensor_parallel), {"mpu", "tp_group"});
     }
   }
@@ -257,7 +353,7 @@ void read_blocks(Reader& r, const json& j0, DsConfig& c) {
     k.erase("parallel_write");
     read_fields(r, k, "checkpoint", fields(c.checkpoint), {"writer"});
     if (!pw.is_null()) {
-      if (!pw.is_object()) r.err("checkpoint.parallel_write", "expected an object {\"pipeline_stage\": false}, got " + pw.dump());
+      if (!pw.is_object()) r.err("checkpoint.parallel_write", "expected an object {\"pipeline_stage\": false}, got " + show(pw));
       else read_fields(r, pw, "checkpoint.parallel_write", {fbool("pipeline_stage", c.checkpoint.pipeline_stage_parallel_write)});
     }
   }
@@ -271,8 +367,8 @@ void read_blocks(Reader& r, const json& j0, DsConfig& c) {
       read_fields(r, t.at("throughput"), "timers.throughput",
                   {fbool("enabled", c.misc.throughput_timer), fbool("synchronized", c.misc.throughput_timer_synchronized)});
   }
-  for (const auto& k : kAddOnBlocks)
-    if (j.contains(k)) read_addon(r, j, k);
+  for (const auto& a : kAddOns)
+    if (j.contains(a.key)) read_addon(r, j, a);
 }
 
 json blocks_json(const DsConfig& c0) {

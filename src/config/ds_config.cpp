@@ -1,20 +1,28 @@
 #include "src/config/ds_config.hpp"
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <set>
-#include <tuple>
 #include <sstream>
+#include <tuple>
 
-#include "src/config/reader.hpp"
 #include "base/error.hpp"
+#include "src/config/json_text.hpp"
+#include "src/config/reader.hpp"
 
 namespace dmpi::config {
 
 using nlohmann::json;
 
 using detail::Field;
+using detail::join_path;
+using detail::Known;
+using detail::Problem;
 using detail::Reader;
+using detail::show;
 
 namespace {
 
@@ -23,35 +31,40 @@ const std::vector<std::string> kCoreTopLevel = {
     "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
     "steps_per_print", "seed", "optimizer", "scheduler", "zero_optimization", "comms_logger"};
 
-// Keys seen in real configs that are not DeepSpeed's (DeepSpeed drops them silently).
+// Keys seen in real configs that are not DeepSpeed's: DeepSpeed drops them silently, deepmpi
+// ignores them with a warning naming what the writer probably meant.
 const std::pair<const char*, const char*> kNotDeepSpeed[] = {
-    {"comms_config", "not a DeepSpeed key (DeepSpeed ignores it); the comms log is \"comms_logger\": {\"enabled\": true}"},
-    {"monitor_config", "not a DeepSpeed key (DeepSpeed ignores it); monitors are the top-level blocks \"tensorboard\", "
-                       "\"csv_monitor\", \"wandb\" and \"comet\""},
-    {"monitor", "not a DeepSpeed key; monitors are the top-level blocks \"tensorboard\", \"csv_monitor\", \"wandb\" "
-                "and \"comet\""},
-    {"fp8", "not a DeepSpeed key (DeepSpeed ignores it); deepmpi trains in fp32, \"bf16\" or \"fp16\""},
-    {"cuda_visible_devices", "not a DeepSpeed key (DeepSpeed ignores it); select devices with the CUDA_VISIBLE_DEVICES "
-                             "environment variable or Slurm's --gpus-per-task"},
-    {"max_grad_norm", "not a DeepSpeed key; write \"gradient_clipping\""}};
+    {"comms_config", "the comms log is \"comms_logger\": {\"enabled\": true}"},
+    {"monitor_config", "monitors are the top-level blocks \"tensorboard\", \"csv_monitor\", \"wandb\" and \"comet\""},
+    {"monitor", "monitors are the top-level blocks \"tensorboard\", \"csv_monitor\", \"wandb\" and \"comet\""},
+    {"fp8", "deepmpi trains in fp32, \"bf16\" or \"fp16\""},
+    {"cuda_visible_devices", "select devices with the CUDA_VISIBLE_DEVICES environment variable or Slurm's --gpus-per-task"},
+    {"max_grad_norm", "clipping is the top-level \"gradient_clipping\""}};
 
-const std::vector<std::string> kZeroKeys = {
-    "stage", "contiguous_gradients", "reduce_scatter", "reduce_bucket_size", "use_multi_rank_bucket_allreduce",
-    "allgather_partitions", "allgather_bucket_size", "overlap_comm", "load_from_fp32_weights",
-    "elastic_checkpoint", "offload_param", "offload_optimizer", "sub_group_size", "prefetch_bucket_size",
-    "stage3_prefetch_bucket_size", "param_persistence_threshold", "stage3_param_persistence_threshold",
-    "model_persistence_threshold", "stage3_model_persistence_threshold", "max_live_parameters",
-    "stage3_max_live_parameters", "max_reuse_distance", "stage3_max_reuse_distance",
-    "gather_16bit_weights_on_model_save", "stage3_gather_16bit_weights_on_model_save",
-    "stage3_gather_fp16_weights_on_model_save", "module_granularity_threshold",
-    "stage3_module_granularity_threshold", "use_all_reduce_for_fetch_params",
-    "stage3_use_all_reduce_for_fetch_params", "allgather_sequential", "stage3_allgather_sequential",
-    "ignore_unused_parameters", "legacy_stage1", "round_robin_gradients", "zero_hpz_partition_size",
-    "zero_quantized_weights", "zero_quantized_nontrainable_weights", "zero_quantized_gradients",
-    "zeropp_loco_param", "mics_shard_size", "mics_hierarchical_params_gather", "memory_efficient_linear",
-    "pipeline_loading_checkpoint", "override_module_apply", "log_trace_cache_warnings", "enable_sanity_checks",
-    "save_muon_momentum_buffer_in_memory", "leaf_module", "zenflow", "cpu_offload", "cpu_offload_param",
-    "cpu_offload_use_pin_memory"};
+// zero_optimization keys DeepSpeed has that deepmpi does not model: accepted at values that ask
+// for nothing deepmpi lacks (a note), "not implemented" otherwise (semantics doc §1.5 defaults).
+const std::vector<Known>& zero_known() {
+  static const std::vector<Known> k = {
+      {"module_granularity_threshold", {json(0)}, 'i', false, "fetching small modules as one unit"},
+      {"use_all_reduce_for_fetch_params", {json(false)}, 'b', false, "fetching parameters with an all-reduce"},
+      {"allgather_sequential", {json(false)}, 'b', false, "one all-gather per parameter"},
+      {"zero_hpz_partition_size", {json(1)}, 'i', false, "ZeRO++ hierarchical partitioning (hpZ)"},
+      {"zero_quantized_weights", {json(false)}, 'b', false, "ZeRO++ quantized weights (qwZ)"},
+      {"zero_quantized_nontrainable_weights", {json(false)}, 'b', false, "quantized frozen weights"},
+      {"zero_quantized_gradients", {json(false)}, 'b', false, "ZeRO++ quantized gradients (qgZ)"},
+      {"zeropp_loco_param", {json(nullptr)}, '*', false, "ZeRO++ LoCo error feedback"},
+      {"mics_shard_size", {json(-1), json(0)}, 'i', false, "MiCS sharding"},
+      {"mics_hierarchical_params_gather", {json(false)}, 'b', false, "MiCS hierarchical all-gather"},
+      {"memory_efficient_linear", {}, 'b', true, "DeepSpeed's memory-saving linear op; deepmpi's kernels have no such switch"},
+      {"pipeline_loading_checkpoint", {}, 'b', true, "the order in which ranks load checkpoints"},
+      {"override_module_apply", {}, 'b', true, "a patch of PyTorch's nn.Module.apply"},
+      {"log_trace_cache_warnings", {}, 'b', true, "prefetch-trace log messages"},
+      {"enable_sanity_checks", {}, 'b', true, "DeepSpeed's debug checks"},
+      {"save_muon_momentum_buffer_in_memory", {}, 'b', true, "the Muon optimizer's NVMe buffer"},
+      {"leaf_module", {}, '*', true, "which PyTorch modules are fetched as one unit"},
+      {"zenflow", {json(nullptr)}, '*', false, "ZenFlow (asynchronous offloaded optimizer steps)"}};
+  return k;
+}
 
 void read_optimizer(Reader& r, const json& j, OptimizerConfig& o) {
   const std::string path = "optimizer";
@@ -85,12 +98,12 @@ void read_optimizer(Reader& r, const json& j, OptimizerConfig& o) {
     o.type = "Lion";
     keys = {"lr", "betas", "weight_decay"};
   } else if (std::find(known_unsupported.begin(), known_unsupported.end(), lower) != known_unsupported.end()) {
-    r.errors.push_back("not supported yet: optimizer.type \"" + type +
-                       "\" (this build implements Adam, AdamW, Lamb, SGD, Adagrad and Lion)");
+    r.unimplemented("optimizer.type", json(type),
+                    "this build implements Adam, AdamW, Lamb, SGD, Adagrad and Lion; write one of those");
     return;
   } else {
-    std::string hint = closest_match(lower, {"adam", "adamw", "lamb", "adagrad", "lion", "sgd"});
-    r.err(path + ".type", "unknown optimizer \"" + type + "\"" + (hint.empty() ? "" : "; did you mean \"" + hint + "\"?"));
+    std::string hint = detail::suggest(lower, {"adam", "adamw", "lamb", "adagrad", "lion", "sgd"});
+    r.err(path + ".type", "unknown optimizer " + show(json(type)) + (hint.empty() ? "" : "; did you mean \"" + hint + "\"?"));
     return;
   }
   if (!j.contains("params")) {
@@ -124,20 +137,21 @@ void read_optimizer(Reader& r, const json& j, OptimizerConfig& o) {
   r.get_real(p, "lr_decay", pp, o.lr_decay, 0.0, 1e6);
   r.get_real(p, "initial_accumulator_value", pp, o.initial_accumulator_value, 0.0, 1e6);
   bool flag = false;
-  if (r.get_bool(p, "amsgrad", pp, flag) && flag) r.errors.push_back("not supported yet: optimizer.params.amsgrad = true");
+  if (r.get_bool(p, "amsgrad", pp, flag) && flag)
+    r.unimplemented(pp + ".amsgrad", json(true), "AMSGrad is not implemented; write false");
   r.get_bool(p, "torch_adam", pp, flag);  // an implementation choice in DeepSpeed: the same math here
   bool fp32_states = true;
   if (r.get_bool(p, "fp32_optimizer_states", pp, fp32_states) && !fp32_states)
-    r.errors.push_back("not supported yet: optimizer.params.fp32_optimizer_states = false (states are fp32)");
+    r.unimplemented(pp + ".fp32_optimizer_states", json(false), "the optimizer states are fp32; write true");
   if (p.contains("betas")) {
     const json& b = p.at("betas");
     if (!b.is_array() || b.size() != 2 || !b[0].is_number() || !b[1].is_number()) {
-      r.err(pp + ".betas", "expected [beta1, beta2], got " + b.dump());
+      r.err(pp + ".betas", "expected [beta1, beta2], got " + show(b));
     } else {
       o.beta1 = b[0].get<double>();
       o.beta2 = b[1].get<double>();
       if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1))
-        r.err(pp + ".betas", "each beta must be in [0, 1), got " + b.dump());
+        r.err(pp + ".betas", "each beta must be in [0, 1), got " + show(b));
     }
   }
   if (o.type == "AdamW" && p.contains("adam_w_mode") && !o.adam_w_mode)
@@ -154,8 +168,8 @@ void read_scheduler(Reader& r, const json& j, SchedulerConfig& s, const Optimize
   }
   static const std::vector<std::string> types = {"WarmupLR", "WarmupDecayLR", "WarmupCosineLR", "OneCycle", "LRRangeTest"};
   if (std::find(types.begin(), types.end(), type) == types.end()) {
-    std::string hint = closest_match(type, types);
-    r.err(path + ".type", "unknown scheduler \"" + type + "\"" + (hint.empty() ? "" : "; did you mean \"" + hint + "\"?"));
+    std::string hint = detail::suggest(type, types);
+    r.err(path + ".type", "unknown scheduler " + show(json(type)) + (hint.empty() ? "" : "; did you mean \"" + hint + "\"?"));
     return;
   }
   s.type = type;
@@ -185,10 +199,10 @@ void read_scheduler(Reader& r, const json& j, SchedulerConfig& s, const Optimize
   r.get_real(p, "warmup_max_lr", pp, s.warmup_max_lr, 0.0, 1e6);
   r.get_int(p, "warmup_num_steps", pp, s.warmup_num_steps, 1, INT64_MAX / 4);
   if (r.get_string(p, "warmup_type", pp, s.warmup_type) && s.warmup_type != "log" && s.warmup_type != "linear")
-    r.err(pp + ".warmup_type", "expected \"log\" or \"linear\", got \"" + s.warmup_type + "\"");
+    r.err(pp + ".warmup_type", "expected \"log\" or \"linear\", got " + show(json(s.warmup_type)));
   int64_t lbi = -1;
   if (r.get_int(p, "last_batch_iteration", pp, lbi, -1, INT64_MAX / 4) && lbi != -1)
-    r.errors.push_back("not supported yet: scheduler.params.last_batch_iteration != -1 (resume comes from checkpoints)");
+    r.unimplemented(pp + ".last_batch_iteration", json(lbi), "resuming comes from checkpoints; write -1 or drop the key");
   if (needs_total) {
     if (!r.get_int(p, "total_num_steps", pp, s.total_num_steps, 1, INT64_MAX / 4) && !p.contains("total_num_steps"))
       r.err(pp + ".total_num_steps", "required by " + type + "; write the total number of optimizer steps");
@@ -213,8 +227,8 @@ void read_scheduler(Reader& r, const json& j, SchedulerConfig& s, const Optimize
     for (const char* k : {"cycle_first_stair_count", "cycle_second_stair_count"}) {
       int64_t n = 0;
       if (r.get_int(p, k, pp, n, 0, INT64_MAX / 4) && n != 0)
-        r.errors.push_back(std::string("not supported yet: scheduler.params.") + k +
-                           " != 0 (stair-stepped cycles; DeepSpeed ignored them before 0.19.4)");
+        r.unimplemented(pp + "." + k, json(n), "stair-stepped cycles are not implemented (DeepSpeed ignored them "
+                                                 "before 0.19.4); write 0");
     }
   }
   r.get_real(p, "lr_range_test_min_lr", pp, s.lr_range_test_min_lr, 0.0, 1e6);
@@ -226,15 +240,19 @@ void read_scheduler(Reader& r, const json& j, SchedulerConfig& s, const Optimize
 
 void read_offload(Reader& r, const json& j, const std::string& path, OffloadConfig& o, bool param) {
   if (!j.is_object()) {
-    r.err(path, "expected an object {\"device\": \"cpu\", ...}, got " + j.dump() + " (write {\"device\": \"cpu\"})");
+    r.err(path, "expected an object {\"device\": \"cpu\", ...}, got " + show(j) + " (write {\"device\": \"cpu\"})");
     return;
   }
   std::vector<std::string> keys = {"device", "nvme_path", "buffer_count", "pin_memory"};
   if (param) keys.insert(keys.end(), {"buffer_size", "max_in_cpu"});
-  else keys.insert(keys.end(), {"pipeline_read", "pipeline_write", "fast_init", "ratio", "super_offload", "cpuadam_cores_perc"});
-  r.check_keys(j, path, keys);
+  else keys.insert(keys.end(), {"pipeline_read", "pipeline_write", "fast_init", "ratio"});
+  std::vector<Known> known;
+  if (!param)
+    known = {Known{"super_offload", {json(false)}, 'b', false, "SuperOffload"},
+             Known{"cpuadam_cores_perc", {}, '*', true, "the share of cores CPU Adam uses"}};
+  r.check_keys(j, path, keys, known);
   if (r.get_string(j, "device", path, o.device) && o.device != "none" && o.device != "cpu" && o.device != "nvme")
-    r.err(path + ".device", "expected \"none\", \"cpu\" or \"nvme\", got \"" + o.device + "\"");
+    r.err(path + ".device", "expected \"none\", \"cpu\" or \"nvme\", got " + show(json(o.device)));
   r.get_string(j, "nvme_path", path, o.nvme_path);
   if (o.device == "nvme" && o.nvme_path.empty()) r.err(path + ".nvme_path", "required with device \"nvme\"");
   r.get_int(j, "buffer_count", path, o.buffer_count, 1, 1 << 20);
@@ -245,8 +263,6 @@ void read_offload(Reader& r, const json& j, const std::string& path, OffloadConf
   r.get_bool(j, "pipeline_write", path, o.pipeline_write);
   r.get_bool(j, "fast_init", path, o.fast_init);
   r.get_real(j, "ratio", path, o.ratio, 0.0, 1.0);
-  for (const char* k : {"super_offload", "cpuadam_cores_perc"})
-    if (j.contains(k)) r.errors.push_back(std::string("not supported yet: ") + path + "." + k);
 }
 
 void read_zero(Reader& r, const json& z0, ZeroConfig& zc) {
@@ -280,7 +296,10 @@ void read_zero(Reader& r, const json& z0, ZeroConfig& zc) {
       {"stage3_model_persistence_threshold", "model_persistence_threshold"},
       {"stage3_max_live_parameters", "max_live_parameters"},
       {"stage3_max_reuse_distance", "max_reuse_distance"},
-      {"stage3_gather_16bit_weights_on_model_save", "gather_16bit_weights_on_model_save"}};
+      {"stage3_gather_16bit_weights_on_model_save", "gather_16bit_weights_on_model_save"},
+      {"stage3_module_granularity_threshold", "module_granularity_threshold"},
+      {"stage3_use_all_reduce_for_fetch_params", "use_all_reduce_for_fetch_params"},
+      {"stage3_allgather_sequential", "allgather_sequential"}};
   for (auto [alias, field] : aliases) {
     if (!z.contains(alias)) continue;
     if (z.contains(field)) r.err(P + "." + alias, std::string("given together with '") + field + "', the same setting; keep one");
@@ -293,17 +312,15 @@ void read_zero(Reader& r, const json& z0, ZeroConfig& zc) {
       "offload_param", "offload_optimizer", "sub_group_size", "prefetch_bucket_size", "param_persistence_threshold",
       "model_persistence_threshold", "max_live_parameters", "max_reuse_distance", "gather_16bit_weights_on_model_save",
       "ignore_unused_parameters", "round_robin_gradients", "legacy_stage1"};
-  std::vector<std::string> known_untyped;
-  for (const auto& k : kZeroKeys)
-    if (std::find(typed.begin(), typed.end(), k) == typed.end() && k.rfind("stage3_", 0) != 0 && k.rfind("cpu_offload", 0) != 0)
-      known_untyped.push_back(k);
   std::vector<std::string> accepted = typed;  // the aliases too, so a typo of either spelling gets its suggestion
   for (auto [alias, field] : aliases) accepted.push_back(alias);
+  for (const char* k : {"cpu_offload", "cpu_offload_param", "cpu_offload_use_pin_memory", "stage3_gather_fp16_weights_on_model_save"})
+    accepted.push_back(k);  // moved above; listed for the suggestions
   if (z.contains("aio")) {  // DeepSpeed #2721: a common misplacement
     r.err(P + ".aio", "aio is a top-level block, not part of zero_optimization; move it to the top level");
     z.erase("aio");
   }
-  r.check_keys(z, P, accepted, known_untyped);
+  r.check_keys(z, P, accepted, zero_known());
   int64_t v = 0;
   if (r.get_int(z, "stage", P, v, 0, 3)) zc.stage = static_cast<int>(v);
   r.get_bool(z, "contiguous_gradients", P, zc.contiguous_gradients);
@@ -339,49 +356,92 @@ void read_zero(Reader& r, const json& z0, ZeroConfig& zc) {
 }  // namespace
 
 void resolve_batch_triangle(int64_t& tbs, int64_t& mbs, int64_t& gas, int W) {
-  DMPI_REQUIRE(W >= 1, "data-parallel size must be >= 1");
-  if (tbs > 0 && mbs > 0 && gas > 0) {
+  if (W < 1) throw Error("the data-parallel size must be >= 1 (got " + std::to_string(W) + ")");
+  const bool t_given = tbs > 0, m_given = mbs > 0, g_given = gas > 0;
+  std::string t_how, m_how, g_how;  // how a derived value came about
+  if (t_given && m_given && g_given) {
     // nothing derived
-  } else if (tbs > 0 && mbs > 0) {
-    gas = tbs / mbs / W;
-  } else if (tbs > 0 && gas > 0) {
-    mbs = tbs / W / gas;
-  } else if (mbs > 0 && gas > 0) {
-    tbs = mbs * gas * W;
-  } else if (tbs > 0) {
-    gas = 1;
-    mbs = tbs / W;
-  } else if (mbs > 0) {
-    gas = 1;
-    tbs = mbs * W;
+  } else if (t_given && m_given) {
+    gas = tbs / mbs / W, g_how = "TBS // MBS // W";
+  } else if (t_given && g_given) {
+    mbs = tbs / W / gas, m_how = "TBS // W // GAS";
+  } else if (m_given && g_given) {
+    tbs = mbs * gas * W, t_how = "MBS * GAS * W";
+  } else if (t_given) {
+    gas = 1, g_how = "1, the default";
+    mbs = tbs / W, m_how = "TBS // W";
+  } else if (m_given) {
+    gas = 1, g_how = "1, the default";
+    tbs = mbs * W, t_how = "MBS * W";
   } else {
-    DMPI_FAIL("Either train_batch_size or train_micro_batch_size_per_gpu needs to be provided in the ds_config");
+    throw Error("Either train_batch_size or train_micro_batch_size_per_gpu needs to be provided in the ds_config "
+                "(DeepSpeed's rule): write \"train_micro_batch_size_per_gpu\": N, or pass --micro-batch-size N");
   }
   if (tbs > 0 && mbs > 0 && gas > 0 && tbs == mbs * gas * W) return;
-  // Nearest consistent choices, keeping the micro batch when possible.
   std::ostringstream os;
-  os << "batch sizes are inconsistent: train_batch_size (TBS) = " << tbs << ", train_micro_batch_size_per_gpu (MBS) = "
-     << mbs << ", gradient_accumulation_steps (GAS) = " << gas << ", data-parallel size (W) = " << W
-     << "; DeepSpeed requires TBS == MBS * GAS * W.";
-  int64_t m = std::max<int64_t>(1, mbs), g = std::max<int64_t>(1, gas);
-  os << " Consistent choices: TBS = " << m * g * W << " (keeping MBS and GAS)";
-  if (tbs > 0 && tbs % (static_cast<int64_t>(W) * m) == 0)
-    os << ", or GAS = " << tbs / (static_cast<int64_t>(W) * m) << " (keeping TBS and MBS)";
-  if (tbs > 0 && tbs % (static_cast<int64_t>(W) * g) == 0)
-    os << ", or MBS = " << tbs / (static_cast<int64_t>(W) * g) << " (keeping TBS and GAS)";
-  os << ", or omit train_batch_size and let it be derived.";
-  DMPI_FAIL(os.str());
+  auto item = [&](const char* name, const char* abbr, int64_t v, bool given, const std::string& how) {
+    os << name << " (" << abbr << ")";
+    if (given) os << " = " << v;
+    else if (v >= 1) os << " = " << v << " (derived: " << how << ")";
+    else os << " derived as " << how << ", which is below 1";
+  };
+  os << "batch sizes are inconsistent: ";
+  item("train_batch_size", "TBS", tbs, t_given, t_how);
+  os << ", ";
+  item("train_micro_batch_size_per_gpu", "MBS", mbs, m_given, m_how);
+  os << ", ";
+  item("gradient_accumulation_steps", "GAS", gas, g_given, g_how);
+  os << ", data-parallel size (W) = " << W << "; DeepSpeed requires TBS == MBS * GAS * W.";
+  // Consistent choices, each with every value >= 1 (never GAS = 0 or MBS = 0).
+  const int64_t m = std::max<int64_t>(1, mbs), g = std::max<int64_t>(1, gas), w = W;
+  os << " Consistent choices: TBS = " << m * g * w;
+  if (m_given && g_given) os << " (keeping MBS and GAS)";
+  else os << " (MBS = " << m << ", GAS = " << g << ")";
+  if (t_given && m_given && tbs % (w * m) == 0 && tbs / (w * m) >= 1)
+    os << ", or GAS = " << tbs / (w * m) << " (keeping TBS and MBS)";
+  if (t_given && g_given && tbs % (w * g) == 0 && tbs / (w * g) >= 1)
+    os << ", or MBS = " << tbs / (w * g) << " (keeping TBS and GAS)";
+  else if (t_given && !g_given && tbs % w == 0 && tbs / w >= 1 && tbs / w != mbs)
+    os << ", or MBS = " << tbs / w << " with GAS = 1 (keeping TBS)";
+  if (m_given) os << ", or omit train_batch_size and let it be derived.";
+  else os << ", or give train_micro_batch_size_per_gpu (or --micro-batch-size).";
+  throw Error(os.str());
 }
 
-json resolve_auto(const json& in, const AutoContext& ctx, std::vector<std::string>& errors) {
+namespace {
+
+bool is_auto(const json& v) { return v.is_string() && v.get<std::string>() == "auto"; }
+
+// Drops "auto" at every depth of a DeepSpeed pydantic block: the field's default applies.
+void drop_auto(json& obj) {
+  if (!obj.is_object()) return;
+  for (auto it = obj.begin(); it != obj.end();) {
+    if (is_auto(it.value())) {
+      it = obj.erase(it);
+    } else {
+      drop_auto(it.value());
+      ++it;
+    }
+  }
+}
+
+const std::vector<std::string> kKnownOptimizers = {"adam", "adamw", "lamb", "sgd", "adagrad", "lion"};
+
+// resolve_auto with the problems in a Reader (errors by path, warnings, notes).
+json resolve_flags(const json& in, const AutoContext& ctx, Reader& r) {
   json j = in;
-  auto is_auto = [](const json& v) { return v.is_string() && v.get<std::string>() == "auto"; };
   // key path -> (value from the flags, flag name); a missing value means "cannot resolve".
   // check_mismatch: an explicit value that differs from the flag is an error (HF's rule for
   // values that come from TrainingArguments; not for values derived from the model size).
+  // fill_absent: a given flag also sets the key when the file leaves it out.
   auto fill = [&](json& obj, const std::string& key, const std::string& path, const std::optional<json>& value,
-                  const std::string& flag, bool check_mismatch = true) {
-    if (!obj.is_object() || !obj.contains(key)) {
+                  const std::string& flag, bool check_mismatch = true, bool fill_absent = false) {
+    if (!obj.is_object()) return;
+    if (!obj.contains(key)) {
+      if (fill_absent && value) {
+        obj[key] = *value;
+        r.notes.push_back(path + " = " + show(*value) + ": from " + flag + " (the file leaves it out)");
+      }
       return;
     }
     json& v = obj[key];
@@ -389,19 +449,17 @@ json resolve_auto(const json& in, const AutoContext& ctx, std::vector<std::strin
       if (value) {
         v = *value;
       } else {
-        errors.push_back(path + ": \"auto\" cannot be resolved: pass " + flag + " or write a value");
+        r.err(path, "\"auto\" cannot be resolved: pass " + flag + " or write a value");
         obj.erase(key);  // reported once, here
       }
-    } else if (!check_mismatch) {
+    } else if (!check_mismatch || !value) {
       return;
-    } else if (value && v.is_number() && value->is_number() && v.get<double>() != value->get<double>()) {
-      errors.push_back(path + " = " + v.dump() + " disagrees with " + flag + " " + value->dump() +
-                       "; set it to \"auto\" or drop the flag");
-    } else if (value && v.is_array() && value->is_array() && v != *value) {
-      errors.push_back(path + " = " + v.dump() + " disagrees with " + flag + " " + value->dump() +
-                       "; set it to \"auto\" or drop the flag");
-    } else if (value && v.is_boolean() && value->is_boolean() && v != *value) {
-      errors.push_back(path + " = " + v.dump() + " disagrees with " + flag + "; set it to \"auto\" or drop the flag");
+    } else if ((v.is_number() && value->is_number() && v.get<double>() != value->get<double>()) ||
+               (v.is_array() && value->is_array() && v != *value)) {
+      r.err_text(path, path + " = " + show(v) + " disagrees with " + flag + " " + show(*value) +
+                           "; set it to \"auto\" or drop the flag");
+    } else if (v.is_boolean() && value->is_boolean() && v != *value) {
+      r.err_text(path, path + " = " + show(v) + " disagrees with " + flag + "; set it to \"auto\" or drop the flag");
     }
   };
   auto opt = [](auto o) -> std::optional<json> { return o ? std::optional<json>(json(*o)) : std::nullopt; };
@@ -409,26 +467,49 @@ json resolve_auto(const json& in, const AutoContext& ctx, std::vector<std::strin
   for (auto [key, val, flag] : {std::tuple{"train_micro_batch_size_per_gpu", opt(ctx.micro_batch), "--micro-batch-size"},
                                 std::tuple{"train_batch_size", opt(ctx.global_batch), "--global-batch-size"}}) {
     if (j.contains(key) && is_auto(j[key]) && !val) j.erase(key);
-    else fill(j, key, key, val, flag);
+    else fill(j, key, key, val, flag, true, true);
   }
   if (j.contains("gradient_accumulation_steps") && is_auto(j["gradient_accumulation_steps"]))
     j.erase("gradient_accumulation_steps");  // derived by the batch triangle
-  fill(j, "gradient_clipping", "gradient_clipping", opt(ctx.clip_grad), "--clip-grad");
-  if (j.contains("optimizer") && j["optimizer"].is_object() && j["optimizer"].contains("params")) {
-    json& p = j["optimizer"]["params"];
-    fill(p, "lr", "optimizer.params.lr", opt(ctx.lr), "--lr");
+  fill(j, "gradient_clipping", "gradient_clipping", opt(ctx.clip_grad), "--clip-grad", true, true);
+  if (j.contains("optimizer") && j["optimizer"].is_object()) {
+    json& o = j["optimizer"];
+    const std::string t = o.contains("type") && o["type"].is_string() ? detail::lower(o["type"].get<std::string>()) : "";
+    const bool known = std::find(kKnownOptimizers.begin(), kKnownOptimizers.end(), t) != kKnownOptimizers.end();
+    const bool has_betas = t == "adam" || t == "adamw" || t == "lamb" || t == "lion";
+    const bool has_eps = t == "adam" || t == "adamw" || t == "lamb" || t == "adagrad";
     std::optional<json> betas;
     if (ctx.beta1 && ctx.beta2) betas = json::array({*ctx.beta1, *ctx.beta2});
-    fill(p, "betas", "optimizer.params.betas", betas, "--adam-beta1 and --adam-beta2");
-    fill(p, "eps", "optimizer.params.eps", opt(ctx.eps), "--adam-eps");
-    fill(p, "weight_decay", "optimizer.params.weight_decay", opt(ctx.weight_decay), "--weight-decay");
+    const bool any_flag = ctx.lr || ctx.weight_decay || (has_betas && betas) || (has_eps && ctx.eps) ||
+                          (t == "sgd" && ctx.sgd_momentum);
+    if (known && any_flag && !o.contains("params")) o["params"] = json::object();
+    if (o.contains("params") && o["params"].is_object()) {
+      json& p = o["params"];
+      fill(p, "lr", "optimizer.params.lr", opt(ctx.lr), "--lr", true, known);
+      fill(p, "betas", "optimizer.params.betas", betas, "--adam-beta1 and --adam-beta2", true, known && has_betas);
+      fill(p, "eps", "optimizer.params.eps", opt(ctx.eps), "--adam-eps", true, known && has_eps);
+      fill(p, "weight_decay", "optimizer.params.weight_decay", opt(ctx.weight_decay), "--weight-decay", true, known);
+      if (t == "sgd") fill(p, "momentum", "optimizer.params.momentum", opt(ctx.sgd_momentum), "--sgd-momentum", true, true);
+    }
   }
-  if (j.contains("scheduler") && j["scheduler"].is_object() && j["scheduler"].contains("params")) {
-    json& p = j["scheduler"]["params"];
-    if (p.is_object() && p.contains("warmup_min_lr") && is_auto(p["warmup_min_lr"])) p["warmup_min_lr"] = 0.0;  // HF
-    fill(p, "warmup_max_lr", "scheduler.params.warmup_max_lr", opt(ctx.lr), "--lr");
-    fill(p, "warmup_num_steps", "scheduler.params.warmup_num_steps", opt(ctx.warmup_iters), "--lr-warmup-iters");
-    fill(p, "total_num_steps", "scheduler.params.total_num_steps", opt(ctx.train_iters), "--train-iters");
+  if (j.contains("scheduler") && j["scheduler"].is_object()) {
+    json& sc = j["scheduler"];
+    const std::string t = sc.contains("type") && sc["type"].is_string() ? sc["type"].get<std::string>() : "";
+    const bool has_warmup = t == "WarmupLR" || t == "WarmupDecayLR" || t == "WarmupCosineLR";
+    const bool has_total = t == "WarmupDecayLR" || t == "WarmupCosineLR";
+    if (ctx.warmup_iters && (t == "OneCycle" || t == "LRRangeTest"))
+      r.err("scheduler.type", "\"" + t + "\" has no warmup, so --lr-warmup-iters cannot set one; drop the flag");
+    if (((has_warmup && ctx.warmup_iters) || (has_total && ctx.train_iters)) && !sc.contains("params"))
+      sc["params"] = json::object();
+    if (sc.contains("params") && sc["params"].is_object()) {
+      json& p = sc["params"];
+      if (p.contains("warmup_min_lr") && is_auto(p["warmup_min_lr"])) p["warmup_min_lr"] = 0.0;  // HF
+      fill(p, "warmup_max_lr", "scheduler.params.warmup_max_lr", opt(ctx.lr), "--lr");
+      fill(p, "warmup_num_steps", "scheduler.params.warmup_num_steps", opt(ctx.warmup_iters), "--lr-warmup-iters", true,
+           has_warmup);
+      fill(p, "total_num_steps", "scheduler.params.total_num_steps", opt(ctx.train_iters), "--train-iters", true,
+           has_total);
+    }
   }
   if (j.contains("zero_optimization") && j["zero_optimization"].is_object()) {
     json& z = j["zero_optimization"];
@@ -437,16 +518,27 @@ json resolve_auto(const json& in, const AutoContext& ctx, std::vector<std::strin
       const int64_t h = *ctx.hidden;
       h2 = json(h * h), h09 = json(static_cast<int64_t>(0.9 * static_cast<double>(h * h))), h10 = json(10 * h);
     }
-    fill(z, "reduce_bucket_size", "zero_optimization.reduce_bucket_size", h2, "--hidden-size (h^2)", false);
-    for (const char* k : {"stage3_prefetch_bucket_size", "prefetch_bucket_size"})
-      fill(z, k, std::string("zero_optimization.") + k, h09, "--hidden-size (0.9 h^2)", false);
-    for (const char* k : {"stage3_param_persistence_threshold", "param_persistence_threshold"})
-      fill(z, k, std::string("zero_optimization.") + k, h10, "--hidden-size (10 h)", false);
-    // Other "auto" inside DeepSpeed's pydantic blocks means "use the default" (semantics §3.4).
-    for (auto it = z.begin(); it != z.end();) {
-      if (is_auto(it.value())) it = z.erase(it);
-      else ++it;
+    // HF's rule for three bucket sizes, from the model width. Where the width is not known
+    // (config check without --hidden-size or --model) DeepSpeed alone drops "auto" and uses
+    // the default: so does deepmpi, saying so.
+    const std::tuple<const char*, std::optional<json>*, const char*> hf[] = {
+        {"reduce_bucket_size", &h2, "h^2"},
+        {"stage3_prefetch_bucket_size", &h09, "0.9 h^2"},
+        {"prefetch_bucket_size", &h09, "0.9 h^2"},
+        {"stage3_param_persistence_threshold", &h10, "10 h"},
+        {"param_persistence_threshold", &h10, "10 h"}};
+    for (auto [k, val, rule] : hf) {
+      if (!z.contains(k) || !is_auto(z[k])) continue;
+      if (*val) {
+        z[k] = **val;
+      } else {
+        r.warnings.push_back(std::string("zero_optimization.") + k + " = \"auto\": the model width is not known here, "
+                             "so DeepSpeed's default applies, as DeepSpeed alone does (pass --hidden-size or --model "
+                             "for the HF Trainer's " + rule + ")");
+        z.erase(k);
+      }
     }
+    drop_auto(z);  // any other "auto" in the block and its sub-blocks (offload_param.buffer_size, ...)
   }
   for (auto [block, on] : {std::pair{"fp16", ctx.fp16}, std::pair{"bf16", ctx.bf16}, std::pair{"bfloat16", ctx.bf16}}) {
     if (j.contains(block) && j[block].is_object() && j[block].contains("enabled") && is_auto(j[block]["enabled"]))
@@ -454,40 +546,123 @@ json resolve_auto(const json& in, const AutoContext& ctx, std::vector<std::strin
   }
   // In DeepSpeed's pydantic blocks any other "auto" means "the default" (semantics §3.4).
   for (const char* block : {"fp16", "bf16", "bfloat16", "comms_logger", "tensorboard", "csv_monitor", "wandb", "comet",
-                            "tensor_parallel"}) {
-    if (!j.contains(block) || !j[block].is_object()) continue;
-    json& b = j[block];
-    for (auto it = b.begin(); it != b.end();) {
-      if (is_auto(it.value())) it = b.erase(it);
-      else ++it;
-    }
+                            "tensor_parallel", "timers", "hybrid_engine", "compile", "weight_quantization"}) {
+    if (j.contains(block) && j[block].is_object()) drop_auto(j[block]);
   }
   return j;
 }
 
-DsConfig parse_ds_config(const json& in, int dp_size, const AutoContext& ctx) {
-  DMPI_REQUIRE(in.is_object(), "ds_config: the top level must be a JSON object {...}");
-  Reader r;
-  const json j = resolve_auto(in, ctx, r.errors);
-  DsConfig c;
-  c.raw = in;
-  {
-    json top = j;
-    for (auto [key, why] : kNotDeepSpeed)
-      if (top.contains(key)) r.err(key, why), top.erase(key);
-    std::vector<std::string> supported = kCoreTopLevel;
-    for (const auto& k : detail::block_top_level_keys()) supported.push_back(k);
-    r.check_keys(top, "", supported);
+void finish(Reader& r, ConfigCheck& out) {
+  // ordered by JSON path; one message per path (the first found: an "auto" that cannot be
+  // resolved is not reported again as "required")
+  std::stable_sort(r.errors.begin(), r.errors.end(), [](const Problem& a, const Problem& b) { return a.path < b.path; });
+  std::set<std::string> seen_path, seen_text;
+  for (const auto& e : r.errors) {
+    if (!e.path.empty() && !seen_path.insert(e.path).second) continue;
+    if (!seen_text.insert(e.text).second) continue;
+    out.errors.push_back(e.text);
   }
+  auto unique = [](const std::vector<std::string>& v) {
+    std::vector<std::string> o;
+    std::set<std::string> seen;
+    for (const auto& s : v)
+      if (seen.insert(s).second) o.push_back(s);
+    return o;
+  };
+  out.warnings = unique(r.warnings);
+  out.notes = unique(r.notes);
+  out.config.warnings = out.warnings;
+  out.config.notes = out.notes;
+}
+
+// The key of a not-implemented entry, for ordering: "not supported yet: <path> = ..." -> path.
+std::string entry_path(const std::string& s) {
+  static const std::string prefix = "not supported yet: ";
+  size_t b = s.rfind(prefix, 0) == 0 ? prefix.size() : 0;
+  size_t e = s.find_first_of(" (", b);
+  return s.substr(b, e == std::string::npos ? std::string::npos : e - b);
+}
+
+void read_top_level_keys(Reader& r, const json& j, bool strict) {
+  std::vector<std::string> known = kCoreTopLevel;
+  for (const auto& k : detail::block_top_level_keys()) known.push_back(k);
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    if (std::find(known.begin(), known.end(), k) != known.end()) continue;
+    const std::string kt = detail::key_text(k);
+    const char* why = nullptr;
+    for (auto [key, hint] : kNotDeepSpeed)
+      if (k == key) why = hint;
+    if (why) {
+      if (strict) r.err(kt, std::string("not a DeepSpeed key (--strict makes unknown keys errors); ") + why);
+      else r.warnings.push_back(kt + ": not a DeepSpeed key; ignored, as DeepSpeed does (" + why + ")");
+      continue;
+    }
+    const std::string near = detail::near_miss(k, known);
+    if (!near.empty()) {
+      r.err(kt, "unknown key; did you mean '" + near + "'?");
+    } else if (strict) {
+      r.err(kt, "unknown key (--strict makes unknown top-level keys errors); remove it");
+    } else {
+      r.warnings.push_back(kt + ": unknown top-level key; ignored, as DeepSpeed does (--strict makes it an error)");
+    }
+  }
+}
+
+void read_comms_logger(Reader& r, const json& j, CommsLoggerConfig& out) {
+  const json& cl = j.at("comms_logger");
+  const std::string p = "comms_logger";
+  r.check_keys(cl, p, {"enabled", "verbose", "prof_all", "prof_ops", "debug"});
+  r.get_bool(cl, "enabled", p, out.enabled);
+  r.get_bool(cl, "verbose", p, out.verbose);
+  r.get_bool(cl, "prof_all", p, out.prof_all);
+  r.get_bool(cl, "debug", p, out.debug);
+  if (!cl.contains("prof_ops")) return;
+  static const std::vector<std::string> ops = {"all_reduce", "reduce_scatter", "all_gather", "all_gatherv",
+                                               "broadcast", "all_to_all", "all_to_allv", "send", "recv", "barrier"};
+  const json& po = cl.at("prof_ops");
+  if (!po.is_array()) {
+    r.err(p + ".prof_ops", "expected a list of op names, got " + show(po));
+    return;
+  }
+  for (const auto& o : po) {
+    if (!o.is_string()) {
+      r.err(p + ".prof_ops", "expected op names (strings), got " + show(o));
+      continue;
+    }
+    std::string name = o.get<std::string>();
+    if (std::find(ops.begin(), ops.end(), name) == ops.end()) {
+      std::string hint = detail::suggest(name, ops);
+      r.err(p + ".prof_ops", "unknown op " + show(o) + (hint.empty() ? "" : "; did you mean \"" + hint + "\"?"));
+    } else {
+      out.prof_ops.push_back(name);
+    }
+  }
+}
+
+ConfigCheck check_impl(const json& in, int dp_size, const AutoContext& ctx, std::vector<Problem> pre) {
+  ConfigCheck out;
+  Reader r;
+  r.errors = std::move(pre);
+  DsConfig& c = out.config;
+  if (!in.is_object()) {
+    r.err_text("", "the top level must be a JSON object {...}, got " + show(in));
+    finish(r, out);
+    return out;
+  }
+  c.raw = in;
+  const json j = resolve_flags(in, ctx, r);
+  read_top_level_keys(r, j, ctx.strict);
   detail::read_blocks(r, j, c);
 
-  auto batch_key = [&](const char* key, int64_t& out) {
-    if (j.contains(key) && Reader::is_auto(j.at(key))) return;  // "auto": derived by the triangle
-    r.get_int(j, key, "", out, 1, INT64_MAX / 4);
-  };
-  batch_key("train_batch_size", c.train_batch_size);
-  batch_key("train_micro_batch_size_per_gpu", c.micro_batch);
-  batch_key("gradient_accumulation_steps", c.grad_accum);
+  const std::set<std::string> batch_keys = {"train_batch_size", "train_micro_batch_size_per_gpu",
+                                            "gradient_accumulation_steps"};
+  for (const char* key : {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"}) {
+    int64_t& out_v = std::string(key) == "train_batch_size" ? c.train_batch_size
+                     : std::string(key) == "gradient_accumulation_steps" ? c.grad_accum
+                                                                          : c.micro_batch;
+    r.get_int(j, key, "", out_v, 1, INT64_MAX / 4);
+  }
   r.get_real(j, "gradient_clipping", "", c.gradient_clipping, 0.0, 1e30);
   c.steps_per_print_given = r.get_int(j, "steps_per_print", "", c.steps_per_print, 1, INT64_MAX / 4);
   r.get_int(j, "seed", "", c.seed, 0, INT64_MAX / 4);
@@ -500,79 +675,101 @@ DsConfig parse_ds_config(const json& in, int dp_size, const AutoContext& ctx) {
     } else if (z.is_object()) {
       read_zero(r, z, c.zero);
     } else {
-      r.err("zero_optimization", "expected an object {\"stage\": 0, ...}, got " + z.dump());
+      r.err("zero_optimization", "expected an object {\"stage\": 0, ...}, got " + show(z));
     }
     c.zero_stage = c.zero.stage;
   }
-  if (r.object(j, "comms_logger", "")) {
-    const json& cl = j.at("comms_logger");
-    const std::string p = "comms_logger";
-    r.check_keys(cl, p, {"enabled", "verbose", "prof_all", "prof_ops", "debug"});
-    r.get_bool(cl, "enabled", p, c.comms_logger.enabled);
-    r.get_bool(cl, "verbose", p, c.comms_logger.verbose);
-    r.get_bool(cl, "prof_all", p, c.comms_logger.prof_all);
-    r.get_bool(cl, "debug", p, c.comms_logger.debug);
-    if (cl.contains("prof_ops")) {
-      static const std::vector<std::string> ops = {"all_reduce", "reduce_scatter", "all_gather", "all_gatherv",
-                                                   "broadcast", "all_to_all", "all_to_allv", "send", "recv", "barrier"};
-      const json& po = cl.at("prof_ops");
-      if (!po.is_array()) {
-        r.err(p + ".prof_ops", "expected a list of op names, got " + po.dump());
-      } else {
-        for (const auto& o : po) {
-          if (!o.is_string()) {
-            r.err(p + ".prof_ops", "expected op names (strings), got " + o.dump());
-            continue;
-          }
-          std::string name = o.get<std::string>();
-          if (std::find(ops.begin(), ops.end(), name) == ops.end()) {
-            std::string hint = closest_match(name, ops);
-            r.err(p + ".prof_ops", "unknown op \"" + name + "\"" + (hint.empty() ? "" : "; did you mean \"" + hint + "\"?"));
-          } else {
-            c.comms_logger.prof_ops.push_back(name);
-          }
-        }
-      }
-    }
-  }
+  if (r.object(j, "comms_logger", "")) read_comms_logger(r, j, c.comms_logger);
   if (r.object(j, "optimizer", "")) read_optimizer(r, j.at("optimizer"), c.optimizer);
   if (r.object(j, "scheduler", "")) read_scheduler(r, j.at("scheduler"), c.scheduler, c.optimizer);
 
-  if (r.errors.empty()) {
-    try {
-      resolve_batch_triangle(c.train_batch_size, c.micro_batch, c.grad_accum, dp_size);
-    } catch (const Error& e) {
-      std::string w = e.what();
-      auto pos = w.find(": ");  // drop the file:line prefix: this is about the user's file
-      r.errors.push_back(pos == std::string::npos ? w : w.substr(pos + 2));
+  // The batch triangle, in the same pass as everything else: skipped only when a batch key
+  // itself could not be read.
+  bool batch_readable = true;
+  for (const auto& e : r.errors)
+    if (batch_keys.count(e.path)) batch_readable = false;
+  if (batch_readable) {
+    if (c.train_batch_size <= 0 && c.micro_batch <= 0) {
+      const bool was_auto = (in.contains("train_batch_size") && is_auto(in.at("train_batch_size"))) ||
+                            (in.contains("train_micro_batch_size_per_gpu") && is_auto(in.at("train_micro_batch_size_per_gpu")));
+      if (was_auto)
+        r.err("train_micro_batch_size_per_gpu",
+              "\"auto\" and no flag sets the batch: pass --micro-batch-size N (and --global-batch-size N for "
+              "train_batch_size), or write a value");
+      else
+        r.err("train_micro_batch_size_per_gpu",
+              "missing, and so is train_batch_size (DeepSpeed: \"Either train_batch_size or "
+              "train_micro_batch_size_per_gpu needs to be provided\"): write \"train_micro_batch_size_per_gpu\": N, or "
+              "pass --micro-batch-size N");
+    } else {
+      try {
+        resolve_batch_triangle(c.train_batch_size, c.micro_batch, c.grad_accum, dp_size);
+      } catch (const Error& e) {
+        r.err("train_batch_size", e.what());
+      }
     }
   }
-  if (!r.errors.empty()) {
-    std::ostringstream os;
-    os << r.errors.size() << " error" << (r.errors.size() > 1 ? "s" : "") << " in the ds_config:";
-    for (auto& e : r.errors) os << "\n  - " << e;
-    throw Error(os.str());
+  detail::apply_megatron_flags(r, j, c, ctx);
+
+  for (const auto& t : r.todo) c.unimplemented_keys.push_back(t.text);
+  finish(r, out);
+  out.unimplemented = unimplemented_for_training(c);
+  return out;
+}
+
+}  // namespace
+
+json resolve_auto(const json& in, const AutoContext& ctx, std::vector<std::string>& errors) {
+  Reader r;
+  json j = resolve_flags(in, ctx, r);
+  for (const auto& e : r.errors) errors.push_back(e.text);
+  return j;
+}
+
+ConfigCheck check_ds_config(const json& j, int dp_size, const AutoContext& ctx) { return check_impl(j, dp_size, ctx, {}); }
+
+ConfigCheck check_ds_config_file(const std::string& path, int dp_size, const AutoContext& ctx) {
+  namespace fs = std::filesystem;
+  const std::string name = "'" + path + "'";
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (!fs::exists(st)) throw Error("ds_config " + name + " does not exist");
+  if (fs::is_directory(st)) throw Error("ds_config " + name + " is a directory, not a file; give the JSON file itself");
+  std::ifstream f(path, std::ios::binary);
+  if (!f.good()) throw Error("cannot read ds_config " + name + ": " + std::strerror(errno));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) throw Error("cannot read ds_config " + name + ": " + std::strerror(errno));
+  std::vector<TextProblem> dups;
+  const json j = parse_config_text(ss.str(), name, dups);
+  std::vector<Problem> pre;
+  for (auto& d : dups) pre.push_back({d.path, d.message});
+  return check_impl(j, dp_size, ctx, std::move(pre));
+}
+
+std::string problems_text(const ConfigCheck& c) {
+  std::ostringstream os;
+  const size_t n = c.errors.size(), m = c.unimplemented.size();
+  os << n << " error" << (n == 1 ? "" : "s") << " in the ds_config:";
+  for (const auto& e : c.errors) os << "\n  - " << e;
+  if (m > 0) {
+    os << "\nand " << m << " valid DeepSpeed setting" << (m == 1 ? "" : "s")
+       << " this build does not implement (listed now so that nothing waits for another run):";
+    for (const auto& u : c.unimplemented) os << "\n  * " << u;
   }
-  c.warnings = r.warnings;
-  return c;
+  return os.str();
+}
+
+DsConfig parse_ds_config(const json& in, int dp_size, const AutoContext& ctx) {
+  ConfigCheck c = check_ds_config(in, dp_size, ctx);
+  if (!c.errors.empty()) throw Error(problems_text(c));
+  return std::move(c.config);
 }
 
 DsConfig load_ds_config(const std::string& path, int dp_size, const AutoContext& ctx) {
-  std::ifstream f(path);
-  DMPI_REQUIRE(f.good(), "cannot open --deepspeed_config file '" << path << "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  json j;
-  try {
-    j = json::parse(ss.str());
-  } catch (const json::parse_error& e) {
-    DMPI_FAIL("--deepspeed_config '" << path << "' is not valid JSON: " << e.what());
-  }
-  try {
-    return parse_ds_config(j, dp_size, ctx);
-  } catch (const Error& e) {
-    throw Error(std::string("'") + path + "': " + e.what());
-  }
+  ConfigCheck c = check_ds_config_file(path, dp_size, ctx);
+  if (!c.errors.empty()) throw Error("'" + path + "': " + problems_text(c));
+  return std::move(c.config);
 }
 
 json default_ds_config_json() {
@@ -612,12 +809,20 @@ json zero_json(const ZeroConfig& z) {
 }  // namespace
 
 std::vector<std::string> unimplemented_for_training(const DsConfig& c) {
-  std::vector<std::string> out;
+  std::vector<std::string> out = c.unimplemented_keys;  // found while reading the file
+  const char* offload = " (offload is not implemented: ZeRO keeps every partition in this rank's memory; write \"none\" "
+                        "or remove the block)";
   if (c.zero.offload_optimizer.device != "none")
-    out.push_back("not supported yet: zero_optimization.offload_optimizer.device = \"" + c.zero.offload_optimizer.device + "\"");
+    out.push_back("not supported yet: zero_optimization.offload_optimizer.device = \"" + c.zero.offload_optimizer.device +
+                  "\"" + offload);
   if (c.zero.offload_param.device != "none" && c.zero.stage == 3)
-    out.push_back("not supported yet: zero_optimization.offload_param.device = \"" + c.zero.offload_param.device + "\"");
+    out.push_back("not supported yet: zero_optimization.offload_param.device = \"" + c.zero.offload_param.device + "\"" +
+                  offload);
   detail::blocks_unimplemented(c, out);
+  // one list, ordered by JSON path, each entry once
+  std::stable_sort(out.begin(), out.end(),
+                   [](const std::string& a, const std::string& b) { return entry_path(a) < entry_path(b); });
+  out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 
@@ -663,6 +868,14 @@ json DsConfig::resolved() const {
            {"cycle_second_step_size", sc.cycle_second_step_size < 0 ? sc.cycle_first_step_size : sc.cycle_second_step_size},
            {"decay_step_size", sc.decay_step_size}, {"cycle_momentum", sc.cycle_momentum},
            {"cycle_min_mom", sc.cycle_min_mom}, {"cycle_max_mom", sc.cycle_max_mom}, {"decay_mom_rate", sc.decay_mom_rate}};
+    } else if (sc.type == "Megatron") {
+      p = {{"lr_decay_style", sc.lr_decay_style}, {"max_lr", sc.max_lr}, {"min_lr", sc.min_lr},
+           {"lr_warmup_init", sc.lr_warmup_init}, {"lr_warmup_iters", sc.lr_warmup_iters},
+           {"lr_decay_iters", sc.lr_decay_iters}, {"samples_per_iteration", sc.samples_per_iteration},
+           {"weight_decay_incr_style", sc.weight_decay_incr_style}, {"start_weight_decay", sc.start_weight_decay},
+           {"end_weight_decay", sc.end_weight_decay}, {"wd_incr_iters", sc.wd_incr_iters}};
+      if (sc.lr_decay_style == "WSD")
+        p["lr_wsd_decay_style"] = sc.lr_wsd_decay_style, p["lr_wsd_decay_iters"] = sc.lr_wsd_decay_iters;
     } else {
       p = {{"lr_range_test_min_lr", sc.lr_range_test_min_lr}, {"lr_range_test_step_size", sc.lr_range_test_step_size},
            {"lr_range_test_step_rate", sc.lr_range_test_step_rate}, {"lr_range_test_staircase", sc.lr_range_test_staircase}};

@@ -1,9 +1,15 @@
 // ds_config.json, typed: every block DeepSpeed documents, read with DeepSpeed's meaning and
-// defaults (../shared/reference/deepspeed-semantics.md). Types, ranges and choices are checked;
-// an unknown key at any depth fails naming the JSON path and the closest valid key; a DeepSpeed
-// key deepmpi does not model fails with "not supported yet: <path>". All errors of one file are
-// reported together. What a valid config asks for that `deepmpi train` does not implement yet is
-// listed by unimplemented_for_training() ("not supported yet: <path> = <value>").
+// defaults (../shared/reference/deepspeed-semantics.md). The file is read as DeepSpeed reads it
+// (hjson: comments, trailing commas; duplicate keys refused; json_text.hpp). Types, ranges and
+// choices are checked; an unknown key inside a block fails naming the JSON path and the closest
+// valid key; an unknown top-level key is ignored with a warning, as DeepSpeed ignores it, unless
+// it is a near-miss of a real key (then an error) or AutoContext::strict is set. Every problem
+// of a file is found in one pass, once per JSON path, ordered by path. What a valid config asks
+// for that this build does not implement is one list, unimplemented_for_training()
+// ("not supported yet: <path> = <value> (...)"), whatever block it comes from. Without an
+// "optimizer" block the optimizer and its schedule come from Megatron-LM's flags, with
+// Megatron's defaults and formulas (megatron_flags.cpp); DsConfig::optimizer_source says where
+// they came from.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -37,7 +43,9 @@ struct OptimizerConfig {
 };
 
 struct SchedulerConfig {
-  // "" = constant lr | WarmupLR | WarmupDecayLR | WarmupCosineLR | OneCycle | LRRangeTest
+  // "" = constant lr | WarmupLR | WarmupDecayLR | WarmupCosineLR | OneCycle | LRRangeTest |
+  // Megatron (Megatron-LM's OptimizerParamScheduler, built from --lr-decay-style & co. when the
+  // file has no scheduler block; never read from a file)
   std::string type;
   double warmup_min_lr = 0.0;
   double warmup_max_lr = -1;   // < 0: the optimizer's lr (DeepSpeed >= 0.17.2)
@@ -55,6 +63,21 @@ struct SchedulerConfig {
   // LRRangeTest
   double lr_range_test_min_lr = 1e-3, lr_range_test_step_size = 2000, lr_range_test_step_rate = 1.0;
   bool lr_range_test_staircase = false;
+  // Megatron: lengths in iterations (optimizer steps); Megatron counts them in samples, i.e.
+  // times samples_per_iteration (the global batch), which only inverse-square-root without
+  // warmup can tell apart.
+  std::string lr_decay_style = "linear";         // constant | linear | cosine | inverse-square-root | WSD
+  std::string lr_wsd_decay_style = "exponential";  // WSD's annealing: exponential | linear | cosine | minus_sqrt
+  double max_lr = 0.0, min_lr = 0.0, lr_warmup_init = 0.0;
+  double lr_warmup_iters = 0.0;   // --lr-warmup-iters, or --lr-warmup-fraction x lr_decay_iters
+  int64_t lr_decay_iters = 0;     // --lr-decay-iters, default --train-iters
+  int64_t lr_wsd_decay_iters = 0; // --lr-wsd-decay-iters (WSD)
+  int64_t samples_per_iteration = 1;
+  // Megatron's weight-decay increment (any type; only Megatron's sets a style other than
+  // constant): start -> end over wd_incr_iters (= --train-iters), linear or cosine.
+  std::string weight_decay_incr_style = "constant";  // constant | linear | cosine
+  double start_weight_decay = 0.0, end_weight_decay = 0.0;
+  int64_t wd_incr_iters = 0;
 };
 
 // zero_optimization (DeepSpeed's DeepSpeedZeroConfig: field names and their stage3_* aliases,
@@ -133,15 +156,24 @@ struct DsConfig {
   MiscConfig misc;
   nlohmann::json raw;          // the file as given
   std::vector<std::string> warnings;
+  std::vector<std::string> notes;  // keys accepted because they ask for nothing (config check prints them)
+  // Where the optimizer and the LR schedule came from, and why (the ds_config's blocks, the
+  // Megatron flags, or the defaults): printed by the start-up banner and `config check`.
+  std::string optimizer_source;
+  // Valid settings of the file this build does not implement (unimplemented_for_training
+  // adds those derived from the values in force).
+  std::vector<std::string> unimplemented_keys;
 
   nlohmann::json resolved() const;  // every value in force, for printing
   // The parameters' dtype: "bf16" or "fp16" when that block is enabled, else "fp32".
   const char* model_dtype() const { return bf16.enabled ? "bf16" : fp16.enabled ? "fp16" : "fp32"; }
 };
 
-// Values from the command line that resolve "auto" the way the Hugging Face Trainer does
-// (semantics doc §3.4), Megatron-style flags. A config value that is explicit and differs from a
-// given flag is an error naming both (as HF's "mismatch TrainingArguments").
+// Values from the command line (Megatron-LM's flags). They resolve "auto" the way the Hugging
+// Face Trainer does (semantics doc §3.4) and fill keys the file leaves out; a config value that
+// is explicit and differs from a given flag is an error naming both (as HF's "mismatch
+// TrainingArguments"). Without an "optimizer" block they build the optimizer and the schedule as
+// Megatron does (megatron_flags.cpp).
 struct AutoContext {
   std::optional<int64_t> micro_batch;    // --micro-batch-size  -> train_micro_batch_size_per_gpu
   std::optional<int64_t> global_batch;   // --global-batch-size -> train_batch_size
@@ -154,12 +186,43 @@ struct AutoContext {
   std::optional<int64_t> train_iters;    // --train-iters       -> scheduler.params.total_num_steps
   std::optional<int64_t> hidden;         // --hidden-size       -> ZeRO bucket sizes (h^2, 0.9 h^2, 10 h)
   bool fp16 = false, bf16 = false;       // --fp16 / --bf16     -> fp16.enabled / bf16.enabled
+  // Megatron's optimizer and schedule flags (used without an optimizer / scheduler block)
+  std::optional<std::string> optimizer;          // --optimizer adam | sgd (default adam)
+  std::optional<double> sgd_momentum;            // --sgd-momentum (default 0.9)
+  std::optional<double> min_lr;                  // --min-lr (default 0)
+  std::optional<std::string> lr_decay_style;     // --lr-decay-style (default linear)
+  std::optional<double> lr_warmup_fraction;      // --lr-warmup-fraction (of the decay iterations)
+  std::optional<double> lr_warmup_init;          // --lr-warmup-init (default 0)
+  std::optional<int64_t> lr_decay_iters;         // --lr-decay-iters (default --train-iters)
+  std::optional<std::string> lr_wsd_decay_style; // --lr-wsd-decay-style (default exponential)
+  std::optional<int64_t> lr_wsd_decay_iters;     // --lr-wsd-decay-iters (required by WSD)
+  std::optional<double> start_weight_decay, end_weight_decay;  // --start/--end-weight-decay
+  std::optional<std::string> weight_decay_incr_style;          // --weight-decay-incr-style (default constant)
+  int64_t default_train_iters = 0;  // the run's length when --train-iters is not given (deepmpi train: 20)
+  bool strict = false;              // --strict: every unknown key is an error, the top level's too
 };
 
-// Replaces every "auto" it can resolve; returns the errors for those it cannot.
+// Everything one pass over a config finds. `config` holds every value that could be read (a
+// trainable config only when errors is empty). Each list is ordered by JSON path.
+struct ConfigCheck {
+  DsConfig config;
+  std::vector<std::string> errors;         // each "path: what is wrong; what to write / which flag"
+  std::vector<std::string> unimplemented;  // valid, not implemented by this build (exit 3)
+  std::vector<std::string> warnings, notes;
+};
+ConfigCheck check_ds_config(const nlohmann::json& j, int dp_size, const AutoContext& ctx = {});
+// Reads the file as DeepSpeed does (hjson). A file that cannot be read or parsed throws
+// dmpi::Error naming the file, line and column; duplicate keys are errors of the result.
+ConfigCheck check_ds_config_file(const std::string& path, int dp_size, const AutoContext& ctx = {});
+// "N errors in the ds_config:\n  - ..." plus the not-implemented list ("\n  * ...").
+std::string problems_text(const ConfigCheck& c);
+
+// Replaces every "auto" it can resolve and fills keys the file leaves out from given flags;
+// returns the errors for what it cannot resolve.
 nlohmann::json resolve_auto(const nlohmann::json& j, const AutoContext& ctx, std::vector<std::string>& errors);
 
 // Parses and validates; resolves "auto" and the batch triangle with W = data-parallel size.
+// Throws dmpi::Error with problems_text() when the config has errors.
 DsConfig parse_ds_config(const nlohmann::json& j, int dp_size, const AutoContext& ctx = {});
 DsConfig load_ds_config(const std::string& path, int dp_size, const AutoContext& ctx = {});
 // Defaults used when no --deepspeed_config is given.

@@ -2,6 +2,7 @@
 // naming the JSON path instead of throwing, so every mistake of one file is reported together.
 #pragma once
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <sstream>
@@ -11,41 +12,151 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.hpp"
+#include "src/config/json_text.hpp"
 
 namespace dmpi::config {
 struct DsConfig;
+struct AutoContext;
 }
 
 namespace dmpi::config::detail {
 
 using nlohmann::json;
 
-inline std::string join_path(const std::string& path, const std::string& key) { return path.empty() ? key : path + "." + key; }
+// A key as it appears in a message: long keys (a 10 MB key is valid JSON) are shortened.
+inline std::string key_text(const std::string& key) { return shorten(key); }
+inline std::string join_path(const std::string& path, const std::string& key) {
+  return path.empty() ? key_text(key) : path + "." + key_text(key);
+}
+// A value as it appears in a message: compact JSON, long values shortened, never throwing on
+// bytes that are not UTF-8.
+inline std::string show(const json& v) { return shorten(v.dump(-1, ' ', false, json::error_handler_t::replace)); }
+
+// closest_match for a user's key or value; a very long one (a 10 MB key is valid JSON) is
+// nobody's typo, and comparing it would cost seconds.
+inline std::string suggest(const std::string& s, const std::vector<std::string>& candidates) {
+  return s.size() > 100 ? std::string() : closest_match(s, candidates);
+}
+
+// Damerau (optimal string alignment) distance: a swap of two neighbours counts once.
+inline size_t osa_distance(const std::string& a, const std::string& b) {
+  const size_t n = a.size(), m = b.size();
+  std::vector<std::vector<size_t>> d(n + 1, std::vector<size_t>(m + 1));
+  for (size_t i = 0; i <= n; ++i) d[i][0] = i;
+  for (size_t j = 0; j <= m; ++j) d[0][j] = j;
+  for (size_t i = 1; i <= n; ++i)
+    for (size_t j = 1; j <= m; ++j) {
+      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[n][m];
+}
+
+// The real key `s` is a near-miss of (a typo of), or "" when none is that close: case and
+// '-'/'_' differences, stray blanks, or a few edits relative to the length (1 for keys of up to
+// 4 characters, 2 up to 10, 3 beyond). "log" is no near-miss of "moe".
+inline std::string near_miss(const std::string& s, const std::vector<std::string>& candidates) {
+  if (s.size() > 200) return {};
+  auto norm = [](std::string k) {
+    std::string o;
+    for (char c : k) {
+      if (c == ' ' || c == '\t') continue;
+      o += c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    return o;
+  };
+  const std::string n = norm(s);
+  const size_t limit = n.size() <= 4 ? 1 : n.size() <= 10 ? 2 : 3;
+  std::string best;
+  size_t best_d = limit + 1;
+  for (const auto& c : candidates) {
+    const size_t d = osa_distance(n, norm(c));
+    if (d < best_d) best_d = d, best = c;
+  }
+  return best;
+}
+
+// A DeepSpeed key deepmpi knows but does not implement. At a value in `neutral` (DeepSpeed's
+// default, or any value that asks for nothing deepmpi lacks; `any_value` accepts every value of
+// the right type) it is accepted with a note; at any other value it is "valid, not implemented".
+struct Known {
+  std::string key;
+  std::vector<json> neutral = {json(nullptr)};
+  char type = '*';         // 'b' bool, 'i' integer, '*' anything
+  bool any_value = false;  // every value of the type asks for nothing deepmpi lacks
+  std::string what;        // what the key does, for the messages
+};
+
+// One problem of a file: its JSON path (for ordering and one message per path) and its text.
+struct Problem {
+  std::string path, text;
+};
 
 class Reader {
  public:
-  std::vector<std::string> errors, warnings;
+  std::vector<Problem> errors;  // what makes the file invalid
+  std::vector<Problem> todo;    // valid DeepSpeed settings this build does not implement (exit 3)
+  std::vector<std::string> warnings, notes;
 
-  void err(const std::string& path, const std::string& msg) { errors.push_back(path + ": " + msg); }
+  void err(const std::string& path, const std::string& msg) { errors.push_back({path, path + ": " + msg}); }
+  void err_text(const std::string& path, const std::string& text) { errors.push_back({path, text}); }
+  // "not supported yet: <path> = <value> (<why / what to do>)"
+  void unimplemented(const std::string& path, const std::string& value, const std::string& why) {
+    todo.push_back({path, "not supported yet: " + path + (value.empty() ? "" : " = " + value) +
+                              (why.empty() ? "" : " (" + why + ")")});
+  }
+  void unimplemented(const std::string& path, const json& value, const std::string& why) {
+    unimplemented(path, show(value), why);
+  }
 
-  // Reports keys of `obj` outside `allowed`; keys in `known` but not `supported` are "not supported yet".
+  // Reports keys of `obj` outside `supported`; keys in `known` are checked against their
+  // neutral values (note, or not implemented); any other key is unknown, with the closest
+  // valid key suggested.
   void check_keys(const json& obj, const std::string& path, const std::vector<std::string>& supported,
-                  const std::vector<std::string>& known = {}) {
+                  const std::vector<Known>& known = {}) {
     for (auto it = obj.begin(); it != obj.end(); ++it) {
       const std::string& k = it.key();
-      std::string p = path.empty() ? k : path + "." + k;
-      bool sup = std::find(supported.begin(), supported.end(), k) != supported.end();
-      if (sup) continue;
-      bool kn = std::find(known.begin(), known.end(), k) != known.end();
-      if (kn) {
-        errors.push_back("not supported yet: " + p + " (deepmpi knows this DeepSpeed key but does not implement it "
-                         "in this build; remove it to continue)");
+      const std::string p = join_path(path, k);
+      if (std::find(supported.begin(), supported.end(), k) != supported.end()) continue;
+      auto kn = std::find_if(known.begin(), known.end(), [&](const Known& x) { return x.key == k; });
+      if (kn != known.end()) {
+        check_known(*kn, it.value(), p);
         continue;
       }
       std::vector<std::string> all = supported;
-      all.insert(all.end(), known.begin(), known.end());
-      std::string hint = closest_match(k, all);
-      errors.push_back(p + ": unknown key" + (hint.empty() ? "" : "; did you mean '" + (path.empty() ? hint : path + "." + hint) + "'?"));
+      for (const auto& x : known) all.push_back(x.key);
+      std::string hint = suggest(k, all);
+      err(p, "unknown key" + (hint.empty() ? "" : "; did you mean '" + join_path(path, hint) + "'?"));
+    }
+  }
+  void check_keys(const json& obj, const std::string& path, const std::vector<std::string>& supported,
+                  const std::vector<std::string>& known_names) {
+    std::vector<Known> known;
+    for (const auto& k : known_names) {
+      Known x;
+      x.key = k;
+      known.push_back(x);
+    }
+    check_keys(obj, path, supported, known);
+  }
+
+  void check_known(const Known& k, const json& v, const std::string& p) {
+    if (k.type == 'b' && !v.is_boolean()) return err(p, "expected true or false, got " + show(v));
+    if (k.type == 'i' && !(v.is_number_integer() || (v.is_number_float() && v.get<double>() == std::floor(v.get<double>()))))
+      return err(p, "expected an integer, got " + show(v));
+    bool neutral = k.any_value;
+    for (const auto& n : k.neutral)
+      if (v == n || (v.is_number() && n.is_number() && v.get<double>() == n.get<double>())) neutral = true;
+    if (neutral) {
+      notes.push_back(p + " = " + show(v) + ": accepted; it asks for nothing deepmpi lacks" +
+                      (k.what.empty() ? "" : " (" + k.what + ")"));
+    } else {
+      std::string dflt = k.neutral.empty() ? std::string() : show(k.neutral.front());
+      unimplemented(p, v, k.what.empty() ? "a DeepSpeed setting deepmpi does not implement; remove it" +
+                                               (dflt.empty() ? std::string() : " or write " + dflt)
+                                         : k.what + " is not implemented; remove the key" +
+                                               (dflt.empty() ? std::string() : " or write " + dflt));
     }
   }
 
@@ -56,7 +167,7 @@ class Reader {
                int64_t hi) {
     if (!obj.contains(key)) return false;
     const json& v = obj.at(key);
-    std::string p = path.empty() ? key : path + "." + key;
+    std::string p = join_path(path, key);
     double d;
     if (v.is_number_integer() || v.is_number_unsigned()) {
       d = v.get<double>();
@@ -64,16 +175,16 @@ class Reader {
     } else if (v.is_number_float()) {
       d = v.get<double>();
       if (d != std::floor(d)) {
-        err(p, "expected an integer, got " + v.dump());
+        err(p, "expected an integer, got " + show(v));
         return false;
       }
     } else {
-      err(p, "expected an integer, got " + v.dump());
+      err(p, "expected an integer, got " + show(v));
       return false;
     }
     if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
       std::ostringstream os;
-      os << "value " << v.dump() << " out of range [" << lo << ", " << hi << "]";
+      os << "value " << show(v) << " out of range [" << lo << ", " << hi << "]";
       err(p, os.str());
       return false;
     }
@@ -85,15 +196,15 @@ class Reader {
                 double hi) {
     if (!obj.contains(key)) return false;
     const json& v = obj.at(key);
-    std::string p = path.empty() ? key : path + "." + key;
+    std::string p = join_path(path, key);
     if (!v.is_number()) {
-      err(p, "expected a number, got " + v.dump());
+      err(p, "expected a number, got " + show(v));
       return false;
     }
     double d = v.get<double>();
     if (!(d >= lo && d <= hi)) {
       std::ostringstream os;
-      os << "value " << v.dump() << " out of range [" << lo << ", " << hi << "]";
+      os << "value " << show(v) << " out of range [" << lo << ", " << hi << "]";
       err(p, os.str());
       return false;
     }
@@ -105,7 +216,7 @@ class Reader {
     if (!obj.contains(key)) return false;
     const json& v = obj.at(key);
     if (!v.is_boolean()) {
-      err(path.empty() ? key : path + "." + key, "expected true or false, got " + v.dump());
+      err(join_path(path, key), "expected true or false, got " + show(v));
       return false;
     }
     out = v.get<bool>();
@@ -116,7 +227,7 @@ class Reader {
     if (!obj.contains(key)) return false;
     const json& v = obj.at(key);
     if (!v.is_string()) {
-      err(path.empty() ? key : path + "." + key, "expected a string, got " + v.dump());
+      err(join_path(path, key), "expected a string, got " + show(v));
       return false;
     }
     out = v.get<std::string>();
@@ -126,17 +237,18 @@ class Reader {
   bool object(const json& obj, const std::string& key, const std::string& path) {
     if (!obj.contains(key)) return false;
     if (!obj.at(key).is_object()) {
-      err(path.empty() ? key : path + "." + key, "expected an object {...}, got " + obj.at(key).dump());
+      err(join_path(path, key), "expected an object {...}, got " + show(obj.at(key)));
       return false;
     }
     return true;
   }
 
+  // "auto" left in a block after resolve_auto: nothing resolves it for that key.
   void reject_auto(const json& obj, const std::string& path) {
-    for (auto it = obj.begin(); it != obj.end(); ++it) {
-      std::string p = path.empty() ? it.key() : path + "." + it.key();
-      if (is_auto(it.value())) err(p, "\"auto\" is not supported yet for this key; write a value");
-    }
+    for (auto it = obj.begin(); it != obj.end(); ++it)
+      if (is_auto(it.value()))
+        err(join_path(path, it.key()), "\"auto\": no flag resolves this key (the HF Trainer fills lr, betas, eps, "
+                                       "weight_decay and the warmup/total steps); write a value");
   }
 };
 
@@ -201,8 +313,8 @@ inline void read_fields(Reader& r, const json& obj, const std::string& path, con
         if (!ok) {
           std::string list;
           for (const auto& c : f.choices) list += (list.empty() ? "\"" : ", \"") + c + "\"";
-          std::string hint = closest_match(s, f.choices);
-          r.err(p, "got \"" + s + "\"; allowed: " + list + (f.nullable ? " or null" : "") +
+          std::string hint = suggest(s, f.choices);
+          r.err(p, "got \"" + shorten(s) + "\"; allowed: " + list + (f.nullable ? " or null" : "") +
                        (hint.empty() ? "" : "; did you mean \"" + hint + "\"?"));
         }
         break;
@@ -239,5 +351,8 @@ const std::vector<std::string>& block_top_level_keys();
 void read_blocks(Reader& r, const json& j, DsConfig& c);
 json blocks_json(const DsConfig& c);
 void blocks_unimplemented(const DsConfig& c, std::vector<std::string>& out);
+// megatron_flags.cpp: the optimizer and schedule from Megatron's flags where the file (j, with
+// "auto" resolved) has no block, and DsConfig::optimizer_source.
+void apply_megatron_flags(Reader& r, const json& j, DsConfig& c, const AutoContext& ctx);
 
 }  // namespace dmpi::config::detail

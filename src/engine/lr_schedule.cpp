@@ -32,9 +32,59 @@ double one_cycle_total(const config::SchedulerConfig& s) {
 }
 }  // namespace
 
+namespace {
+// Megatron's get_lr at num_steps samples (warmup and decay lengths in samples too).
+double megatron_lr(const config::SchedulerConfig& s, double max_lr, double n) {
+  const double spi = static_cast<double>(std::max<int64_t>(1, s.samples_per_iteration));
+  const double warm = s.lr_warmup_iters * spi, decay = static_cast<double>(s.lr_decay_iters) * spi;
+  const double min_lr = s.min_lr;
+  if (warm > 0 && n <= warm) return s.lr_warmup_init + (max_lr - s.lr_warmup_init) * n / warm;
+  if (s.lr_decay_style == "constant") return max_lr;
+  if (n > decay) return min_lr;
+  if (s.lr_decay_style == "inverse-square-root") {
+    const double w = std::max(warm, 1.0), m = std::max(n, 1.0);
+    return std::max(min_lr, max_lr * std::sqrt(w) / std::sqrt(m));
+  }
+  const double ratio = (n - warm) / (decay - warm);
+  double coeff = 1.0;
+  if (s.lr_decay_style == "linear") {
+    coeff = 1.0 - ratio;
+  } else if (s.lr_decay_style == "cosine") {
+    coeff = 0.5 * (std::cos(M_PI * ratio) + 1.0);
+  } else if (s.lr_decay_style == "WSD") {
+    const double wsd = static_cast<double>(s.lr_wsd_decay_iters) * spi, anneal_start = decay - wsd;
+    if (n > anneal_start) {
+      const double r = (n - anneal_start) / wsd;
+      const auto& w = s.lr_wsd_decay_style;
+      coeff = w == "linear" ? 1.0 - r
+              : w == "cosine" ? 0.5 * (std::cos(M_PI * r) + 1.0)
+              : w == "minus_sqrt" ? 1.0 - std::sqrt(r)
+                                  : 2.0 * std::pow(0.5, r) - 1.0;  // exponential
+    }
+  }
+  return min_lr + coeff * (max_lr - min_lr);
+}
+}  // namespace
+
+double LRScheduler::weight_decay_at(int64_t it, double configured) const {
+  const auto& st = s_.weight_decay_incr_style;
+  if (st.empty() || st == "constant") return configured;
+  const double spi = static_cast<double>(std::max<int64_t>(1, s_.samples_per_iteration));
+  const double n = static_cast<double>(it + 1) * spi, incr = static_cast<double>(s_.wd_incr_iters) * spi;
+  if (n > incr || incr <= 0) return s_.end_weight_decay;
+  const double ratio = n / incr;
+  const double coeff = st == "linear" ? ratio : 0.5 * (std::cos(M_PI * (1.0 - ratio)) + 1.0);  // cosine
+  return s_.start_weight_decay + coeff * (s_.end_weight_decay - s_.start_weight_decay);
+}
+
+double LRScheduler::weight_decay(double configured) const { return weight_decay_at(it_, configured); }
+
 double LRScheduler::lr_at(int64_t it) const {
   const auto& t = s_.type;
   if (t.empty()) return base_lr_;
+  if (t == "Megatron")
+    return megatron_lr(s_, s_.max_lr > 0 ? s_.max_lr : base_lr_,
+                       static_cast<double>(it + 1) * static_cast<double>(std::max<int64_t>(1, s_.samples_per_iteration)));
   // DeepSpeed clamps warmup_num_steps to at least 2 (log(1) = 0 would divide by zero).
   const int64_t N = std::max<int64_t>(2, s_.warmup_num_steps);
   if (t == "WarmupLR" || t == "WarmupDecayLR") {
@@ -108,6 +158,19 @@ std::string LRScheduler::describe() const {
   std::ostringstream os;
   if (s_.type.empty()) {
     os << "constant lr " << base_lr_;
+  } else if (s_.type == "Megatron") {
+    const double max_lr = s_.max_lr > 0 ? s_.max_lr : base_lr_;
+    os << "Megatron " << s_.lr_decay_style << " (";
+    if (s_.lr_warmup_iters > 0) os << "linear warmup " << s_.lr_warmup_init << " -> " << max_lr << " over " << s_.lr_warmup_iters << " steps, ";
+    if (s_.lr_decay_style == "constant") os << "then constant " << max_lr;
+    else if (s_.lr_decay_style == "WSD")
+      os << "stable at " << max_lr << ", then " << s_.lr_wsd_decay_style << " decay to " << s_.min_lr << " over the last "
+         << s_.lr_wsd_decay_iters << " of " << s_.lr_decay_iters << " steps";
+    else os << s_.lr_decay_style << " decay " << max_lr << " -> " << s_.min_lr << " at step " << s_.lr_decay_iters;
+    os << "; weight decay ";
+    if (s_.weight_decay_incr_style == "constant") os << s_.end_weight_decay << " constant";
+    else os << s_.weight_decay_incr_style << " " << s_.start_weight_decay << " -> " << s_.end_weight_decay << " over " << s_.wd_incr_iters << " steps";
+    os << ")";
   } else if (s_.type == "WarmupLR" || s_.type == "WarmupDecayLR") {
     os << s_.type << " (" << s_.warmup_type << " warmup " << s_.warmup_min_lr << " -> " << max_lr_ << " over "
        << s_.warmup_num_steps << " steps";

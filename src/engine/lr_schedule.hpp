@@ -2,6 +2,12 @@
 // stepping convention: last_batch_iteration starts at -1; the optimizer's first step uses the
 // initial lr (warmup_min_lr), and each *applied* optimizer step then calls step(), which
 // evaluates the formula at it = last_batch_iteration + 1.
+// Type "Megatron" is Megatron-LM's OptimizerParamScheduler (megatron/core/
+// optimizer_param_scheduler.py): constant, linear, cosine, inverse-square-root and WSD decay
+// after a linear warmup from lr_warmup_init, floored at min_lr, plus the weight-decay
+// increment (constant, linear, cosine). Megatron counts in samples and steps by the global
+// batch after each applied iteration, so iteration k (1-based) runs with the value at
+// num_steps = (k - 1) x samples_per_iteration: here lr_at(it) with it = k - 2.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -21,6 +27,10 @@ class LRScheduler {
   int64_t last_batch_iteration() const { return it_; }
   void set_last_batch_iteration(int64_t it);  // restore state by value
   double lr_at(int64_t it) const;             // the formula
+  // The weight decay the next optimizer step uses: Megatron's increment schedule when one is
+  // set (weight_decay_incr_style linear or cosine), else `configured` (the optimizer's).
+  double weight_decay(double configured) const;
+  double weight_decay_at(int64_t it, double configured) const;
   std::string describe() const;
 
  private:

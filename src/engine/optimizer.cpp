@@ -19,7 +19,7 @@ class Adam final : public Optimizer {
     hp.lr = static_cast<float>(h.lr);
     hp.beta1 = static_cast<float>(h.beta1), hp.beta2 = static_cast<float>(h.beta2);
     hp.eps = static_cast<float>(oc_.eps);
-    hp.weight_decay = decay ? static_cast<float>(oc_.weight_decay) : 0.0f;
+    hp.weight_decay = decay ? static_cast<float>(h.weight_decay) : 0.0f;
     hp.bias_correction = oc_.bias_correction;
     hp.adam_w_mode = oc_.adam_w_mode;
     kernels::adam_step(p, g, s[0], s[1], n, hp, h.step, h.grad_scale, true);
@@ -39,7 +39,7 @@ class Lamb final : public Optimizer {
   void step(float* p, float* g, float* const* s, size_t n, bool decay, const StepHyper& h) const override {
     kernels::LambParams hp;
     hp.lr = static_cast<float>(h.lr), hp.beta1 = static_cast<float>(h.beta1), hp.beta2 = static_cast<float>(h.beta2);
-    hp.eps = static_cast<float>(oc_.eps), hp.weight_decay = decay ? static_cast<float>(oc_.weight_decay) : 0.f;
+    hp.eps = static_cast<float>(oc_.eps), hp.weight_decay = decay ? static_cast<float>(h.weight_decay) : 0.f;
     hp.max_coeff = static_cast<float>(oc_.max_coeff), hp.min_coeff = static_cast<float>(oc_.min_coeff);
     hp.bias_correction = oc_.bias_correction, hp.eps_inside_sqrt = oc_.eps_inside_sqrt;
     kernels::lamb_step(p, g, s[0], s[1], n, hp, h.step, h.grad_scale, true);
@@ -61,7 +61,7 @@ class Sgd final : public Optimizer {
     kernels::SgdParams hp;
     hp.lr = static_cast<float>(h.lr), hp.momentum = static_cast<float>(oc_.momentum);
     hp.dampening = static_cast<float>(oc_.dampening);
-    hp.weight_decay = decay ? static_cast<float>(oc_.weight_decay) : 0.0f, hp.nesterov = oc_.nesterov;
+    hp.weight_decay = decay ? static_cast<float>(h.weight_decay) : 0.0f, hp.nesterov = oc_.nesterov;
     kernels::sgd_step(p, g, oc_.momentum != 0.0 ? s[0] : nullptr, n, hp, h.step, h.grad_scale, true);
   }
 
@@ -78,7 +78,7 @@ class Adagrad final : public Optimizer {
   void step(float* p, float* g, float* const* s, size_t n, bool decay, const StepHyper& h) const override {
     kernels::AdagradParams hp;
     hp.lr = static_cast<float>(h.lr), hp.lr_decay = static_cast<float>(oc_.lr_decay);
-    hp.weight_decay = decay ? static_cast<float>(oc_.weight_decay) : 0.0f, hp.eps = static_cast<float>(oc_.eps);
+    hp.weight_decay = decay ? static_cast<float>(h.weight_decay) : 0.0f, hp.eps = static_cast<float>(oc_.eps);
     kernels::adagrad_step(p, g, s[0], n, hp, h.step, h.grad_scale, true);
   }
 
@@ -95,7 +95,7 @@ class Lion final : public Optimizer {
   void step(float* p, float* g, float* const* s, size_t n, bool decay, const StepHyper& h) const override {
     kernels::LionParams hp;
     hp.lr = static_cast<float>(h.lr), hp.beta1 = static_cast<float>(h.beta1), hp.beta2 = static_cast<float>(h.beta2);
-    hp.weight_decay = decay ? static_cast<float>(oc_.weight_decay) : 0.0f;
+    hp.weight_decay = decay ? static_cast<float>(h.weight_decay) : 0.0f;
     kernels::lion_step(p, g, s[0], n, hp, h.grad_scale, true);
   }
 

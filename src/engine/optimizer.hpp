@@ -20,6 +20,7 @@ struct StepHyper {
   double lr = 0;
   double beta1 = 0.9, beta2 = 0.999;  // the config's, or OneCycle's cycled momentum
   float grad_scale = 1.0f;            // unscaling (fp16) and clipping folded into one multiply
+  double weight_decay = 0;            // for the tensors that decay (Megatron can schedule it)
   int64_t step = 0;                   // 1-based count of applied optimizer steps
 };
 

@@ -192,6 +192,7 @@ std::string Trainer::banner() const {
      << "  optimizer " << ds.optimizer.type << " " << ds.resolved()["optimizer"]["params"].dump()
      << "; schedule " << sched_.describe()
      << "; gradient_clipping " << ds.gradient_clipping << "\n"
+     << "  optimizer and schedule from: " << ds.optimizer_source << "\n"
      << "  precision: GEMMs " << kernels::precision_name(ctx_.precision)
      << (ds.fp16.enabled || ds.bf16.enabled
              ? std::string("; parameters ") + ds.model_dtype() + ", gradients " +
@@ -220,6 +221,7 @@ void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double 
   std::vector<float*> states(static_cast<size_t>(slots));
   StepHyper h;
   h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.grad_scale = grad_scale, h.step = applied_steps_;
+  h.weight_decay = sched_.weight_decay(opt_.ds.optimizer.weight_decay);  // Megatron's weight-decay increment
   store_->for_each_owned(
       [&](float* p, float* g, size_t o, size_t n, bool decay) {
         for (int k = 0; k < slots; ++k) states[static_cast<size_t>(k)] = store_->state(k) + o;
@@ -238,7 +240,7 @@ StepMetrics Trainer::train_step() {
   const int head = model_->num_units() - 1;
   // DeepSpeed divides each micro loss by GAS; fp16 multiplies it by the loss scale
   const double backward_scale = (scaler_ ? scaler_->scale() : 1.0) / static_cast<double>(ds.grad_accum);
-  double loss_sum = 0.0, t_fwd = 0.0, t_bwd = 0.0, a = 0.0, b = 0.0;
+  double loss_sum = 0.0, t_fwd = 0.0, t_bwd = 0.0, t_rec = 0.0, a = 0.0, b = 0.0;
   for (const Instr& in : schedule_.instrs) {
     switch (in.op) {
       case OpKind::BeginStep: store_->begin_step(); break;
@@ -256,8 +258,10 @@ StepMetrics Trainer::train_step() {
       case OpKind::ReduceGrads: store_->reduce_grads(in.unit); break;
       case OpKind::Forward:
       case OpKind::Recompute: {
+        const double r0 = in.op == OpKind::Recompute ? now_seconds() : 0.0;
         store_->unit_views(in.unit, views_, grad_ptrs_);
         const double loss = runner_->forward(ops, in.unit, in.slot, views_.data());
+        if (in.op == OpKind::Recompute) t_rec += now_seconds() - r0;
         if (in.op == OpKind::Forward && in.unit == head) {
           loss_sum += loss;
           b = now_seconds();
@@ -340,6 +344,7 @@ StepMetrics Trainer::train_step() {
   m.skipped = overflow;
   m.step_ms = dt * 1e3;
   m.forward_ms = t_fwd * 1e3, m.backward_ms = t_bwd * 1e3, m.optimizer_ms = (t_end - t_opt0) * 1e3;
+  m.recompute_ms = t_rec * 1e3;
   const double tokens = static_cast<double>(ds.train_batch_size) * opt_.model.seq_len;
   m.tokens_per_s = tokens / dt;
   m.tflops = m.tokens_per_s * flops_per_token_ / 1e12;
@@ -355,6 +360,19 @@ TrainSummary Trainer::run() {
     std::printf("%s\n", banner().c_str());
     if (opt_.ds.misc.dump_state) std::printf("dump_state: resolved ds_config\n%s\n", opt_.ds.resolved().dump(2).c_str());
     for (auto& w : opt_.ds.warnings) std::printf("  warning: %s\n", w.c_str());
+    // DeepSpeed's activation_checkpointing block configures its checkpoint API; on one
+    // tensor-parallel rank each key is either what deepmpi does anyway or moot
+    const auto& ac = opt_.ds.activation_checkpointing;
+    if (ac.partition_activations)
+      std::printf("  note: activation_checkpointing.partition_activations: one tensor-parallel rank, nothing to partition\n");
+    if (ac.cpu_checkpointing)
+      std::printf("  note: activation_checkpointing.cpu_checkpointing: checkpointed activations are in host memory already\n");
+    if (ac.contiguous_memory_optimization)
+      std::printf("  note: activation_checkpointing.contiguous_memory_optimization: kept activations are one contiguous "
+                  "buffer per micro-batch already\n");
+    if (opt_.ds.raw.contains("activation_checkpointing") && opt_.recompute.granularity == model::RecomputeConfig::Granularity::None)
+      std::printf("  note: the activation_checkpointing block sets how checkpoints are kept, not which layers are recomputed: "
+                  "add --recompute-granularity full --recompute-method uniform (or selective) to recompute\n");
     if (opt_.ds.scheduler.type == "OneCycle" && opt_.ds.scheduler.cycle_momentum && !optimizer_->has_betas())
       std::printf("  warning: cycle_momentum is disabled: optimizer %s has no betas (as in DeepSpeed)\n",
                   opt_.ds.optimizer.type.c_str());
@@ -394,6 +412,8 @@ TrainSummary Trainer::run() {
       if (opt_.ds.misc.wall_clock_breakdown)  // DeepSpeed's timers: forward, backward (incl. allreduce), step
         std::printf("  time (ms) | forward %.1f | backward %.1f | clip + optimizer step %.1f\n", m.forward_ms,
                     m.backward_ms, m.optimizer_ms);
+      if (opt_.ds.activation_checkpointing.profile && opt_.recompute.granularity == model::RecomputeConfig::Granularity::Full)
+        std::printf("  recompute (ms) | %.1f of the backward's %.1f\n", m.recompute_ms, m.backward_ms);
       if (opt_.ds.misc.memory_breakdown) {
         const MemoryReport mem = memory();
         std::printf("  memory | params %s | grads %s | fp32 masters %s | optimizer states %s | comm + working buffers %s | "
@@ -448,8 +468,9 @@ TrainSummary Trainer::run() {
       break;
     }
   }
-  // Megatron saves at the end of training too
-  if (!opt_.save_dir.empty() && last_saved_step_ != global_steps_ && !s.steps.empty()) {
+  // Megatron saves at the end of training too; with --train-iters 0 (nothing trained, nothing
+  // loaded) that is the initial weights (issue 18: users export them)
+  if (!opt_.save_dir.empty() && last_saved_step_ != global_steps_ && (!s.steps.empty() || global_steps_ == 0)) {
     const double a = now_seconds();
     save_checkpoint(opt_.save_dir);
     metrics_.write({{"checkpoint", "global_step" + std::to_string(global_steps_)}, {"step", global_steps_},

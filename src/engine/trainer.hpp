@@ -63,6 +63,7 @@ struct StepMetrics {
   double loss = 0, lr = 0, grad_norm = 0, grad_norm_clipped = 0;
   double step_ms = 0, tokens_per_s = 0, tflops = 0, mfu = 0;
   double forward_ms = 0, backward_ms = 0, optimizer_ms = 0;  // wall_clock_breakdown
+  double recompute_ms = 0;  // inside backward_ms: the recomputed forwards (activation_checkpointing.profile)
   double loss_scale = 1;  // fp16: the scale this step ran with
   bool skipped = false;   // overflow: no optimizer step (DeepSpeed's skipped_steps)
 };

@@ -363,6 +363,55 @@ void LocalModel<F>::backward(const kernels::Context& ctx, double loss_scale) {
   }
 }
 
+template <class F>
+Decoder<F>::Decoder(LocalModel<F>& m, int B, int Tmax) : m_(m), B_(B), Tmax_(Tmax) {
+  const Model<F>& model = m.model();
+  DMPI_REQUIRE(B >= 1 && Tmax >= 1, "a decoder for " << B << " sequences of " << Tmax << " positions");
+  const size_t rows = static_cast<size_t>(B) * Tmax, C = static_cast<size_t>(model.config().hidden);
+  size_t scratch = 0;
+  for (int u = 0; u < model.num_units(); ++u) {
+    const size_t w = model.unit(u).kv_width();
+    k_.emplace_back(rows * w, F(0));
+    v_.emplace_back(rows * w, F(0));
+    scratch = std::max(scratch, model.unit(u).infer_scratch(B, Tmax));
+  }
+  x_.assign(rows * C, F(0));
+  y_.assign(rows * C, F(0));
+  logits_.assign(rows * static_cast<size_t>(model.config().vocab), F(0));
+  scratch_.assign(scratch, F(0));
+}
+
+template <class F>
+const F* Decoder<F>::feed(const kernels::Context& ctx, const int32_t* tokens, int Tq) {
+  const Model<F>& model = m_.model();
+  DMPI_REQUIRE(Tq >= 1 && pos_ + Tq <= Tmax_,
+               "the decoder holds " << Tmax_ << " positions; " << pos_ << " are used and " << Tq << " more were given");
+  const int V = model.config().vocab;
+  for (int i = 0; i < B_ * Tq; ++i)
+    DMPI_REQUIRE(tokens[i] >= 0 && tokens[i] < V, "token " << tokens[i] << " is outside the vocabulary [0, " << V << ")");
+  const Ops<F> ops{ctx, true};
+  F* in = x_.data();
+  F* out = y_.data();
+  for (int u = 0; u < model.num_units(); ++u) {
+    const auto v = m_.views(u);
+    InferCall<F> c;
+    c.p = v.data();
+    c.tokens = tokens;
+    c.B = B_, c.Tq = Tq, c.pos0 = pos_;
+    c.in = in;
+    const bool head = u + 1 == model.num_units();
+    c.out = head ? logits_.data() : out;
+    c.kcache = k_[static_cast<size_t>(u)].data();
+    c.vcache = v_[static_cast<size_t>(u)].data();
+    c.Tmax = Tmax_;
+    c.scratch = scratch_.data();
+    model.unit(u).infer(ops, c);
+    std::swap(in, out);
+  }
+  pos_ += Tq;
+  return logits_.data();
+}
+
 size_t num_params(const ModelConfig& c) { return Model<float>(c).real_params(); }
 
 size_t num_matmul_params(const ModelConfig& c) {
@@ -379,6 +428,7 @@ template class Runner<float>;
 template class Runner<double>;
 template class LocalModel<float>;
 template class LocalModel<double>;
+template class Decoder<float>;
 template std::vector<UnitPlan> plan_recompute<float>(const Model<float>&, const RecomputeConfig&);
 template std::vector<UnitPlan> plan_recompute<double>(const Model<double>&, const RecomputeConfig&);
 

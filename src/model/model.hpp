@@ -151,9 +151,9 @@ class LocalModel {
   void zero_grad() { std::fill(grads_.begin(), grads_.end(), F(0)); }
   const F* losses() const { return runner_->losses(0); }
   Runner<F>& runner() { return *runner_; }
+  std::vector<ConstView> views(int unit);  // of the unit's uses(), in order
 
  private:
-  std::vector<ConstView> views(int unit);
   std::vector<F*> grad_ptrs(int unit);
   Model<F> model_;
   bool fast_;
@@ -161,6 +161,26 @@ class LocalModel {
   std::vector<size_t> offsets_;
   std::unique_ptr<Runner<F>> runner_;
   bool have_forward_ = false;
+};
+
+// Autoregressive inference over a LocalModel's parameters: each block keeps a key/value cache,
+// so each new token costs one position, not a full re-forward (deepmpi generate).
+template <class F>
+class Decoder {
+ public:
+  Decoder(LocalModel<F>& m, int B, int Tmax);
+  // Feeds Tq tokens per sequence (tokens[B*Tq]) at the next Tq positions; returns the logits of
+  // all B*Tq rows ([B*Tq, V]), valid until the next call.
+  const F* feed(const kernels::Context& ctx, const int32_t* tokens, int Tq);
+  int position() const { return pos_; }
+  int capacity() const { return Tmax_; }
+  void reset() { pos_ = 0; }
+
+ private:
+  LocalModel<F>& m_;
+  int B_, Tmax_, pos_ = 0;
+  std::vector<std::vector<F>> k_, v_;  // per unit (empty for units without a cache)
+  std::vector<F> x_, y_, logits_, scratch_;
 };
 
 extern template class Model<float>;

@@ -111,11 +111,20 @@ struct Ops {
     }
     kernels::ref::causal_attention_backward(dqkv, datt, dout, qkv, att, B, T, NH, KVH, hs);
   }
-  void rope_forward(F* x, int B, int T, int H, int hs, int row_stride, double base) const {
+  void rope_forward(F* x, int B, int T, int H, int hs, int row_stride, double base, int pos0 = 0) const {
     if constexpr (std::is_same_v<F, float>) {
-      if (use_fast()) return kernels::rope_forward(ctx, x, B, T, H, hs, row_stride, static_cast<float>(base));
+      if (use_fast()) return kernels::rope_forward(ctx, x, B, T, H, hs, row_stride, static_cast<float>(base), pos0);
     }
-    kernels::ref::rope_forward(x, B, T, H, hs, row_stride, base);
+    kernels::ref::rope_forward(x, B, T, H, hs, row_stride, base, pos0);
+  }
+  // inference: Tq query rows over a key/value cache (fast path only)
+  void attention_prefix(F* out, int out_stride, const F* q, int q_stride, const F* k, const F* v, int kv_stride, int Tmax,
+                        int B, int Tq, int p0, int NH, int KVH, int hs) const {
+    if constexpr (std::is_same_v<F, float>) {
+      if (use_fast())
+        return kernels::attention_prefix_forward(ctx, out, out_stride, q, q_stride, k, v, kv_stride, Tmax, B, Tq, p0, NH, KVH, hs);
+    }
+    DMPI_FAIL("inference runs on the fast float kernels");
   }
   void rope_backward(F* dx, int B, int T, int H, int hs, int row_stride, double base) const {
     if constexpr (std::is_same_v<F, float>) {

@@ -85,6 +85,20 @@ struct UnitCall {
   int64_t valid_rows = 0;        // forward of the head: the counted rows
 };
 
+// One call of a unit's inference step (no backward): Tq new rows per sequence at positions
+// pos0 .. pos0 + Tq - 1, attending to what the key/value cache holds before them.
+template <class F>
+struct InferCall {
+  const ConstView* p = nullptr;       // views of uses(), in order
+  const int32_t* tokens = nullptr;    // [B*Tq] (the embedding)
+  int B = 0, Tq = 0, pos0 = 0;
+  const F* in = nullptr;              // [B*Tq, C]
+  F* out = nullptr;                   // [B*Tq, C] (the head: logits [B*Tq, V])
+  F *kcache = nullptr, *vcache = nullptr;  // a block's cache: [B, Tmax, kv_width()] each
+  int Tmax = 0;
+  F* scratch = nullptr;               // infer_scratch(B, Tq) elements
+};
+
 template <class F>
 class Unit {
  public:
@@ -98,6 +112,11 @@ class Unit {
   virtual bool in_place() const { return false; }
   virtual void forward(const Ops<F>& ops, UnitCall<F>& c) const = 0;
   virtual void backward(const Ops<F>& ops, UnitCall<F>& c) const = 0;
+  // Inference with a key/value cache (deepmpi generate). kv_width: floats per position of the
+  // unit's key cache (and of its value cache); 0 for units without one.
+  virtual size_t kv_width() const { return 0; }
+  virtual size_t infer_scratch(int B, int Tq) const { return 0; }
+  virtual void infer(const Ops<F>& ops, InferCall<F>& c) const = 0;
 
  protected:
   std::vector<ParamSpec> params_;

@@ -1,6 +1,7 @@
 // The unit kinds. Shapes in comments: B batch, T sequence, C hidden, NH heads, KVH kv heads,
 // hs head size, V vocabulary, Fw the MLP activation width (4C for GELU, ffn for SwiGLU), W1 the
 // first MLP matmul's width (Fw, or 2 ffn for SwiGLU's gate|up).
+#include <algorithm>
 #include <cmath>
 
 #include "base/error.hpp"
@@ -60,6 +61,13 @@ class Embedding final : public Unit<F> {
   }
   void backward(const Ops<F>& ops, UnitCall<F>& c) const override {
     ops.encoder_backward(c.g[wte_], wpe_ >= 0 ? c.g[wpe_] : nullptr, c.dout, c.batch.tokens, c.batch.B, c.batch.T, C_);
+  }
+  void infer(const Ops<F>& ops, InferCall<F>& c) const override {
+    // positions pos0 .. pos0 + Tq - 1: the rows of the table from pos0
+    const ConstView wpe = wpe_ >= 0 ? c.p[wpe_].rows(c.pos0, c.Tq) : ConstView();
+    DMPI_REQUIRE(wpe_ < 0 || c.pos0 + c.Tq <= c.p[wpe_].shape[0],
+                 "position " << c.pos0 + c.Tq - 1 << " is beyond the " << c.p[wpe_].shape[0] << " learned positions");
+    ops.encoder_forward(c.out, c.tokens, c.p[wte_], wpe, c.B, c.Tq, C_);
   }
 
  private:
@@ -198,6 +206,50 @@ class Block final : public Unit<F> {
     norm_backward(ops, c, dres, d_btc, c.in, s + l.mean1, s + l.rstd1, ln1w_, ln1b_);
   }
 
+  size_t kv_width() const override { return static_cast<size_t>(KVH_) * hs_; }
+  size_t infer_scratch(int B, int Tq) const override {
+    const size_t BT = static_cast<size_t>(B) * Tq;
+    return BT * (3 * static_cast<size_t>(C_) + 2 + QKV_ + A_ + W1_ + Fw_);
+  }
+  // The forward of Tq new rows: the same maths, the keys and values of the new rows appended to
+  // the cache, attention over the cache.
+  void infer(const Ops<F>& ops, InferCall<F>& c) const override {
+    const int B = c.B, T = c.Tq, BT = B * T;
+    const size_t bt = static_cast<size_t>(BT), n = bt * C_, kvw = kv_width();
+    DMPI_REQUIRE(c.pos0 + T <= c.Tmax, "the key/value cache holds " << c.Tmax << " positions");
+    F* ln = c.scratch;
+    F* tmp = ln + n;
+    F* res2 = tmp + n;
+    F* stats = res2 + n;  // mean, rstd
+    F* qkv = stats + 2 * bt;
+    F* atty = qkv + bt * QKV_;
+    F* fc = atty + bt * A_;
+    F* act = fc + bt * W1_;
+    UnitCall<F> uc;  // the norms read the parameters through a UnitCall
+    uc.p = c.p;
+    uc.batch.B = B, uc.batch.T = T;
+    norm_forward(ops, uc, ln, stats, stats + bt, c.in, ln1w_, ln1b_);
+    ops.matmul_forward(qkv, ln, c.p[qkvw_], bias(uc, qkvb_), BT, C_, QKV_);
+    if (rope_) ops.rope_forward(qkv, B, T, NH_ + KVH_, hs_, QKV_, base_, c.pos0);
+    const size_t qoff = static_cast<size_t>(NH_) * hs_;
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < T; ++t) {
+        const F* row = qkv + (static_cast<size_t>(b) * T + t) * QKV_;
+        const size_t at = (static_cast<size_t>(b) * c.Tmax + c.pos0 + t) * kvw;
+        std::copy(row + qoff, row + qoff + kvw, c.kcache + at);
+        std::copy(row + qoff + kvw, row + qoff + 2 * kvw, c.vcache + at);
+      }
+    ops.attention_prefix(atty, A_, qkv, QKV_, c.kcache, c.vcache, static_cast<int>(kvw), c.Tmax, B, T, c.pos0, NH_, KVH_, hs_);
+    ops.matmul_forward(tmp, atty, c.p[projw_], bias(uc, projb_), BT, A_, C_);
+    ops.residual_forward(res2, c.in, tmp, n);
+    norm_forward(ops, uc, ln, stats, stats + bt, res2, ln2w_, ln2b_);
+    ops.matmul_forward(fc, ln, c.p[fcw_], bias(uc, fcb_), BT, C_, W1_);
+    if (swiglu_) ops.swiglu_forward(act, fc, BT, Fw_);
+    else ops.gelu_forward(act, fc, bt * Fw_);
+    ops.matmul_forward(tmp, act, c.p[fcpw_], bias(uc, fcpb_), BT, Fw_, C_);
+    ops.residual_forward(c.out, res2, tmp, n);
+  }
+
  private:
   int C_, NH_, KVH_, hs_, QKV_, A_, Fw_, W1_;
   bool rms_, rope_, swiglu_;
@@ -231,6 +283,13 @@ class FinalNorm final : public Unit<F> {
     const F* w = c.p[w_].template as<const F>();
     if (rms_) ops.rmsnorm_backward(c.din, c.g[w_], c.dout, c.in, w, c.internals, BT, C_);
     else ops.layernorm_backward(c.din, c.g[w_], c.g[b_], c.dout, c.in, w, c.internals, c.internals + BT, BT, C_);
+  }
+  size_t infer_scratch(int B, int Tq) const override { return 2 * static_cast<size_t>(B) * Tq; }
+  void infer(const Ops<F>& ops, InferCall<F>& c) const override {
+    const int BT = c.B * c.Tq;
+    const F* w = c.p[w_].template as<const F>();
+    if (rms_) ops.rmsnorm_forward(c.out, c.scratch, c.in, w, BT, C_, eps_);
+    else ops.layernorm_forward(c.out, c.scratch, c.scratch + BT, c.in, w, c.p[b_].template as<const F>(), BT, C_, eps_);
   }
 
  private:
@@ -277,6 +336,9 @@ class LmHead final : public Unit<F> {
     const F dloss = c.valid_rows > 0 ? static_cast<F>(c.loss_scale / static_cast<double>(c.valid_rows)) : F(0);
     ops.crossentropy_backward(c.internals, c.batch.targets, dloss, BT, V_, kIgnoreIndex);
     ops.matmul_backward(c.din, c.g[w_], nullptr, c.internals, c.in, c.p[w_], BT, C_, V_);
+  }
+  void infer(const Ops<F>& ops, InferCall<F>& c) const override {  // the logits
+    ops.matmul_forward(c.out, c.in, c.p[w_], nullptr, c.B * c.Tq, C_, V_);
   }
 
  private:

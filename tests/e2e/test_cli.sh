@@ -127,4 +127,59 @@ if "$BIN" config check "$work/hf.json" > "$work/out.txt" 2>&1; then fail "unreso
 grep -q 'gradient_clipping: "auto" cannot be resolved: pass --clip-grad' "$work/out.txt" || { cat "$work/out.txt"; fail "auto error"; }
 run1 train --deepspeed_config "$work/hf.json" --micro-batch-size 2 --clip-grad 1 --lr 1e-3 --weight-decay 0 \
   --train-iters 2 > "$work/out.txt" || { cat "$work/out.txt"; fail "train with auto"; }
+# 7. real users' ds_config files (issue 18)
+# hjson (comments, trailing commas), keys at values that ask for nothing, "auto" DeepSpeed drops,
+# top-level keys DeepSpeed ignores: exit 0, with warnings; --strict makes the unknown keys errors
+printf '// HF-style template\n{"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", # per rank\n "zero_optimization": {"stage": 3, "memory_efficient_linear": false, "reduce_bucket_size": "auto",\n   "offload_param": {"device": "none", "buffer_size": "auto"}, "zero_hpz_partition_size": 1},\n "compile": {"deepcompile": false}, "_comment": "x", "log": {"level": "info"},\n}\n' > "$work/hf2.json"
+rc=0; "$BIN" config check "$work/hf2.json" --micro-batch-size 2 --model small > "$work/out.txt" 2> "$work/err.txt" || rc=$?
+[ "$rc" = 0 ] || { cat "$work/err.txt"; fail "an HF-style hjson template must pass config check (got $rc)"; }
+grep -q '"reduce_bucket_size": 147456' "$work/out.txt" || fail "--model small resolves reduce_bucket_size auto to 384^2"
+grep -q 'warning: log: unknown top-level key; ignored, as DeepSpeed does' "$work/err.txt" || { cat "$work/err.txt"; fail "log warning"; }
+grep -q 'moe' "$work/err.txt" && { cat "$work/err.txt"; fail "the message for log suggests moe"; }
+rc=0; "$BIN" config check "$work/hf2.json" --micro-batch-size 2 --strict > /dev/null 2> "$work/err.txt" || rc=$?
+[ "$rc" = 1 ] && grep -q '_comment: unknown key (--strict' "$work/err.txt" || { cat "$work/err.txt"; fail "--strict (rc $rc)"; }
+# errors and the not-implemented list in one pass: exit 1, both listed
+echo '{"train_batch_size": 10, "train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
+  "curriculum_learning": {"enabled": true}}' > "$work/mixed.json"
+rc=0; "$BIN" config check "$work/mixed.json" > /dev/null 2> "$work/err.txt" || rc=$?
+[ "$rc" = 1 ] || fail "errors: exit 1 (got $rc)"
+grep -q '  - optimizer.params.lr: "auto" cannot be resolved: pass --lr' "$work/err.txt" && grep -q 'batch sizes are inconsistent' "$work/err.txt" \
+  && grep -q '  - not supported yet: curriculum_learning.enabled = true' "$work/err.txt" || { cat "$work/err.txt"; fail "one pass"; }
+# valid but not implemented, whatever the block: exit 3
+echo '{"train_micro_batch_size_per_gpu": 2, "compression_training": {"weight_quantization": {"shared_parameters": {"enabled": true}}}}' > "$work/comp.json"
+rc=0; "$BIN" config check "$work/comp.json" > /dev/null 2> "$work/err.txt" || rc=$?
+[ "$rc" = 3 ] && grep -q 'compression_training has no top-level "enabled"' "$work/err.txt" || { cat "$work/err.txt"; fail "compression: exit 3 (got $rc)"; }
+rc=0; run1 train --deepspeed_config "$work/stage1.json" --train-iters 1 > "$work/out.txt" 2>&1 || rc=$?
+[ "$rc" = 3 ] || { cat "$work/out.txt"; fail "train refuses a valid offload config with exit 3 (got $rc)"; }
+# files that are not config files: clear errors, no source location, no library id, no crash
+clean() { ! grep -qE '\.cpp:[0-9]|json\.exception|--deepspeed_config' "$1"; }
+rc=0; "$BIN" config check "$work" > "$work/out.txt" 2>&1 || rc=$?
+[ "$rc" = 1 ] && grep -q 'is a directory, not a file' "$work/out.txt" && clean "$work/out.txt" || { cat "$work/out.txt"; fail "a directory"; }
+printf '{\n "a": 1,\n "b" 2\n}\n' > "$work/syn.json"
+rc=0; "$BIN" config check "$work/syn.json" > "$work/out.txt" 2>&1 || rc=$?
+[ "$rc" = 1 ] && grep -q "syn.json' line 3, column 6: expected ':' after the key \"b\"" "$work/out.txt" && clean "$work/out.txt" \
+  || { cat "$work/out.txt"; fail "parse error"; }
+/usr/bin/python3 -c 'import sys; n = 1000000; sys.stdout.write("{\"zero_optimization\": " + "[" * n + "]" * n + "}")' > "$work/deep.json"
+rc=0; "$BIN" config check "$work/deep.json" > "$work/out.txt" 2>&1 || rc=$?
+[ "$rc" = 1 ] && grep -q 'nested deeper than 64 levels' "$work/out.txt" || { head -c 500 "$work/out.txt"; fail "1,000,000-deep arrays (rc $rc)"; }
+# no optimizer block: the optimizer and schedule come from Megatron's flags, with its formulas
+echo '{"train_micro_batch_size_per_gpu": 2}' > "$work/noopt.json"
+run1 train --deepspeed_config "$work/noopt.json" --train-iters 4 --lr 1e-3 --min-lr 1e-4 --lr-decay-style linear \
+  --lr-warmup-iters 2 --metrics-file "$work/m2.jsonl" > "$work/out.txt" || { cat "$work/out.txt"; fail "Megatron flags"; }
+grep -q 'optimizer and schedule from: optimizer AdamW from Megatron flags' "$work/out.txt" || { cat "$work/out.txt"; fail "banner source"; }
+/usr/bin/python3 - "$work/m2.jsonl" <<'PY' || fail "Megatron's linear schedule in the log"
+import json, sys
+lrs = [r["lr"] for r in map(json.loads, open(sys.argv[1])) if "lr" in r]
+# warmup 0 -> 1e-3 over 2 iterations, then linear to 1e-4 at iteration 4 (Megatron: iteration k runs at k - 1)
+want = [0.0, 0.5e-3, 1e-3, 1e-4 + 0.5 * 0.9e-3]
+assert len(lrs) == 4 and all(abs(a - b) < 1e-9 for a, b in zip(lrs, want)), lrs
+PY
+run1 train --deepspeed_config "$work/noopt.json" --train-iters 1 > "$work/out.txt" 2>&1 || fail "no block, no flags"
+grep -q "optimizer and schedule from: optimizer AdamW at DeepSpeed's defaults" "$work/out.txt" \
+  && grep -q 'warning: no "optimizer" block and no optimizer flag' "$work/out.txt" || { cat "$work/out.txt"; fail "the default must be said"; }
+# --train-iters 0 --save writes the initial checkpoint; data prepare creates its output folder
+run1 train --train-iters 0 --save "$work/ck0" > "$work/out.txt" 2>&1 || { cat "$work/out.txt"; fail "train-iters 0"; }
+[ -f "$work/ck0/global_step0/checkpoint.h5" ] && grep -q global_step0 "$work/ck0/latest" || { cat "$work/out.txt"; fail "initial checkpoint"; }
+"$BIN" data prepare --input "$work/a.txt" --output "$work/new/dir/corpus" > /dev/null || fail "prepare into a new folder"
+[ -f "$work/new/dir/corpus.tokens" ] || fail "data prepare creates the output folder"
 echo "e2e cli: all checks passed"

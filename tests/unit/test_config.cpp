@@ -117,9 +117,10 @@ TEST(DsConfig, TypesRangesAndNotSupported) {
   EXPECT_FALSE(has(w, "fp16")) << w;  // valid: refused by `deepmpi train`, not the parser
   EXPECT_FALSE(has(w, "zero_optimization.stage")) << w;
   EXPECT_FALSE(has(w, "pipeline")) << w;
-  EXPECT_TRUE(has(w, "not supported yet: optimizer.type \"OneBitAdam\"")) << w;
+  // a 1-bit optimizer is valid, not implemented: listed with the errors, not counted as one
+  EXPECT_TRUE(has(w, "\n  * not supported yet: optimizer.type = \"OneBitAdam\"")) << w;
   EXPECT_TRUE(has(w, "steps_per_print: value -3 out of range")) << w;
-  EXPECT_TRUE(has(w, "4 errors")) << w;
+  EXPECT_TRUE(has(w, "3 errors")) << w;
   auto c = parse_ds_config(json::parse(R"({"train_micro_batch_size_per_gpu": 2, "fp16": {"enabled": true},
       "zero_optimization": {"stage": 2}, "pipeline": {"stages": 2}})"), 1);
   auto refused = unimplemented_for_training(c);
@@ -216,7 +217,7 @@ TEST(DsConfig, SchedulersWithDeepSpeedDefaults) {
   std::string w = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "scheduler": {"type": "OneCycle",
       "params": {"cycle_max_lr": 1e-3, "cycle_first_stair_count": 2, "warmup_num_steps": 5}}})"));
   EXPECT_TRUE(has(w, "scheduler.params.cycle_min_lr: required by OneCycle")) << w;
-  EXPECT_TRUE(has(w, "not supported yet: scheduler.params.cycle_first_stair_count != 0")) << w;
+  EXPECT_TRUE(has(w, "not supported yet: scheduler.params.cycle_first_stair_count = 2")) << w;
   EXPECT_TRUE(has(w, "scheduler.params.warmup_num_steps: unknown key")) << w;
   std::string w2 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "scheduler": {"type": "WarmupCosineLR"}})"));
   EXPECT_TRUE(has(w2, "scheduler.params.total_num_steps: required by WarmupCosineLR")) << w2;
@@ -360,7 +361,297 @@ TEST(DsConfig, BlockRulesBeyondTheCorpus) {
       "flops_profiler": {"output_file": null}})"), 1);
   EXPECT_TRUE(n.resolved()["communication_data_type"].is_null());
   EXPECT_TRUE(n.resolved()["flops_profiler"]["output_file"].is_null());
-  // add-ons: accepted disabled, refused otherwise
-  std::string w3 = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1, "elasticity": {"enabled": true}})"));
-  EXPECT_TRUE(has(w3, "not supported yet: elasticity")) << w3;
+  // add-ons: accepted disabled, valid but not implemented otherwise
+  auto el = unimplemented_for_training(parse_ds_config(json::parse(R"({"train_micro_batch_size_per_gpu": 1,
+      "elasticity": {"enabled": true}})"), 1));
+  ASSERT_EQ(el.size(), 1u);
+  EXPECT_TRUE(has(el[0], "not supported yet: elasticity.enabled = true")) << el[0];
+}
+
+// ---- issue 18: what real users' ds_config files need --------------------------------------
+
+namespace {
+ConfigCheck check(const char* text, int dp = 1, AutoContext ctx = {}) { return check_ds_config(json::parse(text), dp, ctx); }
+std::string lines(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += x + "\n";
+  return s;
+}
+}  // namespace
+
+TEST(DsConfigLenient, UnknownTopLevelKeysAreIgnoredAsDeepSpeedDoes) {
+  const char* text = R"({"train_micro_batch_size_per_gpu": 2, "_comment": "x", "log": {"level": "info"},
+                         "cuda_visible_devices": 0, "fp8": {"enabled": false}})";
+  auto c = check(text);
+  EXPECT_TRUE(c.errors.empty()) << lines(c.errors);
+  const std::string w = lines(c.warnings);
+  EXPECT_TRUE(has(w, "_comment: unknown top-level key; ignored, as DeepSpeed does (--strict makes it an error)")) << w;
+  EXPECT_TRUE(has(w, "log: unknown top-level key; ignored, as DeepSpeed does")) << w;
+  EXPECT_TRUE(has(w, "cuda_visible_devices: not a DeepSpeed key; ignored, as DeepSpeed does (select devices with")) << w;
+  EXPECT_TRUE(has(w, "fp8: not a DeepSpeed key; ignored, as DeepSpeed does")) << w;
+  EXPECT_FALSE(has(w, "moe")) << w;  // "log" is no near-miss of "moe"
+  // --strict: every unknown key is an error, still never suggesting "moe" for "log"
+  AutoContext strict;
+  strict.strict = true;
+  auto s = check(text, 1, strict);
+  const std::string e = lines(s.errors);
+  EXPECT_EQ(s.errors.size(), 4u) << e;
+  EXPECT_TRUE(has(e, "_comment: unknown key (--strict makes unknown top-level keys errors)")) << e;
+  EXPECT_TRUE(has(e, "log: unknown key (--strict")) << e;
+  EXPECT_TRUE(has(e, "cuda_visible_devices: not a DeepSpeed key (--strict")) << e;
+  EXPECT_FALSE(has(e, "moe")) << e;
+  // inside a block unknown keys stay errors (DeepSpeed's pydantic blocks forbid them)
+  EXPECT_TRUE(has(lines(check(R"({"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stge": 1}})").errors),
+                  "zero_optimization.stge: unknown key; did you mean 'zero_optimization.stage'?"));
+}
+
+TEST(DsConfigLenient, NearMissesOfRealKeysStayErrors) {
+  for (auto [key, real] : {std::pair{"gradient_acumulation_steps", "gradient_accumulation_steps"},
+                           std::pair{"optimzer", "optimizer"}, std::pair{"Train_Batch_Size", "train_batch_size"},
+                           std::pair{"zero-optimization", "zero_optimization"}, std::pair{"fp61", "fp16"},
+                           std::pair{"gradient_clipping ", "gradient_clipping"}}) {
+    json j = {{"train_micro_batch_size_per_gpu", 2}, {key, 1}};
+    auto c = check_ds_config(j, 1);
+    ASSERT_EQ(c.errors.size(), 1u) << key << ": " << lines(c.errors) << lines(c.warnings);
+    EXPECT_TRUE(has(c.errors[0], std::string(key) + ": unknown key; did you mean '" + real + "'?")) << c.errors[0];
+  }
+}
+
+TEST(DsConfigLenient, KeysAtValuesThatAskForNothingAreAccepted) {
+  auto c = check(R"({"train_micro_batch_size_per_gpu": 2,
+      "zero_optimization": {"stage": 3, "memory_efficient_linear": false, "zero_hpz_partition_size": 1,
+                            "zero_quantized_weights": false, "zero_quantized_gradients": false,
+                            "zero_quantized_nontrainable_weights": false, "mics_shard_size": -1,
+                            "stage3_use_all_reduce_for_fetch_params": false, "leaf_module": {"classes": ["X"]}},
+      "compile": {"deepcompile": false, "offload_activation": true},
+      "compression_training": {"sparse_pruning": {"shared_parameters": {"enabled": false}}, "layer_reduction": {"enabled": false}},
+      "curriculum_learning": {"enabled": false}})");
+  EXPECT_TRUE(c.errors.empty()) << lines(c.errors);
+  EXPECT_TRUE(c.unimplemented.empty()) << lines(c.unimplemented);
+  const std::string n = lines(c.notes);
+  for (const char* k : {"memory_efficient_linear = false", "zero_hpz_partition_size = 1", "zero_quantized_weights = false",
+                        "zero_quantized_gradients = false", "mics_shard_size = -1", "use_all_reduce_for_fetch_params = false",
+                        "compile: DeepCompile is off", "compression_training: every technique is off"})
+    EXPECT_TRUE(has(n, k)) << k << " in\n" << n;
+  EXPECT_TRUE(check(R"({"train_micro_batch_size_per_gpu": 2, "compile": {}})").unimplemented.empty());
+  // the same keys asking for something: valid, not implemented (one list), never an error
+  auto u = check(R"({"train_micro_batch_size_per_gpu": 2,
+      "zero_optimization": {"stage": 3, "zero_hpz_partition_size": 8, "zero_quantized_weights": true}})");
+  EXPECT_TRUE(u.errors.empty()) << lines(u.errors);
+  ASSERT_EQ(u.unimplemented.size(), 2u) << lines(u.unimplemented);
+  EXPECT_TRUE(has(u.unimplemented[0], "not supported yet: zero_optimization.zero_hpz_partition_size = 8 (ZeRO++ hierarchical "
+                                      "partitioning (hpZ) is not implemented; remove the key or write 1)")) << u.unimplemented[0];
+  EXPECT_TRUE(has(u.unimplemented[1], "zero_optimization.zero_quantized_weights = true")) << u.unimplemented[1];
+  // a wrong type is still an error
+  EXPECT_TRUE(has(lines(check(R"({"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"memory_efficient_linear": "no"}})").errors),
+                  "zero_optimization.memory_efficient_linear: expected true or false"));
+}
+
+TEST(DsConfigLenient, NotImplementedIsOneListWithAdvicePerBlock) {
+  auto c = check(R"({"train_micro_batch_size_per_gpu": 2,
+      "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}},
+      "tensor_parallel": {"autotp_size": 4},
+      "optimizer": {"type": "OneBitAdam", "params": {"lr": 1e-4}},
+      "curriculum_learning": {"enabled": true},
+      "compile": {"deepcompile": true},
+      "compression_training": {"weight_quantization": {"shared_parameters": {"enabled": true}}},
+      "sparse_attention": {"mode": "fixed"}})");
+  EXPECT_TRUE(c.errors.empty()) << lines(c.errors);
+  const std::vector<std::string> want = {
+      "not supported yet: compile.deepcompile = true (DeepCompile is not implemented; set \"deepcompile\": false or remove "
+      "the block (compile has no \"enabled\" key))",
+      "not supported yet: compression_training.weight_quantization.shared_parameters.enabled = true (compression training is "
+      "not implemented; set it to false or remove the block (compression_training has no top-level \"enabled\"",
+      "not supported yet: curriculum_learning.enabled = true (curriculum learning is not implemented; set \"enabled\": false "
+      "or remove the block)",
+      "not supported yet: optimizer.type = \"OneBitAdam\"",
+      "not supported yet: sparse_attention = {\"mode\":\"fixed\"} (sparse attention is not implemented; remove the block",
+      "not supported yet: tensor_parallel.autotp_size = 4",
+      "not supported yet: zero_optimization.offload_optimizer.device = \"cpu\" (offload is not implemented"};
+  ASSERT_EQ(c.unimplemented.size(), want.size()) << lines(c.unimplemented);
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(has(c.unimplemented[i], want[i])) << i << ": " << c.unimplemented[i];
+  EXPECT_EQ(c.unimplemented, unimplemented_for_training(c.config));  // what `deepmpi train` refuses
+  // no "set enabled: false" advice for the blocks without a top-level switch
+  EXPECT_FALSE(has(c.unimplemented[0] + c.unimplemented[1] + c.unimplemented[4], "set \"enabled\": false")) << lines(c.unimplemented);
+}
+
+TEST(DsConfigLenient, AutoWhereDeepSpeedUsesTheDefault) {
+  const char* text = R"({"train_micro_batch_size_per_gpu": 2,
+      "zero_optimization": {"stage": 3, "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
+                            "stage3_param_persistence_threshold": "auto", "stage3_max_live_parameters": "auto",
+                            "offload_param": {"device": "none", "buffer_size": "auto", "max_in_cpu": "auto"},
+                            "offload_optimizer": {"device": "none", "buffer_count": "auto"}}})";
+  auto c = check(text);  // the model width is unknown: DeepSpeed's defaults, with a warning each
+  EXPECT_TRUE(c.errors.empty()) << lines(c.errors);
+  EXPECT_EQ(c.config.zero.offload_param.buffer_size, 100000000);
+  EXPECT_EQ(c.config.zero.offload_param.max_in_cpu, 1000000000);
+  EXPECT_EQ(c.config.zero.offload_optimizer.buffer_count, 4);
+  EXPECT_EQ(c.config.zero.reduce_bucket_size, 500000000);
+  EXPECT_EQ(c.config.zero.prefetch_bucket_size, 50000000);
+  EXPECT_EQ(c.config.zero.param_persistence_threshold, 100000);
+  EXPECT_EQ(c.config.zero.max_live_parameters, 1000000000);
+  EXPECT_TRUE(has(lines(c.warnings), "zero_optimization.reduce_bucket_size = \"auto\": the model width is not known here, so "
+                                     "DeepSpeed's default applies")) << lines(c.warnings);
+  AutoContext ctx;
+  ctx.hidden = 512;  // the model known (deepmpi train: the preset's width): HF's rule
+  auto h = check(text, 1, ctx);
+  EXPECT_EQ(h.config.zero.reduce_bucket_size, 512 * 512);
+  EXPECT_EQ(h.config.zero.prefetch_bucket_size, static_cast<int64_t>(0.9 * 512 * 512));
+  EXPECT_EQ(h.config.zero.param_persistence_threshold, 5120);
+  EXPECT_FALSE(has(lines(h.warnings), "model width")) << lines(h.warnings);
+}
+
+TEST(DsConfigOnePass, EveryProblemAtOnceOrderedByPathEachOnce) {
+  // batch errors do not wait for "auto" errors, and the not-implemented list comes with them
+  auto c = check(R"({"train_batch_size": 10, "train_micro_batch_size_per_gpu": 4, "gradient_clipping": "auto",
+      "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}},
+      "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 5, "total_num_steps": "auto"}},
+      "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}})");
+  ASSERT_EQ(c.errors.size(), 4u) << lines(c.errors);
+  EXPECT_TRUE(has(c.errors[0], "gradient_clipping: \"auto\" cannot be resolved: pass --clip-grad")) << c.errors[0];
+  EXPECT_TRUE(has(c.errors[1], "optimizer.params.lr: \"auto\" cannot be resolved: pass --lr")) << c.errors[1];
+  EXPECT_TRUE(has(c.errors[2], "scheduler.params.total_num_steps: \"auto\" cannot be resolved: pass --train-iters")) << c.errors[2];
+  EXPECT_TRUE(has(c.errors[3], "train_batch_size: batch sizes are inconsistent")) << c.errors[3];
+  ASSERT_EQ(c.unimplemented.size(), 1u);
+  EXPECT_TRUE(has(c.unimplemented[0], "offload_optimizer.device = \"cpu\""));
+  // the unresolved scheduler key is reported once (not again as "required")
+  EXPECT_FALSE(has(lines(c.errors), "required by WarmupDecayLR")) << lines(c.errors);
+  // the exception's text: errors "  - ", then the not-implemented list "  * "
+  const std::string w = problems_text(c);
+  EXPECT_TRUE(has(w, "4 errors in the ds_config:\n  - gradient_clipping")) << w;
+  EXPECT_TRUE(has(w, "\n  * not supported yet: zero_optimization.offload_optimizer.device")) << w;
+}
+
+TEST(DsConfigOnePass, BatchMessagesNameTheFlagsAndNeverSuggestZero) {
+  // "auto" batch sizes with no flag: the flags are named, not DeepSpeed's sentence
+  auto a = check(R"({"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto"})");
+  ASSERT_EQ(a.errors.size(), 1u) << lines(a.errors);
+  EXPECT_TRUE(has(a.errors[0], "pass --micro-batch-size N (and --global-batch-size N")) << a.errors[0];
+  EXPECT_FALSE(has(a.errors[0], "Either train_batch_size")) << a.errors[0];
+  // the flags also set keys the file leaves out (Megatron's --micro-batch-size, --global-batch-size)
+  AutoContext f;
+  f.micro_batch = 2, f.global_batch = 16;
+  auto b = check(R"({"zero_optimization": {"stage": 1}})", 2, f);
+  EXPECT_TRUE(b.errors.empty()) << lines(b.errors);
+  EXPECT_EQ(b.config.grad_accum, 4);
+  // a TBS below MBS x W: GAS would be 0; no suggestion holds a 0
+  for (auto [tbs, mbs, gas, W] : {std::tuple{2, 4, 0, 1}, std::tuple{3, 0, 0, 4}, std::tuple{6, 4, 0, 2}, std::tuple{5, 0, 2, 4},
+                                  std::tuple{7, 2, 3, 1}}) {
+    int64_t t = tbs, m = mbs, g = gas;
+    try {
+      resolve_batch_triangle(t, m, g, W);
+      ADD_FAILURE() << tbs << " " << mbs << " " << gas << " " << W;
+    } catch (const Error& e) {
+      const std::string w = e.what();
+      for (const char* zero : {"GAS = 0", "MBS = 0", "TBS = 0"}) EXPECT_FALSE(has(w, zero)) << w;
+      EXPECT_TRUE(has(w, "Consistent choices: TBS = ")) << w;
+    }
+  }
+  int64_t t = 2, m = 4, g = 0;
+  try {
+    resolve_batch_triangle(t, m, g, 1);
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "gradient_accumulation_steps (GAS) derived as TBS // MBS // W, which is below 1")) << e.what();
+    EXPECT_TRUE(has(e.what(), "TBS = 4 (MBS = 4, GAS = 1), or MBS = 2 with GAS = 1 (keeping TBS)")) << e.what();
+  }
+}
+
+TEST(DsConfigMegatron, NoOptimizerBlockBuildsTheOptimizerFromTheFlags) {
+  AutoContext ctx;
+  ctx.lr = 3e-4, ctx.warmup_iters = 100, ctx.weight_decay = 0.1, ctx.train_iters = 1000;
+  auto c = parse_ds_config(json{{"train_micro_batch_size_per_gpu", 4}}, 2, ctx);
+  EXPECT_EQ(c.optimizer.type, "AdamW");  // Megatron's adam decouples weight decay
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 3e-4);
+  EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.1);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta1, 0.9);  // Megatron's defaults
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.999);
+  EXPECT_DOUBLE_EQ(c.optimizer.eps, 1e-8);
+  EXPECT_EQ(c.scheduler.type, "Megatron");
+  EXPECT_EQ(c.scheduler.lr_decay_style, "linear");  // Megatron's default style
+  EXPECT_DOUBLE_EQ(c.scheduler.lr_warmup_iters, 100);
+  EXPECT_EQ(c.scheduler.lr_decay_iters, 1000);      // --lr-decay-iters defaults to --train-iters
+  EXPECT_DOUBLE_EQ(c.scheduler.min_lr, 0.0);
+  EXPECT_EQ(c.scheduler.samples_per_iteration, 8);  // the global batch
+  EXPECT_TRUE(has(c.optimizer_source, "optimizer AdamW from Megatron flags (the ds_config has no \"optimizer\" block): "
+                                      "--lr 0.0003, --weight-decay 0.1; Megatron's defaults --adam-beta1 0.9")) << c.optimizer_source;
+  EXPECT_TRUE(has(c.optimizer_source, "Megatron's schedule (no \"scheduler\" block): --lr-warmup-iters 100; defaults "
+                                      "--lr-decay-style linear, --lr-decay-iters = --train-iters 1000")) << c.optimizer_source;
+  // sgd, and the weight-decay increment
+  AutoContext s;
+  s.optimizer = "sgd", s.lr = 0.1, s.train_iters = 50, s.weight_decay_incr_style = "linear", s.start_weight_decay = 0.0,
+  s.end_weight_decay = 0.05;
+  auto d = parse_ds_config(json{{"train_micro_batch_size_per_gpu", 4}}, 1, s);
+  EXPECT_EQ(d.optimizer.type, "SGD");
+  EXPECT_DOUBLE_EQ(d.optimizer.momentum, 0.9);  // Megatron's --sgd-momentum default
+  EXPECT_EQ(d.scheduler.weight_decay_incr_style, "linear");
+  EXPECT_EQ(d.scheduler.wd_incr_iters, 50);
+  EXPECT_DOUBLE_EQ(d.scheduler.end_weight_decay, 0.05);
+}
+
+TEST(DsConfigMegatron, NeitherBlockNorFlagsIsNeverSilent) {
+  auto c = parse_ds_config(json{{"train_micro_batch_size_per_gpu", 4}}, 1);
+  EXPECT_EQ(c.optimizer.type, "AdamW");
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 1e-3);
+  EXPECT_TRUE(c.scheduler.type.empty());
+  EXPECT_TRUE(has(lines(c.warnings), "no \"optimizer\" block and no optimizer flag: training uses AdamW at DeepSpeed's "
+                                     "defaults (lr 0.001")) << lines(c.warnings);
+  EXPECT_TRUE(has(c.optimizer_source, "optimizer AdamW at DeepSpeed's defaults")) << c.optimizer_source;
+  EXPECT_TRUE(has(c.optimizer_source, "a constant lr: no \"scheduler\" block and no schedule flag")) << c.optimizer_source;
+  // a block: its source says so; a schedule flag with a block and no scheduler: Megatron's schedule at the block's lr
+  AutoContext w;
+  w.warmup_iters = 10, w.lr_decay_style = "cosine", w.train_iters = 100;
+  auto b = parse_ds_config(json::parse(R"({"train_micro_batch_size_per_gpu": 4, "optimizer": {"type": "Adam", "params": {"lr": 2e-4}}})"), 1, w);
+  EXPECT_EQ(b.scheduler.type, "Megatron");
+  EXPECT_DOUBLE_EQ(b.scheduler.max_lr, 2e-4);
+  EXPECT_TRUE(has(b.optimizer_source, "optimizer Adam from the ds_config's \"optimizer\" block; Megatron's schedule")) << b.optimizer_source;
+}
+
+TEST(DsConfigMegatron, FlagMistakesAreErrorsNamingTheFlag) {
+  auto err = [](const char* text, AutoContext ctx) { return lines(check_ds_config(json::parse(text), 1, ctx).errors); };
+  const char* bare = R"({"train_micro_batch_size_per_gpu": 2})";
+  AutoContext a;
+  a.weight_decay = 0.1;  // the optimizer from flags, but no --lr: Megatron has no default
+  EXPECT_TRUE(has(err(bare, a), "optimizer: the file has no \"optimizer\" block, so the optimizer comes from the Megatron "
+                                "flags (--weight-decay 0.1), and Megatron has no default learning rate: pass --lr")) << err(bare, a);
+  AutoContext b;
+  b.lr = 1e-3, b.lr_warmup_fraction = 0.1, b.warmup_iters = 10, b.train_iters = 100;
+  EXPECT_TRUE(has(err(bare, b), "give one of --lr-warmup-fraction and --lr-warmup-iters")) << err(bare, b);
+  AutoContext c;
+  c.lr = 1e-3, c.lr_decay_style = "WSD", c.train_iters = 100;
+  EXPECT_TRUE(has(err(bare, c), "--lr-decay-style WSD needs --lr-wsd-decay-iters")) << err(bare, c);
+  AutoContext d;
+  d.lr = 1e-3, d.weight_decay_incr_style = "linear", d.train_iters = 100;
+  EXPECT_TRUE(has(err(bare, d), "--weight-decay-incr-style linear needs --start-weight-decay and --end-weight-decay")) << err(bare, d);
+  AutoContext e;
+  e.lr = 1e-3, e.warmup_iters = 100, e.train_iters = 100;
+  EXPECT_TRUE(has(err(bare, e), "the warmup (100 iterations) must be shorter than the decay (100 iterations")) << err(bare, e);
+  AutoContext f;
+  f.lr = 1e-3, f.min_lr = 1e-2, f.train_iters = 100;
+  EXPECT_TRUE(has(err(bare, f), "--min-lr 0.01 exceeds the lr 0.001")) << err(bare, f);
+  AutoContext g;
+  g.lr = 1e-3, g.lr_decay_style = "cosin", g.train_iters = 100;
+  EXPECT_TRUE(has(err(bare, g), "did you mean cosine?")) << err(bare, g);
+  AutoContext h;
+  h.lr = 1e-3;  // the decay needs a length: no --train-iters and no default run length
+  EXPECT_TRUE(has(err(bare, h), "pass --train-iters or --lr-decay-iters")) << err(bare, h);
+  h.default_train_iters = 20;  // deepmpi train's default
+  EXPECT_EQ(err(bare, h), "");
+  // with blocks: the blocks set what they set
+  AutoContext i;
+  i.optimizer = "sgd";
+  EXPECT_TRUE(has(err(R"({"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW"}})", i),
+                  "optimizer.type: \"AdamW\" in the file disagrees with --optimizer sgd")) << "";
+  AutoContext j;
+  j.lr_decay_style = "cosine";
+  EXPECT_TRUE(has(err(R"({"train_micro_batch_size_per_gpu": 2, "scheduler": {"type": "WarmupLR"}})", j),
+                  "scheduler: the file's \"scheduler\" block sets the schedule, so --lr-decay-style cannot")) << "";
+  // flags fill what a block leaves out, and must agree with what it gives
+  AutoContext k;
+  k.weight_decay = 0.1, k.warmup_iters = 7;
+  auto c2 = check_ds_config(json::parse(R"({"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+      "scheduler": {"type": "WarmupLR"}})"), 1, k);
+  EXPECT_TRUE(c2.errors.empty()) << lines(c2.errors);
+  EXPECT_DOUBLE_EQ(c2.config.optimizer.weight_decay, 0.1);
+  EXPECT_EQ(c2.config.scheduler.warmup_num_steps, 7);
+  EXPECT_TRUE(has(lines(c2.notes), "optimizer.params.weight_decay = 0.1: from --weight-decay (the file leaves it out)")) << lines(c2.notes);
 }

@@ -3,8 +3,10 @@
 // the fix. Plus the defaults table against DeepSpeed's documented defaults.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <sstream>
 
@@ -41,6 +43,20 @@ AutoContext context_of(const json& flags, int& dp) {
   if (flags.contains("hidden")) c.hidden = flags["hidden"].get<int64_t>();
   c.fp16 = flags.value("fp16", false);
   c.bf16 = flags.value("bf16", false);
+  // Megatron's optimizer and schedule flags
+  if (flags.contains("optimizer")) c.optimizer = flags["optimizer"].get<std::string>();
+  if (flags.contains("sgd_momentum")) c.sgd_momentum = flags["sgd_momentum"].get<double>();
+  if (flags.contains("min_lr")) c.min_lr = flags["min_lr"].get<double>();
+  if (flags.contains("lr_decay_style")) c.lr_decay_style = flags["lr_decay_style"].get<std::string>();
+  if (flags.contains("lr_warmup_fraction")) c.lr_warmup_fraction = flags["lr_warmup_fraction"].get<double>();
+  if (flags.contains("lr_warmup_init")) c.lr_warmup_init = flags["lr_warmup_init"].get<double>();
+  if (flags.contains("lr_decay_iters")) c.lr_decay_iters = flags["lr_decay_iters"].get<int64_t>();
+  if (flags.contains("lr_wsd_decay_style")) c.lr_wsd_decay_style = flags["lr_wsd_decay_style"].get<std::string>();
+  if (flags.contains("lr_wsd_decay_iters")) c.lr_wsd_decay_iters = flags["lr_wsd_decay_iters"].get<int64_t>();
+  if (flags.contains("start_weight_decay")) c.start_weight_decay = flags["start_weight_decay"].get<double>();
+  if (flags.contains("end_weight_decay")) c.end_weight_decay = flags["end_weight_decay"].get<double>();
+  if (flags.contains("weight_decay_incr_style")) c.weight_decay_incr_style = flags["weight_decay_incr_style"].get<std::string>();
+  c.strict = flags.value("strict", false);
   return c;
 }
 
@@ -123,10 +139,19 @@ TEST(ConfigCorpus, RealisticConfigsResolveAsDeepSpeedWould) {
     for (const auto& s : refused) all += s + "\n";
     EXPECT_EQ(refused.size(), m["refused"].size()) << name << " refused:\n" << all;
     for (const auto& want : m["refused"]) EXPECT_NE(all.find(want.get<std::string>()), std::string::npos) << name << ": " << want << " in\n" << all;
-    std::string warns;
+    std::string warns, notes;
     for (const auto& w : c.warnings) warns += w + "\n";
+    for (const auto& n : c.notes) notes += n + "\n";
     for (const auto& want : m.value("warnings", json::array()))
       EXPECT_NE(warns.find(want.get<std::string>()), std::string::npos) << name << ": warning " << want << " in\n" << warns;
+    for (const auto& want : m.value("notes", json::array()))
+      EXPECT_NE(notes.find(want.get<std::string>()), std::string::npos) << name << ": note " << want << " in\n" << notes;
+    for (const auto& want : m.value("source", json::array()))
+      EXPECT_NE(c.optimizer_source.find(want.get<std::string>()), std::string::npos)
+          << name << ": optimizer source " << want << " in\n" << c.optimizer_source;
+    for (const auto& bad : m.value("absent", json::array()))
+      EXPECT_EQ((warns + notes).find(bad.get<std::string>()), std::string::npos) << name << ": " << bad << " in\n" << warns << notes;
+    EXPECT_FALSE(c.optimizer_source.empty()) << name << ": the banner must say where the optimizer came from";
   });
 }
 
@@ -147,6 +172,18 @@ TEST(ConfigCorpus, BrokenConfigsNamePathAndFix) {
     EXPECT_EQ(count(what, "\n  - "), n) << name << ": " << what;
     EXPECT_NE(what.find(std::to_string(n) + (n == 1 ? " error in" : " errors in")), std::string::npos) << what;
     for (const auto& want : m["errors"]) EXPECT_NE(what.find(want.get<std::string>()), std::string::npos) << name << ": " << want << "\nin: " << what;
+    for (const auto& bad : m.value("absent", json::array()))
+      EXPECT_EQ(what.find(bad.get<std::string>()), std::string::npos) << name << ": " << bad << "\nin: " << what;
+    // every problem once, ordered by its JSON path; no source location, no JSON-library exception id
+    std::vector<std::string> paths;
+    for (size_t p = what.find("\n  - "); p != std::string::npos; p = what.find("\n  - ", p + 1)) {
+      const std::string line = what.substr(p + 5, what.find('\n', p + 5) - (p + 5));
+      paths.push_back(line.substr(0, std::min(line.find(": "), line.find(" = "))));
+    }
+    EXPECT_TRUE(std::is_sorted(paths.begin(), paths.end())) << name << ": not ordered by path: " << what;
+    EXPECT_EQ(std::set<std::string>(paths.begin(), paths.end()).size(), paths.size()) << name << ": a path twice: " << what;
+    EXPECT_EQ(what.find(".cpp:"), std::string::npos) << what;
+    EXPECT_EQ(what.find("json.exception"), std::string::npos) << what;
   });
 }
 

@@ -7,6 +7,7 @@
 
 #include "kernels/gemm.hpp"
 #include "src/model/model.hpp"
+#include "src/model/sampling.hpp"
 #include "base/error.hpp"
 #include "base/rng.hpp"
 #include "tests/unit/test_util.hpp"
@@ -328,4 +329,155 @@ TEST(Recompute, ActivationBytesMatchTheFormula) {
   // block method, the first 3 of 4 blocks: the last block keeps everything
   EXPECT_EQ(bytes(recompute(G::Full, M::Block, 3)),
             4 * (edges + 3 * BTC + (BTC + one) + head_kept + std::max(scratch + one, BTC + logits) + BTC));
+}
+
+// ---- The LLaMA composition: RMSNorm, RoPE, SwiGLU, grouped-query attention, untied head, no biases.
+
+namespace {
+ModelConfig llama_micro() {
+  ModelConfig c = micro_config();
+  c.name = "llama-micro";
+  c.heads = 4, c.hidden = 16, c.query_groups = 2;  // 4 query heads of 4, 2 kv heads
+  c.norm = Norm::RMSNorm;
+  c.positions = Positions::Rope;
+  c.swiglu = true;
+  c.ffn_hidden = 24;
+  c.tie_embeddings = false;
+  c.bias = false;
+  return c;
+}
+}  // namespace
+
+TEST(Llama, ParameterTableFollowsTheComposition) {
+  const ModelConfig c = preset("llama-tiny");
+  const Model<float> m(c);
+  const int C = c.hidden, hs = c.head_size(), F = c.ffn();
+  EXPECT_EQ(m.find_tensor("wpe"), -1);  // rotary: no learned positions
+  EXPECT_EQ(m.find_tensor("layers.0.ln1.bias"), -1);
+  EXPECT_EQ(m.find_tensor("layers.0.attn.qkv.bias"), -1);
+  const ParamSpec& qkv = m.spec(m.find_tensor("layers.0.attn.qkv.weight"));
+  EXPECT_EQ(qkv.shape, (std::vector<int64_t>{(c.heads + 2 * c.kv_heads()) * hs, C}));
+  EXPECT_EQ(qkv.tp_segments, (std::vector<int64_t>{c.heads * hs, c.kv_heads() * hs, c.kv_heads() * hs}));
+  EXPECT_EQ(m.spec(m.find_tensor("layers.1.mlp.fc.weight")).shape, (std::vector<int64_t>{2 * F, C}));
+  EXPECT_EQ(m.spec(m.find_tensor("layers.1.mlp.proj.weight")).shape, (std::vector<int64_t>{C, F}));
+  EXPECT_EQ(m.spec(m.find_tensor("lm_head.weight")).shape, (std::vector<int64_t>{c.vocab, C}));
+  // per block: q, k, v, o projections + gate/up/down + two norms
+  const size_t per_block = static_cast<size_t>((c.heads + 2 * c.kv_heads()) * hs * C + C * c.heads * hs + 3 * F * C + 2 * C);
+  EXPECT_EQ(m.real_params(), 2 * static_cast<size_t>(c.vocab) * C + c.num_layers * per_block + C);
+  EXPECT_EQ(num_matmul_params(c), m.real_params());  // nothing is a learned position
+  // real geometries: LLaMA-2 7B and LLaMA-3 8B have their published parameter counts
+  EXPECT_EQ(num_params(preset("llama2-7b")), 6738415616u);
+  EXPECT_EQ(num_params(preset("llama3-8b")), 8030261248u);
+}
+
+TEST(Llama, ReferenceDoubleMatchesFiniteDifferences) { grad_check(llama_micro()); }
+
+TEST(Llama, FastFloatMatchesReferenceDouble) {
+  ModelConfig c = preset("llama-tiny");
+  c.seq_len = c.max_pos = 16;
+  fast_vs_reference(c, 3, 16);
+}
+
+TEST(Llama, RecomputeIsBitIdentical) {
+  ModelConfig c = preset("llama-tiny");
+  c.num_layers = 4, c.seq_len = c.max_pos = 16;
+  recompute_is_bit_identical(c);
+}
+
+TEST(Llama, LearnedPositionsOffAndGptKnobsCompose) {
+  // a GPT-2 with RoPE and no biases, and a LLaMA with LayerNorm: every mix of the knobs is one
+  // composition of the same units, checked against finite differences
+  ModelConfig a = micro_config();
+  a.positions = Positions::Rope, a.bias = false;
+  grad_check(a);
+  ModelConfig b = llama_micro();
+  b.norm = Norm::LayerNorm, b.swiglu = false, b.tie_embeddings = true;
+  grad_check(b);
+}
+
+// ---- Inference with a key/value cache (deepmpi generate)
+
+namespace {
+// Cached decoding (one token at a time), uncached decoding (the whole prefix re-run for every new
+// token) and the training forward (its loss, from the fast causal attention) agree.
+void decoding_agrees(const ModelConfig& c) {
+  const int L = 12;
+  LocalModel<float> m(c, 1, L);
+  m.init_weights(21);
+  std::vector<int32_t> tok(L), tgt(L);
+  for (int i = 0; i < L; ++i) tok[static_cast<size_t>(i)] = (i * 7 + 2) % c.vocab, tgt[static_cast<size_t>(i)] = (i * 5 + 1) % c.vocab;
+  const int V = c.vocab;
+  Decoder<float> cached(m, 1, L), uncached(m, 1, L);
+  double worst = 0, ce = 0;
+  for (int t = 0; t < L; ++t) {
+    const float* a = cached.feed(ctx(), &tok[static_cast<size_t>(t)], 1);
+    std::vector<float> one(a, a + V);
+    uncached.reset();
+    const float* b = uncached.feed(ctx(), tok.data(), t + 1) + static_cast<size_t>(t) * V;  // the last row
+    double scale = 0;
+    for (int v = 0; v < V; ++v) scale = std::max(scale, std::fabs(static_cast<double>(b[v])));
+    for (int v = 0; v < V; ++v) worst = std::max(worst, std::fabs(static_cast<double>(one[static_cast<size_t>(v)]) - b[v]) / scale);
+    // cross-entropy of this row from the logits, in double
+    double mx = -1e300, sum = 0;
+    for (int v = 0; v < V; ++v) mx = std::max(mx, static_cast<double>(one[static_cast<size_t>(v)]));
+    for (int v = 0; v < V; ++v) sum += std::exp(one[static_cast<size_t>(v)] - mx);
+    ce += (std::log(sum) + mx - one[static_cast<size_t>(tgt[static_cast<size_t>(t)])]) / L;
+  }
+  EXPECT_LT(worst, 1e-5) << "cached and uncached logits";
+  const double loss = m.forward(ctx(), tok.data(), tgt.data());
+  EXPECT_NEAR(ce, loss, 1e-5 * loss) << "the decoder's logits against the training forward";
+  EXPECT_THROW(cached.feed(ctx(), tok.data(), 1), Error) << "the cache is full";
+}
+}  // namespace
+
+TEST(Decode, GptCachedAndUncachedAgree) {
+  ModelConfig c = micro_config();
+  c.seq_len = c.max_pos = 12;
+  decoding_agrees(c);
+}
+
+TEST(Decode, LlamaCachedAndUncachedAgree) {
+  ModelConfig c = preset("llama-tiny");
+  c.seq_len = c.max_pos = 12;
+  decoding_agrees(c);
+}
+
+TEST(Sampling, GreedyTopKTopPAndTemperature) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 3.0f, -1.0f};
+  SamplingConfig greedy;
+  greedy.temperature = 0;
+  EXPECT_EQ(sample_token(logits.data(), 5, greedy, 0.99), 1) << "the first largest logit";
+  // temperature 1, everything: the softmax
+  SamplingConfig s;
+  const auto p = sampling_distribution(logits.data(), 5, s);
+  double z = 0;
+  for (float l : logits) z += std::exp(static_cast<double>(l));
+  for (int v = 0; v < 5; ++v)
+    EXPECT_NEAR(p[static_cast<size_t>(v)], std::exp(static_cast<double>(logits[static_cast<size_t>(v)])) / z, 1e-12);
+  // top-k 2: the two 3.0s, half each
+  s.top_k = 2;
+  const auto pk = sampling_distribution(logits.data(), 5, s);
+  EXPECT_NEAR(pk[1], 0.5, 1e-12);
+  EXPECT_NEAR(pk[3], 0.5, 1e-12);
+  EXPECT_EQ(pk[0] + pk[2] + pk[4], 0.0);
+  // top-p: the smallest prefix reaching p (0.5 of a distribution whose largest two hold ~0.34 each)
+  s.top_k = 0, s.top_p = 0.5;
+  const auto pp = sampling_distribution(logits.data(), 5, s);
+  EXPECT_GT(pp[1], 0);
+  EXPECT_GT(pp[3], 0);
+  EXPECT_EQ(pp[2], 0.0);
+  // a low temperature concentrates the mass, a high one spreads it
+  s.top_p = 1, s.temperature = 0.1;
+  EXPECT_GT(sampling_distribution(logits.data(), 5, s)[1], 0.49);
+  s.temperature = 100;
+  EXPECT_NEAR(sampling_distribution(logits.data(), 5, s)[4], 0.2, 0.01);
+  // drawing: the empirical frequencies follow the distribution
+  s.temperature = 1;
+  dmpi::Rng rng(3, 4);
+  std::vector<int> count(5, 0);
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) ++count[static_cast<size_t>(sample_token(logits.data(), 5, s, rng))];
+  for (int v = 0; v < 5; ++v) EXPECT_NEAR(count[static_cast<size_t>(v)] / double(n), p[static_cast<size_t>(v)], 0.015) << v;
+  s.top_p = 0;
+  EXPECT_THROW(sampling_distribution(logits.data(), 5, s), Error);
 }

@@ -335,3 +335,146 @@ TEST(LRSchedule, LRRangeTest) {
   }
   EXPECT_DOUBLE_EQ(cont.current_lr(), 1e-4);  // it = -1: the minimum
 }
+
+// ---- Megatron-LM's OptimizerParamScheduler (optimizer_param_scheduler.py), closed forms --------
+// Stepping: Megatron evaluates its formula at num_steps samples and steps by the global batch
+// after each applied iteration, so after n applied iterations the lr is f(n x samples); here
+// that is lr_at(n - 1), and current_lr() before any step is f(0).
+
+namespace {
+config::SchedulerConfig megatron(const std::string& style, double warmup, int64_t decay, int64_t spi = 8) {
+  config::SchedulerConfig s;
+  s.type = "Megatron";
+  s.lr_decay_style = style;
+  s.max_lr = 1e-3;
+  s.min_lr = 1e-4;
+  s.lr_warmup_iters = warmup;
+  s.lr_decay_iters = decay;
+  s.samples_per_iteration = spi;
+  return s;
+}
+// the lr after n applied iterations
+double after(const engine::LRScheduler& s, int64_t n) { return s.lr_at(n - 1); }
+constexpr double kMax = 1e-3, kMin = 1e-4, kTol = 1e-15;
+}  // namespace
+
+TEST(MegatronSchedule, LinearWarmupThenLinearDecay) {
+  engine::LRScheduler s(megatron("linear", 10, 110), 1.0);
+  EXPECT_DOUBLE_EQ(s.current_lr(), 0.0);                 // iteration 1 runs at lr_warmup_init (0)
+  EXPECT_NEAR(after(s, 5), kMax * 5 / 10, kTol);         // linear warmup
+  EXPECT_NEAR(after(s, 10), kMax, kTol);                 // the end of the warmup: max
+  EXPECT_NEAR(after(s, 60), kMin + 0.5 * (kMax - kMin), kTol);  // halfway through the decay
+  EXPECT_NEAR(after(s, 85), kMin + 0.25 * (kMax - kMin), kTol);
+  EXPECT_NEAR(after(s, 110), kMin, kTol);                // the end of the decay: min
+  EXPECT_NEAR(after(s, 111), kMin, kTol);                // beyond: min
+  EXPECT_NEAR(after(s, 10000), kMin, kTol);
+  // the scheduler's own stepping walks the same values
+  engine::LRScheduler t(megatron("linear", 10, 110), 1.0);
+  for (int k = 0; k < 60; ++k) t.step();
+  EXPECT_NEAR(t.current_lr(), kMin + 0.5 * (kMax - kMin), kTol);
+  // the warmup starts from lr_warmup_init
+  auto c = megatron("linear", 10, 110);
+  c.lr_warmup_init = 2e-4;
+  engine::LRScheduler w(c, 1.0);
+  EXPECT_DOUBLE_EQ(w.current_lr(), 2e-4);
+  EXPECT_NEAR(after(w, 5), 2e-4 + (kMax - 2e-4) * 0.5, kTol);
+}
+
+TEST(MegatronSchedule, CosineDecay) {
+  engine::LRScheduler s(megatron("cosine", 10, 110), 1.0);
+  EXPECT_NEAR(after(s, 10), kMax, kTol);
+  EXPECT_NEAR(after(s, 35), kMin + (kMax - kMin) * 0.5 * (1.0 + std::sqrt(0.5)), kTol);  // a quarter: cos(pi/4)
+  EXPECT_NEAR(after(s, 60), kMin + (kMax - kMin) * 0.5, kTol);                          // half: cos(pi/2) = 0
+  EXPECT_NEAR(after(s, 85), kMin + (kMax - kMin) * 0.5 * (1.0 - std::sqrt(0.5)), kTol);  // three quarters
+  EXPECT_NEAR(after(s, 110), kMin, kTol);
+}
+
+TEST(MegatronSchedule, ConstantIgnoresTheDecayLength) {
+  engine::LRScheduler s(megatron("constant", 4, 20), 1.0);
+  EXPECT_NEAR(after(s, 2), kMax * 0.5, kTol);
+  EXPECT_NEAR(after(s, 4), kMax, kTol);
+  EXPECT_NEAR(after(s, 15), kMax, kTol);
+  EXPECT_NEAR(after(s, 500), kMax, kTol);  // Megatron returns max_lr before looking at the decay length
+  engine::LRScheduler n(megatron("constant", 0, 20), 1.0);
+  EXPECT_DOUBLE_EQ(n.current_lr(), kMax);  // no warmup: max from the first iteration
+}
+
+TEST(MegatronSchedule, InverseSquareRoot) {
+  engine::LRScheduler s(megatron("inverse-square-root", 10, 110), 1.0);
+  EXPECT_NEAR(after(s, 10), kMax, kTol);
+  EXPECT_NEAR(after(s, 40), kMax * 0.5, kTol);                     // sqrt(10 / 40)
+  EXPECT_NEAR(after(s, 100), kMax * std::sqrt(0.1), kTol);
+  EXPECT_NEAR(after(s, 111), kMin, kTol);                          // beyond the decay length: min
+  auto f = megatron("inverse-square-root", 10, 110);
+  f.min_lr = 4e-4;
+  engine::LRScheduler floor(f, 1.0);
+  EXPECT_NEAR(after(floor, 90), 4e-4, kTol);  // sqrt(10/90) x 1e-3 = 3.33e-4 is floored at min_lr
+  // without warmup Megatron's formula counts samples: max / sqrt(iterations x global batch)
+  engine::LRScheduler z(megatron("inverse-square-root", 0, 110, 8), 1.0);
+  EXPECT_NEAR(z.current_lr(), kMax, kTol);         // num_steps 0 -> max(0, 1) = 1
+  EXPECT_NEAR(after(z, 2), kMax / 4.0, kTol);      // 1 / sqrt(16 samples)
+  EXPECT_NEAR(after(z, 8), kMax / 8.0, kTol);      // 1 / sqrt(64)
+}
+
+TEST(MegatronSchedule, WsdStableThenEachDecayStyle) {
+  // decay 110 iterations of which the last 20 anneal: stable at max until 90
+  struct Case {
+    const char* style;
+    double at95, at100;  // the coefficient at 1/4 and 1/2 of the annealing
+  };
+  const Case cases[] = {{"linear", 0.75, 0.5},
+                        {"cosine", 0.5 * (1.0 + std::sqrt(0.5)), 0.5},
+                        {"exponential", 2.0 * std::pow(0.5, 0.25) - 1.0, std::sqrt(2.0) - 1.0},
+                        {"minus_sqrt", 0.5, 1.0 - std::sqrt(0.5)}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.style);
+    auto cfg = megatron("WSD", 10, 110);
+    cfg.lr_wsd_decay_iters = 20;
+    cfg.lr_wsd_decay_style = c.style;
+    engine::LRScheduler s(cfg, 1.0);
+    EXPECT_NEAR(after(s, 5), kMax * 0.5, kTol);  // the warmup
+    EXPECT_NEAR(after(s, 50), kMax, kTol);       // stable
+    EXPECT_NEAR(after(s, 90), kMax, kTol);       // the last stable iteration
+    EXPECT_NEAR(after(s, 95), kMin + c.at95 * (kMax - kMin), kTol);
+    EXPECT_NEAR(after(s, 100), kMin + c.at100 * (kMax - kMin), kTol);
+    EXPECT_NEAR(after(s, 110), kMin, kTol);      // every style reaches min at the end
+    EXPECT_NEAR(after(s, 200), kMin, kTol);
+  }
+}
+
+TEST(MegatronSchedule, FractionalWarmup) {
+  // --lr-warmup-fraction 0.05 of 110 decay iterations: 5.5 iterations (Megatron keeps the fraction)
+  engine::LRScheduler s(megatron("linear", 0.05 * 110, 110), 1.0);
+  EXPECT_NEAR(after(s, 5), kMax * 5.0 / 5.5, kTol);
+  EXPECT_NEAR(after(s, 6), kMin + (kMax - kMin) * (1.0 - (6.0 - 5.5) / (110.0 - 5.5)), kTol);
+}
+
+TEST(MegatronSchedule, WeightDecayIncrement) {
+  auto cfg = megatron("constant", 0, 200);
+  cfg.start_weight_decay = 0.0, cfg.end_weight_decay = 0.1, cfg.wd_incr_iters = 100;
+  for (std::string style : {"linear", "cosine"}) {
+    SCOPED_TRACE(style);
+    cfg.weight_decay_incr_style = style;
+    engine::LRScheduler s(cfg, 1.0);
+    EXPECT_DOUBLE_EQ(s.weight_decay(0.5), 0.0);  // the first iteration: start (the optimizer's value is not used)
+    const double q = style == "linear" ? 0.25 : 0.5 * (1.0 - std::sqrt(0.5));  // a quarter of the way
+    EXPECT_NEAR(s.weight_decay_at(24, 0.5), 0.1 * q, 1e-15);
+    EXPECT_NEAR(s.weight_decay_at(49, 0.5), 0.05, 1e-15);  // halfway: both styles
+    EXPECT_NEAR(s.weight_decay_at(99, 0.5), 0.1, 1e-15);   // the end
+    EXPECT_NEAR(s.weight_decay_at(500, 0.5), 0.1, 1e-15);  // beyond: end
+    for (int k = 0; k < 50; ++k) s.step();
+    EXPECT_NEAR(s.weight_decay(0.5), 0.05, 1e-15);
+  }
+  // constant (every DeepSpeed schedule too): the optimizer's weight decay
+  cfg.weight_decay_incr_style = "constant";
+  EXPECT_DOUBLE_EQ(engine::LRScheduler(cfg, 1.0).weight_decay_at(30, 0.02), 0.02);
+  EXPECT_DOUBLE_EQ(engine::LRScheduler(config::SchedulerConfig{}, 1.0).weight_decay(0.07), 0.07);
+  EXPECT_DOUBLE_EQ(engine::LRScheduler(sched("WarmupLR", "linear", 10, 0, 1), 1.0).weight_decay(0.3), 0.3);
+}
+
+TEST(MegatronSchedule, DescribeSaysWhatRuns) {
+  auto cfg = megatron("cosine", 10, 110);
+  const std::string d = engine::LRScheduler(cfg, 1.0).describe();
+  EXPECT_NE(d.find("Megatron cosine (linear warmup 0 -> 0.001 over 10 steps, cosine decay 0.001 -> 0.0001 at step 110"),
+            std::string::npos) << d;
+}
