@@ -79,7 +79,7 @@ void encoder_backward(const Context& ctx, float* dwte, float* dwpe, const float*
 }
 
 void layernorm_forward(const Context& ctx, float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
-                       int N, int C) {
+                       int N, int C, float eps) {
 #pragma omp parallel for schedule(static) num_threads(ctx.threads)
   for (int n = 0; n < N; ++n) {
     const float* x = inp + static_cast<size_t>(n) * C;
@@ -91,7 +91,7 @@ void layernorm_forward(const Context& ctx, float* out, float* mean, float* rstd,
 #pragma omp simd reduction(+ : v)
     for (int c = 0; c < C; ++c) v += (x[c] - m) * (x[c] - m);
     v /= C;
-    float s = 1.0f / std::sqrt(v + 1e-5f);
+    float s = 1.0f / std::sqrt(v + eps);
     float* o = out + static_cast<size_t>(n) * C;
 #pragma omp simd
     for (int c = 0; c < C; ++c) o[c] = (x[c] - m) * s * w[c] + b[c];

@@ -19,9 +19,10 @@ void encoder_forward(const Context& ctx, float* out, const int32_t* tokens, Cons
                      int C);
 void encoder_backward(const Context& ctx, float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C);
 
-// out[N,C], mean[N], rstd[N] <- inp[N,C], w[C], b[C]
+// out[N,C], mean[N], rstd[N] <- inp[N,C], w[C], b[C]; rstd = 1 / sqrt(var + eps). The default eps
+// is the arithmetic of the constant-eps kernel bit for bit.
 void layernorm_forward(const Context& ctx, float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
-                       int N, int C);
+                       int N, int C, float eps = 1e-5f);
 void layernorm_backward(const Context& ctx, float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
                         const float* mean, const float* rstd, int N, int C);
 

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace dmpi::kernels::ref {
 
@@ -39,9 +40,11 @@ void encoder_backward(F* dwte, F* dwpe, const F* dout, const int32_t* tokens, in
     }
 }
 
-// out[N,C] = (inp - mean) * rstd * w + b; mean[N], rstd[N] saved for backward. eps = 1e-5.
+// out[N,C] = (inp - mean) * rstd * w + b, rstd = 1 / sqrt(var + eps); mean[N], rstd[N] saved for
+// backward. eps is an F (not deduced): the default is 1e-5 in F's precision.
 template <class F>
-void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* bias, int N, int C) {
+void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* bias, int N, int C,
+                       std::type_identity_t<F> eps = F(1e-5)) {
   for (int n = 0; n < N; ++n) {
     const F* x = inp + static_cast<size_t>(n) * C;
     F m = 0;
@@ -50,7 +53,7 @@ void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const
     F v = 0;
     for (int c = 0; c < C; ++c) v += (x[c] - m) * (x[c] - m);
     v /= C;
-    F s = F(1) / std::sqrt(v + F(1e-5));
+    F s = F(1) / std::sqrt(v + eps);
     F* o = out + static_cast<size_t>(n) * C;
     for (int c = 0; c < C; ++c) o[c] = (x[c] - m) * s * w[c] + bias[c];
     mean[n] = m;
