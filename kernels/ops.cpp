@@ -365,4 +365,146 @@ void fill_zero(const Context& ctx, float* x, size_t n) {
   for (size_t i = 0; i < n; i += 1 << 16) std::memset(x + i, 0, sizeof(float) * std::min<size_t>(1 << 16, n - i));
 }
 
+
+// --- RMSNorm ---
+
+void rmsnorm_forward(const Context& ctx, float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps) {
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int n = 0; n < N; ++n) {
+    const float* x = inp + static_cast<size_t>(n) * C;
+    float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+    for (int c = 0; c < C; ++c) ss += x[c] * x[c];
+    const float s = 1.0f / std::sqrt(ss / C + eps);
+    float* o = out + static_cast<size_t>(n) * C;
+#pragma omp simd
+    for (int c = 0; c < C; ++c) o[c] = x[c] * s * w[c];
+    rstd[n] = s;
+  }
+}
+
+void rmsnorm_backward(const Context& ctx, float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                      const float* rstd, int N, int C) {
+  // out_c = x_c r w_c with r = (mean(x^2) + eps)^(-1/2), dr/dx_c = -r^3 x_c / C:
+  // dx_c = r (d_c w_c - x_c r^2 sum_k(d_k w_k x_k) / C), dw_c = sum_n d_c x_c r.
+  const int nt = ctx.threads;
+  std::vector<float> part(static_cast<size_t>(nt) * C, 0.f);  // per-thread dw, combined in thread order
+#pragma omp parallel num_threads(nt)
+  {
+    float* pdw = part.data() + static_cast<size_t>(omp_get_thread_num()) * C;
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      const float* x = inp + static_cast<size_t>(n) * C;
+      const float* d = dout + static_cast<size_t>(n) * C;
+      float* dx = dinp + static_cast<size_t>(n) * C;
+      const float r = rstd[n];
+      float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+      for (int c = 0; c < C; ++c) {
+        dot += d[c] * w[c] * x[c];
+        pdw[c] += d[c] * x[c] * r;
+      }
+      const float k = r * r * dot / C;
+#pragma omp simd
+      for (int c = 0; c < C; ++c) dx[c] += r * (d[c] * w[c] - x[c] * k);
+    }
+  }
+  for (int t = 0; t < nt; ++t) {
+    const float* pdw = part.data() + static_cast<size_t>(t) * C;
+    for (int c = 0; c < C; ++c) dw[c] += pdw[c];
+  }
+}
+
+// --- RoPE ---
+
+namespace {
+// cos/sin of (pos0 + t) * base^(-2i/hs) for t < T, i < hs/2: angles in double, rounded to float.
+// Layout [T][hs/2] of cos, then the same of sin.
+void rope_table(const Context& ctx, std::vector<float>& tab, int T, int hs, float base, int pos0) {
+  const int half = hs / 2;
+  tab.resize(2 * static_cast<size_t>(T) * half);
+  float* cs = tab.data();
+  float* sn = cs + static_cast<size_t>(T) * half;
+  std::vector<double> inv_freq(half);
+  for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(static_cast<double>(base), -2.0 * i / hs);
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < half; ++i) {
+      const double a = static_cast<double>(pos0 + t) * inv_freq[i];
+      cs[static_cast<size_t>(t) * half + i] = static_cast<float>(std::cos(a));
+      sn[static_cast<size_t>(t) * half + i] = static_cast<float>(std::sin(a));
+    }
+}
+
+// sign = +1: the rotation; -1: its inverse (transpose).
+void rope_apply(const Context& ctx, float* x, int B, int T, int H, int hs, int row_stride, float base, int pos0,
+                float sign) {
+  DMPI_REQUIRE(hs % 2 == 0, "rope: odd head size " << hs);
+  DMPI_REQUIRE(row_stride >= H * hs, "rope: row stride " << row_stride << " < " << H << " heads of " << hs);
+  thread_local std::vector<float> tab;
+  rope_table(ctx, tab, T, hs, base, pos0);
+  const int half = hs / 2;
+  const float* cs = tab.data();
+  const float* sn = cs + static_cast<size_t>(T) * half;
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int bt = 0; bt < B * T; ++bt) {
+    const int t = bt % T;
+    const float* c = cs + static_cast<size_t>(t) * half;
+    const float* s = sn + static_cast<size_t>(t) * half;
+    float* row = x + static_cast<size_t>(bt) * row_stride;
+    for (int h = 0; h < H; ++h) {
+      float* x1 = row + static_cast<size_t>(h) * hs;
+      float* x2 = x1 + half;
+#pragma omp simd
+      for (int i = 0; i < half; ++i) {
+        const float a = x1[i], b = x2[i], si = sign * s[i];
+        x1[i] = a * c[i] - b * si;
+        x2[i] = b * c[i] + a * si;
+      }
+    }
+  }
+}
+}  // namespace
+
+void rope_forward(const Context& ctx, float* x, int B, int T, int H, int hs, int row_stride, float base, int pos0) {
+  rope_apply(ctx, x, B, T, H, hs, row_stride, base, pos0, 1.0f);
+}
+void rope_backward(const Context& ctx, float* dx, int B, int T, int H, int hs, int row_stride, float base, int pos0) {
+  rope_apply(ctx, dx, B, T, H, hs, row_stride, base, pos0, -1.0f);
+}
+
+// --- SwiGLU ---
+
+void swiglu_forward(const Context& ctx, float* out, const float* inp, int N, int F) {
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int n = 0; n < N; ++n) {
+    const float* g = inp + static_cast<size_t>(n) * 2 * F;
+    const float* u = g + F;
+    float* o = out + static_cast<size_t>(n) * F;
+#pragma omp simd
+    for (int f = 0; f < F; ++f) {
+      const float sig = 1.0f / (1.0f + fast_exp(-g[f]));
+      o[f] = g[f] * sig * u[f];
+    }
+  }
+}
+
+void swiglu_backward(const Context& ctx, float* dinp, const float* inp, const float* dout, int N, int F) {
+  // d silu(a) / da = s (1 + a (1 - s)), s = sigmoid(a)
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int n = 0; n < N; ++n) {
+    const float* g = inp + static_cast<size_t>(n) * 2 * F;
+    const float* u = g + F;
+    const float* d = dout + static_cast<size_t>(n) * F;
+    float* dg = dinp + static_cast<size_t>(n) * 2 * F;
+    float* du = dg + F;
+#pragma omp simd
+    for (int f = 0; f < F; ++f) {
+      const float a = g[f], sig = 1.0f / (1.0f + fast_exp(-a));
+      dg[f] += d[f] * u[f] * sig * (1.0f + a * (1.0f - sig));
+      du[f] += d[f] * a * sig;
+    }
+  }
+}
+
 }  // namespace dmpi::kernels

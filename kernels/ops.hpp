@@ -39,6 +39,30 @@ void attention_forward(const Context& ctx, float* out, float* att, const float* 
 void attention_backward(const Context& ctx, float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int B,
                         int T, int C, int NH);
 
+// RMSNorm (LLaMA): out[N,C] = inp * rstd * w, rstd[N] = 1 / sqrt(mean(inp^2) + eps) saved for the
+// backward. dw is deterministic for a fixed thread count (per-thread partials in thread order).
+void rmsnorm_forward(const Context& ctx, float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps);
+void rmsnorm_backward(const Context& ctx, float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                      const float* rstd, int N, int C);
+
+// Rotary position embeddings, the non-interleaved ("rotate_half") convention of HF LLaMA and
+// Megatron: within a head of hs (even) channels, channel i pairs with i + hs/2 (i < hs/2) and the
+// pair is rotated by the angle (pos0 + t) * base^(-2i/hs):
+//   x[i] <- x[i] cos - x[i + hs/2] sin,   x[i + hs/2] <- x[i + hs/2] cos + x[i] sin.
+// In place, heads 0..H-1 of every row: row (b, t) starts at x + (b*T + t) * row_stride, head h at
+// + h*hs. A fused qkv row [Q: NH heads | K: KVH heads | V: KVH heads] has Q and K contiguous: one
+// call with H = NH + KVH rotates both. cos/sin: each angle is computed in double and its cos/sin
+// rounded to float, in a [T, hs/2] table built per call and shared by all B*H heads.
+// rope_backward applies the inverse rotation (the transpose) in place: what the backward applies
+// to dq/dk.
+void rope_forward(const Context& ctx, float* x, int B, int T, int H, int hs, int row_stride, float base, int pos0 = 0);
+void rope_backward(const Context& ctx, float* dx, int B, int T, int H, int hs, int row_stride, float base, int pos0 = 0);
+
+// SwiGLU on Megatron's fused fc1 output: inp[N, 2F] rows [gate (F) | up (F)];
+// out[N,F] = silu(gate) * up, silu(a) = a * sigmoid(a). dinp[N, 2F] += (both halves).
+void swiglu_forward(const Context& ctx, float* out, const float* inp, int N, int F);
+void swiglu_backward(const Context& ctx, float* dinp, const float* inp, const float* dout, int N, int F);
+
 void gelu_forward(const Context& ctx, float* out, const float* inp, size_t N);
 void gelu_backward(const Context& ctx, float* dinp, const float* inp, const float* dout, size_t N);
 

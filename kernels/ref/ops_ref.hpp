@@ -179,6 +179,85 @@ void attention_backward(F* dqkv, F* datt, const F* dout, const F* qkv, const F* 
       }
 }
 
+// RMSNorm: out[N,C] = inp * rstd * w, rstd[n] = 1 / sqrt(mean_c(inp^2) + eps) saved for backward.
+template <class F>
+void rmsnorm_forward(F* out, F* rstd, const F* inp, const F* w, int N, int C, std::type_identity_t<F> eps) {
+  for (int n = 0; n < N; ++n) {
+    const F* x = inp + static_cast<size_t>(n) * C;
+    F ss = 0;
+    for (int c = 0; c < C; ++c) ss += x[c] * x[c];
+    F r = F(1) / std::sqrt(ss / C + eps);
+    F* o = out + static_cast<size_t>(n) * C;
+    for (int c = 0; c < C; ++c) o[c] = x[c] * r * w[c];
+    rstd[n] = r;
+  }
+}
+
+template <class F>
+void rmsnorm_backward(F* dinp, F* dw, const F* dout, const F* inp, const F* w, const F* rstd, int N, int C) {
+  for (int n = 0; n < N; ++n) {
+    const F* x = inp + static_cast<size_t>(n) * C;
+    const F* d = dout + static_cast<size_t>(n) * C;
+    F* dx = dinp + static_cast<size_t>(n) * C;
+    F r = rstd[n];
+    // d out_c / d x_k = r w_c [c == k] - w_c x_c r^3 x_k / C
+    F dot = 0;  // sum_c d_c w_c x_c
+    for (int c = 0; c < C; ++c) {
+      dot += d[c] * w[c] * x[c];
+      dw[c] += d[c] * x[c] * r;
+    }
+    for (int c = 0; c < C; ++c) dx[c] += d[c] * w[c] * r - x[c] * r * r * r * dot / C;
+  }
+}
+
+// Rotary embeddings, non-interleaved ("rotate_half"): in each head channel i < hs/2 pairs with
+// i + hs/2; the pair of row (b, t) is rotated by angle (pos0 + t) * base^(-2i/hs). The angle, its
+// cos and its sin are computed in double (then rounded to F). In place, heads 0..H-1 of each row
+// at x + (b*T + t) * row_stride + h*hs. inverse = true applies the transposed rotation (backward).
+template <class F>
+void rope_forward(F* x, int B, int T, int H, int hs, int row_stride, double base, int pos0 = 0, bool inverse = false) {
+  const int half = hs / 2;
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t)
+      for (int h = 0; h < H; ++h) {
+        F* v = x + (static_cast<size_t>(b) * T + t) * row_stride + static_cast<size_t>(h) * hs;
+        for (int i = 0; i < half; ++i) {
+          double angle = static_cast<double>(pos0 + t) * std::pow(base, -2.0 * i / hs);
+          F c = static_cast<F>(std::cos(angle)), s = static_cast<F>(std::sin(angle));
+          if (inverse) s = -s;
+          F a = v[i], bb = v[i + half];
+          v[i] = a * c - bb * s;
+          v[i + half] = bb * c + a * s;
+        }
+      }
+}
+template <class F>
+void rope_backward(F* dx, int B, int T, int H, int hs, int row_stride, double base, int pos0 = 0) {
+  rope_forward(dx, B, T, H, hs, row_stride, base, pos0, true);
+}
+
+// SwiGLU: inp[N, 2F] rows [gate | up]; out[N, F] = gate * sigmoid(gate) * up.
+template <class F>
+void swiglu_forward(F* out, const F* inp, int N, int Fd) {
+  for (int n = 0; n < N; ++n)
+    for (int f = 0; f < Fd; ++f) {
+      F g = inp[static_cast<size_t>(n) * 2 * Fd + f], u = inp[static_cast<size_t>(n) * 2 * Fd + Fd + f];
+      out[static_cast<size_t>(n) * Fd + f] = g / (F(1) + std::exp(-g)) * u;
+    }
+}
+
+template <class F>
+void swiglu_backward(F* dinp, const F* inp, const F* dout, int N, int Fd) {
+  for (int n = 0; n < N; ++n)
+    for (int f = 0; f < Fd; ++f) {
+      size_t gi = static_cast<size_t>(n) * 2 * Fd + f, ui = gi + Fd;
+      F g = inp[gi], u = inp[ui], d = dout[static_cast<size_t>(n) * Fd + f];
+      F s = F(1) / (F(1) + std::exp(-g));
+      dinp[gi] += d * u * (s + g * s * (F(1) - s));
+      dinp[ui] += d * g * s;
+    }
+}
+
 // GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 template <class F>
 void gelu_forward(F* out, const F* inp, size_t N) {

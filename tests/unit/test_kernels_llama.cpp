@@ -1,7 +1,10 @@
-// The LLaMA kernels. LayerNorm's eps: the default gives the constant-eps kernel bit for bit.
+// The LLaMA kernels: (1) each reference backward against central finite differences in double;
+// (2) each fast kernel against its reference in float (odd sizes); (3) closed forms: the
+// layernorm's default eps bit for bit, RoPE's rotation.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "kernels/gemm.hpp"
@@ -16,11 +19,37 @@ using dmpi::test::rel_err;
 
 namespace {
 
+using Vec = std::vector<double>;
+
 GemmBackend& default_backend() {
   static std::unique_ptr<GemmBackend> b = make_gemm_backend(default_gemm_backend_name());
   return *b;
 }
 Context ctx(Precision p = Precision::F32) { return host_context(default_backend(), p); }
+
+// max over x of |fd - analytic| / max(1, |fd|) for d(objective)/dx by central differences.
+void fd_check(Vec& x, const Vec& analytic, const std::function<double()>& objective, double tol, const char* what) {
+  ASSERT_EQ(x.size(), analytic.size());
+  const double h = 1e-6;
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double keep = x[i];
+    x[i] = keep + h;
+    const double up = objective();
+    x[i] = keep - h;
+    const double dn = objective();
+    x[i] = keep;
+    const double fd = (up - dn) / (2 * h);
+    worst = std::max(worst, std::fabs(fd - analytic[i]) / std::max(1.0, std::fabs(fd)));
+  }
+  EXPECT_LT(worst, tol) << what;
+}
+
+double dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
 
 }  // namespace
 
@@ -83,4 +112,125 @@ TEST(LlamaKernels, LayerNormEpsIsUsed) {
     v /= C;
     EXPECT_NEAR(r1[n], 1.0 / std::sqrt(v + 0.02), 1e-5 / std::sqrt(v + 0.02));
   }
+}
+
+// --- RMSNorm ---
+
+TEST(LlamaRefFD, RmsNorm) {
+  const int N = 3, C = 7;
+  Vec x = randn<double>(N * C, 1), w = randn<double>(C, 2), R = randn<double>(N * C, 4);
+  Vec out(N * C), rstd(N), dx(N * C, 0), dw(C, 0);
+  auto obj = [&] {
+    ref::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5);
+    return dot(out, R);
+  };
+  obj();
+  ref::rmsnorm_backward(dx.data(), dw.data(), R.data(), x.data(), w.data(), rstd.data(), N, C);
+  fd_check(x, dx, obj, 1e-6, "dinp");
+  fd_check(w, dw, obj, 1e-6, "dw");
+}
+
+TEST(LlamaKernels, RmsNormMatchesReference) {
+  const int N = 53, C = 197;
+  const float eps = 1e-6f;
+  auto x = randn<float>(N * C, 1), w = randn<float>(C, 2), d = randn<float>(N * C, 3);
+  std::vector<float> o1(N * C), r1(N), o2(N * C), r2(N);
+  rmsnorm_forward(ctx(), o1.data(), r1.data(), x.data(), w.data(), N, C, eps);
+  ref::rmsnorm_forward(o2.data(), r2.data(), x.data(), w.data(), N, C, eps);
+  EXPECT_LT(rel_err(o1, o2), 1e-6);
+  EXPECT_LT(rel_err(r1, r2), 1e-6);
+  // closed form: rstd = 1 / sqrt(mean(x^2) + eps)
+  for (int n = 0; n < N; ++n) {
+    double ss = 0;
+    for (int c = 0; c < C; ++c) ss += double(x[n * C + c]) * x[n * C + c];
+    EXPECT_NEAR(r1[n], 1.0 / std::sqrt(ss / C + eps), 1e-6 * r1[n]);
+  }
+  std::vector<float> dx1(N * C, 0.5f), dx2(N * C, 0.5f), dw1(C, 0.25f), dw2(C, 0.25f);
+  rmsnorm_backward(ctx(), dx1.data(), dw1.data(), d.data(), x.data(), w.data(), r1.data(), N, C);
+  ref::rmsnorm_backward(dx2.data(), dw2.data(), d.data(), x.data(), w.data(), r2.data(), N, C);
+  EXPECT_LT(rel_err(dx1, dx2), 1e-5);
+  EXPECT_LT(rel_err(dw1, dw2), 1e-5);
+  // deterministic dw for a fixed thread count
+  std::vector<float> dx3(N * C, 0.5f), dw3(C, 0.25f);
+  rmsnorm_backward(ctx(), dx3.data(), dw3.data(), d.data(), x.data(), w.data(), r1.data(), N, C);
+  EXPECT_EQ(dw1, dw3);
+}
+
+// --- RoPE ---
+
+TEST(LlamaRefFD, RopeBackwardIsTheTranspose) {
+  // rope is linear in x: d(sum R * rope(x))/dx = rope_backward(R)
+  const int B = 2, T = 3, H = 2, hs = 6, stride = 15;  // stride > H*hs: the other channels are not touched
+  Vec x = randn<double>(B * T * stride, 1), R = randn<double>(B * T * stride, 2);
+  auto obj = [&] {
+    Vec y = x;
+    ref::rope_forward(y.data(), B, T, H, hs, stride, 100.0, 5);
+    return dot(y, R);
+  };
+  Vec g = R;
+  ref::rope_backward(g.data(), B, T, H, hs, stride, 100.0, 5);
+  fd_check(x, g, obj, 1e-7, "dx");
+}
+
+TEST(LlamaKernels, RopeMatchesReferenceAndClosedForm) {
+  const int B = 3, T = 29, H = 5, hs = 18, stride = H * hs + 7, pos0 = 11;
+  const float base = 10000.0f;
+  auto x = randn<float>(B * T * stride, 1);
+  std::vector<float> y1 = x, y2 = x;
+  rope_forward(ctx(), y1.data(), B, T, H, hs, stride, base, pos0);
+  ref::rope_forward(y2.data(), B, T, H, hs, stride, base, pos0);
+  EXPECT_LT(rel_err(y1, y2), 1e-6);
+  const int half = hs / 2;
+  for (int bt = 0; bt < B * T; ++bt) {
+    const int t = bt % T;
+    for (int c = H * hs; c < stride; ++c) ASSERT_EQ(y1[bt * stride + c], x[bt * stride + c]) << "outside the heads";
+    for (int h = 0; h < H; ++h) {
+      const size_t o = static_cast<size_t>(bt) * stride + h * hs;
+      // channel pair 0 turns by the position itself (base^0 = 1); the last pair by pos * base^(-(hs-2)/hs)
+      for (int i : {0, half - 1}) {
+        const double a = (pos0 + t) * std::pow(10000.0, -2.0 * i / hs);
+        const double x1 = x[o + i], x2 = x[o + i + half];
+        EXPECT_NEAR(y1[o + i], x1 * std::cos(a) - x2 * std::sin(a), 1e-5);
+        EXPECT_NEAR(y1[o + i + half], x2 * std::cos(a) + x1 * std::sin(a), 1e-5);
+      }
+    }
+  }
+  // backward: the inverse rotation (reference), and backward(forward(x)) = x
+  std::vector<float> d1 = y1, d2 = y1;
+  rope_backward(ctx(), d1.data(), B, T, H, hs, stride, base, pos0);
+  ref::rope_backward(d2.data(), B, T, H, hs, stride, base, pos0);
+  EXPECT_LT(rel_err(d1, d2), 1e-6);
+  EXPECT_LT(rel_err(d1, x), 2e-6);
+  // one row at position p0 + t rotated alone equals that row of the sequence (the KV cache's use)
+  std::vector<float> one(x.begin() + 4 * stride, x.begin() + 5 * stride);  // (b 0, t 4)
+  rope_forward(ctx(), one.data(), 1, 1, H, hs, stride, base, pos0 + 4);
+  for (int c = 0; c < stride; ++c) ASSERT_EQ(one[c], y1[4 * stride + c]);
+}
+
+// --- SwiGLU ---
+
+TEST(LlamaRefFD, SwiGlu) {
+  const int N = 3, F = 5;
+  Vec x = randn<double>(N * 2 * F, 1, 2.0), R = randn<double>(N * F, 2), out(N * F), dx(N * 2 * F, 0);
+  auto obj = [&] {
+    ref::swiglu_forward(out.data(), x.data(), N, F);
+    return dot(out, R);
+  };
+  ref::swiglu_backward(dx.data(), x.data(), R.data(), N, F);
+  fd_check(x, dx, obj, 1e-7, "dinp");
+}
+
+TEST(LlamaKernels, SwiGluMatchesReference) {
+  const int N = 41, F = 301;
+  auto x = randn<float>(N * 2 * F, 1, 4.0), d = randn<float>(N * F, 2);
+  std::vector<float> o1(N * F), o2(N * F), dx1(N * 2 * F, 1.f), dx2(N * 2 * F, 1.f);
+  swiglu_forward(ctx(), o1.data(), x.data(), N, F);
+  ref::swiglu_forward(o2.data(), x.data(), N, F);
+  EXPECT_LT(rel_err(o1, o2), 1e-6);
+  // closed form at one point: silu(gate) * up
+  const double g = x[7], u = x[F + 7];
+  EXPECT_NEAR(o1[7], g / (1 + std::exp(-g)) * u, 1e-5 * (1 + std::fabs(o1[7])));
+  swiglu_backward(ctx(), dx1.data(), x.data(), d.data(), N, F);
+  ref::swiglu_backward(dx2.data(), x.data(), d.data(), N, F);
+  EXPECT_LT(rel_err(dx1, dx2), 1e-6);
 }
