@@ -63,6 +63,36 @@ void rope_backward(const Context& ctx, float* dx, int B, int T, int H, int hs, i
 void swiglu_forward(const Context& ctx, float* out, const float* inp, int N, int F);
 void swiglu_backward(const Context& ctx, float* dinp, const float* inp, const float* dout, int N, int F);
 
+// --- Causal attention over the lower triangle only, with grouped-query attention ---
+// qkv[B,T,(NH+2*KVH)*hs]: each row is [Q: NH heads | K: KVH heads | V: KVH heads] of hs channels;
+// q head h attends to kv head h / (NH / KVH) (NH % KVH == 0; KVH == NH is multi-head attention);
+// scale 1/sqrt(hs); softmax over j <= i; out[B,T,NH*hs] = P V.
+//
+// The saved probabilities (att), per (b, h) in that order, are row blocks of kCausalBlock query
+// rows: block r holds rows i0 = r*kCausalBlock .. i1-1 (i1 = min(T, i0 + kCausalBlock)), each row
+// the columns 0..i1-1 (row-major, leading dimension i1; the entries j > i of the diagonal tile are
+// 0). causal_attention_index gives the offset of P[b, h, i, j] (j < i1 of i's block).
+inline constexpr int kCausalBlock = 64;
+size_t causal_attention_saved_numel(int B, int T, int NH);
+size_t causal_attention_index(int T, int NH, int b, int h, int i, int j);
+void causal_attention_forward(const Context& ctx, float* out, float* att, const float* qkv, int B, int T, int NH, int KVH,
+                              int hs);
+// Only the saved probabilities (what a selective recompute re-runs before the backward).
+void causal_attention_probs(const Context& ctx, float* att, const float* qkv, int B, int T, int NH, int KVH, int hs);
+// dqkv += (dQ, dK, dV); a kv head's dK/dV sum over its group of q heads. datt is scratch of
+// causal_attention_saved_numel(B, T, NH) floats (overwritten).
+void causal_attention_backward(const Context& ctx, float* dqkv, float* datt, const float* dout, const float* qkv,
+                               const float* att, int B, int T, int NH, int KVH, int hs);
+
+// Attention of Tq new query rows over a KV cache (inference). Query row (b, t), at position
+// p0 + t, attends to the cached keys/values 0 .. p0 + t (causal), which must already hold the
+// rows p0 .. p0 + Tq - 1 of this step. Rows: q + (b*Tq + t) * q_stride (NH heads of hs),
+// out + (b*Tq + t) * out_stride (NH heads), kcache/vcache + (b*Tmax + j) * kv_stride (KVH heads).
+// No saved state; the same products, softmax and GEMM precision as causal_attention_forward.
+void attention_prefix_forward(const Context& ctx, float* out, int out_stride, const float* q, int q_stride,
+                              const float* kcache, const float* vcache, int kv_stride, int Tmax, int B, int Tq, int p0,
+                              int NH, int KVH, int hs);
+
 void gelu_forward(const Context& ctx, float* out, const float* inp, size_t N);
 void gelu_backward(const Context& ctx, float* dinp, const float* inp, const float* dout, size_t N);
 

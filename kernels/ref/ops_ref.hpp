@@ -258,6 +258,78 @@ void swiglu_backward(F* dinp, const F* inp, const F* dout, int N, int Fd) {
     }
 }
 
+// Causal self-attention with grouped-query heads on qkv[B,T,(NH+2*KVH)*hs]: each row is
+// [Q: NH heads | K: KVH heads | V: KVH heads]; q head h uses kv head h / (NH / KVH).
+// att[B,NH,T,T] keeps the probabilities (zero above the diagonal); out[B,T,NH*hs].
+template <class F>
+void causal_attention_forward(F* out, F* att, const F* qkv, int B, int T, int NH, int KVH, int hs) {
+  const int R = (NH + 2 * KVH) * hs, G = NH / KVH;
+  const F scale = F(1) / std::sqrt(static_cast<F>(hs));
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h) {
+      const int g = h / G;
+      for (int i = 0; i < T; ++i) {
+        const F* q = qkv + (static_cast<size_t>(b) * T + i) * R + h * hs;
+        F* a = att + ((static_cast<size_t>(b) * NH + h) * T + i) * T;
+        F mx = -INFINITY;
+        for (int j = 0; j <= i; ++j) {
+          const F* k = qkv + (static_cast<size_t>(b) * T + j) * R + (NH + g) * hs;
+          F s = 0;
+          for (int e = 0; e < hs; ++e) s += q[e] * k[e];
+          a[j] = s * scale;
+          if (a[j] > mx) mx = a[j];
+        }
+        F sum = 0;
+        for (int j = 0; j <= i; ++j) {
+          a[j] = std::exp(a[j] - mx);
+          sum += a[j];
+        }
+        for (int j = 0; j < T; ++j) a[j] = j <= i ? a[j] / sum : F(0);
+        F* o = out + (static_cast<size_t>(b) * T + i) * NH * hs + h * hs;
+        for (int e = 0; e < hs; ++e) {
+          F s = 0;
+          for (int j = 0; j <= i; ++j) s += a[j] * qkv[(static_cast<size_t>(b) * T + j) * R + (NH + KVH + g) * hs + e];
+          o[e] = s;
+        }
+      }
+    }
+}
+
+// dqkv += gradients (a kv head's dK, dV sum over its q heads); datt[B,NH,T,T] is scratch.
+template <class F>
+void causal_attention_backward(F* dqkv, F* datt, const F* dout, const F* qkv, const F* att, int B, int T, int NH,
+                               int KVH, int hs) {
+  const int R = (NH + 2 * KVH) * hs, G = NH / KVH;
+  const F scale = F(1) / std::sqrt(static_cast<F>(hs));
+  auto row = [&](int b, int t) { return (static_cast<size_t>(b) * T + t) * R; };
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h) {
+      const int qo = h * hs, ko = (NH + h / G) * hs, vo = (NH + KVH + h / G) * hs;
+      for (int i = 0; i < T; ++i) {
+        const F* a = att + ((static_cast<size_t>(b) * NH + h) * T + i) * T;
+        F* da = datt + ((static_cast<size_t>(b) * NH + h) * T + i) * T;
+        const F* d = dout + (static_cast<size_t>(b) * T + i) * NH * hs + h * hs;
+        for (int j = 0; j <= i; ++j) {
+          F s = 0;
+          for (int e = 0; e < hs; ++e) {
+            s += d[e] * qkv[row(b, j) + vo + e];
+            dqkv[row(b, j) + vo + e] += a[j] * d[e];
+          }
+          da[j] = s;
+        }
+        F dot = 0;
+        for (int j = 0; j <= i; ++j) dot += a[j] * da[j];
+        for (int j = 0; j <= i; ++j) {
+          F ds = a[j] * (da[j] - dot) * scale;
+          for (int e = 0; e < hs; ++e) {
+            dqkv[row(b, i) + qo + e] += ds * qkv[row(b, j) + ko + e];
+            dqkv[row(b, j) + ko + e] += ds * qkv[row(b, i) + qo + e];
+          }
+        }
+      }
+    }
+}
+
 // GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 template <class F>
 void gelu_forward(F* out, const F* inp, size_t N) {

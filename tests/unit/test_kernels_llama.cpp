@@ -1,6 +1,7 @@
-// The LLaMA kernels: (1) each reference backward against central finite differences in double;
-// (2) each fast kernel against its reference in float (odd sizes); (3) closed forms: the
-// layernorm's default eps bit for bit, RoPE's rotation.
+// The LLaMA kernels and the causal attention: (1) each reference backward against central finite
+// differences in double; (2) each fast kernel against its reference in float (odd sizes, every
+// GEMM backend for the attention, both of its thread layouts); (3) closed forms: the layernorm's
+// default eps bit for bit, RoPE's rotation, the KV-cache attention against the whole prompt.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -233,4 +234,200 @@ TEST(LlamaKernels, SwiGluMatchesReference) {
   swiglu_backward(ctx(), dx1.data(), x.data(), d.data(), N, F);
   ref::swiglu_backward(dx2.data(), x.data(), d.data(), N, F);
   EXPECT_LT(rel_err(dx1, dx2), 1e-6);
+}
+
+// --- Causal attention with grouped-query heads ---
+
+TEST(LlamaRefFD, CausalAttentionGqa) {
+  for (int KVH : {1, 2, 4}) {
+    SCOPED_TRACE(KVH);
+    const int B = 2, T = 4, NH = 4, hs = 3, R = (NH + 2 * KVH) * hs;
+    Vec qkv = randn<double>(B * T * R, 1), D = randn<double>(B * T * NH * hs, 2);
+    Vec out(B * T * NH * hs), att(B * NH * T * T), datt(att.size()), dqkv(qkv.size(), 0);
+    auto obj = [&] {
+      ref::causal_attention_forward(out.data(), att.data(), qkv.data(), B, T, NH, KVH, hs);
+      return dot(out, D);
+    };
+    obj();
+    ref::causal_attention_backward(dqkv.data(), datt.data(), D.data(), qkv.data(), att.data(), B, T, NH, KVH, hs);
+    fd_check(qkv, dqkv, obj, 1e-6, "dqkv");
+  }
+}
+
+// With KVH == NH the GQA reference is the multi-head reference.
+TEST(LlamaRefFD, CausalAttentionMhaIsTheOldReference) {
+  const int B = 2, T = 5, NH = 3, hs = 4, C = NH * hs;
+  Vec qkv = randn<double>(B * T * 3 * C, 1), D = randn<double>(B * T * C, 2);
+  Vec o1(B * T * C), o2(o1.size()), a1(B * NH * T * T), a2(a1.size()), s1(a1.size()), s2(a1.size()),
+      g1(qkv.size(), 0), g2(qkv.size(), 0);
+  ref::causal_attention_forward(o1.data(), a1.data(), qkv.data(), B, T, NH, NH, hs);
+  ref::attention_forward(o2.data(), a2.data(), qkv.data(), B, T, C, NH);
+  EXPECT_LT(rel_err(o1, o2), 1e-14);
+  ref::causal_attention_backward(g1.data(), s1.data(), D.data(), qkv.data(), a1.data(), B, T, NH, NH, hs);
+  ref::attention_backward(g2.data(), s2.data(), D.data(), qkv.data(), a2.data(), B, T, C, NH);
+  EXPECT_LT(rel_err(g1, g2), 1e-14);
+}
+
+namespace {
+
+// The fast kernel (forward, probabilities only, backward) against the reference for one shape.
+void check_causal(const Context& c, int B, int T, int NH, int KVH, int hs, double tol = 1e-5) {
+  SCOPED_TRACE(::testing::Message() << "B=" << B << " T=" << T << " NH=" << NH << " KVH=" << KVH << " hs=" << hs
+                                    << " threads=" << c.threads << " " << c.gemm->name());
+  const int R = (NH + 2 * KVH) * hs, OC = NH * hs;
+  auto qkv = randn<float>(static_cast<size_t>(B) * T * R, 1), d = randn<float>(static_cast<size_t>(B) * T * OC, 2);
+  const size_t n = causal_attention_saved_numel(B, T, NH);
+  std::vector<float> o1(static_cast<size_t>(B) * T * OC, 7.f), o2(o1.size()), a1(n, 9.f), a2(static_cast<size_t>(B) * NH * T * T);
+  causal_attention_forward(c, o1.data(), a1.data(), qkv.data(), B, T, NH, KVH, hs);
+  ref::causal_attention_forward(o2.data(), a2.data(), qkv.data(), B, T, NH, KVH, hs);
+  EXPECT_LT(rel_err(o1, o2), tol);
+  // the saved layout: P[b,h,i,j] for j <= i at causal_attention_index; the rest of the diagonal tile 0
+  double worst = 0;
+  size_t seen = 0;
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h)
+      for (int i = 0; i < T; ++i) {
+        const int i1 = std::min(T, (i / kCausalBlock + 1) * kCausalBlock);
+        for (int j = 0; j < i1; ++j) {
+          const float got = a1[causal_attention_index(T, NH, b, h, i, j)];
+          ++seen;
+          if (j > i) {
+            ASSERT_EQ(got, 0.0f) << b << " " << h << " " << i << " " << j;
+          } else {
+            worst = std::max(worst, std::fabs(double(got) - a2[((static_cast<size_t>(b) * NH + h) * T + i) * T + j]));
+          }
+        }
+      }
+  EXPECT_EQ(seen, n) << "the layout covers the saved buffer once";
+  EXPECT_LT(worst, tol);
+  std::vector<float> p(n, 5.f);
+  causal_attention_probs(c, p.data(), qkv.data(), B, T, NH, KVH, hs);
+  EXPECT_EQ(p, a1) << "the recompute gives the forward's probabilities";
+  std::vector<float> g1(qkv.size(), 0.5f), g2(qkv.size(), 0.5f), s1(n, 3.f), s2(a2.size());
+  causal_attention_backward(c, g1.data(), s1.data(), d.data(), qkv.data(), a1.data(), B, T, NH, KVH, hs);
+  ref::causal_attention_backward(g2.data(), s2.data(), d.data(), qkv.data(), a2.data(), B, T, NH, KVH, hs);
+  EXPECT_LT(rel_err(g1, g2), tol);
+}
+
+}  // namespace
+
+TEST(LlamaKernels, CausalAttentionMatchesReference) {
+  const Context c = ctx();
+  check_causal(c, 2, 70, 4, 4, 16);    // MHA, T not a multiple of the block
+  check_causal(c, 1, 130, 8, 2, 8);    // GQA 8/2, three blocks
+  check_causal(c, 2, 1, 8, 2, 8);      // T = 1
+  check_causal(c, 1, 64, 3, 1, 5);     // MQA, exactly one block, odd head size
+}
+
+// Both thread layouts: (b, head) tasks with one-thread GEMMs (one thread, or at least as many
+// tasks as threads) and the phased order (fewer tasks than threads).
+TEST(LlamaKernels, CausalAttentionBothThreadLayouts) {
+  const int blas = blas_threads();
+  for (int threads : {1, 17}) {
+    Context c = ctx();
+    c.threads = threads;
+    check_causal(c, 1, 100, 4, 1, 16);   // backward: 1 task (< 17 threads)
+    check_causal(c, 2, 67, 8, 2, 8);     // 4 kv tasks, 16 q tasks (< 17)
+  }
+  EXPECT_EQ(blas_threads(), blas) << "OpenBLAS's thread count is restored";
+}
+
+TEST(LlamaKernels, CausalAttentionOnEveryBackend) {
+  for (const auto& name : gemm_backend_names()) {
+    auto backend = make_gemm_backend(name);
+    const Context c = host_context(*backend);
+    check_causal(c, 2, 90, 8, 2, 16);
+    check_causal(c, 2, 77, 4, 4, 8);
+  }
+}
+
+// In bf16 the products round their operands to bf16 (as every GEMM does): close to fp32, not equal.
+TEST(LlamaKernels, CausalAttentionBf16IsCloseToFp32) {
+  const int B = 1, T = 80, NH = 4, KVH = 2, hs = 16, R = (NH + 2 * KVH) * hs;
+  auto qkv = randn<float>(static_cast<size_t>(B) * T * R, 1);
+  const size_t n = causal_attention_saved_numel(B, T, NH);
+  std::vector<float> o1(static_cast<size_t>(B) * T * NH * hs), o2(o1.size()), a1(n), a2(n);
+  causal_attention_forward(ctx(), o1.data(), a1.data(), qkv.data(), B, T, NH, KVH, hs);
+  causal_attention_forward(ctx(Precision::BF16), o2.data(), a2.data(), qkv.data(), B, T, NH, KVH, hs);
+  const double e = rel_err(o2, o1);
+  EXPECT_LT(e, 3e-2);
+  EXPECT_GT(e, 0.0);
+}
+
+// The (b, head) tasks run their GEMMs concurrently, one per thread: the backends must allow it
+// (oneDNN's bf16 matmul once shared a scratchpad and a stream between threads, which gave wrong
+// products now and then). Repeated runs are identical, and equal a one-thread run to rounding (not
+// bit for bit: with one thread oneDNN threads each GEMM itself, in another order).
+TEST(LlamaKernels, CausalAttentionConcurrentGemmsOnEveryBackend) {
+  for (const auto& name : gemm_backend_names()) {
+    auto backend = make_gemm_backend(name);
+    for (Precision p : {Precision::F32, Precision::BF16}) {
+      SCOPED_TRACE(name + " " + precision_name(p));
+      const int B = 2, T = 150, NH = 8, KVH = 4, hs = 32, R = (NH + 2 * KVH) * hs;
+      auto qkv = randn<float>(static_cast<size_t>(B) * T * R, 1), d = randn<float>(static_cast<size_t>(B) * T * NH * hs, 2);
+      const size_t n = causal_attention_saved_numel(B, T, NH);
+      Context one = host_context(*backend, p), all = one;
+      one.threads = 1;
+      all.threads = std::max(2, all.threads);
+      auto run = [&](const Context& c, std::vector<float>& o, std::vector<float>& g) {
+        std::vector<float> a(n), s(n);
+        o.assign(d.size(), 0.f);
+        g.assign(qkv.size(), 0.f);
+        causal_attention_forward(c, o.data(), a.data(), qkv.data(), B, T, NH, KVH, hs);
+        causal_attention_backward(c, g.data(), s.data(), d.data(), qkv.data(), a.data(), B, T, NH, KVH, hs);
+      };
+      std::vector<float> o1, g1, o2, g2;
+      run(one, o1, g1);
+      run(all, o2, g2);
+      EXPECT_LT(rel_err(o2, o1), 1e-6);
+      EXPECT_LT(rel_err(g2, g1), 1e-6);
+      for (int rep = 0; rep < 4; ++rep) {
+        std::vector<float> o3, g3;
+        run(all, o3, g3);
+        ASSERT_EQ(o3, o2);
+        ASSERT_EQ(g3, g2);
+      }
+    }
+  }
+}
+
+// --- Prefix attention over a KV cache ---
+
+TEST(LlamaKernels, PrefixAttentionEqualsTheWholePrompt) {
+  const int B = 2, T = 75, NH = 8, KVH = 2, hs = 16, Tmax = 90;
+  const int R = (NH + 2 * KVH) * hs, OC = NH * hs, KV = KVH * hs;
+  auto qkv = randn<float>(static_cast<size_t>(B) * T * R, 3);
+  std::vector<float> want(static_cast<size_t>(B) * T * OC), att(causal_attention_saved_numel(B, T, NH));
+  causal_attention_forward(ctx(), want.data(), att.data(), qkv.data(), B, T, NH, KVH, hs);
+  // chunk sizes: one position at a time, and uneven chunks crossing the 64-row block boundary
+  for (const std::vector<int>& chunks : {std::vector<int>(T, 1), std::vector<int>{5, 17, 50, 3}, std::vector<int>{T}}) {
+    std::vector<float> kc(static_cast<size_t>(B) * Tmax * KV, NAN), vc(kc.size(), NAN);
+    std::vector<float> got(want.size(), 0.f);
+    int p0 = 0;
+    for (int tq : chunks) {
+      // append this chunk's keys/values to the cache, gather its queries, attend
+      std::vector<float> q(static_cast<size_t>(B) * tq * OC), o(q.size());
+      for (int b = 0; b < B; ++b)
+        for (int t = 0; t < tq; ++t) {
+          const float* row = qkv.data() + (static_cast<size_t>(b) * T + p0 + t) * R;
+          std::copy(row, row + OC, q.begin() + (static_cast<size_t>(b) * tq + t) * OC);
+          std::copy(row + OC, row + OC + KV, kc.begin() + (static_cast<size_t>(b) * Tmax + p0 + t) * KV);
+          std::copy(row + OC + KV, row + OC + 2 * KV, vc.begin() + (static_cast<size_t>(b) * Tmax + p0 + t) * KV);
+        }
+      attention_prefix_forward(ctx(), o.data(), OC, q.data(), OC, kc.data(), vc.data(), KV, Tmax, B, tq, p0, NH, KVH, hs);
+      for (int b = 0; b < B; ++b)
+        std::copy(o.begin() + static_cast<size_t>(b) * tq * OC, o.begin() + static_cast<size_t>(b + 1) * tq * OC,
+                  got.begin() + (static_cast<size_t>(b) * T + p0) * OC);
+      p0 += tq;
+    }
+    ASSERT_EQ(p0, T);
+    EXPECT_LT(rel_err(got, want), 1e-6) << chunks.size() << " chunks";
+  }
+  // (the caches above start as NaN: a row beyond p0 + t read by a query would show.) Positions
+  // beyond the cache are refused.
+  std::vector<float> kc(static_cast<size_t>(B) * Tmax * KV, 0.f), vc(kc.size(), 0.f), q(static_cast<size_t>(B) * 2 * OC),
+      o(q.size());
+  EXPECT_THROW(attention_prefix_forward(ctx(), o.data(), OC, q.data(), OC, kc.data(), vc.data(), KV, Tmax, B, 2, Tmax - 1,
+                                        NH, KVH, hs),
+               dmpi::Error);
 }
