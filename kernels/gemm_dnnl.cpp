@@ -3,13 +3,18 @@
 // competes for the cores). bf16 inputs run oneDNN's matmul primitive (avx512_core_bf16 or AMX
 // where the CPU has them; measured about 2.1x sgemm on this AVX-512-bf16 machine), with the
 // strides and transposes of the call, alpha as the output scale and beta as a sum post-op.
-// Primitives are cached by shape.
+// Primitives are cached by shape. Both GEMMs may be called from several threads at once (the
+// causal attention runs one-thread GEMMs inside an OpenMP region): the matmul then runs on a
+// stream of the calling thread with a scratchpad of the calling thread (user scratchpad mode;
+// oneDNN's library-managed scratchpad is shared between primitives and is not safe to use from two
+// threads at once).
 #include <oneapi/dnnl/dnnl.h>
 
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
+#include <vector>
 
 #include "kernels/gemm.hpp"
 #include "base/error.hpp"
@@ -62,6 +67,7 @@ class DnnlBackend final : public GemmBackend {
                          tb == Op::N ? memory::dims{ldb, 1} : memory::dims{1, ldb});
           memory::desc c({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
           dnnl::primitive_attr attr;
+          attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
           if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
           if (beta != 0.0f) {
             dnnl::post_ops po;
@@ -69,7 +75,7 @@ class DnnlBackend final : public GemmBackend {
             attr.set_post_ops(po);
           }
           dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, engine_);
-          it = cache_.emplace(key, Entry{a, b, c, dnnl::matmul(pd)}).first;
+          it = cache_.emplace(key, Entry{a, b, c, pd.scratchpad_desc(), dnnl::matmul(pd)}).first;
         } catch (const dnnl::error& err) {
           DMPI_FAIL("oneDNN bf16 matmul " << M << "x" << N << "x" << K << " (lda " << lda << ", ldb " << ldb << ", ldc "
                                           << ldc << "): " << err.what());
@@ -78,9 +84,16 @@ class DnnlBackend final : public GemmBackend {
       e = &it->second;
     }
     try {
-      memory ma(e->a, engine_, const_cast<bf16*>(A)), mb(e->b, engine_, const_cast<bf16*>(B)), mc(e->c, engine_, C);
-      e->mm.execute(stream_, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
-      stream_.wait();
+      // this thread's stream on this backend's engine, and its scratchpad
+      thread_local const DnnlBackend* owner = nullptr;
+      thread_local dnnl::stream stream;
+      if (owner != this) stream = dnnl::stream(engine_), owner = this;
+      thread_local std::vector<unsigned char> scratch;
+      if (scratch.size() < e->scratch.get_size()) scratch.resize(e->scratch.get_size());
+      memory ma(e->a, engine_, const_cast<bf16*>(A)), mb(e->b, engine_, const_cast<bf16*>(B)), mc(e->c, engine_, C),
+          ms(e->scratch, engine_, scratch.data());
+      e->mm.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, ms}});
+      stream.wait();
     } catch (const dnnl::error& err) {
       DMPI_FAIL("oneDNN bf16 matmul " << M << "x" << N << "x" << K << " failed: " << err.what());
     }
@@ -89,12 +102,11 @@ class DnnlBackend final : public GemmBackend {
  private:
   using Key = std::tuple<bool, bool, int, int, int, int, int, int, float, float>;
   struct Entry {
-    dnnl::memory::desc a, b, c;
+    dnnl::memory::desc a, b, c, scratch;
     dnnl::matmul mm;
   };
   std::unique_ptr<GemmBackend> fallback_;
   dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream_{engine_};
   std::mutex mu_;
   std::map<Key, Entry> cache_;
 };

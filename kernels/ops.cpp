@@ -365,4 +365,454 @@ void fill_zero(const Context& ctx, float* x, size_t n) {
   for (size_t i = 0; i < n; i += 1 << 16) std::memset(x + i, 0, sizeof(float) * std::min<size_t>(1 << 16, n - i));
 }
 
+
+// --- RMSNorm ---
+
+void rmsnorm_forward(const Context& ctx, float* out, float* rstd, const float* inp, const float* w, int N, int C, float eps) {
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int n = 0; n < N; ++n) {
+    const float* x = inp + static_cast<size_t>(n) * C;
+    float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+    for (int c = 0; c < C; ++c) ss += x[c] * x[c];
+    const float s = 1.0f / std::sqrt(ss / C + eps);
+    float* o = out + static_cast<size_t>(n) * C;
+#pragma omp simd
+    for (int c = 0; c < C; ++c) o[c] = x[c] * s * w[c];
+    rstd[n] = s;
+  }
+}
+
+void rmsnorm_backward(const Context& ctx, float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                      const float* rstd, int N, int C) {
+  // out_c = x_c r w_c with r = (mean(x^2) + eps)^(-1/2), dr/dx_c = -r^3 x_c / C:
+  // dx_c = r (d_c w_c - x_c r^2 sum_k(d_k w_k x_k) / C), dw_c = sum_n d_c x_c r.
+  const int nt = ctx.threads;
+  std::vector<float> part(static_cast<size_t>(nt) * C, 0.f);  // per-thread dw, combined in thread order
+#pragma omp parallel num_threads(nt)
+  {
+    float* pdw = part.data() + static_cast<size_t>(omp_get_thread_num()) * C;
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      const float* x = inp + static_cast<size_t>(n) * C;
+      const float* d = dout + static_cast<size_t>(n) * C;
+      float* dx = dinp + static_cast<size_t>(n) * C;
+      const float r = rstd[n];
+      float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+      for (int c = 0; c < C; ++c) {
+        dot += d[c] * w[c] * x[c];
+        pdw[c] += d[c] * x[c] * r;
+      }
+      const float k = r * r * dot / C;
+#pragma omp simd
+      for (int c = 0; c < C; ++c) dx[c] += r * (d[c] * w[c] - x[c] * k);
+    }
+  }
+  for (int t = 0; t < nt; ++t) {
+    const float* pdw = part.data() + static_cast<size_t>(t) * C;
+    for (int c = 0; c < C; ++c) dw[c] += pdw[c];
+  }
+}
+
+// --- RoPE ---
+
+namespace {
+// cos/sin of (pos0 + t) * base^(-2i/hs) for t < T, i < hs/2: angles in double, rounded to float.
+// Layout [T][hs/2] of cos, then the same of sin.
+void rope_table(const Context& ctx, std::vector<float>& tab, int T, int hs, float base, int pos0) {
+  const int half = hs / 2;
+  tab.resize(2 * static_cast<size_t>(T) * half);
+  float* cs = tab.data();
+  float* sn = cs + static_cast<size_t>(T) * half;
+  std::vector<double> inv_freq(half);
+  for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(static_cast<double>(base), -2.0 * i / hs);
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < half; ++i) {
+      const double a = static_cast<double>(pos0 + t) * inv_freq[i];
+      cs[static_cast<size_t>(t) * half + i] = static_cast<float>(std::cos(a));
+      sn[static_cast<size_t>(t) * half + i] = static_cast<float>(std::sin(a));
+    }
+}
+
+// sign = +1: the rotation; -1: its inverse (transpose).
+void rope_apply(const Context& ctx, float* x, int B, int T, int H, int hs, int row_stride, float base, int pos0,
+                float sign) {
+  DMPI_REQUIRE(hs % 2 == 0, "rope: odd head size " << hs);
+  DMPI_REQUIRE(row_stride >= H * hs, "rope: row stride " << row_stride << " < " << H << " heads of " << hs);
+  thread_local std::vector<float> tab;
+  rope_table(ctx, tab, T, hs, base, pos0);
+  const int half = hs / 2;
+  const float* cs = tab.data();
+  const float* sn = cs + static_cast<size_t>(T) * half;
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int bt = 0; bt < B * T; ++bt) {
+    const int t = bt % T;
+    const float* c = cs + static_cast<size_t>(t) * half;
+    const float* s = sn + static_cast<size_t>(t) * half;
+    float* row = x + static_cast<size_t>(bt) * row_stride;
+    for (int h = 0; h < H; ++h) {
+      float* x1 = row + static_cast<size_t>(h) * hs;
+      float* x2 = x1 + half;
+#pragma omp simd
+      for (int i = 0; i < half; ++i) {
+        const float a = x1[i], b = x2[i], si = sign * s[i];
+        x1[i] = a * c[i] - b * si;
+        x2[i] = b * c[i] + a * si;
+      }
+    }
+  }
+}
+}  // namespace
+
+void rope_forward(const Context& ctx, float* x, int B, int T, int H, int hs, int row_stride, float base, int pos0) {
+  rope_apply(ctx, x, B, T, H, hs, row_stride, base, pos0, 1.0f);
+}
+void rope_backward(const Context& ctx, float* dx, int B, int T, int H, int hs, int row_stride, float base, int pos0) {
+  rope_apply(ctx, dx, B, T, H, hs, row_stride, base, pos0, -1.0f);
+}
+
+// --- SwiGLU ---
+
+void swiglu_forward(const Context& ctx, float* out, const float* inp, int N, int F) {
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int n = 0; n < N; ++n) {
+    const float* g = inp + static_cast<size_t>(n) * 2 * F;
+    const float* u = g + F;
+    float* o = out + static_cast<size_t>(n) * F;
+#pragma omp simd
+    for (int f = 0; f < F; ++f) {
+      const float sig = 1.0f / (1.0f + fast_exp(-g[f]));
+      o[f] = g[f] * sig * u[f];
+    }
+  }
+}
+
+void swiglu_backward(const Context& ctx, float* dinp, const float* inp, const float* dout, int N, int F) {
+  // d silu(a) / da = s (1 + a (1 - s)), s = sigmoid(a)
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int n = 0; n < N; ++n) {
+    const float* g = inp + static_cast<size_t>(n) * 2 * F;
+    const float* u = g + F;
+    const float* d = dout + static_cast<size_t>(n) * F;
+    float* dg = dinp + static_cast<size_t>(n) * 2 * F;
+    float* du = dg + F;
+#pragma omp simd
+    for (int f = 0; f < F; ++f) {
+      const float a = g[f], sig = 1.0f / (1.0f + fast_exp(-a));
+      dg[f] += d[f] * u[f] * sig * (1.0f + a * (1.0f - sig));
+      du[f] += d[f] * a * sig;
+    }
+  }
+}
+
+// --- Causal attention (lower triangle, GQA) and prefix attention over a KV cache ---
+//
+// Work is cut into row blocks of kCausalBlock query rows: block r of a head multiplies its rows'
+// queries by the keys 0 .. (block end) only, so the products cover the lower triangle plus half
+// of the diagonal tiles ((nb + 1) / (2 nb) of the square for nb blocks). Per block:
+//   forward  S = scale Q_r K^T, softmax rows (j <= i; the tail of the diagonal tile set to 0),
+//            O_r = P_r V
+//   backward dP = dO_r V^T, dV += P_r^T dO_r, dS = P (dP - rowsum(P dP)),
+//            dQ_r += scale dS K, dK += scale dS^T Q_r
+// Threads (measured on 2 cores, perf/results/bench_kernels-attention.txt): the blocks' GEMMs are
+// small (64 x up-to-T x hs), which a backend threads poorly, so each OpenMP thread takes whole
+// (b, head) tasks and runs its GEMMs single-threaded (OpenBLAS's pool is set to 1 thread around the
+// region; oneDNN runs sequentially inside an OpenMP region), with each block's softmax done while
+// the block is in cache. The backward's task is a (b, kv head) with its group of q heads, so dK/dV
+// have one writer. When there are fewer tasks than threads, the phased order is used instead:
+// every block's GEMMs in turn, threaded by the backend, and the softmax rows in an OpenMP loop
+// between them (never both at once). Both run the same GEMMs, threaded differently: their results
+// agree to the GEMMs' rounding. The tasks are split statically (deterministic for a fixed thread
+// count); a task count that is not a multiple of the threads leaves some threads idle at the end.
+
+namespace {
+
+inline size_t head_saved_numel(int T) {
+  // full blocks 0..nb-2 hold kB * (r+1) kB floats; the last holds (T - i0) * T
+  const size_t kB = kCausalBlock, nb = (static_cast<size_t>(T) + kB - 1) / kB;
+  if (nb == 0) return 0;
+  return kB * kB * (nb - 1) * nb / 2 + (static_cast<size_t>(T) - (nb - 1) * kB) * static_cast<size_t>(T);
+}
+// offset of block r inside its head (every earlier block is full)
+inline size_t block_offset(int r) {
+  const size_t kB = kCausalBlock;
+  return kB * kB * static_cast<size_t>(r) * (r + 1) / 2;
+}
+
+// One softmax row: a[0..n-1] are the scores of the keys this row sees; a[n..ncols-1] become 0.
+inline void softmax_row(float* a, int n, int ncols) {
+  float mx = a[0];
+  for (int j = 1; j < n; ++j) mx = std::max(mx, a[j]);
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int j = 0; j < n; ++j) {
+    a[j] = fast_exp(a[j] - mx);
+    sum += a[j];
+  }
+  float inv = 1.0f / sum;
+#pragma omp simd
+  for (int j = 0; j < n; ++j) a[j] *= inv;
+  if (ncols > n) std::memset(a + n, 0, sizeof(float) * static_cast<size_t>(ncols - n));
+}
+// ds <- p (ds - sum(p ds)) over the n keys of the row; the tail of the row becomes 0.
+inline void softmax_backward_row(const float* p, float* ds, int n, int ncols) {
+  float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+  for (int j = 0; j < n; ++j) dot += p[j] * ds[j];
+#pragma omp simd
+  for (int j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - dot);
+  if (ncols > n) std::memset(ds + n, 0, sizeof(float) * static_cast<size_t>(ncols - n));
+}
+
+// One (b, q head) of an attention call: its query, key, value and output rows (row 0 of each,
+// leading dimensions), Tq query rows at positions p0.., keys 0 .. p0 + Tq - 1.
+struct Head {
+  const float* q;
+  const float* k;
+  const float* v;
+  float* o;
+  int ldq, ldk, ldv, ldo;
+  int Tq, p0, hs;
+  float scale;
+};
+
+// Rows i0..i1 of block r, and its key count.
+struct Block {
+  int i0, rows, keys;
+};
+inline Block block_of(const Head& H, int r) {
+  const int i0 = r * kCausalBlock, i1 = std::min(H.Tq, i0 + kCausalBlock);
+  return {i0, i1 - i0, H.p0 + i1};
+}
+inline int num_blocks(int Tq) { return (Tq + kCausalBlock - 1) / kCausalBlock; }
+
+void block_scores(const Context& ctx, const Head& H, const Block& k, float* s) {
+  gemm(ctx, Op::N, Op::T, k.rows, k.keys, H.hs, H.scale, H.q + static_cast<size_t>(k.i0) * H.ldq, H.ldq, H.k, H.ldk, 0.0f,
+       s, k.keys);
+}
+void block_softmax(const Head& H, const Block& k, float* s) {
+  for (int t = 0; t < k.rows; ++t) softmax_row(s + static_cast<size_t>(t) * k.keys, H.p0 + k.i0 + t + 1, k.keys);
+}
+void block_pv(const Context& ctx, const Head& H, const Block& k, const float* p) {
+  gemm(ctx, Op::N, Op::N, k.rows, H.hs, k.keys, 1.0f, p, k.keys, H.v, H.ldv, 0.0f, H.o + static_cast<size_t>(k.i0) * H.ldo,
+       H.ldo);
+}
+
+// The head's forward, block after block (single thread): the probabilities of block r go to
+// p + (r's offset) when `saved`, else to a scratch block.
+void head_forward(const Context& ctx, const Head& H, float* p, bool saved, bool with_out) {
+  thread_local std::vector<float> scratch;
+  for (int r = 0; r < num_blocks(H.Tq); ++r) {
+    const Block k = block_of(H, r);
+    float* s;
+    if (saved) {
+      s = p + block_offset(r);
+    } else {
+      scratch.resize(static_cast<size_t>(k.rows) * k.keys);
+      s = scratch.data();
+    }
+    block_scores(ctx, H, k, s);
+    block_softmax(H, k, s);
+    if (with_out) block_pv(ctx, H, k, s);
+  }
+}
+
+// The GEMMs of an OpenMP region run on one thread each: OpenBLAS's own pool is set to one thread
+// for the region and restored after it (oneDNN runs sequentially inside an OpenMP region).
+class SerialBlas {
+ public:
+  SerialBlas() : n_(blas_threads()) {
+    if (n_ != 1) set_blas_threads(1);
+  }
+  ~SerialBlas() {
+    if (n_ != 1) set_blas_threads(n_);
+  }
+  SerialBlas(const SerialBlas&) = delete;
+  SerialBlas& operator=(const SerialBlas&) = delete;
+
+ private:
+  int n_;
+};
+
+void check_attention(int NH, int KVH, int hs) {
+  DMPI_REQUIRE(NH > 0 && KVH > 0 && NH % KVH == 0, "attention: " << NH << " query heads over " << KVH << " kv heads");
+  DMPI_REQUIRE(hs > 0, "attention: head size " << hs);
+}
+
+// Forward (with_out) or probabilities only, over (b, h) tasks or in phases.
+void causal_forward_impl(const Context& ctx, float* out, float* att, const float* qkv, int B, int T, int NH, int KVH,
+                         int hs, bool with_out) {
+  check_attention(NH, KVH, hs);
+  const int G = NH / KVH, R = (NH + 2 * KVH) * hs, OC = NH * hs;
+  const size_t hn = head_saved_numel(T);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  auto head = [&](int b, int h) {
+    const float* row0 = qkv + static_cast<size_t>(b) * T * R;
+    const int g = h / G;
+    return Head{row0 + static_cast<size_t>(h) * hs,
+                row0 + static_cast<size_t>(NH + g) * hs,
+                row0 + static_cast<size_t>(NH + KVH + g) * hs,
+                with_out ? out + static_cast<size_t>(b) * T * OC + static_cast<size_t>(h) * hs : nullptr,
+                R, R, R, OC, T, 0, hs, scale};
+  };
+  const int tasks = B * NH;
+  if (tasks >= ctx.threads) {
+    SerialBlas serial;
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+    for (int bh = 0; bh < tasks; ++bh)
+      head_forward(ctx, head(bh / NH, bh % NH), att + static_cast<size_t>(bh) * hn, true, with_out);
+    return;
+  }
+  // phased: GEMMs threaded by the backend, softmax rows on OpenMP threads
+  const int nb = num_blocks(T);
+  for (int bh = 0; bh < tasks; ++bh)
+    for (int r = 0; r < nb; ++r) {
+      const Head H = head(bh / NH, bh % NH);
+      block_scores(ctx, H, block_of(H, r), att + static_cast<size_t>(bh) * hn + block_offset(r));
+    }
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int row = 0; row < tasks * T; ++row) {
+    const int bh = row / T, i = row % T, r = i / kCausalBlock;
+    const Head H = head(bh / NH, bh % NH);
+    const Block k = block_of(H, r);
+    softmax_row(att + static_cast<size_t>(bh) * hn + block_offset(r) + static_cast<size_t>(i - k.i0) * k.keys, i + 1, k.keys);
+  }
+  if (!with_out) return;
+  for (int bh = 0; bh < tasks; ++bh)
+    for (int r = 0; r < nb; ++r) {
+      const Head H = head(bh / NH, bh % NH);
+      block_pv(ctx, H, block_of(H, r), att + static_cast<size_t>(bh) * hn + block_offset(r));
+    }
+}
+
+// Backward of one (b, q head) block: dP into dp (datt's block), dV += P^T dO.
+void block_backward_pv(const Context& ctx, const Head& H, const Block& k, const float* dout, int ldd, const float* p,
+                       float* dp, float* dv, int ldv) {
+  const float* d = dout + static_cast<size_t>(k.i0) * ldd;
+  gemm(ctx, Op::N, Op::T, k.rows, k.keys, H.hs, 1.0f, d, ldd, H.v, H.ldv, 0.0f, dp, k.keys);
+  gemm(ctx, Op::T, Op::N, k.keys, H.hs, k.rows, 1.0f, p, k.keys, d, ldd, 1.0f, dv, ldv);
+}
+void block_backward_softmax(const Head& H, const Block& k, const float* p, float* ds) {
+  for (int t = 0; t < k.rows; ++t) {
+    const size_t o = static_cast<size_t>(t) * k.keys;
+    softmax_backward_row(p + o, ds + o, H.p0 + k.i0 + t + 1, k.keys);
+  }
+}
+// dQ_r += scale dS K, dK += scale dS^T Q_r
+void block_backward_qk(const Context& ctx, const Head& H, const Block& k, const float* ds, float* dq, int ldq, float* dk,
+                       int ldk) {
+  gemm(ctx, Op::N, Op::N, k.rows, H.hs, k.keys, H.scale, ds, k.keys, H.k, H.ldk, 1.0f, dq + static_cast<size_t>(k.i0) * ldq,
+       ldq);
+  gemm(ctx, Op::T, Op::N, k.keys, H.hs, k.rows, H.scale, ds, k.keys, H.q + static_cast<size_t>(k.i0) * H.ldq, H.ldq, 1.0f,
+       dk, ldk);
+}
+
+}  // namespace
+
+size_t causal_attention_saved_numel(int B, int T, int NH) {
+  return static_cast<size_t>(B) * NH * head_saved_numel(T);
+}
+
+size_t causal_attention_index(int T, int NH, int b, int h, int i, int j) {
+  const int r = i / kCausalBlock, i0 = r * kCausalBlock, i1 = std::min(T, i0 + kCausalBlock);
+  return (static_cast<size_t>(b) * NH + h) * head_saved_numel(T) + block_offset(r) + static_cast<size_t>(i - i0) * i1 + j;
+}
+
+void causal_attention_forward(const Context& ctx, float* out, float* att, const float* qkv, int B, int T, int NH, int KVH,
+                              int hs) {
+  causal_forward_impl(ctx, out, att, qkv, B, T, NH, KVH, hs, true);
+}
+
+void causal_attention_probs(const Context& ctx, float* att, const float* qkv, int B, int T, int NH, int KVH, int hs) {
+  causal_forward_impl(ctx, nullptr, att, qkv, B, T, NH, KVH, hs, false);
+}
+
+void causal_attention_backward(const Context& ctx, float* dqkv, float* datt, const float* dout, const float* qkv,
+                               const float* att, int B, int T, int NH, int KVH, int hs) {
+  check_attention(NH, KVH, hs);
+  const int G = NH / KVH, R = (NH + 2 * KVH) * hs, OC = NH * hs, nb = num_blocks(T);
+  const size_t hn = head_saved_numel(T);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  struct Ptrs {
+    Head H;
+    const float* d;  // dout rows of the head
+    const float* p;  // saved probabilities of the head
+    float* ds;       // its datt
+    float *dq, *dk, *dv;
+  };
+  auto ptrs = [&](int b, int h) {
+    const size_t row0 = static_cast<size_t>(b) * T * R;
+    const int g = h / G;
+    const size_t qo = row0 + static_cast<size_t>(h) * hs, ko = row0 + static_cast<size_t>(NH + g) * hs,
+                 vo = row0 + static_cast<size_t>(NH + KVH + g) * hs;
+    const size_t bh = static_cast<size_t>(b) * NH + h;
+    return Ptrs{Head{qkv + qo, qkv + ko, qkv + vo, nullptr, R, R, R, 0, T, 0, hs, scale},
+                dout + static_cast<size_t>(b) * T * OC + static_cast<size_t>(h) * hs,
+                att + bh * hn, datt + bh * hn, dqkv + qo, dqkv + ko, dqkv + vo};
+  };
+  const int tasks = B * KVH;
+  if (tasks >= ctx.threads) {
+    SerialBlas serial;
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+    for (int bg = 0; bg < tasks; ++bg) {
+      const int b = bg / KVH, g = bg % KVH;
+      for (int h = g * G; h < (g + 1) * G; ++h) {
+        const Ptrs P = ptrs(b, h);
+        for (int r = 0; r < nb; ++r) {
+          const Block k = block_of(P.H, r);
+          const float* p = P.p + block_offset(r);
+          float* ds = P.ds + block_offset(r);
+          block_backward_pv(ctx, P.H, k, P.d, OC, p, ds, P.dv, R);
+          block_backward_softmax(P.H, k, p, ds);
+          block_backward_qk(ctx, P.H, k, ds, P.dq, R, P.dk, R);
+        }
+      }
+    }
+    return;
+  }
+  for (int bh = 0; bh < B * NH; ++bh)
+    for (int r = 0; r < nb; ++r) {
+      const Ptrs P = ptrs(bh / NH, bh % NH);
+      block_backward_pv(ctx, P.H, block_of(P.H, r), P.d, OC, P.p + block_offset(r), P.ds + block_offset(r), P.dv, R);
+    }
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int row = 0; row < B * NH * T; ++row) {
+    const int bh = row / T, i = row % T, r = i / kCausalBlock;
+    const int i0 = r * kCausalBlock, keys = std::min(T, i0 + kCausalBlock);
+    const size_t o = static_cast<size_t>(bh) * hn + block_offset(r) + static_cast<size_t>(i - i0) * keys;
+    softmax_backward_row(att + o, datt + o, i + 1, keys);
+  }
+  for (int bh = 0; bh < B * NH; ++bh)
+    for (int r = 0; r < nb; ++r) {
+      const Ptrs P = ptrs(bh / NH, bh % NH);
+      block_backward_qk(ctx, P.H, block_of(P.H, r), P.ds + block_offset(r), P.dq, R, P.dk, R);
+    }
+}
+
+void attention_prefix_forward(const Context& ctx, float* out, int out_stride, const float* q, int q_stride,
+                              const float* kcache, const float* vcache, int kv_stride, int Tmax, int B, int Tq, int p0,
+                              int NH, int KVH, int hs) {
+  check_attention(NH, KVH, hs);
+  DMPI_REQUIRE(p0 >= 0 && Tq >= 0 && p0 + Tq <= Tmax,
+               "attention_prefix_forward: positions " << p0 << " .. " << p0 + Tq - 1 << " beyond the cache's " << Tmax);
+  const int G = NH / KVH;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  const int tasks = B * NH;
+  // (b, h) tasks, single-threaded GEMMs; the probabilities live in a per-thread block.
+  SerialBlas serial;
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+  for (int bh = 0; bh < tasks; ++bh) {
+    const int b = bh / NH, h = bh % NH, g = h / G;
+    const size_t kv0 = static_cast<size_t>(b) * Tmax * kv_stride + static_cast<size_t>(g) * hs;
+    const Head H{q + static_cast<size_t>(b) * Tq * q_stride + static_cast<size_t>(h) * hs,
+                 kcache + kv0,
+                 vcache + kv0,
+                 out + static_cast<size_t>(b) * Tq * out_stride + static_cast<size_t>(h) * hs,
+                 q_stride, kv_stride, kv_stride, out_stride, Tq, p0, hs, scale};
+    head_forward(ctx, H, nullptr, false, true);
+  }
+}
+
 }  // namespace dmpi::kernels

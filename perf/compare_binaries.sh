@@ -2,9 +2,9 @@
 # Bit-identity of two deepmpi binaries: the same training run (2 ranks, ZeRO stages 0-3 x
 # fp32/bf16/fp16, gradient accumulation 2) with each, then the per-step losses and gradient norms
 # (JSON doubles, round-trip exact) and every saved parameter and optimizer state (h5diff, exact)
-# are compared. Usage: perf/compare_binaries.sh OLD_BINARY NEW_BINARY [MODEL] [STEPS] [NP]
+# are compared. Usage: [SEQ=32] perf/compare_binaries.sh OLD_BINARY NEW_BINARY [MODEL] [STEPS] [NP]
 set -euo pipefail
-OLD=$1 NEW=$2 MODEL=${3:-tiny} STEPS=${4:-8} NP=${5:-2}
+OLD=$1 NEW=$2 MODEL=${3:-tiny} STEPS=${4:-8} NP=${5:-2} SEQ=${SEQ:-32}
 cd "$(dirname "$0")/.."
 source scripts/mpi-env.sh
 work=$(mktemp -d)
@@ -23,7 +23,7 @@ for stage in 0 1 2 3; do
 JSON
     for which in old new; do
       bin=$OLD; [ $which = new ] && bin=$NEW
-      OMP_NUM_THREADS=1 mpirun -np "$NP" --bind-to none "$bin" train --model "$MODEL" --seq-length 32 \
+      OMP_NUM_THREADS=1 mpirun -np "$NP" --bind-to none "$bin" train --model "$MODEL" --seq-length "$SEQ" \
         --deepspeed_config "$cfg" --train-iters "$STEPS" --metrics-file "$work/$which.jsonl" \
         --save "$work/ck_$which" --no-load > "$work/$which.log" 2>&1 || { cat "$work/$which.log"; exit 1; }
       grep '"loss"' "$work/$which.jsonl" | /usr/bin/python3 -c 'import sys, json

@@ -10,7 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 namespace dmpi::kernels::ref {
@@ -41,9 +41,11 @@ void encoder_backward(F* dwte, F* dwpe, const F* dout, const int32_t* tokens, in
     }
 }
 
-// out[N,C] = (inp - mean) * rstd * w + b; mean[N], rstd[N] saved for backward. eps = 1e-5.
+// out[N,C] = (inp - mean) * rstd * w + b, rstd = 1 / sqrt(var + eps); mean[N], rstd[N] saved for
+// backward. eps is an F (not deduced): the default is 1e-5 in F's precision.
 template <class F>
-void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* bias, int N, int C, F eps = F(1e-5)) {
+void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* bias, int N, int C,
+                       std::type_identity_t<F> eps = F(1e-5)) {
   for (int n = 0; n < N; ++n) {
     const F* x = inp + static_cast<size_t>(n) * C;
     F m = 0;
@@ -178,6 +180,157 @@ void attention_backward(F* dqkv, F* datt, const F* dout, const F* qkv, const F* 
       }
 }
 
+// RMSNorm: out[N,C] = inp * rstd * w, rstd[n] = 1 / sqrt(mean_c(inp^2) + eps) saved for backward.
+template <class F>
+void rmsnorm_forward(F* out, F* rstd, const F* inp, const F* w, int N, int C, std::type_identity_t<F> eps) {
+  for (int n = 0; n < N; ++n) {
+    const F* x = inp + static_cast<size_t>(n) * C;
+    F ss = 0;
+    for (int c = 0; c < C; ++c) ss += x[c] * x[c];
+    F r = F(1) / std::sqrt(ss / C + eps);
+    F* o = out + static_cast<size_t>(n) * C;
+    for (int c = 0; c < C; ++c) o[c] = x[c] * r * w[c];
+    rstd[n] = r;
+  }
+}
+
+template <class F>
+void rmsnorm_backward(F* dinp, F* dw, const F* dout, const F* inp, const F* w, const F* rstd, int N, int C) {
+  for (int n = 0; n < N; ++n) {
+    const F* x = inp + static_cast<size_t>(n) * C;
+    const F* d = dout + static_cast<size_t>(n) * C;
+    F* dx = dinp + static_cast<size_t>(n) * C;
+    F r = rstd[n];
+    // d out_c / d x_k = r w_c [c == k] - w_c x_c r^3 x_k / C
+    F dot = 0;  // sum_c d_c w_c x_c
+    for (int c = 0; c < C; ++c) {
+      dot += d[c] * w[c] * x[c];
+      dw[c] += d[c] * x[c] * r;
+    }
+    for (int c = 0; c < C; ++c) dx[c] += d[c] * w[c] * r - x[c] * r * r * r * dot / C;
+  }
+}
+
+// Rotary embeddings, non-interleaved ("rotate_half"): in each head channel i < hs/2 pairs with
+// i + hs/2; the pair of row (b, t) is rotated by angle (pos0 + t) * base^(-2i/hs). The angle, its
+// cos and its sin are computed in double (then rounded to F). In place, heads 0..H-1 of each row
+// at x + (b*T + t) * row_stride + h*hs. inverse = true applies the transposed rotation (backward).
+template <class F>
+void rope_forward(F* x, int B, int T, int H, int hs, int row_stride, double base, int pos0 = 0, bool inverse = false) {
+  const int half = hs / 2;
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t)
+      for (int h = 0; h < H; ++h) {
+        F* v = x + (static_cast<size_t>(b) * T + t) * row_stride + static_cast<size_t>(h) * hs;
+        for (int i = 0; i < half; ++i) {
+          double angle = static_cast<double>(pos0 + t) * std::pow(base, -2.0 * i / hs);
+          F c = static_cast<F>(std::cos(angle)), s = static_cast<F>(std::sin(angle));
+          if (inverse) s = -s;
+          F a = v[i], bb = v[i + half];
+          v[i] = a * c - bb * s;
+          v[i + half] = bb * c + a * s;
+        }
+      }
+}
+template <class F>
+void rope_backward(F* dx, int B, int T, int H, int hs, int row_stride, double base, int pos0 = 0) {
+  rope_forward(dx, B, T, H, hs, row_stride, base, pos0, true);
+}
+
+// SwiGLU: inp[N, 2F] rows [gate | up]; out[N, F] = gate * sigmoid(gate) * up.
+template <class F>
+void swiglu_forward(F* out, const F* inp, int N, int Fd) {
+  for (int n = 0; n < N; ++n)
+    for (int f = 0; f < Fd; ++f) {
+      F g = inp[static_cast<size_t>(n) * 2 * Fd + f], u = inp[static_cast<size_t>(n) * 2 * Fd + Fd + f];
+      out[static_cast<size_t>(n) * Fd + f] = g / (F(1) + std::exp(-g)) * u;
+    }
+}
+
+template <class F>
+void swiglu_backward(F* dinp, const F* inp, const F* dout, int N, int Fd) {
+  for (int n = 0; n < N; ++n)
+    for (int f = 0; f < Fd; ++f) {
+      size_t gi = static_cast<size_t>(n) * 2 * Fd + f, ui = gi + Fd;
+      F g = inp[gi], u = inp[ui], d = dout[static_cast<size_t>(n) * Fd + f];
+      F s = F(1) / (F(1) + std::exp(-g));
+      dinp[gi] += d * u * (s + g * s * (F(1) - s));
+      dinp[ui] += d * g * s;
+    }
+}
+
+// Causal self-attention with grouped-query heads on qkv[B,T,(NH+2*KVH)*hs]: each row is
+// [Q: NH heads | K: KVH heads | V: KVH heads]; q head h uses kv head h / (NH / KVH).
+// att[B,NH,T,T] keeps the probabilities (zero above the diagonal); out[B,T,NH*hs].
+template <class F>
+void causal_attention_forward(F* out, F* att, const F* qkv, int B, int T, int NH, int KVH, int hs) {
+  const int R = (NH + 2 * KVH) * hs, G = NH / KVH;
+  const F scale = F(1) / std::sqrt(static_cast<F>(hs));
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h) {
+      const int g = h / G;
+      for (int i = 0; i < T; ++i) {
+        const F* q = qkv + (static_cast<size_t>(b) * T + i) * R + h * hs;
+        F* a = att + ((static_cast<size_t>(b) * NH + h) * T + i) * T;
+        F mx = -INFINITY;
+        for (int j = 0; j <= i; ++j) {
+          const F* k = qkv + (static_cast<size_t>(b) * T + j) * R + (NH + g) * hs;
+          F s = 0;
+          for (int e = 0; e < hs; ++e) s += q[e] * k[e];
+          a[j] = s * scale;
+          if (a[j] > mx) mx = a[j];
+        }
+        F sum = 0;
+        for (int j = 0; j <= i; ++j) {
+          a[j] = std::exp(a[j] - mx);
+          sum += a[j];
+        }
+        for (int j = 0; j < T; ++j) a[j] = j <= i ? a[j] / sum : F(0);
+        F* o = out + (static_cast<size_t>(b) * T + i) * NH * hs + h * hs;
+        for (int e = 0; e < hs; ++e) {
+          F s = 0;
+          for (int j = 0; j <= i; ++j) s += a[j] * qkv[(static_cast<size_t>(b) * T + j) * R + (NH + KVH + g) * hs + e];
+          o[e] = s;
+        }
+      }
+    }
+}
+
+// dqkv += gradients (a kv head's dK, dV sum over its q heads); datt[B,NH,T,T] is scratch.
+template <class F>
+void causal_attention_backward(F* dqkv, F* datt, const F* dout, const F* qkv, const F* att, int B, int T, int NH,
+                               int KVH, int hs) {
+  const int R = (NH + 2 * KVH) * hs, G = NH / KVH;
+  const F scale = F(1) / std::sqrt(static_cast<F>(hs));
+  auto row = [&](int b, int t) { return (static_cast<size_t>(b) * T + t) * R; };
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h) {
+      const int qo = h * hs, ko = (NH + h / G) * hs, vo = (NH + KVH + h / G) * hs;
+      for (int i = 0; i < T; ++i) {
+        const F* a = att + ((static_cast<size_t>(b) * NH + h) * T + i) * T;
+        F* da = datt + ((static_cast<size_t>(b) * NH + h) * T + i) * T;
+        const F* d = dout + (static_cast<size_t>(b) * T + i) * NH * hs + h * hs;
+        for (int j = 0; j <= i; ++j) {
+          F s = 0;
+          for (int e = 0; e < hs; ++e) {
+            s += d[e] * qkv[row(b, j) + vo + e];
+            dqkv[row(b, j) + vo + e] += a[j] * d[e];
+          }
+          da[j] = s;
+        }
+        F dot = 0;
+        for (int j = 0; j <= i; ++j) dot += a[j] * da[j];
+        for (int j = 0; j <= i; ++j) {
+          F ds = a[j] * (da[j] - dot) * scale;
+          for (int e = 0; e < hs; ++e) {
+            dqkv[row(b, i) + qo + e] += ds * qkv[row(b, j) + ko + e];
+            dqkv[row(b, j) + ko + e] += ds * qkv[row(b, i) + qo + e];
+          }
+        }
+      }
+    }
+}
+
 // GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 template <class F>
 void gelu_forward(F* out, const F* inp, size_t N) {
@@ -255,35 +408,5 @@ void crossentropy_backward(F* dlogits, const F* probs, const int32_t* targets, F
     for (int v = 0; v < V; ++v) d[v] = (p[v] - (v == targets[n] ? F(1) : F(0))) * dloss;
   }
 }
-
-// ---- SHIM until the kernels branch lands.
-template <class F>
-void causal_attention_forward(F* out, F* att, const F* qkv, int B, int T, int NH, int KVH, int hs) {
-  if (KVH != NH) throw std::runtime_error("shim: grouped-query attention needs the kernels branch");
-  attention_forward(out, att, qkv, B, T, NH * hs, NH);
-}
-template <class F>
-void causal_attention_probs(F* att, const F* qkv, int B, int T, int NH, int KVH, int hs) {
-  std::vector<F> out(static_cast<size_t>(B) * T * NH * hs);
-  causal_attention_forward(out.data(), att, qkv, B, T, NH, KVH, hs);
-}
-template <class F>
-void causal_attention_backward(F* dqkv, F* datt, const F* dout, const F* qkv, const F* att, int B, int T, int NH, int KVH,
-                               int hs) {
-  if (KVH != NH) throw std::runtime_error("shim: grouped-query attention needs the kernels branch");
-  attention_backward(dqkv, datt, dout, qkv, att, B, T, NH * hs, NH);
-}
-template <class F>
-void rmsnorm_forward(F*, F*, const F*, const F*, int, int, F) { throw std::runtime_error("shim: rmsnorm"); }
-template <class F>
-void rmsnorm_backward(F*, F*, const F*, const F*, const F*, const F*, int, int) { throw std::runtime_error("shim: rmsnorm"); }
-template <class F>
-void rope_forward(F*, int, int, int, int, int, double, int = 0) { throw std::runtime_error("shim: rope"); }
-template <class F>
-void rope_backward(F*, int, int, int, int, int, double, int = 0) { throw std::runtime_error("shim: rope"); }
-template <class F>
-void swiglu_forward(F*, const F*, int, int) { throw std::runtime_error("shim: swiglu"); }
-template <class F>
-void swiglu_backward(F*, const F*, const F*, int, int) { throw std::runtime_error("shim: swiglu"); }
 
 }  // namespace dmpi::kernels::ref

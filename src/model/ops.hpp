@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "base/error.hpp"
 #include "base/tensor.hpp"
@@ -90,26 +91,48 @@ struct Ops {
     }
     kernels::ref::matmul_backward(dinp, dw, dbias, dout, inp, ref(w), N, C, OC);
   }
-  // Causal attention over qkv [B, T, (NH + 2 KVH) hs]; att: the saved probabilities.
+  // Causal attention over qkv [B, T, (NH + 2 KVH) hs]; att: the saved probabilities, in the fast
+  // kernel's lower-triangle layout on both paths (the reference works on a full [B, NH, T, T] copy).
   static size_t attention_saved(int B, int T, int NH) { return kernels::causal_attention_saved_numel(B, T, NH); }
+  static void pack_probs(const std::vector<F>& full, F* att, int B, int T, int NH) {
+    for (int b = 0; b < B; ++b)
+      for (int h = 0; h < NH; ++h)
+        for (int i = 0; i < T; ++i)
+          for (int j = 0; j <= i; ++j)
+            att[kernels::causal_attention_index(T, NH, b, h, i, j)] = full[((static_cast<size_t>(b) * NH + h) * T + i) * T + j];
+  }
+  static std::vector<F> unpack_probs(const F* att, int B, int T, int NH) {
+    std::vector<F> full(static_cast<size_t>(B) * NH * T * T, F(0));
+    for (int b = 0; b < B; ++b)
+      for (int h = 0; h < NH; ++h)
+        for (int i = 0; i < T; ++i)
+          for (int j = 0; j <= i; ++j)
+            full[((static_cast<size_t>(b) * NH + h) * T + i) * T + j] = att[kernels::causal_attention_index(T, NH, b, h, i, j)];
+    return full;
+  }
   void attention_forward(F* out, F* att, const F* qkv, int B, int T, int NH, int KVH, int hs) const {
     if constexpr (std::is_same_v<F, float>) {
       if (use_fast()) return kernels::causal_attention_forward(ctx, out, att, qkv, B, T, NH, KVH, hs);
     }
-    kernels::ref::causal_attention_forward(out, att, qkv, B, T, NH, KVH, hs);
+    std::vector<F> full(static_cast<size_t>(B) * NH * T * T);
+    kernels::ref::causal_attention_forward(out, full.data(), qkv, B, T, NH, KVH, hs);
+    pack_probs(full, att, B, T, NH);
   }
   void attention_probs(F* att, const F* qkv, int B, int T, int NH, int KVH, int hs) const {
     if constexpr (std::is_same_v<F, float>) {
       if (use_fast()) return kernels::causal_attention_probs(ctx, att, qkv, B, T, NH, KVH, hs);
     }
-    kernels::ref::causal_attention_probs(att, qkv, B, T, NH, KVH, hs);
+    std::vector<F> out(static_cast<size_t>(B) * T * NH * hs);
+    attention_forward(out.data(), att, qkv, B, T, NH, KVH, hs);
   }
   void attention_backward(F* dqkv, F* datt, const F* dout, const F* qkv, const F* att, int B, int T, int NH, int KVH,
                           int hs) const {
     if constexpr (std::is_same_v<F, float>) {
       if (use_fast()) return kernels::causal_attention_backward(ctx, dqkv, datt, dout, qkv, att, B, T, NH, KVH, hs);
     }
-    kernels::ref::causal_attention_backward(dqkv, datt, dout, qkv, att, B, T, NH, KVH, hs);
+    const std::vector<F> full = unpack_probs(att, B, T, NH);
+    std::vector<F> dfull(full.size());
+    kernels::ref::causal_attention_backward(dqkv, dfull.data(), dout, qkv, full.data(), B, T, NH, KVH, hs);
   }
   void rope_forward(F* x, int B, int T, int H, int hs, int row_stride, double base, int pos0 = 0) const {
     if constexpr (std::is_same_v<F, float>) {
