@@ -6,8 +6,8 @@
 #   the dump is made with DEEPMPI_REF_PERTURB=TENSOR and the test passes only when exactly that
 #   tensor is reported as a mismatch.
 # The interpreter: $DEEPMPI_TORCH_PYTHON when set (only that one), else the first of
-# /usr/bin/python3 (Debian's, where python3-torch installs) and python3 that imports torch and numpy. Exit 77 (ctest: SKIPPED) when
-# none does, or when the composition needs a kernel that is still a shim.
+# /usr/bin/python3 (Debian's, where python3-torch installs) and python3 that imports torch and
+# numpy. Exit 77 (ctest: SKIPPED) when none does.
 set -uo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 DUMP_MODEL TORCH_REFERENCE_PY DIR [--expect-mismatch TENSOR] [dump args...]" >&2; exit 2; }
 dump=$1 checker=$2 dir=$3
@@ -41,5 +41,5 @@ fi
 rm -rf "$dir"
 "$dump" --out "$dir" "$@"
 rc=$?
-[ $rc -eq 0 ] || exit $rc  # 77: a kernel is still a shim (skipped, with the reason printed)
+[ $rc -eq 0 ] || exit $rc
 "$py" "$checker" "$dir" "${expect[@]}"

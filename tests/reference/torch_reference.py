@@ -20,14 +20,15 @@ Tolerances (deepmpi in fp32, this model in fp64 by default, so the difference is
 rounding): fp32's unit roundoff is 6e-8; a length-K reduction (GEMM inner dimension up to 4C,
 weight gradients summed over B*T rows, a softmax over V) carries relative error ~sqrt(K) * 6e-8,
 and a few tens of such ops are chained, so about 1e-6 of a tensor's largest gradient is expected
-(measured on GPT-2 "tiny", B=4 T=64: at most 1.1e-6 over all tensors; the mean loss within 1e-9,
-accumulated in double; the per-row losses within 1.5e-7). The thresholds, 1e-5 on the loss and
-on every row's loss (relative to the largest), and 1e-4 per tensor (max |g_deepmpi - g_torch| /
-max |g_torch|), leave about 100x for other GEMM backends, orderings and compositions, and still
-catch a subtle convention error: the exact (erf) GELU in place of the tanh one gives 1e-3 on a
-gradient and 5e-5 on a row's loss, LayerNorm eps 1e-6 in place of 1e-5 gives 1e-3; one gradient
-element moved by 1e-3 of its tensor's largest is caught (DEEPMPI_REF_PERTURB in dump_model.cpp,
-and --expect-mismatch below).
+(measured on GPT-2 "tiny" and "llama-tiny" and their variants, B=4 T<=64: at most 1.3e-6 over
+all tensors; the mean loss within 1e-8, accumulated in double; the per-row losses within
+2.6e-7). The thresholds, 1e-5 on the loss and on every row's loss (relative to the largest), and
+1e-4 per tensor (max |g_deepmpi - g_torch| / max |g_torch|), leave about 100x for other GEMM
+backends, orderings and compositions, and still catch a subtle convention error: the exact (erf)
+GELU in place of the tanh one gives 1e-3 on a gradient and 5e-5 on a row's loss, LayerNorm eps
+1e-6 in place of 1e-5 gives 1e-3, RMSNorm without its eps 3e-3, the interleaved RoPE pairing
+0.7, kv head h % KVH in place of h // (NH/KVH) 1.9; one gradient element moved by 1e-3 of its
+tensor's largest is caught (DEEPMPI_REF_PERTURB in dump_model.cpp, and --expect-mismatch below).
 
 Exit status: 0 every check passed; 1 a mismatch (or a malformed dump); 77 torch or numpy cannot
 be imported (the ctest reports SKIPPED).
