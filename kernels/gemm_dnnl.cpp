@@ -84,10 +84,11 @@ class DnnlBackend final : public GemmBackend {
       e = &it->second;
     }
     try {
-      // this thread's stream on this backend's engine, and its scratchpad
-      thread_local const DnnlBackend* owner = nullptr;
-      thread_local dnnl::stream stream;
-      if (owner != this) stream = dnnl::stream(engine_), owner = this;
+      // this thread's stream on the process's one CPU engine, and its scratchpad. (A stream
+      // keyed by the backend's address went stale when a backend was destroyed and another one
+      // was built at the same address: its primitives then ran on the old engine's stream and
+      // failed with "could not execute a primitive".)
+      thread_local dnnl::stream stream(engine_);
       thread_local std::vector<unsigned char> scratch;
       if (scratch.size() < e->scratch.get_size()) scratch.resize(e->scratch.get_size());
       memory ma(e->a, engine_, const_cast<bf16*>(A)), mb(e->b, engine_, const_cast<bf16*>(B)), mc(e->c, engine_, C),
@@ -106,7 +107,7 @@ class DnnlBackend final : public GemmBackend {
     dnnl::matmul mm;
   };
   std::unique_ptr<GemmBackend> fallback_;
-  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
+  static inline dnnl::engine engine_{dnnl::engine::kind::cpu, 0};  // one per process, shared by every backend
   std::mutex mu_;
   std::map<Key, Entry> cache_;
 };

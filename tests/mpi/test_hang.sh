@@ -4,7 +4,21 @@
 set -uo pipefail
 PROG=$1 MPIEXEC=$2
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+# Every process this test starts carries this marker in its environment, so that the clean-up
+# below ends exactly those (by process id), never the test itself or another job's processes.
+# (It used to run `pkill -f "$PROG"`, which matched this script's own command line.)
+export DEEPMPI_HANG_TEST_ID="hangtest-$$-$RANDOM"
+kill_started() {
+  local pids=() p
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    [ "$p" = "$$" ] && continue
+    grep -qxzF "DEEPMPI_HANG_TEST_ID=$DEEPMPI_HANG_TEST_ID" "/proc/$p/environ" 2> /dev/null && pids+=("$p")
+  done
+  [ ${#pids[@]} -gt 0 ] && kill -9 "${pids[@]}" 2> /dev/null
+  return 0
+}
+trap 'kill_started; rm -f "$out"' EXIT
 # run_job ARGS...: runs the 3-rank job, sets rc and elapsed. Open MPI 4.1's launcher now and then
 # lingers after MPI_Abort although every rank is gone; that is not a hang of ours: when the
 # ranks are gone and the abort was printed, the launcher is killed and its status ignored.
@@ -19,7 +33,7 @@ run_job() {
     # deepmpi did its part (report, MPI_Abort, and Open MPI acknowledged the abort); the launcher
     # then failed to tear the job down (seen: "ORTE_ERROR_LOG: Out of resource in show_help.c").
     echo "note: Open MPI's launcher did not end the job after MPI_Abort (its own failure); cleaning up, treated as ended"
-    pkill -9 -f "$PROG" 2> /dev/null || true
+    kill_started
     rc=3
     elapsed=$(sed -n 's/.*waited \([0-9]*\).*/\1/p' "$out" | head -1)
   fi

@@ -202,25 +202,40 @@ TEST_P(ZeroStages, MatchesSingleRankTrainingFp32) {
 
 // The LLaMA composition (RMSNorm, RoPE, SwiGLU, grouped-query attention, untied head, no biases)
 // through the same engine: every stage on W ranks equals one rank on the whole global batch.
+// AdamW: per-tensor L2 within 5e-5 (measured, fp32: dp 2 2.1e-6 to 8.7e-6; dp 4 3.4e-6 at stage
+// 0, 1.5e-5 at stage 1, 8.8e-6 at stages 2-3: the reductions sum in another order, and Adam turns
+// that rounding in small gradients into O(lr) steps). Adam is blind to a gradient's scale, so a
+// missed or doubled reduction would pass it: SGD with momentum, linear in the gradients, is held
+// per tensor and element-wise to 1e-5 (measured 5.4e-8 and 3.7e-7).
 TEST_P(ZeroStages, LlamaMatchesSingleRankTraining) {
   const int stage = GetParam(), W = world_size(), steps = 6, gas = 2;
   g_model = "llama-tiny";
-  json cfg = base_config(stage, 1, gas), ref_cfg = cfg;
-  ref_cfg["zero_optimization"] = {{"stage", 0}};
-  Result dist = train(MPI_COMM_WORLD, cfg, steps);
-  Result ref = single_rank_reference(ref_cfg, gas * W, steps);
+  for (const char* opt : {"AdamW", "SGD"}) {
+    json cfg = base_config(stage, 1, gas);
+    if (std::string(opt) == "SGD") cfg["optimizer"] = {{"type", "SGD"}, {"params", {{"lr", 0.05}, {"momentum", 0.9}}}};
+    json ref_cfg = cfg;
+    ref_cfg["zero_optimization"] = {{"stage", 0}};
+    Result dist = train(MPI_COMM_WORLD, cfg, steps);
+    Result ref = single_rank_reference(ref_cfg, gas * W, steps);
+    if (world_rank() != 0) continue;
+    double loss_diff = 0;
+    for (size_t i = 0; i < ref.losses.size(); ++i)
+      loss_diff = std::max(loss_diff, std::fabs(dist.losses[i] - ref.losses[i]) / std::fabs(ref.losses[i]));
+    const double tensor = max_tensor_rel(dist.tensors, ref.tensors), elem = max_rel(dist.tensors, ref.tensors, 1e-2);
+    std::printf("[ zero ] llama-tiny %s stage %d, dp %d, %d steps vs single rank: max relative difference of losses "
+                "%.2e, of parameters per tensor (L2) %.2e, per element (|b| floored at 1e-2) %.2e\n",
+                opt, stage, W, steps, loss_diff, tensor, elem);
+    EXPECT_LE(loss_diff, 1e-5) << opt;
+    if (std::string(opt) == "SGD") {
+      EXPECT_LE(tensor, 1e-5) << opt;
+      EXPECT_LE(elem, 1e-5) << opt;
+    } else {
+      EXPECT_LE(tensor, 5e-5) << opt;
+    }
+    EXPECT_NE(dist.losses.front(), dist.losses.back()) << opt;
+    EXPECT_TRUE(dist.tensors.count("lm_head.weight")) << "the untied head is a parameter of its own";
+  }
   g_model = "tiny";
-  if (world_rank() != 0) return;
-  double loss_diff = 0;
-  for (size_t i = 0; i < ref.losses.size(); ++i)
-    loss_diff = std::max(loss_diff, std::fabs(dist.losses[i] - ref.losses[i]) / std::fabs(ref.losses[i]));
-  const double tensor = max_tensor_rel(dist.tensors, ref.tensors);
-  std::printf("[ zero ] llama-tiny stage %d, dp %d, %d steps vs single rank: max relative difference of losses %.2e, "
-              "of parameters per tensor (L2) %.2e\n", stage, W, steps, loss_diff, tensor);
-  EXPECT_LE(loss_diff, 1e-5);
-  EXPECT_LE(tensor, 1e-5);
-  EXPECT_NE(dist.losses.front(), dist.losses.back());
-  EXPECT_TRUE(dist.tensors.count("lm_head.weight")) << "the untied head is a parameter of its own";
 }
 
 // Bytes held per rank, measured from the live allocations, against DeepSpeed's split by stage.

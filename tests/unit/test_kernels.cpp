@@ -379,6 +379,28 @@ TEST(Gemm, Bf16MatchesFp32OnRoundedInputs) {
   EXPECT_LT(rel_err(c16, c32), 1e-5);
 }
 
+// A backend built after another was destroyed (often at the same address: every Trainer of a
+// test builds one) multiplies correctly on every thread that used the first. The oneDNN backend
+// once kept each thread's stream keyed by the backend's address and failed here with "could not
+// execute a primitive".
+TEST(Gemm, BackendBuiltAfterAnotherWasDestroyed) {
+  const int M = 8, N = 12, K = 16;
+  std::vector<bf16> a16(M * K), b16(N * K);
+  std::vector<float> want(M * N, 0.0f);
+  for (int i = 0; i < M * K; ++i) a16[i] = to_bf16(float(i % 7) - 3.0f);
+  for (int i = 0; i < N * K; ++i) b16[i] = to_bf16(float(i % 5) - 2.0f);
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n)
+      for (int k = 0; k < K; ++k) want[m * N + n] += to_float(a16[m * K + k]) * to_float(b16[n * K + k]);
+  for (const std::string& name : gemm_backend_names())
+    for (int round = 0; round < 4; ++round) {
+      auto backend = make_gemm_backend(name);
+      std::vector<float> c(M * N, 0.0f);
+      backend->gemm_bf16(Op::N, Op::T, M, N, K, 1.0f, a16.data(), K, b16.data(), K, 0.0f, c.data(), N);
+      EXPECT_EQ(c, want) << name << " round " << round;  // small integers: exact in fp32
+    }
+}
+
 TEST(Gemm, RejectsBadLeadingDimension) {
   std::vector<float> a(16), b(16), c(16);
   EXPECT_THROW(gemm(ctx(), Op::N, Op::N, 4, 4, 4, 1.f, a.data(), 3, b.data(), 4, 0.f, c.data(), 4), dmpi::Error);
