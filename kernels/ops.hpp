@@ -72,7 +72,7 @@ void swiglu_backward(const Context& ctx, float* dinp, const float* inp, const fl
 // rows: block r holds rows i0 = r*kCausalBlock .. i1-1 (i1 = min(T, i0 + kCausalBlock)), each row
 // the columns 0..i1-1 (row-major, leading dimension i1; the entries j > i of the diagonal tile are
 // 0). causal_attention_index gives the offset of P[b, h, i, j] (j < i1 of i's block).
-inline constexpr int kCausalBlock = 64;
+inline constexpr int kCausalBlock = 128;
 size_t causal_attention_saved_numel(int B, int T, int NH);
 size_t causal_attention_index(int T, int NH, int b, int h, int i, int j);
 void causal_attention_forward(const Context& ctx, float* out, float* att, const float* qkv, int B, int T, int NH, int KVH,

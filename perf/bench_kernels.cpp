@@ -70,6 +70,30 @@ void BM_Attention(benchmark::State& st) {
   st.counters["FOM:GFLOP/s"] = benchmark::Counter(flops * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
+// The causal kernel (lower triangle only, row blocks of kCausalBlock) on the same shapes as
+// BM_Attention (the previous full-square kernel, which is also what kernels/ref checks against).
+// The counter is the same full-square flop count as BM_Attention's, so the two GFLOP/s figures
+// compare as speeds of the same work (the causal kernel executes about half of it).
+void BM_CausalAttention(benchmark::State& st) {
+  const int B = static_cast<int>(st.range(0)), T = static_cast<int>(st.range(1)), C = static_cast<int>(st.range(2)),
+            NH = static_cast<int>(st.range(3));
+  const bool backward = st.range(4) != 0;
+  const size_t saved = causal_attention_saved_numel(B, T, NH);
+  auto qkv = filled(static_cast<size_t>(B) * T * 3 * C, 0.01f), out = filled(static_cast<size_t>(B) * T * C, 0.f),
+       att = filled(saved, 0.f), datt = att, dqkv = qkv;
+  causal_attention_forward(ctx(), out.data(), att.data(), qkv.data(), B, T, NH, NH, C / NH);
+  for (auto _ : st) {
+    if (backward)
+      causal_attention_backward(ctx(), dqkv.data(), datt.data(), out.data(), qkv.data(), att.data(), B, T, NH, NH, C / NH);
+    else
+      causal_attention_forward(ctx(), out.data(), att.data(), qkv.data(), B, T, NH, NH, C / NH);
+    benchmark::DoNotOptimize(out.data());
+  }
+  double flops = (backward ? 4.0 : 2.0) * 2.0 * B * T * static_cast<double>(T) * C;
+  st.counters["FOM:GFLOP/s"] = benchmark::Counter(flops * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+  st.counters["saved_MiB"] = static_cast<double>(saved) * 4 / (1 << 20);
+}
+
 void BM_LayerNormForward(benchmark::State& st) {
   const int N = static_cast<int>(st.range(0)), C = static_cast<int>(st.range(1));
   auto x = filled(static_cast<size_t>(N) * C, 0.5f), y = x, w = filled(C, 1.f), b = filled(C, 0.f), m = filled(N, 0.f),
@@ -130,7 +154,11 @@ BENCHMARK(BM_LinearForward)->Args({512, 128, 384})->Args({512, 128, 512})->Args(
 BENCHMARK(BM_LinearBackward)->Args({1024, 384, 1536})->Args({512, 768, 3072})->Args({512, 768, 50257})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Attention)->Args({4, 256, 384, 6, 0})->Args({4, 256, 384, 6, 1})->Args({2, 256, 768, 12, 0})
-    ->Args({2, 256, 768, 12, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Args({2, 256, 768, 12, 1})->Args({1, 1024, 768, 12, 0})->Args({1, 1024, 768, 12, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_CausalAttention)->Args({4, 256, 384, 6, 0})->Args({4, 256, 384, 6, 1})->Args({2, 256, 768, 12, 0})
+    ->Args({2, 256, 768, 12, 1})->Args({1, 1024, 768, 12, 0})->Args({1, 1024, 768, 12, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LayerNormForward)->Args({1024, 384})->Args({512, 768})->UseRealTime();
 BENCHMARK(BM_Gelu)->Args({1 << 20, 0})->Args({1 << 20, 1})->Args({512 * 3072, 0})->Args({512 * 3072, 1})->UseRealTime();
 BENCHMARK(BM_CrossEntropy)->Args({512, 50257})->Unit(benchmark::kMillisecond)->UseRealTime();

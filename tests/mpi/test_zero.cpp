@@ -168,6 +168,18 @@ double wire_per_step(int stage, int W, int gas, const Result& r, double gb, doub
   }
 }
 
+// The optimizers of the single-rank comparisons: base_config's AdamW, or SGD with momentum.
+json with_optimizer(json cfg, const std::string& opt) {
+  if (opt == "SGD") cfg["optimizer"] = {{"type", "SGD"}, {"params", {{"lr", 0.05}, {"momentum", 0.9}}}};
+  return cfg;
+}
+double max_loss_rel(const Result& dist, const Result& ref) {
+  double d = 0;
+  for (size_t i = 0; i < ref.losses.size(); ++i)
+    d = std::max(d, std::fabs(dist.losses[i] - ref.losses[i]) / std::fabs(ref.losses[i]));
+  return d;
+}
+
 class ZeroStages : public testing::TestWithParam<int> {};
 
 // Adam: per-tensor relative L2 difference (Adam turns rounding noise in small gradients into
@@ -176,17 +188,13 @@ class ZeroStages : public testing::TestWithParam<int> {};
 TEST_P(ZeroStages, MatchesSingleRankTrainingFp32) {
   const int stage = GetParam(), W = world_size(), steps = 20, gas = 2, mbs = 1;
   for (const char* opt : {"AdamW", "SGD"}) {
-    json cfg = base_config(stage, mbs, gas);
-    if (std::string(opt) == "SGD") cfg["optimizer"] = {{"type", "SGD"}, {"params", {{"lr", 0.05}, {"momentum", 0.9}}}};
-    json ref_cfg = cfg;
+    json cfg = with_optimizer(base_config(stage, mbs, gas), opt), ref_cfg = cfg;
     ref_cfg["zero_optimization"] = {{"stage", 0}};
     Result dist = train(MPI_COMM_WORLD, cfg, steps);
     Result ref = single_rank_reference(ref_cfg, gas * W, steps);
     if (world_rank() != 0) continue;
     ASSERT_EQ(dist.losses.size(), ref.losses.size());
-    double loss_diff = 0;
-    for (size_t i = 0; i < ref.losses.size(); ++i)
-      loss_diff = std::max(loss_diff, std::fabs(dist.losses[i] - ref.losses[i]) / std::fabs(ref.losses[i]));
+    const double loss_diff = max_loss_rel(dist, ref);
     const double elem = max_rel(dist.tensors, ref.tensors, 1e-2), tensor = max_tensor_rel(dist.tensors, ref.tensors);
     std::printf("[ zero ] %s stage %d, dp %d, %d steps, GAS %d vs single rank (GAS %d): max relative difference of "
                 "losses %.2e, of parameters per tensor (L2) %.2e, per element (|b| floored at 1e-2) %.2e\n",
@@ -211,17 +219,13 @@ TEST_P(ZeroStages, LlamaMatchesSingleRankTraining) {
   const int stage = GetParam(), W = world_size(), steps = 6, gas = 2;
   g_model = "llama-tiny";
   for (const char* opt : {"AdamW", "SGD"}) {
-    json cfg = base_config(stage, 1, gas);
-    if (std::string(opt) == "SGD") cfg["optimizer"] = {{"type", "SGD"}, {"params", {{"lr", 0.05}, {"momentum", 0.9}}}};
-    json ref_cfg = cfg;
+    json cfg = with_optimizer(base_config(stage, 1, gas), opt), ref_cfg = cfg;
     ref_cfg["zero_optimization"] = {{"stage", 0}};
     Result dist = train(MPI_COMM_WORLD, cfg, steps);
     Result ref = single_rank_reference(ref_cfg, gas * W, steps);
     if (world_rank() != 0) continue;
-    double loss_diff = 0;
-    for (size_t i = 0; i < ref.losses.size(); ++i)
-      loss_diff = std::max(loss_diff, std::fabs(dist.losses[i] - ref.losses[i]) / std::fabs(ref.losses[i]));
-    const double tensor = max_tensor_rel(dist.tensors, ref.tensors), elem = max_rel(dist.tensors, ref.tensors, 1e-2);
+    ASSERT_EQ(dist.losses.size(), ref.losses.size());
+    const double loss_diff = max_loss_rel(dist, ref), tensor = max_tensor_rel(dist.tensors, ref.tensors), elem = max_rel(dist.tensors, ref.tensors, 1e-2);
     std::printf("[ zero ] llama-tiny %s stage %d, dp %d, %d steps vs single rank: max relative difference of losses "
                 "%.2e, of parameters per tensor (L2) %.2e, per element (|b| floored at 1e-2) %.2e\n",
                 opt, stage, W, steps, loss_diff, tensor, elem);
@@ -432,10 +436,7 @@ TEST(ZeroPrecision, Bf16AndFp16MatchSingleRankTraining) {
       if (*c.grad_accum && stage % 2 == 1) continue;  // fp32 gradients: stages 0 and 2 (full / partitioned)
       Result dist = train(MPI_COMM_WORLD, config(stage), steps);
       if (world_rank() != 0) continue;
-      double loss_diff = 0;
-      for (size_t i = 0; i < ref.losses.size(); ++i)
-        loss_diff = std::max(loss_diff, std::fabs(dist.losses[i] - ref.losses[i]) / std::fabs(ref.losses[i]));
-      const double tensor = max_tensor_rel(dist.tensors, ref.tensors);
+      const double loss_diff = max_loss_rel(dist, ref), tensor = max_tensor_rel(dist.tensors, ref.tensors);
       // the parameters: how far apart the two runs' updates are, per tensor, against the update itself
       double update = 0;
       for (const auto& [name, p] : dist.tensors) {

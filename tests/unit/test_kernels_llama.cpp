@@ -313,10 +313,11 @@ void check_causal(const Context& c, int B, int T, int NH, int KVH, int hs, doubl
 
 TEST(LlamaKernels, CausalAttentionMatchesReference) {
   const Context c = ctx();
-  check_causal(c, 2, 70, 4, 4, 16);    // MHA, T not a multiple of the block
-  check_causal(c, 1, 130, 8, 2, 8);    // GQA 8/2, three blocks
-  check_causal(c, 2, 1, 8, 2, 8);      // T = 1
-  check_causal(c, 1, 64, 3, 1, 5);     // MQA, exactly one block, odd head size
+  constexpr int kB = kCausalBlock;
+  check_causal(c, 2, kB / 2 + 6, 4, 4, 16);  // MHA, T not a multiple of the block
+  check_causal(c, 1, 2 * kB + 2, 8, 2, 8);   // GQA 8/2, three blocks (the last of 2 rows)
+  check_causal(c, 2, 1, 8, 2, 8);            // T = 1
+  check_causal(c, 1, kB, 3, 1, 5);           // MQA, exactly one block, odd head size
 }
 
 // Both thread layouts: (b, head) tasks with one-thread GEMMs (one thread, or at least as many
@@ -326,8 +327,8 @@ TEST(LlamaKernels, CausalAttentionBothThreadLayouts) {
   for (int threads : {1, 17}) {
     Context c = ctx();
     c.threads = threads;
-    check_causal(c, 1, 100, 4, 1, 16);   // backward: 1 task (< 17 threads)
-    check_causal(c, 2, 67, 8, 2, 8);     // 4 kv tasks, 16 q tasks (< 17)
+    check_causal(c, 1, kCausalBlock + 36, 4, 1, 16);  // two blocks; backward: 1 task (< 17 threads)
+    check_causal(c, 2, kCausalBlock + 3, 8, 2, 8);    // 4 kv tasks, 16 q tasks (< 17)
   }
   EXPECT_EQ(blas_threads(), blas) << "OpenBLAS's thread count is restored";
 }
@@ -336,8 +337,8 @@ TEST(LlamaKernels, CausalAttentionOnEveryBackend) {
   for (const auto& name : gemm_backend_names()) {
     auto backend = make_gemm_backend(name);
     const Context c = host_context(*backend);
-    check_causal(c, 2, 90, 8, 2, 16);
-    check_causal(c, 2, 77, 4, 4, 8);
+    check_causal(c, 2, kCausalBlock + 26, 8, 2, 16);
+    check_causal(c, 2, kCausalBlock - 51, 4, 4, 8);
   }
 }
 
