@@ -27,7 +27,11 @@ macro(deepmpi_optional_package switch pkg what install)
       "cmake_minimum_required(VERSION 3.25)\nproject(deepmpi_probe LANGUAGES C CXX)\n"
       "find_package(${pkg} ${_dmpi_args} REQUIRED)\n")
     execute_process(
-      COMMAND ${CMAKE_COMMAND} -S "${_dmpi_dir}" -B "${_dmpi_dir}/build"
+      # the configure step's own generator and build program: a machine with Ninja and no make
+      # (a fresh minimal Debian root with README's packages) failed the probe of every package
+      # under CMake's default generator, Unix Makefiles (found by tests/fresh)
+      COMMAND ${CMAKE_COMMAND} -S "${_dmpi_dir}" -B "${_dmpi_dir}/build" -G "${CMAKE_GENERATOR}"
+              "-DCMAKE_MAKE_PROGRAM=${CMAKE_MAKE_PROGRAM}"
               "-DCMAKE_C_COMPILER=${CMAKE_C_COMPILER}" "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
               "-DCMAKE_PREFIX_PATH=${CMAKE_PREFIX_PATH}" "-DCMAKE_MODULE_PATH=${CMAKE_MODULE_PATH}"
       RESULT_VARIABLE _dmpi_rc OUTPUT_QUIET ERROR_VARIABLE _dmpi_err)

@@ -4,7 +4,8 @@
 # when everything is already there. Needs root (or sudo) only when something is missing.
 # --tests adds what only some tests use: Lmod, gnuplot, and Slurm + munge (the job-script test
 # starts its own daemons; Debian's packages start nothing without systemd), and python3-torch
-# (the PyTorch reference tests, tests/reference). Those are best effort: where they cannot be
+# (the PyTorch reference tests, tests/reference), and debootstrap (the fresh-machine test,
+# tests/fresh). Those are best effort: where they cannot be
 # installed, the tests that need them report themselves skipped.
 set -euo pipefail
 pkgs=(g++ cmake ninja-build pkg-config git
@@ -14,7 +15,7 @@ pkgs=(g++ cmake ninja-build pkg-config git
       libgtest-dev libbenchmark-dev
       python3 python3-numpy python3-h5py)
 optional=()
-[ "${1:-}" = --tests ] && optional=(lmod gnuplot-nox slurmctld slurmd slurm-client munge python3-torch)
+[ "${1:-}" = --tests ] && optional=(lmod gnuplot-nox slurmctld slurmd slurm-client munge python3-torch debootstrap)
 missing_of() {
   for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"

@@ -182,4 +182,12 @@ run1 train --train-iters 0 --save "$work/ck0" > "$work/out.txt" 2>&1 || { cat "$
 [ -f "$work/ck0/global_step0/checkpoint.h5" ] && grep -q global_step0 "$work/ck0/latest" || { cat "$work/out.txt"; fail "initial checkpoint"; }
 "$BIN" data prepare --input "$work/a.txt" --output "$work/new/dir/corpus" > /dev/null || fail "prepare into a new folder"
 [ -f "$work/new/dir/corpus.tokens" ] || fail "data prepare creates the output folder"
+# a folder as --input: its files in name order, each one document (a.txt then b.txt: the same tokens
+# as the two files named); an empty folder is an error naming it
+mkdir -p "$work/texts" "$work/empty"
+cp "$work/b.txt" "$work/texts/2.txt" && cp "$work/a.txt" "$work/texts/1.txt"
+"$BIN" data prepare --input "$work/texts" --output "$work/fromdir" | grep -q 'from 2 files' || fail "prepare from a folder"
+cmp "$work/fromdir.tokens" "$work/corpus.tokens" || fail "a folder must give the tokens of its files in name order"
+if "$BIN" data prepare --input "$work/empty" --output "$work/none" 2> "$work/err.txt"; then fail "empty folder accepted"; fi
+grep -q "the --input folder '$work/empty' has no files" "$work/err.txt" || { cat "$work/err.txt"; fail "empty folder message"; }
 echo "e2e cli: all checks passed"
