@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace dmpi {
 
@@ -32,6 +33,21 @@ static std::string prefix(const char* file, int line) {
   if (r >= 0) os << " [rank " << r << "]";
   os << ": ";
   return os.str();
+}
+
+void fault_point(const std::string& point, int world_rank) {
+  const char* env = std::getenv("DEEPMPI_FAULT");
+  if (!env || !*env) return;
+  const std::string want = point + ":" + std::to_string(world_rank);
+  std::string list = env;
+  for (size_t a = 0; a <= list.size();) {
+    size_t b = list.find(',', a);
+    if (b == std::string::npos) b = list.size();
+    if (list.compare(a, b - a, want) == 0)
+      throw Error("injected fault at '" + point + "' on world rank " + std::to_string(world_rank) + " (DEEPMPI_FAULT=" +
+                  list + ")");
+    a = b + 1;
+  }
 }
 
 void throw_error(const char* file, int line, const std::string& msg) {

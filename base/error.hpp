@@ -20,6 +20,10 @@ int error_rank();
 
 // Builds "file:line [rank R]: msg" and throws dmpi::Error.
 [[noreturn]] void throw_error(const char* file, int line, const std::string& msg);
+// Test hook for the failure paths: with DEEPMPI_FAULT=<point>:<world rank>[,<point>:<rank>...] it
+// throws a dmpi::Error on that rank when the run reaches the point (points: startup, groups, load,
+// step<N>, save, exit). Without the variable it does nothing. tests/e2e/test_failure.sh uses it.
+void fault_point(const std::string& point, int world_rank);
 [[noreturn]] void throw_mpi_error(const char* file, int line, const char* call, int code);
 
 // Closest string in `candidates` to `s` by edit distance; empty when nothing is close.

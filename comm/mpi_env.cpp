@@ -3,6 +3,7 @@
 #include "comm/watchdog.hpp"
 
 #include <cstdlib>
+#include <exception>
 
 #include "base/error.hpp"
 #include "base/system.hpp"
@@ -44,6 +45,10 @@ MpiEnv::~MpiEnv() {
   int fin = 0;
   MPI_Finalized(&fin);
   if (fin) return;
+  // Unwinding from an exception with more than one rank: no MPI_Finalize here (it would make
+  // main's handler skip MPI_Abort, and the other ranks would wait for this one forever, e.g. in
+  // the MPI_Comm_split of the process groups). main prints the message and aborts the job.
+  if (std::uncaught_exceptions() > 0 && size_ > 1) return;
   Watchdog::instance().stop();
   if (node_ != MPI_COMM_NULL) MPI_Comm_free(&node_);
   MPI_Finalize();

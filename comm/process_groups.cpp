@@ -10,6 +10,7 @@ ProcessGroups::ProcessGroups(const Topology& topo, MPI_Comm world) : topo_(topo)
   int size = 0;
   DMPI_CHECK_MPI(MPI_Comm_rank(world, &world_rank_));
   DMPI_CHECK_MPI(MPI_Comm_size(world, &size));
+  fault_point("groups", world_rank_);
   DMPI_REQUIRE(size == topo.world(), "the topology is for " << topo.world() << " ranks but the job has " << size
                                                             << " (" << topo.describe() << ")");
   for (Group g : all_groups()) {

@@ -99,6 +99,7 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   }
   engine::install_stop_handlers();  // before MPI_Init: its threads inherit the blocked mask
   comm::MpiEnv mpi(argc, argv);
+  fault_point("startup", mpi.rank());
   int threads = choose_threads(mpi.local_size());
   omp_set_num_threads(threads);
   kernels::set_blas_threads(threads);
@@ -263,6 +264,7 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   }
   engine::Trainer trainer(mpi, opt);
   trainer.run();
+  fault_point("exit", mpi.rank());
   return 0;
 }
 

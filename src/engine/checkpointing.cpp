@@ -125,6 +125,7 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   finish_saves();
   MPI_Comm comm = opt_.world;
   const int rank = groups_->get(comm::Group::DP).rank();
+  fault_point("save", groups_->world_rank());
   const std::string tag = tag_in.empty() ? "global_step" + std::to_string(global_steps_) : tag_in;
   DMPI_REQUIRE(!tag.empty() && tag.find('/') == std::string::npos && tag != "." && tag != ".." && tag != "latest" &&
                    !tag.ends_with(".tmp"),
@@ -278,6 +279,7 @@ void Trainer::wait_snapshot() {
 std::string Trainer::load_checkpoint(const std::string& dir, const std::string& tag_in, bool load_optimizer,
                                      bool atomic) {
   finish_saves();
+  fault_point("load", groups_->world_rank());
   MPI_Comm comm = opt_.world;
   const bool print = opt_.print && groups_->get(comm::Group::DP).rank() == 0;
   const double t0 = now_seconds();

@@ -400,6 +400,7 @@ TrainSummary Trainer::run() {
                 static_cast<long long>(global_steps_), static_cast<long long>(opt_.train_iters));
   while (global_steps_ < opt_.train_iters) {
     StepMetrics m = train_step();
+    fault_point("step" + std::to_string(m.step), groups_->world_rank());
     s.steps.push_back(m);
     bool log = m.step % opt_.log_interval == 0 || m.step == opt_.train_iters || stop_requested_;
     if (log && print) {
