@@ -10,6 +10,10 @@ namespace dmpi {
 double now_seconds();                      // monotonic clock
 size_t peak_rss_bytes();                   // getrusage ru_maxrss of this process
 size_t current_rss_bytes();                // /proc/self/statm
+// Memory this process may still use on its node: the smaller of MemAvailable (/proc/meminfo) and
+// the room left under its cgroup's limit (v2 memory.max - memory.current, or v1
+// memory.limit_in_bytes - memory.usage_in_bytes); 0 when neither can be read. `source` says which.
+size_t available_memory_bytes(std::string* source = nullptr);
 std::optional<std::string> env(const char* name);
 std::string hostname();
 std::string human_bytes(double bytes);     // "1.23 GiB"

@@ -120,6 +120,31 @@ void write_attr(hid_t obj, const std::string& name, const nlohmann::json& v, con
   }
 }
 
+// The bytes an attribute is stored as (what its CRC32C covers): int64 or float64 little-endian,
+// or the string (JSON objects and arrays as their text).
+std::string attr_bytes(const nlohmann::json& v) {
+  if (v.is_number_integer() || v.is_boolean()) {
+    const int64_t x = v.is_boolean() ? (v.get<bool>() ? 1 : 0) : v.get<int64_t>();
+    return std::string(reinterpret_cast<const char*>(&x), sizeof x);
+  }
+  if (v.is_number()) {
+    const double x = v.get<double>();
+    return std::string(reinterpret_cast<const char*>(&x), sizeof x);
+  }
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
+
+// Every root attribute, and their CRC32Cs as one more (a JSON object name -> crc).
+void write_root_attrs(hid_t file, const nlohmann::json& attrs, const std::string& path) {
+  nlohmann::json crcs = nlohmann::json::object();
+  for (const auto& [k, v] : attrs.items()) {
+    write_attr(file, k, v, path);
+    const std::string raw = attr_bytes(v);
+    crcs[k] = crc32c(raw.data(), raw.size());
+  }
+  write_attr(file, kAttributeCrcs, crcs.dump(), path);
+}
+
 void write_crc_attr(hid_t dset, uint32_t crc, const std::string& what) {
   auto scalar = DMPI_H5_OPEN(H5Screate(H5S_SCALAR), H5Sclose, "attribute space");
   auto a = DMPI_H5_OPEN(H5Acreate2(dset, "crc32c", H5T_STD_U32LE, scalar, H5P_DEFAULT, H5P_DEFAULT), H5Aclose,
@@ -130,6 +155,7 @@ void write_crc_attr(hid_t dset, uint32_t crc, const std::string& what) {
 struct AttrReadCtx {
   nlohmann::json* out;
   std::string path;
+  std::map<std::string, uint32_t> crcs;  // of the bytes as read
 };
 herr_t read_root_attr(hid_t loc, const char* name, const H5A_info_t*, void* p) {
   auto* ctx = static_cast<AttrReadCtx*>(p);
@@ -139,18 +165,22 @@ herr_t read_root_attr(hid_t loc, const char* name, const H5A_info_t*, void* p) {
   const H5T_class_t cls = H5Tget_class(t);
   nlohmann::json v;
   herr_t rc = 0;
+  std::string raw;
   if (cls == H5T_INTEGER) {
     int64_t x = 0;
     rc = H5Aread(a, H5T_NATIVE_INT64, &x);
     v = x;
+    raw.assign(reinterpret_cast<const char*>(&x), sizeof x);
   } else if (cls == H5T_FLOAT) {
     double x = 0;
     rc = H5Aread(a, H5T_NATIVE_DOUBLE, &x);
     v = x;
+    raw.assign(reinterpret_cast<const char*>(&x), sizeof x);
   } else if (cls == H5T_STRING && !H5Tis_variable_str(t)) {
     std::string s(H5Tget_size(t), '\0');
     rc = H5Aread(a, t, s.data());
     s.resize(std::strlen(s.c_str()));
+    raw = s;
     if (!s.empty() && (s[0] == '{' || s[0] == '[')) {
       v = nlohmann::json::parse(s, nullptr, false);
       if (v.is_discarded()) v = s;
@@ -162,7 +192,31 @@ herr_t read_root_attr(hid_t loc, const char* name, const H5A_info_t*, void* p) {
   H5Aclose(a);
   if (rc < 0) return -1;
   if (!v.is_null()) (*ctx->out)[name] = v;
+  ctx->crcs[name] = crc32c(raw.data(), raw.size());
   return 0;
+}
+
+// Every root attribute against the CRC32C written with it (format 2): a damaged, edited, added
+// or missing attribute is an error naming it.
+void check_attribute_crcs(const std::string& path, const nlohmann::json& attrs, const std::map<std::string, uint32_t>& got) {
+  const char* fix = ": restore the file from a copy or load an earlier tag (deepmpi checkpoint verify names every damaged part)";
+  // the table is the one attribute without a checksum of its own: damage to it shows as a
+  // malformed table or as a mismatch below
+  DMPI_REQUIRE(attrs.contains(kAttributeCrcs) && attrs[kAttributeCrcs].is_object(),
+               "checkpoint " << path << ": the attribute " << kAttributeCrcs << " (the checksums of the attributes) is "
+                             << (attrs.contains(kAttributeCrcs) ? "damaged" : "missing") << fix);
+  const nlohmann::json& table = attrs[kAttributeCrcs];
+  for (const auto& [name, crc] : got) {
+    if (name == kAttributeCrcs) continue;
+    DMPI_REQUIRE(table.contains(name) && table[name].is_number_unsigned(),
+                 "checkpoint " << path << ": the attribute '" << name << "' was not written by deepmpi (it is not in "
+                               << kAttributeCrcs << ": its name or the table is damaged)" << fix);
+    DMPI_REQUIRE(table[name].get<uint32_t>() == crc, "checkpoint " << path << ": the attribute '" << name
+                                                                   << "' is damaged or was edited (its CRC32C does not "
+                                                                      "match the one written with it)" << fix);
+  }
+  for (const auto& item : table.items())
+    DMPI_REQUIRE(got.count(item.key()), "checkpoint " << path << ": the attribute '" << item.key() << "' is missing" << fix);
 }
 
 struct WalkCtx {
@@ -309,7 +363,7 @@ std::vector<RawWrite> create_checkpoint_layout(MPI_Comm comm, const std::string&
   auto fapl = file_access(comm, path);
   auto file = DMPI_H5_OPEN(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose,
                            "cannot create the checkpoint file " << path);
-  for (const auto& [k, v] : attrs.items()) write_attr(file, k, v, path);
+  write_root_attrs(file, attrs, path);
   const Creation c = creation_lists();
   std::vector<RawWrite> out;
   for (size_t s = 0; s < sections.size(); ++s)
@@ -375,7 +429,7 @@ void write_checkpoint_file(MPI_Comm comm, const std::string& path, const std::ve
   auto fapl = file_access(comm, path);
   auto file = DMPI_H5_OPEN(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose,
                            "cannot create the checkpoint file " << path);
-  for (const auto& [k, v] : attrs.items()) write_attr(file, k, v, path);
+  write_root_attrs(file, attrs, path);
   const Creation c = creation_lists();
   auto dxpl = collective_xfer(path);
   for (size_t s = 0; s < sections.size(); ++s)
@@ -420,19 +474,22 @@ CheckpointReader::CheckpointReader(MPI_Comm comm, const std::string& path)
              "cannot open the checkpoint " + path + " (not an HDF5 file, or truncated / damaged: restore it or load an "
              "earlier tag)");
   file_ = f;
-  AttrReadCtx actx{&attrs_, path};
+  AttrReadCtx actx{&attrs_, path, {}};
   hsize_t idx = 0;
   DMPI_H5_CHECK(H5Aiterate2(f, H5_INDEX_NAME, H5_ITER_INC, &idx, read_root_attr, &actx),
                 "cannot read the attributes of " << path << " (damaged file?)");
+  // the attributes' checksums first: a damaged format or version attribute is named as damaged
+  if (attrs_.contains(kAttributeCrcs)) check_attribute_crcs(path, attrs_, actx.crcs);
   const std::string fmt = attrs_.value("format", std::string());
   DMPI_REQUIRE(fmt == kCheckpointFormat, path << " is not a deepmpi checkpoint (root attribute format is '" << fmt
                                               << "', expected '" << kCheckpointFormat << "')");
   const int64_t ver = attrs_.value("format_version", int64_t{-1});
-  DMPI_REQUIRE(ver == kCheckpointFormatVersion,
+  DMPI_REQUIRE(ver == kCheckpointFormatVersion || ver == 1,
                path << " has checkpoint format_version " << ver << "; this deepmpi reads version "
                     << kCheckpointFormatVersion
                     << (ver > kCheckpointFormatVersion ? ": it was written by a newer deepmpi; load it with that version"
                                                        : ": convert it with the deepmpi that wrote it"));
+  if (ver >= 2 && !attrs_.contains(kAttributeCrcs)) check_attribute_crcs(path, attrs_, actx.crcs);  // names it missing
   WalkCtx w{&shapes_};
   DMPI_H5_CHECK(H5Ovisit2(f, H5_INDEX_NAME, H5_ITER_INC, visit_obj, &w, H5O_INFO_BASIC),
                 "cannot list the datasets of " << path << " (damaged file?)");
@@ -655,6 +712,32 @@ std::string resolve_tag(MPI_Comm comm, const std::string& dir, const std::string
 
 bool has_latest(const std::string& dir) { return fs::exists(fs::path(dir) / "latest"); }
 
+long long tag_step(const std::string& t) {
+  if (t.rfind("global_step", 0) != 0 || t.size() == 11 || t.size() > 30) return -1;
+  for (size_t i = 11; i < t.size(); ++i)
+    if (!std::isdigit(static_cast<unsigned char>(t[i]))) return -1;
+  return std::stoll(t.substr(11));
+}
+
+void check_overwrite(const std::string& dir, const std::string& tag, bool overwrite) {
+  if (overwrite) return;
+  const fs::path d(dir);
+  const std::string ways = "resume from it (drop --no-load), --save into another directory, or pass "
+                           "--overwrite-checkpoints to replace it";
+  DMPI_REQUIRE(!fs::exists(d / tag / kCheckpointFileName),
+               "checkpoint " << (d / tag).string() << " already exists (an earlier run saved it) and this run would "
+                             << "replace it: " << ways);
+  std::ifstream in(d / "latest");
+  std::string cur;
+  if (!in || !std::getline(in, cur)) return;
+  while (!cur.empty() && std::isspace(static_cast<unsigned char>(cur.back()))) cur.pop_back();
+  const long long now = tag_step(cur), next = tag_step(tag);
+  DMPI_REQUIRE(now < 0 || next < 0 || next >= now,
+               (d / "latest").string() << " names " << cur << "; saving " << tag << " would move it back to older "
+                                       << "progress (a resubmitted job would resume from step " << next << "): "
+                                       << ways);
+}
+
 std::vector<std::string> list_tags(const std::string& dir) {
   std::vector<std::string> tags;
   std::error_code ec;
@@ -663,17 +746,8 @@ std::vector<std::string> list_tags(const std::string& dir) {
     if (e.is_directory() && !n.ends_with(".tmp") && !n.ends_with(".replaced") && fs::exists(e.path() / kCheckpointFileName))
       tags.push_back(n);
   }
-  auto step_of = [](const std::string& t) -> long long {
-    if (t.rfind("global_step", 0) == 0) {
-      try {
-        return std::stoll(t.substr(11));
-      } catch (...) {
-      }
-    }
-    return -1;
-  };
-  std::sort(tags.begin(), tags.end(), [&](const std::string& a, const std::string& b) {
-    return step_of(a) != step_of(b) ? step_of(a) < step_of(b) : a < b;
+  std::sort(tags.begin(), tags.end(), [](const std::string& a, const std::string& b) {
+    return tag_step(a) != tag_step(b) ? tag_step(a) < tag_step(b) : a < b;
   });
   return tags;
 }

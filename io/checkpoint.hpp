@@ -28,7 +28,9 @@
 namespace dmpi::io {
 
 constexpr const char* kCheckpointFormat = "deepmpi.checkpoint";
-constexpr int64_t kCheckpointFormatVersion = 1;
+// 2: the root attributes carry CRC32Cs too (attribute attributes_crc32c); 1 (read, not written): without
+constexpr int64_t kCheckpointFormatVersion = 2;
+constexpr const char* kAttributeCrcs = "attributes_crc32c";
 constexpr const char* kCheckpointFileName = "checkpoint.h5";
 
 // How the tensors' bytes move (DEEPMPI_CHECKPOINT_IO): "posix" (default) creates the file, its
@@ -161,6 +163,13 @@ std::string resolve_tag(MPI_Comm comm, const std::string& dir, const std::string
                         std::vector<std::string>* notes = nullptr);
 // True when DIR/latest exists.
 bool has_latest(const std::string& dir);
+// Rank 0, before a save of <tag> into DIR: unless `overwrite` (--overwrite-checkpoints), refuses
+// to replace an existing DIR/<tag> or to move DIR/latest back to an older global_step<N> (what a
+// job started with --no-load in a used directory would do: a resubmitted job would then resume
+// from older progress). The error names what exists and the ways out.
+void check_overwrite(const std::string& dir, const std::string& tag, bool overwrite);
+// N of a tag global_step<N>, else -1.
+long long tag_step(const std::string& tag);
 // The complete tags in DIR (directories holding checkpoint.h5), sorted by step when named global_step<N>.
 std::vector<std::string> list_tags(const std::string& dir);
 std::string checkpoint_path(const std::string& dir, const std::string& tag);

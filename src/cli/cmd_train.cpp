@@ -61,6 +61,8 @@ std::vector<FlagSpec> train_flags() {
       {"load-tag", true, "resume from DIR/TAG instead of the tag DIR/latest names"},
       {"no-load", false, "start from step 0 even when the --save directory has a checkpoint"},
       {"no-load-optim", false, "load the parameters and counters only (fresh optimizer states)"},
+      {"ignore-memory-check", false, "start even when the planned memory per rank exceeds what this node has free"},
+      {"overwrite-checkpoints", false, "a save may replace an existing tag of the --save directory or move its latest back (refused otherwise)"},
       {"async-save", false, "write checkpoints in a background thread from a snapshot; training goes on"},
       {"save-verify", true, "after a save, before it becomes `latest`: meta (default: reopen, every dataset and "
                             "checksum attribute in place) | full (also read every byte back and checksum it)"},
@@ -80,6 +82,40 @@ int choose_threads(int local_size) {
 }
 
 }  // namespace
+
+// Before anything is allocated: the planned bytes per rank against what this node has free (the
+// cgroup's room or MemAvailable, shared by the node's ranks). Every rank decides on the same
+// numbers of its own node; rank 0 of a failing node names them and the levers once, and the job
+// ends (an OOM kill minutes later says nothing).
+static void check_memory(const comm::MpiEnv& mpi, const engine::TrainOptions& opt, int dp, bool ignore) {
+  const engine::MemoryReport plan = engine::Trainer::planned_memory(opt, dp);
+  std::string source;
+  const double avail = static_cast<double>(available_memory_bytes(&source));
+  // besides the plan: the libraries, the thread pools and the allocator's slack of one process
+  const double need = static_cast<double>(plan.total()) * 1.05 + 256.0 * (1 << 20);
+  const double share = avail / std::max(1, mpi.local_size());
+  const int bad = avail > 0 && need > share && !ignore ? 1 : 0;
+  int any = 0;
+  DMPI_CHECK_MPI(MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+  if (!any) return;
+  int first = bad ? mpi.rank() : mpi.size();
+  DMPI_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+  if (mpi.rank() != first) {  // every rank agreed: `first` reports and aborts the job, which ends this wait
+    DMPI_CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+    DMPI_FAIL("the memory check failed on world rank " << first);  // not reached: that rank aborts the job
+  }
+  auto h = [](double b) { return human_bytes(b); };
+  DMPI_FAIL("not enough memory for this run on " << hostname() << ": each of its " << mpi.local_size()
+            << " rank(s) plans " << h(static_cast<double>(plan.total())) << " (params " << h(static_cast<double>(plan.params))
+            << ", grads " << h(static_cast<double>(plan.grads)) << ", fp32 masters " << h(static_cast<double>(plan.masters))
+            << ", optimizer states " << h(static_cast<double>(plan.optimizer_states)) << ", buffers "
+            << h(static_cast<double>(plan.comm_buffers)) << ", activations " << h(static_cast<double>(plan.activations))
+            << "; about " << h(need) << " with the process itself), and the node has " << h(avail) << " free (" << source
+            << "), " << h(share) << " per rank. To fit: a higher ZeRO stage (zero_optimization.stage, now "
+            << opt.ds.zero.stage << "), a smaller train_micro_batch_size_per_gpu (now " << opt.ds.micro_batch
+            << "), --recompute-granularity full (activations), more ranks on more nodes, fewer ranks per node; "
+               "--ignore-memory-check starts anyway");
+}
 
 int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   auto flags = train_flags();
@@ -247,6 +283,7 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   DMPI_CLI_REQUIRE(opt.save_verify == "meta" || opt.save_verify == "full",
                "--save-verify " << opt.save_verify << ": write meta or full");
   opt.load_optimizer = !a.has("no-load-optim");
+  opt.overwrite_checkpoints = a.has("overwrite-checkpoints");
   opt.load_tag = a.str("load-tag");
   if (a.has("load")) {
     opt.load_dir = a.str("load");
@@ -262,6 +299,7 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
     if (mpi.rank() == 0) std::printf("%s\n(--train-iters 0: nothing trained)\n", engine::Trainer::memory_plan(opt, dp).c_str());
     return 0;
   }
+  check_memory(mpi, opt, dp, a.has("ignore-memory-check"));
   engine::Trainer trainer(mpi, opt);
   trainer.run();
   fault_point("exit", mpi.rank());

@@ -210,6 +210,7 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   attrs["data"] = {{"source", source_->describe()}, {"global_samples", samples_}};
 
 
+  io::on_rank0(comm, [&] { io::check_overwrite(dir, tag, opt_.overwrite_checkpoints); });
   last_saved_step_ = global_steps_;
   io::on_rank0(comm, [&] { io::begin_save(dir, tag, p.bytes); });
   p.write_started = now_seconds();

@@ -394,6 +394,17 @@ TrainSummary Trainer::run() {
     // state is ever trained on
     if (load) load_checkpoint(opt_.load_dir, opt_.load_tag, opt_.load_optimizer, /*atomic=*/false);
   }
+  if (!opt_.save_dir.empty() && global_steps_ < opt_.train_iters) {
+    // the first checkpoint this run will write: refused now, not after hours of training, when it
+    // would replace an earlier run's or move `latest` back (each save checks again)
+    const long long every = opt_.save_interval, next = global_steps_ + 1;
+    const long long first = every > 0 ? std::min<long long>(opt_.train_iters, (next + every - 1) / every * every) : opt_.train_iters;
+    io::on_rank0(comm, [&] {
+      io::check_overwrite(opt_.save_dir, "global_step" + std::to_string(first), opt_.overwrite_checkpoints);
+    });
+  } else if (!opt_.save_dir.empty() && opt_.train_iters == 0 && global_steps_ == 0) {
+    io::on_rank0(comm, [&] { io::check_overwrite(opt_.save_dir, "global_step0", opt_.overwrite_checkpoints); });
+  }
   if (global_steps_ > 0 && global_steps_ >= opt_.train_iters && print)
     std::printf("[deepmpi] the checkpoint is at step %lld, --train-iters is %lld: nothing to train (raise "
                 "--train-iters to go on)\n",

@@ -54,6 +54,7 @@ struct TrainOptions {
   std::string load_tag;           // --load-tag
   bool load_required = true;      // false when load_dir came from --save: no checkpoint there = fresh start
   bool load_optimizer = true;     // false: --no-load-optim (parameters and counters only)
+  bool overwrite_checkpoints = false;  // --overwrite-checkpoints: a save may replace an existing tag or move latest back
   bool async_save = false;        // --async-save: write in a background thread from a snapshot
   std::string save_verify = "meta";  // --save-verify: meta (reopen, structure) | full (read every byte back)
 };

@@ -48,4 +48,39 @@ run_job "metrics file" --train-iters 5 --metrics-file "$work/no/such/dir/m.jsonl
 n=$(grep -c "deepmpi: error: .*$work/no/such/dir/m.jsonl" "$work/out.txt")
 [ "$n" = 1 ] || fail "metrics file: the message naming the file was printed $n times (want 1)"
 echo "metrics file in a missing folder: the job ended after $secs s with rc $rc, the message printed once"
+# No silent replacement of checkpoints (issue 19, item 3): --no-load in a used --save directory
+# is refused before training when it would replace a tag or move latest back to older progress;
+# --overwrite-checkpoints allows it; resuming is unaffected.
+ck=$work/ck3
+train1() { OMP_NUM_THREADS=1 "$MPIEXEC" -np 1 "$BIN" train --model tiny --seq-length 32 --save "$ck" "$@" > "$work/out.txt" 2>&1; }
+train1 --train-iters 4 || fail "first save"
+sum=$(md5sum < "$ck/global_step4/checkpoint.h5")
+if train1 --no-load --train-iters 4; then fail "--no-load replaced global_step4 silently"; fi
+grep -q "checkpoint $ck/global_step4 already exists" "$work/out.txt" && grep -q -- "--overwrite-checkpoints" "$work/out.txt" \
+  || fail "the refusal must name the existing tag and the flag"
+grep -q "^step" "$work/out.txt" && fail "refused only after training"
+if train1 --no-load --train-iters 2; then fail "--no-load moved latest back"; fi
+grep -q "latest names global_step4; saving global_step2 would move it back" "$work/out.txt" || fail "the latest message"
+[ "$(md5sum < "$ck/global_step4/checkpoint.h5")" = "$sum" ] && grep -qx global_step4 "$ck/latest" \
+  || fail "a refused run changed the checkpoints"
+train1 --no-load --train-iters 4 --overwrite-checkpoints || fail "--overwrite-checkpoints"
+grep -qx global_step4 "$ck/latest" || fail "latest after the overwrite"
+train1 --train-iters 6 || fail "resuming"
+grep -q "global_step4" "$work/out.txt" && grep -qx global_step6 "$ck/latest" || fail "the resume did not continue from step 4"
+echo "checkpoints: --no-load refused to replace global_step4 and to move latest back; --overwrite-checkpoints and resuming work"
+# Memory checked before allocating (issue 19, item 4): a model far beyond this node's memory is
+# refused at once, on 2 ranks with one message, naming the plan, what is free and the levers;
+# --ignore-memory-check is named as the override.
+t0=$(date +%s)
+if OMP_NUM_THREADS=1 timeout 60 "$MPIEXEC" -np 2 "$BIN" train --model tiny --hidden-size 65536 --num-attention-heads 64 \
+   --train-iters 1 > "$work/out.txt" 2>&1; then fail "a 100-billion-parameter-byte model was started"; fi
+secs=$(( $(date +%s) - t0 ))
+n=$(grep -c "deepmpi: error: .*not enough memory for this run" "$work/out.txt")
+[ "$n" = 1 ] || fail "memory check: the message was printed $n times (want 1)"
+for w in "plans" "optimizer states" "free (" "zero_optimization.stage, now" "train_micro_batch_size_per_gpu" \
+         "--recompute-granularity full" "--ignore-memory-check"; do
+  grep -q -- "$w" "$work/out.txt" || fail "memory check: the message does not name '$w'"
+done
+[ "$secs" -lt 20 ] || fail "memory check: took $secs s"
+echo "memory check: a 2-layer d=65536 model refused in $secs s with the plan, the free memory and the levers"
 echo "e2e failure paths: all checks passed"
