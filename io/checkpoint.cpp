@@ -642,6 +642,39 @@ void check_save_dir(const std::string& dir) {
   ::close(fd);
   ::unlink(probe.c_str());
   DMPI_REQUIRE(wrote, "--save " << dir << " is not writable: " << std::strerror(err));
+  clean_leftovers(dir);
+}
+
+void clean_leftovers(const std::string& dir) {
+  std::error_code ec;
+  std::vector<fs::path> tmps, replaced;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (!e.is_directory()) continue;
+    const std::string n = e.path().filename().string();
+    if (n.ends_with(".tmp")) tmps.push_back(e.path());
+    if (n.ends_with(".replaced")) replaced.push_back(e.path());
+  }
+  for (const auto& p : replaced) {
+    const std::string name = p.filename().string();
+    const fs::path tag = p.parent_path() / name.substr(0, name.size() - 9);
+    if (fs::exists(tag / kCheckpointFileName)) {  // the newer copy was committed: the older one is garbage
+      std::printf("[deepmpi] removing %s: the older copy of %s, left by a save that was interrupted after "
+                  "committing the new one\n", p.c_str(), tag.filename().c_str());
+      fs::remove_all(p, ec);
+    } else if (fs::exists(p / kCheckpointFileName)) {  // the interrupted replace left only the older copy
+      std::printf("[deepmpi] restoring %s from %s: a save of that tag was interrupted while replacing it; the older "
+                  "copy is complete\n", tag.c_str(), p.c_str());
+      fs::remove_all(tag, ec);
+      fs::rename(p, tag, ec);
+      DMPI_REQUIRE(!ec, "cannot rename " << p.string() << " back to " << tag.string() << ": " << ec.message());
+    }
+  }
+  for (const auto& p : tmps) {
+    std::printf("[deepmpi] removing %s: an incomplete save from an earlier run (the job stopped while writing it)\n",
+                p.c_str());
+    fs::remove_all(p, ec);
+  }
+  std::fflush(stdout);
 }
 
 void begin_save(const std::string& dir, const std::string& tag, uint64_t bytes) {
@@ -765,12 +798,23 @@ std::string resolve_tag(const std::string& dir, const std::string& tag, std::vec
   std::string t = tag;
   if (t.empty()) {
     const fs::path latest = fs::path(dir) / "latest";
+    DMPI_REQUIRE(!fs::is_directory(latest), latest.string() << " is a directory, not the file naming the current tag "
+                                                            << "(complete tags: " << available << "): remove it, or "
+                                                            << "name a tag with --load-tag");
     std::ifstream in(latest);
     DMPI_REQUIRE(in, "no checkpoint to load in " << dir << ": there is no 'latest' file (complete tags: " << available
                                                  << "); name one with --load-tag, or drop --load to start from scratch");
     std::getline(in, t);
-    while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
+    // surrounding blanks (an editor's, `echo " tag"`) are not part of the tag
+    const size_t a = t.find_first_not_of(" \t\r\n"), b = t.find_last_not_of(" \t\r\n");
+    t = a == std::string::npos ? std::string() : t.substr(a, b - a + 1);
     DMPI_REQUIRE(!t.empty(), latest.string() << " is empty (complete tags: " << available << "; name one with --load-tag)");
+    const bool printable = t.size() <= 255 && std::all_of(t.begin(), t.end(), [](char c) {
+                             return std::isprint(static_cast<unsigned char>(c)) != 0;
+                           });
+    DMPI_REQUIRE(printable, latest.string() << " does not hold a tag name (" << t.size() << " bytes, not printable "
+                                            << "text: damaged?); complete tags: " << available << "; write one into it "
+                                            << "(echo global_stepN > " << latest.string() << ") or name it with --load-tag");
   }
   DMPI_REQUIRE(t.find('/') == std::string::npos && t != "." && t != "..", "checkpoint tag '" << t << "' is not a plain name");
   const std::string file = checkpoint_path(dir, t);

@@ -149,6 +149,10 @@ void on_rank0(MPI_Comm comm, const std::function<void()>& fn);
 // Rank 0: creates DIR if needed and checks it is writable (a probe file), so a run that will
 // save fails at start-up, not after hours of training.
 void check_save_dir(const std::string& dir);
+// Rank 0 (check_save_dir calls it): what an interrupted save left in DIR is cleaned up, each with a
+// line on stdout: <tag>.tmp (incomplete) is removed; <tag>.replaced is removed when <tag> was
+// committed, else renamed back to <tag> (it is then the only complete copy).
+void clean_leftovers(const std::string& dir);
 // Rank 0: makes DIR (if needed) and DIR/<tag>.tmp (removing a stale one, with a warning on
 // stdout) after checking that the file system has room for `bytes` more.
 void begin_save(const std::string& dir, const std::string& tag, uint64_t bytes);

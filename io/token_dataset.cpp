@@ -46,6 +46,12 @@ class Mapping {
       ::close(fd);
       DMPI_FAIL("cannot stat '" << path << "': " << std::strerror(e));
     }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      DMPI_FAIL("'" << path << "' is " << (S_ISDIR(st.st_mode) ? "a directory" : "not a regular file")
+                    << ", not a token file (--data-path takes the prefix of PREFIX.tokens, or of Megatron's "
+                       "PREFIX.bin + PREFIX.idx)");
+    }
     size_ = static_cast<size_t>(st.st_size);
     if (size_ > 0) {
       void* p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -143,6 +149,12 @@ std::unique_ptr<TokenSource> open_deepmpi_tokens(const std::string& path, int mo
                    << TokenFileHeader::kVersion);
   DMPI_REQUIRE(h.token_bytes == 2 || h.token_bytes == 4,
                "'" << path << "': token width " << h.token_bytes << " bytes is invalid (2 or 4)");
+  // compared by division: count * token_bytes overflows for a damaged count (2^63 gave "64 bytes")
+  const size_t body = m->size() - sizeof(RawHeader);
+  DMPI_REQUIRE(h.count <= body / h.token_bytes && h.count * h.token_bytes == body,
+               "'" << path << "' is truncated or padded: header says " << h.count << " tokens of " << h.token_bytes
+                   << " bytes, the file has " << body << " bytes after its 64-byte header (room for "
+                   << body / h.token_bytes << " tokens)");
   size_t expect = sizeof(RawHeader) + h.count * h.token_bytes;
   DMPI_REQUIRE(m->size() == expect, "'" << path << "' is truncated or padded: header says " << h.count << " tokens of "
                                         << h.token_bytes << " bytes (" << expect << " bytes with header), file has "
@@ -186,6 +198,9 @@ std::unique_ptr<TokenSource> open_megatron(const std::string& prefix, int model_
       DMPI_FAIL("'" << idx << "': token dtype code " << int(code)
                     << " is not an integer type deepmpi reads (1 uint8, 4 int32, 5 int64, 8 uint16)");
   }
+  DMPI_REQUIRE(nseq <= im.size() / 12 && ndoc <= im.size() / 8,
+               "'" << idx << "' is truncated or damaged: it claims " << nseq << " sequences and " << ndoc
+                   << " documents, more than its " << im.size() << " bytes can hold");
   size_t need = hdr + nseq * 4 + nseq * 8 + ndoc * 8;
   DMPI_REQUIRE(im.size() >= need, "'" << idx << "' is truncated: " << nseq << " sequences and " << ndoc
                                       << " documents need " << need << " bytes, file has " << im.size());
@@ -252,6 +267,9 @@ std::unique_ptr<TokenSource> open_token_source(const std::string& prefix, int mo
                                 << prefix.substr(0, prefix.size() - 4) << "')");
     return open_deepmpi_tokens(prefix, model_vocab);
   }
+  if (fs::is_directory(prefix))
+    DMPI_FAIL("--data-path '" << prefix << "' is a directory: it takes the prefix of a dataset, e.g. '" << prefix
+                              << "/corpus' for " << prefix << "/corpus.tokens (or .bin + .idx)");
   if (fs::exists(prefix + ".bin") != fs::exists(prefix + ".idx"))
     DMPI_FAIL("--data-path '" << prefix << "': found only one of " << prefix << ".bin and " << prefix
                               << ".idx; a Megatron dataset needs both");

@@ -1,6 +1,7 @@
 #include <omp.h>
 #include <sched.h>
 
+#include <cmath>
 #include <cstdio>
 #include <thread>
 
@@ -88,6 +89,19 @@ int choose_threads(int local_size) {
 // numbers of its own node; rank 0 of a failing node names them and the levers once, and the job
 // ends (an OOM kill minutes later says nothing).
 static void check_memory(const comm::MpiEnv& mpi, const engine::TrainOptions& opt, int dp, bool ignore) {
+  {
+    // a rough size in floating point first: the exact plan counts in 64-bit integers, which sizes
+    // like --hidden-size 2^20 with thousands of layers would overflow
+    const auto& m = opt.model;
+    const double C = m.hidden, L = m.num_layers, F = m.ffn_hidden > 0 ? m.ffn_hidden : 4.0 * C;
+    const double params = L * (4.0 * C * C + 3.0 * C * F) + 2.0 * m.vocab * C;
+    const double acts = static_cast<double>(opt.ds.micro_batch) * m.seq_len * L * (16.0 * C + 2.0 * F + 2.0 * m.heads * m.seq_len);
+    const double rough = 16.0 * params + 4.0 * acts;
+    DMPI_CLI_REQUIRE(ignore || rough < std::ldexp(1.0, 60),
+                     "this run would need about " << human_bytes(rough) << " per rank (" << params
+                                                  << " parameters): beyond any machine; check --hidden-size, "
+                                                     "--num-layers, --seq-length and the micro-batch");
+  }
   const engine::MemoryReport plan = engine::Trainer::planned_memory(opt, dp);
   std::string source;
   const double avail = static_cast<double>(available_memory_bytes(&source));

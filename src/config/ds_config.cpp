@@ -657,11 +657,14 @@ ConfigCheck check_impl(const json& in, int dp_size, const AutoContext& ctx, std:
 
   const std::set<std::string> batch_keys = {"train_batch_size", "train_micro_batch_size_per_gpu",
                                             "gradient_accumulation_steps"};
+  // Bounds on what sizes work or memory (issue 19: gradient_accumulation_steps 2^40 passed and step 1
+  // never ended): 2^16 micro-batches per step, 2^16 samples per micro-batch, 2^31 per global batch.
   for (const char* key : {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"}) {
-    int64_t& out_v = std::string(key) == "train_batch_size" ? c.train_batch_size
+    const bool tbs = std::string(key) == "train_batch_size";
+    int64_t& out_v = tbs ? c.train_batch_size
                      : std::string(key) == "gradient_accumulation_steps" ? c.grad_accum
                                                                           : c.micro_batch;
-    r.get_int(j, key, "", out_v, 1, INT64_MAX / 4);
+    r.get_int(j, key, "", out_v, 1, tbs ? int64_t{1} << 31 : int64_t{1} << 16);
   }
   r.get_real(j, "gradient_clipping", "", c.gradient_clipping, 0.0, 1e30);
   c.steps_per_print_given = r.get_int(j, "steps_per_print", "", c.steps_per_print, 1, INT64_MAX / 4);

@@ -127,6 +127,13 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   else
     source_ = io::open_token_source(opt_.data_path, opt_.model.vocab);
   loader_ = std::make_unique<io::BatchLoader>(*source_, static_cast<int>(ds.micro_batch), opt_.model.seq_len);
+  if (!opt_.data_path.empty() && loader_->num_windows() < static_cast<uint64_t>(ds.train_batch_size) && opt_.print &&
+      env_.rank() == 0)
+    std::printf("[deepmpi] warning: %s holds %llu windows of --seq-length %d + 1 tokens, fewer than one global batch "
+                "(train_batch_size %lld): every step reads some samples twice (more data, a shorter --seq-length or a "
+                "smaller batch avoid it)\n",
+                source_->describe().c_str(), static_cast<unsigned long long>(loader_->num_windows()),
+                opt_.model.seq_len, static_cast<long long>(ds.train_batch_size));
   tokens_.resize(static_cast<size_t>(ds.micro_batch) * opt_.model.seq_len);
   targets_.resize(tokens_.size());
 

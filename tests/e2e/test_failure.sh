@@ -83,4 +83,51 @@ for w in "plans" "optimizer states" "free (" "zero_optimization.stage, now" "tra
 done
 [ "$secs" -lt 20 ] || fail "memory check: took $secs s"
 echo "memory check: a 2-layer d=65536 model refused in $secs s with the plan, the free memory and the levers"
+# sizes whose byte counts would overflow 64 bits are refused before the exact plan is counted
+if OMP_NUM_THREADS=1 "$BIN" train --model tiny --hidden-size 1048576 --num-attention-heads 64 --num-layers 4096 \
+   --train-iters 1 > "$work/out.txt" 2>&1; then fail "an exabyte model was started"; fi
+grep -q "per rank (.* parameters): beyond any machine" "$work/out.txt" || fail "the exabyte model's message"
+# Messages that named the wrong thing (issue 19, item 5) and leftovers of interrupted saves (item 7)
+ck=$work/ck5
+train1 --train-iters 2 || fail "item 5: base checkpoint"
+expect_fail() {  # expect_fail PATTERN ARGS...: the run fails and its output has PATTERN
+  local pat=$1; shift
+  if train1 "$@"; then fail "expected a failure: $*"; fi
+  grep -q -- "$pat" "$work/out.txt" || fail "the message for '$*' does not say: $pat"
+}
+mv "$ck/latest" "$work/latest.bak" && mkdir "$ck/latest"
+expect_fail "latest is a directory, not the file naming the current tag" --train-iters 4
+rmdir "$ck/latest" && printf '\001\002\377garbage\033[2J' > "$ck/latest"
+expect_fail "does not hold a tag name (14 bytes, not printable text" --train-iters 4
+grep -q $'\033' "$work/out.txt" && fail "control characters of latest were echoed"
+printf '   global_step2  \n' > "$ck/latest"
+train1 --train-iters 3 || fail "latest with blanks around the tag"
+grep -q "global_step2" "$work/out.txt" && grep -qx global_step3 "$ck/latest" || fail "latest with blanks: no resume"
+ck5=$ck ck=$work/ck6  # the data cases train afresh
+mkdir -p "$work/dirdata" "$work/tok.tokens"
+expect_fail "'$work/dirdata' is a directory: it takes the prefix of a dataset" --train-iters 1 --data-path "$work/dirdata"
+expect_fail "'$work/tok.tokens' is a directory, not a token file" --train-iters 1 --data-path "$work/tok"
+printf 'hello world, a short text of sixty-odd bytes for a tiny dataset.\n' > "$work/short.txt"
+"$BIN" data prepare --input "$work/short.txt" --output "$work/short" > /dev/null || fail "prepare short"
+/usr/bin/python3 - "$work/short.tokens" "$work/huge.tokens" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+b[24:32] = struct.pack("<Q", 1 << 63)  # the header's token count
+open(sys.argv[2], "wb").write(b)
+PY
+expect_fail "header says 9223372036854775808 tokens of 2 bytes, the file has" --train-iters 1 --data-path "$work/huge"
+ck=$work/ck7
+train1 --train-iters 1 --data-path "$work/short" --vocab-size 257 || fail "a short dataset"
+grep -q "fewer than one global batch" "$work/out.txt" || fail "no warning for a dataset smaller than a global batch"
+# item 7: leftovers of interrupted saves are cleaned up at the next start, and said so
+ck=$ck5
+mkdir -p "$ck/global_step9.tmp" && cp -a "$ck/global_step3" "$ck/global_step3.replaced"
+cp -a "$ck/global_step2" "$ck/global_step2.replaced" && rm -rf "$ck/global_step2"
+train1 --train-iters 4 || fail "item 7: start with leftovers"
+grep -q "removing $ck/global_step9.tmp: an incomplete save" "$work/out.txt" \
+  && grep -q "removing $ck/global_step3.replaced" "$work/out.txt" \
+  && grep -q "restoring $ck/global_step2 from $ck/global_step2.replaced" "$work/out.txt" || fail "leftovers not reported"
+[ ! -e "$ck/global_step9.tmp" ] && [ ! -e "$ck/global_step3.replaced" ] && [ -f "$ck/global_step2/checkpoint.h5" ] \
+  && [ ! -e "$ck/global_step2.replaced" ] || fail "leftovers not cleaned up"
+echo "messages: latest as a directory, binary or padded, a directory as data, a 2^63 token count and a dataset smaller than a batch; leftovers cleaned up"
 echo "e2e failure paths: all checks passed"

@@ -108,6 +108,20 @@ TEST(DsConfig, UnknownKeysNamePathAndClosestKey) {
   EXPECT_TRUE(has(w, "scheduler.params.warmup_num_step: unknown key; did you mean 'scheduler.params.warmup_num_steps'?")) << w;
 }
 
+// Values that size the work or the memory are bounded, with the bound in the message (issue 19:
+// gradient_accumulation_steps 2^40 passed `config check` and step 1 never ended).
+TEST(DsConfig, SizesOfWorkAreBounded) {
+  std::string w = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 1,
+      "gradient_accumulation_steps": 1099511627776})"));
+  EXPECT_TRUE(has(w, "gradient_accumulation_steps: value 1099511627776 out of range [1, 65536]")) << w;
+  w = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 100000, "gradient_accumulation_steps": 1})"));
+  EXPECT_TRUE(has(w, "train_micro_batch_size_per_gpu: value 100000 out of range [1, 65536]")) << w;
+  w = error_of(json::parse(R"({"train_batch_size": 4294967296})"));
+  EXPECT_TRUE(has(w, "train_batch_size: value 4294967296 out of range [1, 2147483648]")) << w;
+  EXPECT_EQ(parse_ds_config(json::parse(R"({"train_micro_batch_size_per_gpu": 65536, "gradient_accumulation_steps": 65536})"),
+                            1).grad_accum, 65536);
+}
+
 TEST(DsConfig, TypesRangesAndNotSupported) {
   std::string w = error_of(json::parse(R"({"train_micro_batch_size_per_gpu": 2.5, "gradient_clipping": "big",
       "fp16": {"enabled": true}, "zero_optimization": {"stage": 2}, "pipeline": {},
