@@ -14,7 +14,8 @@ for f in bin/deepmpi lib/libdeepmpi_engine.a lib/libdeepmpi_base.a lib/cmake/Dee
 done
 "$work/prefix/bin/deepmpi" --version | grep -q "^deepmpi 0\." || fail "installed deepmpi --version"
 cmake -S "$SRC/tests/e2e/downstream" -B "$work/build" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" \
-  -DCMAKE_BUILD_TYPE=Release > "$work/configure.log" 2>&1 || { cat "$work/configure.log"; fail "downstream configure"; }
+  -DCMAKE_BUILD_TYPE="${DOWNSTREAM_BUILD_TYPE:-Release}" -DCMAKE_CXX_FLAGS="${DOWNSTREAM_CXX_FLAGS:-}" \
+  -DCMAKE_EXE_LINKER_FLAGS="${DOWNSTREAM_LINK_FLAGS:-}" > "$work/configure.log" 2>&1 || { cat "$work/configure.log"; fail "downstream configure"; }
 cmake --build "$work/build" > "$work/build.log" 2>&1 || { cat "$work/build.log"; fail "downstream build"; }
 out=$("$work/build/downstream")
 echo "$out"
