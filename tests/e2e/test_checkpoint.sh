@@ -104,7 +104,7 @@ unset DEEPMPI_TEST_SAVE_DELAY
 [ -d "$work/kk/global_step6" ] && fail "global_step6 must not exist"
 "$BIN" checkpoint verify "$work/kk" > "$work/v.txt" || fail "global_step3 damaged by the crash"
 train "$work/k2.txt" "$work/k2.jsonl" --train-iters 9 --save "$work/kk" --save-interval 3 || fail "resume after the crash"
-grep -q "ignoring $work/kk/global_step6.tmp: an incomplete save" "$work/k2.txt" || fail "the incomplete save was not reported"
+grep -q "removing $work/kk/global_step6.tmp: an incomplete save" "$work/k2.txt" || fail "the incomplete save was not reported (and removed) at start"
 grep -q "loaded checkpoint $work/kk/global_step3/checkpoint.h5 (step 3" "$work/k2.txt" || fail "did not resume from step 3"
 same_losses "$work/straight.jsonl" "$work/a.jsonl" "$work/k2.jsonl" || fail "losses after the crash differ"
 [ "$(cat "$work/kk/latest")" = global_step9 ] && [ ! -e "$work/kk/global_step6.tmp" ] || fail "state after the resumed run"
