@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "io/crc32c.hpp"
@@ -478,18 +479,19 @@ CheckpointReader::CheckpointReader(MPI_Comm comm, const std::string& path)
   hsize_t idx = 0;
   DMPI_H5_CHECK(H5Aiterate2(f, H5_INDEX_NAME, H5_ITER_INC, &idx, read_root_attr, &actx),
                 "cannot read the attributes of " << path << " (damaged file?)");
-  // the attributes' checksums first: a damaged format or version attribute is named as damaged
-  if (attrs_.contains(kAttributeCrcs)) check_attribute_crcs(path, attrs_, actx.crcs);
   const std::string fmt = attrs_.value("format", std::string());
+  const int64_t ver = attrs_.value("format_version", int64_t{-1});
+  // the attributes' checksums first, so that a damaged format or version attribute is named as
+  // damaged; a format-2 checkpoint without its table is named as missing it (format 1 had none)
+  if (attrs_.contains(kAttributeCrcs) || (ver >= 2 && ver <= kCheckpointFormatVersion && fmt == kCheckpointFormat))
+    check_attribute_crcs(path, attrs_, actx.crcs);
   DMPI_REQUIRE(fmt == kCheckpointFormat, path << " is not a deepmpi checkpoint (root attribute format is '" << fmt
                                               << "', expected '" << kCheckpointFormat << "')");
-  const int64_t ver = attrs_.value("format_version", int64_t{-1});
   DMPI_REQUIRE(ver == kCheckpointFormatVersion || ver == 1,
                path << " has checkpoint format_version " << ver << "; this deepmpi reads version "
                     << kCheckpointFormatVersion
                     << (ver > kCheckpointFormatVersion ? ": it was written by a newer deepmpi; load it with that version"
                                                        : ": convert it with the deepmpi that wrote it"));
-  if (ver >= 2 && !attrs_.contains(kAttributeCrcs)) check_attribute_crcs(path, attrs_, actx.crcs);  // names it missing
   WalkCtx w{&shapes_};
   DMPI_H5_CHECK(H5Ovisit2(f, H5_INDEX_NAME, H5_ITER_INC, visit_obj, &w, H5O_INFO_BASIC),
                 "cannot list the datasets of " << path << " (damaged file?)");
@@ -745,6 +747,18 @@ std::string resolve_tag(MPI_Comm comm, const std::string& dir, const std::string
 
 bool has_latest(const std::string& dir) { return fs::exists(fs::path(dir) / "latest"); }
 
+namespace {
+// The tag named by DIR/latest: its first line without surrounding blanks (an editor's, `echo " tag"`).
+// nullopt when the file cannot be opened or read; every reader of latest goes through here.
+std::optional<std::string> read_latest(const fs::path& latest) {
+  std::ifstream in(latest);
+  std::string t;
+  if (!in || !std::getline(in, t)) return std::nullopt;
+  const size_t a = t.find_first_not_of(" \t\r\n"), b = t.find_last_not_of(" \t\r\n");
+  return a == std::string::npos ? std::string() : t.substr(a, b - a + 1);
+}
+}  // namespace
+
 long long tag_step(const std::string& t) {
   if (t.rfind("global_step", 0) != 0 || t.size() == 11 || t.size() > 30) return -1;
   for (size_t i = 11; i < t.size(); ++i)
@@ -760,10 +774,10 @@ void check_overwrite(const std::string& dir, const std::string& tag, bool overwr
   DMPI_REQUIRE(!fs::exists(d / tag / kCheckpointFileName),
                "checkpoint " << (d / tag).string() << " already exists (an earlier run saved it) and this run would "
                              << "replace it: " << ways);
-  std::ifstream in(d / "latest");
-  std::string cur;
-  if (!in || !std::getline(in, cur)) return;
-  while (!cur.empty() && std::isspace(static_cast<unsigned char>(cur.back()))) cur.pop_back();
+  if (fs::is_directory(d / "latest")) return;  // refused with its own message when loading
+  const auto latest = read_latest(d / "latest");
+  if (!latest) return;
+  const std::string& cur = *latest;
   const long long now = tag_step(cur), next = tag_step(tag);
   DMPI_REQUIRE(now < 0 || next < 0 || next >= now,
                (d / "latest").string() << " names " << cur << "; saving " << tag << " would move it back to older "
@@ -801,13 +815,10 @@ std::string resolve_tag(const std::string& dir, const std::string& tag, std::vec
     DMPI_REQUIRE(!fs::is_directory(latest), latest.string() << " is a directory, not the file naming the current tag "
                                                             << "(complete tags: " << available << "): remove it, or "
                                                             << "name a tag with --load-tag");
-    std::ifstream in(latest);
-    DMPI_REQUIRE(in, "no checkpoint to load in " << dir << ": there is no 'latest' file (complete tags: " << available
-                                                 << "); name one with --load-tag, or drop --load to start from scratch");
-    std::getline(in, t);
-    // surrounding blanks (an editor's, `echo " tag"`) are not part of the tag
-    const size_t a = t.find_first_not_of(" \t\r\n"), b = t.find_last_not_of(" \t\r\n");
-    t = a == std::string::npos ? std::string() : t.substr(a, b - a + 1);
+    DMPI_REQUIRE(fs::exists(latest), "no checkpoint to load in " << dir << ": there is no 'latest' file (complete tags: "
+                                                             << available << "); name one with --load-tag, or drop "
+                                                             << "--load to start from scratch");
+    t = read_latest(latest).value_or(std::string());
     DMPI_REQUIRE(!t.empty(), latest.string() << " is empty (complete tags: " << available << "; name one with --load-tag)");
     const bool printable = t.size() <= 255 && std::all_of(t.begin(), t.end(), [](char c) {
                              return std::isprint(static_cast<unsigned char>(c)) != 0;

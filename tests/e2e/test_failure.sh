@@ -63,6 +63,10 @@ if train1 --no-load --train-iters 2; then fail "--no-load moved latest back"; fi
 grep -q "latest names global_step4; saving global_step2 would move it back" "$work/out.txt" || fail "the latest message"
 [ "$(md5sum < "$ck/global_step4/checkpoint.h5")" = "$sum" ] && grep -qx global_step4 "$ck/latest" \
   || fail "a refused run changed the checkpoints"
+printf '  global_step4 \n' > "$ck/latest"  # blanks around the tag: read as the loader reads it
+if train1 --no-load --train-iters 2; then fail "--no-load moved latest back past a latest with blanks"; fi
+grep -q "latest names global_step4; saving global_step2 would move it back" "$work/out.txt" || fail "the latest message (blanks)"
+echo global_step4 > "$ck/latest"
 train1 --no-load --train-iters 4 --overwrite-checkpoints || fail "--overwrite-checkpoints"
 grep -qx global_step4 "$ck/latest" || fail "latest after the overwrite"
 train1 --train-iters 6 || fail "resuming"
