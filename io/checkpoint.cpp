@@ -51,19 +51,19 @@ h5::Handle file_access(MPI_Comm comm, const std::string& path) {
 
 // Selects elements [begin, begin + n) (row-major) of a 1-D or 2-D dataspace: up to three
 // hyperslabs (a partial first row, whole rows, a partial last row).
-void select_run(hid_t space, const std::vector<int64_t>& shape, size_t begin, size_t n, const std::string& what) {
-  if (n == 0) {
-    DMPI_H5_CHECK(H5Sselect_none(space), "empty selection in " << what);
-    return;
-  }
+// Adds elements [begin, begin + n) (row-major) to the selection of `space` (the first call of a
+// selection sets it: first is then cleared).
+void add_run(hid_t space, const std::vector<int64_t>& shape, size_t begin, size_t n, bool& first, const std::string& what) {
+  if (n == 0) return;
   if (shape.size() == 1) {
     hsize_t start = begin, count = n;
-    DMPI_H5_CHECK(H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, nullptr, &count, nullptr), "selection in " << what);
+    DMPI_H5_CHECK(H5Sselect_hyperslab(space, first ? H5S_SELECT_SET : H5S_SELECT_OR, &start, nullptr, &count, nullptr),
+                  "selection in " << what);
+    first = false;
     return;
   }
   DMPI_REQUIRE(shape.size() == 2, what << ": tensors of rank " << shape.size() << " are not supported (1-D or 2-D)");
   const size_t C = static_cast<size_t>(shape[1]);
-  bool first = true;
   auto add = [&](size_t r, size_t c, size_t rows, size_t cols) {
     hsize_t start[2] = {r, c}, count[2] = {rows, cols};
     DMPI_H5_CHECK(H5Sselect_hyperslab(space, first ? H5S_SELECT_SET : H5S_SELECT_OR, start, nullptr, count, nullptr),
@@ -82,6 +82,24 @@ void select_run(hid_t space, const std::vector<int64_t>& shape, size_t begin, si
     pos += rows * C, left -= rows * C;
   }
   if (left > 0) add(pos / C, 0, 1, left);  // partial last row
+}
+
+void select_run(hid_t space, const std::vector<int64_t>& shape, size_t begin, size_t n, const std::string& what) {
+  if (n == 0) {
+    DMPI_H5_CHECK(H5Sselect_none(space), "empty selection in " << what);
+    return;
+  }
+  bool first = true;
+  add_run(space, shape, begin, n, first, what);
+}
+
+// The selection of several runs (in increasing order, disjoint): HDF5 maps a selection's elements
+// to memory in file order, so the memory buffer holds the runs back to back in that order.
+void select_runs(hid_t space, const std::vector<int64_t>& shape, const std::vector<const Piece*>& runs,
+                 const std::string& what) {
+  bool first = true;
+  for (const Piece* p : runs) add_run(space, shape, p->begin, p->n, first, what);
+  if (first) DMPI_H5_CHECK(H5Sselect_none(space), "empty selection in " << what);
 }
 
 h5::Handle mem_space(size_t n, const std::string& what) {
@@ -320,18 +338,39 @@ h5::Handle create_dataset(hid_t file, const Creation& c, const std::string& name
 }
 
 // This rank's piece of each (section, tensor); checks that a rank holds at most one.
-std::vector<std::vector<const Piece*>> pieces_by_tensor(const std::vector<LogicalTensor>& tensors,
-                                                        const std::vector<Section>& sections) {
+std::vector<std::vector<std::vector<const Piece*>>> pieces_by_tensor(const std::vector<LogicalTensor>& tensors,
+                                                                     const std::vector<Section>& sections) {
   const size_t T = tensors.size();
-  std::vector<std::vector<const Piece*>> mine(sections.size(), std::vector<const Piece*>(T, nullptr));
-  for (size_t s = 0; s < sections.size(); ++s)
+  std::vector<std::vector<std::vector<const Piece*>>> mine(sections.size(), std::vector<std::vector<const Piece*>>(T));
+  for (size_t s = 0; s < sections.size(); ++s) {
     for (const auto& p : sections[s].pieces) {
       DMPI_REQUIRE(p.tensor < T && p.begin + p.n <= tensors[p.tensor].numel, "checkpoint piece out of range");
-      DMPI_REQUIRE(!mine[s][p.tensor], "two pieces of " << tensors[p.tensor].name << " in section " << sections[s].group
-                                                        << " on one rank");
-      mine[s][p.tensor] = &p;
+      if (p.n) mine[s][p.tensor].push_back(&p);
     }
+    for (auto& v : mine[s]) {
+      std::sort(v.begin(), v.end(), [](const Piece* a, const Piece* b) { return a->begin < b->begin; });
+      for (size_t i = 1; i < v.size(); ++i)
+        DMPI_REQUIRE(v[i - 1]->begin + v[i - 1]->n <= v[i]->begin,
+                     "overlapping pieces of " << tensors[v[i]->tensor].name << " in section " << sections[s].group
+                                              << " on one rank");
+    }
+  }
   return mine;
+}
+
+// Pieces to one contiguous buffer in file order (several runs), or the piece's own memory (one).
+const float* pack(const std::vector<const Piece*>& runs, std::vector<float>& buf) {
+  static const float none = 0.0f;  // a valid address for an empty selection
+  if (runs.empty()) return &none;
+  if (runs.size() == 1) return runs[0]->data;
+  buf.clear();
+  for (const Piece* p : runs) buf.insert(buf.end(), p->data, p->data + p->n);
+  return buf.data();
+}
+size_t total_of(const std::vector<const Piece*>& runs) {
+  size_t n = 0;
+  for (const Piece* p : runs) n += p->n;
+  return n;
 }
 
 std::map<uint32_t, uint64_t> section_sizes(const std::vector<LogicalTensor>& tensors, size_t nsections) {
@@ -373,7 +412,7 @@ std::vector<RawWrite> create_checkpoint_layout(MPI_Comm comm, const std::string&
       auto d = create_dataset(file, c, name, tensors[t], path + ":" + name);
       const haddr_t off = dataset_offset(d);
       DMPI_REQUIRE(off != HADDR_UNDEF, "dataset " << path << ":" << name << " has no contiguous storage");
-      if (const Piece* p = mine[s][t]; p && p->n)
+      for (const Piece* p : mine[s][t])
         out.push_back({static_cast<uint64_t>(off) + p->begin * sizeof(float), p->data, p->n,
                        static_cast<uint32_t>(s * T + t), p->begin * sizeof(float), name});
     }
@@ -440,13 +479,12 @@ void write_checkpoint_file(MPI_Comm comm, const std::string& path, const std::ve
       h5::Handle fspace;
       auto d = create_dataset(file, c, name, tensors[t], what, &fspace);
       write_crc_attr(d, crcs.at(static_cast<uint32_t>(s * T + t)), what);
-      const Piece* p = mine[s][t];
-      const size_t n = p ? p->n : 0;
-      select_run(fspace, tensors[t].shape, p ? p->begin : 0, n, what);
+      const auto& runs = mine[s][t];
+      const size_t n = total_of(runs);
+      select_runs(fspace, tensors[t].shape, runs, what);
       auto mspace = mem_space(n, what);
-      static const float none = 0.0f;  // a valid address for an empty selection
-      DMPI_H5_CHECK(H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, p ? p->data : &none),
-                    "cannot write dataset " << what);
+      std::vector<float> buf;
+      DMPI_H5_CHECK(H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, pack(runs, buf)), "cannot write dataset " << what);
     }
   DMPI_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), "cannot flush " << path);
 }
@@ -541,6 +579,36 @@ void CheckpointReader::read(const std::string& dset, size_t begin, size_t n, flo
   float none = 0.0f;  // a valid address for an empty selection
   DMPI_H5_CHECK(H5Dread(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, n ? out : &none),
                 "cannot read " << what << " (truncated or damaged file?)");
+}
+
+void CheckpointReader::read_pieces(const std::string& dset, const std::vector<Piece>& pieces) {
+  const std::string what = path_ + ":" + dset;
+  auto it = shapes_.find(dset);
+  DMPI_REQUIRE(it != shapes_.end(), "dataset " << dset << " is missing from " << path_);
+  std::vector<const Piece*> runs;
+  for (const auto& p : pieces) {
+    DMPI_REQUIRE(p.begin + p.n <= numel_of(it->second), "read past the end of " << what);
+    if (p.n) runs.push_back(&p);
+  }
+  if (posix_ && offsets_.count(dset)) {  // independent: no collective needed
+    for (const Piece* p : runs) read(dset, p->begin, p->n, p->data);
+    return;
+  }
+  if (runs.size() <= 1) return read(dset, runs.empty() ? 0 : runs[0]->begin, runs.empty() ? 0 : runs[0]->n,
+                                    runs.empty() ? nullptr : runs[0]->data);
+  // one collective transfer of the union, in file order, into a buffer then out to the pieces
+  std::sort(runs.begin(), runs.end(), [](const Piece* a, const Piece* b) { return a->begin < b->begin; });
+  auto d = DMPI_H5_OPEN(H5Dopen2(static_cast<hid_t>(file_), dset.c_str(), H5P_DEFAULT), H5Dclose, "cannot open " << what);
+  auto fspace = DMPI_H5_OPEN(H5Dget_space(d), H5Sclose, "dataspace of " << what);
+  select_runs(fspace, it->second, runs, what);
+  const size_t n = total_of(runs);
+  auto mspace = mem_space(n, what);
+  auto dxpl = collective_xfer(what);
+  std::vector<float> buf(n);
+  DMPI_H5_CHECK(H5Dread(d, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf.data()),
+                "cannot read " << what << " (truncated or damaged file?)");
+  size_t at = 0;
+  for (const Piece* p : runs) std::copy_n(buf.data() + at, p->n, p->data), at += p->n;
 }
 
 std::vector<std::string> CheckpointReader::verify_all(size_t max_buffer_elems) {

@@ -57,8 +57,8 @@ struct Piece {
 };
 
 // One group of datasets, one dataset per logical tensor ("params" -> /params/<name>). A rank
-// holds at most one piece of each tensor; over the ranks the pieces of a section cover every
-// tensor exactly once.
+// holds disjoint pieces of a tensor (one run, or with tensor parallelism the rows or row parts
+// of its split); over the ranks the pieces of a section cover every tensor exactly once.
 struct Section {
   std::string group;
   std::vector<Piece> pieces;
@@ -110,6 +110,8 @@ class CheckpointReader {
   // this rank. Collective with DEEPMPI_CHECKPOINT_IO=mpiio: every rank calls it for the same
   // datasets in the same order.
   void read(const std::string& dset, size_t begin, size_t n, float* out);
+  // Reads each piece (disjoint runs of `dset`) into its data: one collective transfer with mpiio.
+  void read_pieces(const std::string& dset, const std::vector<Piece>& pieces);
   // Collective: reads each dataset in balanced pieces over the ranks and compares the combined
   // checksum with the stored one. Returns the datasets that differ (the same list on every rank).
   std::vector<std::string> verify_all(size_t max_buffer_elems = size_t{1} << 24);

@@ -42,8 +42,12 @@ void encoder_forward(const Context& ctx, float* out, const int32_t* tokens, Cons
     std::vector<float> ebuf(n), pbuf(n);
 #pragma omp for schedule(static)
     for (int bt = 0; bt < B * T; ++bt) {
-      const float* e = row(wte, static_cast<size_t>(tokens[bt]), ebuf.data());
       float* o = out + static_cast<size_t>(bt) * n;
+      if (tokens[bt] < 0 && !positions) {  // not in this rank's vocabulary slice (tensor parallelism)
+        std::memset(o, 0, n * sizeof(float));
+        continue;
+      }
+      const float* e = row(wte, static_cast<size_t>(tokens[bt]), ebuf.data());
       if (!positions) {
         std::memcpy(o, e, n * sizeof(float));
         continue;
@@ -65,11 +69,11 @@ void encoder_backward(const Context& ctx, float* dwte, float* dwpe, const float*
     int chunk = (C + nt - 1) / nt, c0 = std::min(C, id * chunk), c1 = std::min(C, c0 + chunk);
     for (int bt = 0; bt < B * T; ++bt) {
       const float* d = dout + static_cast<size_t>(bt) * C;
-      float* de = dwte + static_cast<size_t>(tokens[bt]) * C;
       float* dp = dwpe ? dwpe + static_cast<size_t>(bt % T) * C : nullptr;
+      if (tokens[bt] >= 0) {  // negative: another tensor-parallel rank's token
+        float* de = dwte + static_cast<size_t>(tokens[bt]) * C;
 #pragma omp simd
-      for (int c = c0; c < c1; ++c) {
-        de[c] += d[c];
+        for (int c = c0; c < c1; ++c) de[c] += d[c];
       }
       if (!dwpe) continue;
 #pragma omp simd
@@ -156,7 +160,7 @@ void matmul_forward(const Context& ctx, float* out, const float* inp, ConstView 
 void matmul_backward(const Context& ctx, float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                      ConstView w, int N, int C, int OC) {
   if (dinp) gemm(ctx, Op::N, Op::N, N, C, OC, 1.0f, operand(dout, OC), operand(w, C), 1.0f, dinp, C);
-  gemm(ctx, Op::T, Op::N, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+  if (dw) gemm(ctx, Op::T, Op::N, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
   if (dbias) {
     // Column sums of dout: each thread owns a block of columns and walks all rows.
     constexpr int kBlock = 64;

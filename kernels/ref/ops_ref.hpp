@@ -107,7 +107,7 @@ void matmul_backward(F* dinp, F* dw, F* dbias, const F* dout, const F* inp, cons
       if (dbias) dbias[o] += d;
       for (int c = 0; c < C; ++c) {
         if (dinp) dinp[static_cast<size_t>(n) * C + c] += d * w[static_cast<size_t>(o) * C + c];
-        dw[static_cast<size_t>(o) * C + c] += d * inp[static_cast<size_t>(n) * C + c];
+        if (dw) dw[static_cast<size_t>(o) * C + c] += d * inp[static_cast<size_t>(n) * C + c];
       }
     }
 }

@@ -1,3 +1,5 @@
+#include <sstream>
+#include <fstream>
 #include <omp.h>
 #include <sched.h>
 
@@ -7,6 +9,7 @@
 
 #include "comm/mpi_env.hpp"
 #include "kernels/gemm.hpp"
+#include "src/config/json_text.hpp"
 #include "src/cli/commands.hpp"
 #include "src/config/ds_config.hpp"
 #include "src/engine/trainer.hpp"
@@ -40,6 +43,9 @@ std::vector<FlagSpec> train_flags() {
       {"num-query-groups", true, "key/value heads with --group-query-attention (must divide the heads)"},
       {"untie-embeddings-and-output-weights", false, "an LM head of its own instead of the embedding table"},
       {"disable-bias-linear", false, "no biases in the linear layers"},
+      {"tensor-model-parallel-size", true, "tensor-parallel ranks per model replica (adjacent ranks; default 1, or the "
+                                           "ds_config's tensor_parallel.autotp_size); dp = ranks / tp"},
+      {"sequence-parallel", false, "Megatron's sequence parallelism (not implemented yet: refused)"},
       {"recompute-granularity", true, "activation recompute: full | selective (attention probabilities only)"},
       {"recompute-method", true, "with full: uniform (chunks of --recompute-num-layers) | block (the first N blocks)"},
       {"recompute-num-layers", true, "blocks per chunk (uniform) or recomputed blocks (block); default 1"},
@@ -239,7 +245,48 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   }
   opt.model.validate();
 
-  const int dp = mpi.size();
+  DMPI_CLI_REQUIRE(!a.has("sequence-parallel"),
+                   "--sequence-parallel is not implemented yet: drop it (tensor parallelism without it keeps the norms' "
+                   "and the residual stream's activations whole on every tp rank)");
+  // --tensor-model-parallel-size, else the ds_config's tensor_parallel.autotp_size (the same
+  // meaning); the batch triangle is resolved over dp = ranks / tp
+  int tp = 1;
+  if (a.has("tensor-model-parallel-size")) {
+    const int64_t v = a.integer("tensor-model-parallel-size", 1);
+    DMPI_CLI_REQUIRE(v >= 1 && v <= mpi.size() && mpi.size() % v == 0,
+                     "--tensor-model-parallel-size " << v << " must divide the " << mpi.size()
+                                                     << " ranks of the job (dp = ranks / tp)");
+    tp = static_cast<int>(v);
+  }
+  const auto ds_tp = [&]() -> int64_t {  // read before the batch triangle, which needs dp
+    if (!a.has("deepspeed-config")) return 0;
+    std::ifstream in(a.str("deepspeed-config"));
+    if (!in) return 0;  // the config's own reading below names the problem
+    std::stringstream text;
+    text << in.rdbuf();
+    try {
+      std::vector<config::TextProblem> dups;
+      const nlohmann::json j = config::parse_config_text(text.str(), a.str("deepspeed-config"), dups);
+      if (j.contains("tensor_parallel") && j["tensor_parallel"].is_object() &&
+          j["tensor_parallel"].contains("autotp_size") && j["tensor_parallel"]["autotp_size"].is_number_integer())
+        return j["tensor_parallel"]["autotp_size"].get<int64_t>();
+    } catch (const std::exception&) {
+    }
+    return 0;
+  };
+  if (const int64_t v = ds_tp(); v > 1) {
+    DMPI_CLI_REQUIRE(!a.has("tensor-model-parallel-size") || v == tp,
+                     "tensor_parallel.autotp_size " << v << " in the ds_config contradicts --tensor-model-parallel-size "
+                                                    << tp << ": give one of them");
+    DMPI_CLI_REQUIRE(mpi.size() % v == 0, "tensor_parallel.autotp_size " << v << " must divide the " << mpi.size()
+                                                                         << " ranks of the job (dp = ranks / tp)");
+    tp = static_cast<int>(v);
+  }
+  opt.tensor_parallel = tp;
+  opt.model.tp_size = tp;  // checked here (heads, kv heads, MLP width); the trainer sets this rank's place
+  opt.model.validate();
+  opt.model.tp_size = 1;
+  const int dp = mpi.size() / tp;
   config::AutoContext actx = auto_context(a);
   actx.hidden = opt.model.hidden;  // ZeRO bucket "auto" values follow the model width (as HF's)
   actx.default_train_iters = kDefaultTrainIters;

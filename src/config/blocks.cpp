@@ -411,8 +411,11 @@ void blocks_unimplemented(const DsConfig& c, std::vector<std::string>& out) {
   // trainer notes which, src/engine/trainer.cpp); recompute itself is --recompute-granularity
   no(c.pipeline.stages > 1, "pipeline.stages = " + std::to_string(c.pipeline.stages) + " (pipeline parallelism)");
   no(c.pipeline.activation_checkpoint_interval > 0, "pipeline.activation_checkpoint_interval > 0");
-  no(c.tensor_parallel.autotp_size > 1, "tensor_parallel.autotp_size = " + std::to_string(c.tensor_parallel.autotp_size));
-  no(c.tensor_parallel.tp_size > 1, "tensor_parallel.tp.tp_size = " + std::to_string(c.tensor_parallel.tp_size));
+  // tensor_parallel.autotp_size is --tensor-model-parallel-size (the CLI reads it); the "tp"
+  // sub-block configures DeepSpeed's inference-time AutoTP
+  no(c.tensor_parallel.tp_size > 1, "tensor_parallel.tp.tp_size = " + std::to_string(c.tensor_parallel.tp_size) +
+                                        " (the inference AutoTP block; to train with tensor parallelism write "
+                                        "tensor_parallel.autotp_size or pass --tensor-model-parallel-size)");
   no(c.moe.enabled, "moe.enabled = true (mixture of experts)");
   no(c.flops_profiler.enabled, "flops_profiler.enabled = true (the log prints FLOP/s and MFU every step)");
   no(c.tensorboard.enabled, "tensorboard.enabled = true (use --metrics-file for a JSON-lines log)");

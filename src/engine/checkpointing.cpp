@@ -50,8 +50,21 @@ const std::pair<const char*, const char*> kArchitecture[] = {
 
 // The pieces of the state dict this rank writes (stage 0: a balanced share of every tensor, so all
 // ranks share the writing) or reads and checks (its own elements: stage 0 everything).
+// With tensor parallelism each piece of a local tensor becomes the logical runs it covers (a row
+// split: one per segment; a column split: one per row), and a replicated tensor (identical on
+// every tp rank) is written by tp rank 0 only, read by all.
 std::vector<StatePiece> Trainer::checkpoint_pieces(bool write) {
-  return store_->state_pieces(write && !store_->residency().states_partitioned);
+  std::vector<StatePiece> local = store_->state_pieces(write && !store_->residency().states_partitioned);
+  comm::Communicator& tp = groups_->get(comm::Group::TP);
+  if (tp.size() == 1) return local;
+  const Layout& L = store_->layout();  // its tensors are in model order
+  std::vector<StatePiece> out;
+  for (const StatePiece& p : local) {
+    if (write && !L.tensor(p.tensor).tp_split && tp.rank() != 0) continue;
+    for (const LogicalRun& r : L.logical_runs(p.tensor, p.begin, p.n))
+      out.push_back({p.section, p.tensor, r.begin, r.n, p.data + r.local});
+  }
+  return out;
 }
 
 // The end of a save, collective over `c`: the checkpoint at `tmp` is verified (meta: reopened
@@ -84,7 +97,7 @@ void Trainer::verify_and_commit(MPI_Comm c, const PendingSave& p, const std::str
   const double v = now_seconds();
   io::on_rank0(c, [&] { io::commit_save(p.dir, p.tag); });
   const double e = now_seconds();
-  if (opt_.print && groups_->get(comm::Group::DP).rank() == 0) {
+  if (opt_.print && lead()) {
     std::printf("[deepmpi] saved checkpoint %s/%s: %s in %.2f s (write %.2f s = %.2f GB/s, verify (%s) %.2f s, "
                 "commit %.2f s%s)\n",
                 p.dir.c_str(), p.tag.c_str(), human_bytes(static_cast<double>(p.bytes)).c_str(), e - p.started,
@@ -124,7 +137,7 @@ bool Trainer::save_in_flight_done() const { return async_ && async_->done.load()
 void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in, bool async) {
   finish_saves();
   MPI_Comm comm = opt_.world;
-  const int rank = groups_->get(comm::Group::DP).rank();
+  const int rank = groups_->world_rank();
   fault_point("save", groups_->world_rank());
   const std::string tag = tag_in.empty() ? "global_step" + std::to_string(global_steps_) : tag_in;
   DMPI_REQUIRE(!tag.empty() && tag.find('/') == std::string::npos && tag != "." && tag != ".." && tag != "latest" &&
@@ -143,8 +156,8 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   p.tmp = (std::filesystem::path(dir) / (tag + ".tmp") / io::kCheckpointFileName).string();
   for (int t = 0; t < model_->num_tensors(); ++t) {
     const auto& sp = model_->spec(t);
-    p.tensors.push_back({sp.name, sp.shape, sp.numel});
-    p.bytes += sp.numel * sizeof(float);
+    p.tensors.push_back({sp.name, sp.logical, sp.logical_numel});
+    p.bytes += sp.logical_numel * sizeof(float);
   }
   const auto names = state_names();
   p.bytes *= 1 + names.size();
@@ -191,8 +204,9 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   attrs["optimizer"] = ds.optimizer.type;
   attrs["optimizer_states"] = names;
   attrs["precision"] = ds.model_dtype();
-  const int W = groups_->get(comm::Group::DP).size();
-  attrs["topology"] = {{"world_size", W}, {"data_parallel_size", W}, {"tensor_parallel_size", 1},
+  const int W = groups_->get(comm::Group::DP).size(), world = groups_->get(comm::Group::World).size();
+  attrs["topology"] = {{"world_size", world}, {"data_parallel_size", W},
+                       {"tensor_parallel_size", groups_->get(comm::Group::TP).size()},
                        {"pipeline_parallel_size", 1}, {"zero_stage", ds.zero.stage}};
   attrs["model"] = opt_.model.to_json();
   attrs["ds_config"] = ds.resolved();
@@ -206,7 +220,7 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   }
   // Training draws no random numbers after initialisation (no dropout) and the mock data is a
   // function of (seed, sample index): the generator state of every rank is the seed.
-  attrs["rng"] = {{"generator", "none after initialisation (no dropout)"}, {"seed", opt_.seed}, {"ranks", W}};
+  attrs["rng"] = {{"generator", "none after initialisation (no dropout)"}, {"seed", opt_.seed}, {"ranks", world}};
   attrs["data"] = {{"source", source_->describe()}, {"global_samples", samples_}};
 
 
@@ -282,7 +296,7 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   finish_saves();
   fault_point("load", groups_->world_rank());
   MPI_Comm comm = opt_.world;
-  const bool print = opt_.print && groups_->get(comm::Group::DP).rank() == 0;
+  const bool print = opt_.print && lead();
   const double t0 = now_seconds();
   std::vector<std::string> notes;
   const std::string tag = io::resolve_tag(comm, dir, tag_in, &notes);
@@ -314,9 +328,9 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
     DMPI_REQUIRE(rd.has(dset), "checkpoint " << path << " has no dataset " << dset << " (damaged or not written by "
                                              << "this model)");
     const auto& shape = rd.datasets().at(dset);
-    DMPI_REQUIRE(shape == t.shape, "checkpoint " << path << ": dataset " << dset << " has shape "
-                                                 << json(shape).dump() << ", this model's " << t.name << " is "
-                                                 << json(t.shape).dump());
+    DMPI_REQUIRE(shape == t.logical, "checkpoint " << path << ": dataset " << dset << " has shape "
+                                                   << json(shape).dump() << ", this model's " << t.name << " is "
+                                                   << json(t.logical).dump());
   };
   const size_t T = static_cast<size_t>(model_->num_tensors());
   for (size_t t = 0; t < T; ++t) check_dset("/params/" + model_->spec(static_cast<int>(t)).name, model_->spec(static_cast<int>(t)));
@@ -360,22 +374,19 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   const double t_commit = now_seconds();
   // Pass 2: into the live state. A failure here (the file changed or vanished since pass 1)
   // leaves a partly loaded state: the error says so, and training must not go on.
-  // one piece per (section, tensor) at most: a rank holds one contiguous run of each tensor
+  // a rank's pieces of a tensor: one contiguous run, or with tensor parallelism the logical runs
+  // of its split
   const auto pieces = checkpoint_pieces(false);
   size_t read_bytes = 0;
-  std::vector<const StatePiece*> piece_of(nsec * T, nullptr);
+  std::vector<std::vector<io::Piece>> pieces_of(nsec * T);
   for (const auto& sp : pieces) {
     if (static_cast<size_t>(sp.section) >= nsec) continue;
     const size_t key = static_cast<size_t>(sp.section) * T + static_cast<size_t>(sp.tensor);
-    DMPI_REQUIRE(!piece_of[key], "internal: two pieces of one tensor");
-    piece_of[key] = &sp;
+    pieces_of[key].push_back({static_cast<size_t>(sp.tensor), sp.begin, sp.n, sp.data});
     read_bytes += sp.n * sizeof(float);
   }
   try {
-    for (size_t key = 0; key < nsec * T; ++key) {
-      const StatePiece* sp = piece_of[key];
-      rd.read(dsets[key], sp ? sp->begin : 0, sp ? sp->n : 0, sp ? sp->data : nullptr);
-    }
+    for (size_t key = 0; key < nsec * T; ++key) rd.read_pieces(dsets[key], pieces_of[key]);
   } catch (const std::exception& e) {
     DMPI_FAIL("checkpoint " << path << " could not be read" << (atomic ? " after its checksums were checked" : "")
                             << " (" << e.what() << "); this rank's parameters are partly loaded and must not be trained");
@@ -385,7 +396,7 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
     std::map<uint32_t, uint64_t> total;
     for (size_t k = 0; k < nsec; ++k)
       for (size_t t = 0; t < T; ++t)
-        total[static_cast<uint32_t>(k * T + t)] = model_->spec(static_cast<int>(t)).numel * sizeof(float);
+        total[static_cast<uint32_t>(k * T + t)] = model_->spec(static_cast<int>(t)).logical_numel * sizeof(float);
     for (const auto& sp : checkpoint_pieces(true)) {  // over the ranks, every tensor exactly once
       if (static_cast<size_t>(sp.section) >= nsec) continue;
       mine.push_back({static_cast<uint32_t>(static_cast<size_t>(sp.section) * T + static_cast<size_t>(sp.tensor)),
@@ -422,10 +433,11 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   last_saved_step_ = global_steps_;
   if (print) {
     const json topo = A.value("topology", json::object());
-    std::printf("[deepmpi] loaded checkpoint %s (step %lld, saved at dp %s ZeRO stage %s; now dp %d stage %d%s) in "
+    std::printf("[deepmpi] loaded checkpoint %s (step %lld, saved at tp %s dp %s ZeRO stage %s; now tp %d dp %d stage %d%s) in "
                 "%.2f s (%s %.2f s, read %.2f s, %s per rank)\n",
-                path.c_str(), static_cast<long long>(global_steps_), topo.value("data_parallel_size", json()).dump().c_str(),
-                topo.value("zero_stage", json()).dump().c_str(), groups_->get(comm::Group::DP).size(), store_->residency().stage(),
+                path.c_str(), static_cast<long long>(global_steps_), topo.value("tensor_parallel_size", json(1)).dump().c_str(),
+                topo.value("data_parallel_size", json()).dump().c_str(), topo.value("zero_stage", json()).dump().c_str(),
+                groups_->get(comm::Group::TP).size(), groups_->get(comm::Group::DP).size(), store_->residency().stage(),
                 load_optimizer ? "" : "; optimizer states not loaded (--no-load-optim)", now_seconds() - t0,
                 atomic ? "checksum pass" : "set-up", t_commit - t_read, now_seconds() - t_commit,
                 human_bytes(static_cast<double>(read_bytes)).c_str());

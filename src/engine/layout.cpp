@@ -7,7 +7,7 @@
 namespace dmpi::engine {
 
 Layout::Layout(const model::Model<float>& m, int dp_size, int dp_rank, bool partitioned)
-    : W_(dp_size), r_(dp_rank), partitioned_(partitioned) {
+    : model_(&m), W_(dp_size), r_(dp_rank), partitioned_(partitioned) {
   DMPI_REQUIRE(dp_size >= 1 && dp_rank >= 0 && dp_rank < dp_size, "layout for rank " << dp_rank << " of " << dp_size);
   const size_t align = alignment(partitioned, dp_size);
   unit_of_.assign(static_cast<size_t>(m.num_units()), -1);
@@ -30,6 +30,8 @@ Layout::Layout(const model::Model<float>& m, int dp_size, int dp_rank, bool part
     ti.name = s.name;
     ti.shape = s.shape;
     ti.numel = s.numel;
+    ti.logical = s.logical;
+    ti.tp_split = s.tp_split();
     ti.offset = off;
     ti.unit = static_cast<int>(units_.size()) - 1;
     ti.model_tensor = t;
@@ -62,6 +64,20 @@ Layout::Layout(const model::Model<float>& m, int dp_size, int dp_rank, bool part
       owned_.push_back({t, a - ti.offset, b - a, a, partitioned ? u.part_off + (a - c0) : a});
     }
   }
+}
+
+std::vector<LogicalRun> Layout::logical_runs(int t, size_t begin, size_t n, int tp_rank) const {
+  const model::ParamSpec& s = model_->spec(tensor(t).model_tensor);
+  std::vector<LogicalRun> out;
+  model::for_each_logical_run(s, tp_rank < 0 ? s.tp_rank : tp_rank, begin, n,
+                              [&](size_t lb, size_t off, size_t len) { out.push_back({lb, off, len}); });
+  return out;
+}
+
+size_t Layout::local_numel(int t, int tp_rank) const {
+  size_t n = 1;
+  for (auto d : model::tp_local_shape(model_->spec(tensor(t).model_tensor), tp_rank)) n *= static_cast<size_t>(d);
+  return n;
 }
 
 int Layout::unit_of(int model_unit) const {

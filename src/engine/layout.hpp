@@ -9,8 +9,8 @@
 // of it and its offset in the partition, the runs of tensor elements a rank owns (what the
 // optimizer updates, what a checkpoint writes at ZeRO stages 1-3 and reads), a balanced share of
 // every tensor (what a rank writes at stage 0, where every rank holds everything), and the
-// hyperslabs of a tensor's logical shape a run covers (tensor parallelism's column slabs are the
-// strided case). Nothing else in the engine does this arithmetic.
+// logical runs a local run covers (tensor parallelism: the tensors in the flat buffers are this
+// tp rank's splits; checkpoints hold the logical tensors). Nothing else in the engine does this arithmetic.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -23,8 +23,10 @@ namespace dmpi::engine {
 
 struct TensorInfo {
   std::string name;
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape;  // this tensor-parallel rank's (the flat buffers hold these)
   size_t numel = 0;
+  std::vector<int64_t> logical;  // the logical shape (checkpoints)
+  bool tp_split = false;         // split over the tp group (else replicated on every tp rank)
   size_t offset = 0;  // flat (padded layout)
   int unit = 0;       // param unit
   int model_tensor = 0;  // index in model order
@@ -50,13 +52,11 @@ struct Run {
   size_t flat = 0, part = 0;
 };
 
-// A hyperslab of a tensor's logical shape as `count` blocks of `block` elements, `stride` apart,
-// starting at flattened element `begin`: a contiguous run is count 1; a tensor-parallel column slab
-// of a [rows, cols] weight is rows blocks of cols/tp, cols apart.
-struct Slab {
-  int tensor = 0;
-  size_t begin = 0, block = 0, stride = 0, count = 1;
-  size_t numel() const { return block * count; }
+// A contiguous run of a tensor's logical elements (row-major) that local elements cover: logical
+// elements [begin, begin + n) are the local run's elements [local, local + n). A tensor-parallel
+// row split is one run per fused segment; a column slab of a [rows, cols] weight one run per row.
+struct LogicalRun {
+  size_t begin = 0, local = 0, n = 0;
 };
 
 class Layout {
@@ -87,10 +87,14 @@ class Layout {
   // A balanced share of every tensor for this rank (1/dp of each; everything when dp is 1), with
   // `part` = flat: what each rank writes of a checkpoint when every rank holds everything.
   std::vector<Run> balanced() const;
-  // The hyperslab a run covers in its tensor's logical shape.
-  Slab slab(const Run& r) const { return {r.tensor, r.begin, r.n, r.n, 1}; }
+  // The logical runs that local elements [begin, begin + n) of tensor t cover, in local order, on
+  // tensor-parallel rank `tp_rank` (-1: this rank's). Unsplit tensors: the identity.
+  std::vector<LogicalRun> logical_runs(int t, size_t begin, size_t n, int tp_rank = -1) const;
+  // The element count tensor-parallel rank `tp_rank` holds of tensor t.
+  size_t local_numel(int t, int tp_rank) const;
 
  private:
+  const model::Model<float>* model_;
   int W_, r_;
   bool partitioned_;
   size_t numel_ = 0, real_ = 0, part_ = 0;

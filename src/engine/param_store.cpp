@@ -409,6 +409,22 @@ void ParamStore::reduce_gradients() {
 }
 
 double ParamStore::grad_norm() {
+  if (tp_ && tp_->size() > 1) {
+    // every logical element once: the split tensors' parts on every tp rank, the replicated
+    // tensors on tp rank 0 only
+    const bool first = tp_->rank() == 0;
+    double sq = 0.0;
+    if (!res_.states_partitioned) {
+      for (const auto& t : layout_.tensors())
+        if (t.tp_split || first) sq += kernels::sum_squares(ctx_, gfull_.at(t.offset), gdt_, t.numel);
+    } else {
+      for (const Run& r : layout_.owned())
+        if (layout_.tensor(r.tensor).tp_split || first) sq += kernels::sum_squares(ctx_, gpart_.at(r.part), gdt_, r.n);
+      comm_.all_reduce(&sq, &sq, 1, DType::F64, comm::ReduceOp::Sum);
+    }
+    tp_->all_reduce(&sq, &sq, 1, DType::F64, comm::ReduceOp::Sum);
+    return std::sqrt(sq);
+  }
   if (!res_.states_partitioned) return std::sqrt(kernels::sum_squares(ctx_, gfull_.data(), gdt_, layout_.numel()));
   double sq = kernels::sum_squares(ctx_, gpart_.data(), gdt_, gpart_.numel());  // padding is zero
   comm_.all_reduce(&sq, &sq, 1, DType::F64, comm::ReduceOp::Sum);

@@ -124,6 +124,9 @@ class ParamStore {
   void end_micro();         // after each micro-batch's backward
   void reduce_gradients();  // at the boundary: the owned gradients are now averaged
   double grad_norm();       // L2 norm of the averaged gradients, every element once
+  // Tensor parallelism: the tp group; grad_norm then sums the split tensors over it and counts the
+  // replicated ones (identical on every tp rank) once.
+  void set_tp(comm::Communicator* tp) { tp_ = tp; }
   const std::vector<OwnedSlice>& owned() const { return owned_; }
   // Calls fn(p, g, state_off, n, decay) over the owned elements with their averaged gradients as
   // fp32 (16-bit gradients widened chunk by chunk; fn may overwrite g); fn updates p, and in
@@ -173,6 +176,7 @@ class ParamStore {
 
   const model::Model<float>& model_;
   comm::Communicator& comm_;
+  comm::Communicator* tp_ = nullptr;
   kernels::Context ctx_;
   Layout layout_;
   Residency res_;

@@ -59,6 +59,28 @@ int stop_signal() {
 }
 
 namespace {
+// The tensor-parallel group as the units see it (model::TpComm), over the tp communicator.
+class TpGroupComm final : public model::TpComm {
+ public:
+  explicit TpGroupComm(comm::Communicator& c) : c_(c) {}
+  int size() const override { return c_.size(); }
+  int rank() const override { return c_.rank(); }
+  std::unique_ptr<Pending> start_sum(void* x, size_t n, DType t) override {
+    auto p = std::make_unique<Work>();
+    p->w = c_.iall_reduce(x, x, n, t, comm::ReduceOp::Sum);
+    return p;
+  }
+  void sum(void* x, size_t n, DType t) override { c_.all_reduce(x, x, n, t, comm::ReduceOp::Sum); }
+  void max(void* x, size_t n, DType t) override { c_.all_reduce(x, x, n, t, comm::ReduceOp::Max); }
+
+ private:
+  struct Work final : Pending {
+    comm::WorkPtr w;
+    void wait() override { w->wait(); }
+  };
+  comm::Communicator& c_;
+};
+
 double median(std::vector<double> v) {
   if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());
@@ -89,7 +111,17 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   comm::CommLogger::instance().configure(lc);
   int world_size = 0;
   DMPI_CHECK_MPI(MPI_Comm_size(opt_.world, &world_size));
-  groups_ = std::make_unique<comm::ProcessGroups>(comm::Topology(world_size, 1, 1), opt_.world);
+  DMPI_REQUIRE(opt_.tensor_parallel >= 1 && world_size % opt_.tensor_parallel == 0,
+               "--tensor-model-parallel-size " << opt_.tensor_parallel << " does not divide the " << world_size
+                                               << " ranks of the job: use a divisor, or launch a multiple of it");
+  groups_ = std::make_unique<comm::ProcessGroups>(comm::Topology(world_size, opt_.tensor_parallel, 1), opt_.world);
+  {
+    comm::Communicator& tp = groups_->get(comm::Group::TP);
+    opt_.model.tp_size = tp.size();
+    opt_.model.tp_rank = tp.rank();
+    opt_.model.validate();
+    tp_ = std::make_unique<TpGroupComm>(tp);
+  }
   DMPI_REQUIRE(ds.micro_batch <= 1 << 20, "train_micro_batch_size_per_gpu " << ds.micro_batch << " is too large");
   comm::Communicator& dp = groups_->get(comm::Group::DP);
   optimizer_ = make_optimizer(ds.optimizer);
@@ -106,9 +138,17 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   // The model as units; the parameters live in the store, which initialises only what this rank
   // keeps (stage 3: its partition, DeepSpeed's zero.Init) and holds them in the model dtype.
   model_ = std::make_unique<model::Model<float>>(opt_.model);
+  // Initial values by logical element: a tensor-parallel split starts as the same slice of the
+  // logical tensor that one rank would initialise.
   store_ = std::make_unique<ParamStore>(
       *model_, dp, ds, optimizer_->state_slots(),
-      [this](int t, size_t j0, size_t j1, float* out) { model_->init_tensor(opt_.seed, t, j0, j1, out); }, ctx_);
+      [this](int t, size_t j0, size_t j1, float* out) {
+        model::for_each_logical_run(model_->spec(t), opt_.model.tp_rank, j0, j1 - j0, [&](size_t lb, size_t off, size_t n) {
+          model_->init_tensor(opt_.seed, t, lb, lb + n, out + off);
+        });
+      },
+      ctx_);
+  store_->set_tp(&groups_->get(comm::Group::TP));
   // The step as an instruction list, and the activations it needs.
   const auto plan = model::plan_recompute(*model_, opt_.recompute);
   std::vector<int> param_unit;
@@ -118,6 +158,7 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   schedule_ = train_schedule(spec);
   runner_ = std::make_unique<model::Runner<float>>(*model_, static_cast<int>(ds.micro_batch), opt_.model.seq_len, plan,
                                                    schedule_.slots);
+  runner_->set_tp(tp_.get());
   if (ds.fp16.enabled) scaler_ = std::make_unique<LossScaler>(ds.fp16);
   for (int k = 0; k < optimizer_->state_slots(); ++k)
     if (const float v = optimizer_->initial_state(k); v != 0.0f)
@@ -128,7 +169,7 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
     source_ = io::open_token_source(opt_.data_path, opt_.model.vocab);
   loader_ = std::make_unique<io::BatchLoader>(*source_, static_cast<int>(ds.micro_batch), opt_.model.seq_len);
   if (!opt_.data_path.empty() && loader_->num_windows() < static_cast<uint64_t>(ds.train_batch_size) && opt_.print &&
-      env_.rank() == 0)
+      lead())
     std::printf("[deepmpi] warning: %s holds %llu windows of --seq-length %d + 1 tokens, fewer than one global batch "
                 "(train_batch_size %lld): every step reads some samples twice (more data, a shorter --seq-length or a "
                 "smaller batch avoid it)\n",
@@ -138,7 +179,7 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   targets_.resize(tokens_.size());
 
   peak_gflops_ = opt_.peak_gflops > 0 ? opt_.peak_gflops : kernels::measure_gemm_gflops(ctx_);
-  flops_per_token_ = flops_per_token(opt_.model, opt_.model.seq_len);
+  flops_per_token_ = flops_per_token(logical_model(), opt_.model.seq_len);
 }
 
 Trainer::~Trainer() {
@@ -159,7 +200,9 @@ MemoryReport Trainer::memory() const {
 }
 
 MemoryReport Trainer::planned_memory(const TrainOptions& opt, int dp_size) {
-  const model::Model<float> m(opt.model);
+  model::ModelConfig mc = opt.model;
+  mc.tp_size = opt.tensor_parallel, mc.tp_rank = 0;  // rank 0 holds the largest vocabulary slice
+  const model::Model<float> m(mc);
   const Layout layout(m, dp_size, 0, opt.ds.zero.stage >= 1);
   const StoreMemory z = ParamStore::planned(layout, opt.ds, make_optimizer(opt.ds.optimizer)->state_slots());
   MemoryReport r;
@@ -176,7 +219,7 @@ std::string Trainer::memory_plan(const TrainOptions& opt, int dp_size) {
   std::ostringstream os;
   os << "deepmpi train: " << opt.model.describe() << "\n"
      << "  parameters " << model::num_params(opt.model) << " (" << opt.ds.model_dtype() << "); ZeRO stage "
-     << opt.ds.zero.stage << " over dp " << dp_size << "; micro-batch " << opt.ds.micro_batch << " x seq "
+     << opt.ds.zero.stage << " over dp " << dp_size << (opt.tensor_parallel > 1 ? "; tensor parallel " + std::to_string(opt.tensor_parallel) : std::string()) << "; micro-batch " << opt.ds.micro_batch << " x seq "
      << opt.model.seq_len << "; activation recompute " << opt.recompute.describe() << "\n"
      << "  memory per rank (planned, nothing allocated): params " << h(r.params) << " | grads " << h(r.grads)
      << " | fp32 masters " << h(r.masters) << " | optimizer states " << h(r.optimizer_states)
@@ -190,8 +233,12 @@ std::string Trainer::banner() const {
   const auto& ds = opt_.ds;
   auto mem = memory();
   os << "deepmpi train: " << opt_.model.describe() << "\n"
-     << "  parameters " << model_->real_params() << " (" << ds.model_dtype() << "), FLOPs/token " << flops_per_token_ / 1e6
+     << "  parameters " << model::num_params(logical_model()) << " (" << ds.model_dtype() << "), FLOPs/token " << flops_per_token_ / 1e6
      << " M (6N + 6LTC); ZeRO stage " << ds.zero.stage << " over dp " << groups_->get(comm::Group::DP).size()
+     << (opt_.tensor_parallel > 1
+             ? "; tensor parallel " + std::to_string(opt_.tensor_parallel) + " (this rank holds " +
+                   std::to_string(model_->real_params()) + " of the parameters)"
+             : std::string())
      << "; activation recompute " << opt_.recompute.describe() << "\n"
      << "  data: " << source_->describe() << "\n"
      << "  batch: train_batch_size " << ds.train_batch_size << " = micro " << ds.micro_batch << " x accumulation "
@@ -237,7 +284,35 @@ void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double 
       optimizer_->needs_whole_tensors());
 }
 
-std::vector<std::vector<float>> Trainer::full_params() { return store_->gather_full(); }
+std::vector<std::vector<float>> Trainer::full_params() {
+  std::vector<std::vector<float>> local = store_->gather_full();
+  comm::Communicator& tp = groups_->get(comm::Group::TP);
+  if (tp.size() == 1) return local;
+  const Layout& L = store_->layout();
+  std::vector<std::vector<float>> out(local.size());
+  for (int t = 0; t < L.num_tensors(); ++t) {
+    const TensorInfo& ti = L.tensor(t);
+    const auto& sp = model_->spec(ti.model_tensor);
+    auto& dst = out[static_cast<size_t>(ti.model_tensor)];
+    if (!ti.tp_split) {
+      dst = std::move(local[static_cast<size_t>(ti.model_tensor)]);
+      continue;
+    }
+    std::vector<size_t> counts;
+    size_t total = 0;
+    for (int r = 0; r < tp.size(); ++r) counts.push_back(L.local_numel(t, r)), total += counts.back();
+    std::vector<float> all(total);
+    tp.all_gatherv(local[static_cast<size_t>(ti.model_tensor)].data(), all.data(), counts, DType::F32);
+    dst.assign(sp.logical_numel, 0.0f);
+    size_t at = 0;
+    for (int r = 0; r < tp.size(); ++r) {
+      for (const LogicalRun& lr : L.logical_runs(t, 0, counts[static_cast<size_t>(r)], r))
+        std::copy_n(all.data() + at + lr.local, lr.n, dst.data() + lr.begin);
+      at += counts[static_cast<size_t>(r)];
+    }
+  }
+  return out;
+}
 
 StepMetrics Trainer::train_step() {
   const auto& ds = opt_.ds;
@@ -309,7 +384,7 @@ StepMetrics Trainer::train_step() {
     // are zeroed; global_steps still counts it.
     ++skipped_steps_;
     store_->skip_step();
-    if (!scaler_msg.empty() && opt_.print && dp.rank() == 0) std::printf("[deepmpi] %s\n", scaler_msg.c_str());
+    if (!scaler_msg.empty() && opt_.print && lead()) std::printf("[deepmpi] %s\n", scaler_msg.c_str());
   } else {
     // DeepSpeed: clip_coef = min(1, max_norm / (norm + 1e-6)) on the unscaled norm; 0 disables
     // clipping. Unscaling and clipping are one multiply in the optimizer.
@@ -330,13 +405,15 @@ StepMetrics Trainer::train_step() {
   // warning before the time limit or a preemption) on any rank stops every rank after this step.
   // It also carries whether this rank's background save writer has finished (weighted by W+1,
   // so the sum separates the two counts): when every rank's has, the save is committed now.
-  const double W1 = dp.size() + 1.0;
+  // Over every training rank (tp ranks hold the same loss; a signal may reach any of them).
+  comm::Communicator& world = groups_->get(comm::Group::World);
+  const double W1 = world.size() + 1.0;
   double red[2] = {loss, (stop_signal() != 0 ? 1.0 : 0.0) + (save_in_flight_done() ? W1 : 0.0)};
-  dp.all_reduce(red, red, 2, comm::DType::F64, comm::ReduceOp::Sum);
-  loss = red[0] / dp.size();
+  world.all_reduce(red, red, 2, comm::DType::F64, comm::ReduceOp::Sum);
+  loss = red[0] / world.size();
   const double writers_done = std::floor(red[1] / W1);
   stop_requested_ = red[1] - writers_done * W1 > 0.5;
-  if (async_ && writers_done == dp.size()) {
+  if (async_ && writers_done == world.size()) {
     const double a = now_seconds();
     finish_saves();
     commit_ms_ = (now_seconds() - a) * 1e3;  // what training waited for the commit (run() logs it)
@@ -355,14 +432,14 @@ StepMetrics Trainer::train_step() {
   const double tokens = static_cast<double>(ds.train_batch_size) * opt_.model.seq_len;
   m.tokens_per_s = tokens / dt;
   m.tflops = m.tokens_per_s * flops_per_token_ / 1e12;
-  m.mfu = m.tflops * 1e3 / (peak_gflops_ * dp.size());  // the job's FLOP/s over the job's peak
+  m.mfu = m.tflops * 1e3 / (peak_gflops_ * world.size());  // the job's FLOP/s over the job's peak
   return m;
 }
 
 TrainSummary Trainer::run() {
   TrainSummary s;
   s.memory = memory();
-  const bool print = opt_.print && groups_->get(comm::Group::DP).rank() == 0;
+  const bool print = opt_.print && lead();
   if (print) {
     std::printf("%s\n", banner().c_str());
     if (opt_.ds.misc.dump_state) std::printf("dump_state: resolved ds_config\n%s\n", opt_.ds.resolved().dump(2).c_str());
@@ -370,8 +447,13 @@ TrainSummary Trainer::run() {
     // DeepSpeed's activation_checkpointing block configures its checkpoint API; on one
     // tensor-parallel rank each key is either what deepmpi does anyway or moot
     const auto& ac = opt_.ds.activation_checkpointing;
-    if (ac.partition_activations)
+    if (ac.partition_activations && opt_.tensor_parallel == 1)
       std::printf("  note: activation_checkpointing.partition_activations: one tensor-parallel rank, nothing to partition\n");
+    else if (ac.partition_activations)
+      std::printf("  note: activation_checkpointing.partition_activations: the tensor-parallel layers' saved activations "
+                  "(qkv, attention output and probabilities, MLP activations) are this rank's 1/%d already; the norms' "
+                  "and the residual stream's are replicated (not partitioned yet)\n",
+                  opt_.tensor_parallel);
     if (ac.cpu_checkpointing)
       std::printf("  note: activation_checkpointing.cpu_checkpointing: checkpointed activations are in host memory already\n");
     if (ac.contiguous_memory_optimization)
@@ -514,7 +596,7 @@ TrainSummary Trainer::run() {
   s.median_mfu = median(mfu);
   {  // the largest peak RSS of the ranks (what a job must fit per rank)
     double rss = static_cast<double>(peak_rss_bytes());
-    groups_->get(comm::Group::DP).all_reduce(&rss, &rss, 1, comm::DType::F64, comm::ReduceOp::Max);
+    groups_->get(comm::Group::World).all_reduce(&rss, &rss, 1, comm::DType::F64, comm::ReduceOp::Max);
     s.peak_rss = static_cast<size_t>(rss);
   }
   s.memory = memory();  // after the steps: the pooled communication buffers exist now
@@ -522,6 +604,7 @@ TrainSummary Trainer::run() {
                   {"median_tokens_per_s", s.median_tokens_per_s}, {"median_tflops", s.median_tflops},
                   {"median_mfu", s.median_mfu}, {"peak_rss_bytes_max_rank", s.peak_rss},
                   {"zero_stage", opt_.ds.zero.stage}, {"dp", groups_->get(comm::Group::DP).size()},
+                  {"tp", groups_->get(comm::Group::TP).size()},
                   {"params_bytes", s.memory.params}, {"grads_bytes", s.memory.grads}, {"masters_bytes", s.memory.masters},
                   {"optimizer_states_bytes", s.memory.optimizer_states}, {"comm_buffers_bytes", s.memory.comm_buffers},
                   {"checkpoint_snapshot_bytes", s.memory.checkpoint_snapshot},

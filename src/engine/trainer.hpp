@@ -36,6 +36,7 @@ namespace dmpi::engine {
 struct TrainOptions {
   model::ModelConfig model;
   model::RecomputeConfig recompute;  // activation checkpointing (--recompute-granularity ...)
+  int tensor_parallel = 1;           // --tensor-model-parallel-size (tensor_parallel.autotp_size): world = tp x dp
   std::string gemm_backend;          // empty: kernels::default_gemm_backend_name()
   config::DsConfig ds;
   int64_t train_iters = 20;
@@ -105,8 +106,17 @@ class Trainer {
   const Schedule& schedule() const { return schedule_; }
   const model::Runner<float>& runner() const { return *runner_; }
   const kernels::Context& context() const { return ctx_; }
-  // The fp32 parameters (masters) of every tensor in model order (collective at stages 1-3).
+  // The fp32 parameters (masters) of every tensor in model order, as logical tensors (collective
+  // at stages 1-3, and over the tp group with tensor parallelism).
   std::vector<std::vector<float>> full_params();
+  comm::ProcessGroups& groups() { return *groups_; }
+  bool lead() const { return groups_->world_rank() == 0; }  // world rank 0 of the training ranks
+  // the model's config without this rank's tensor-parallel place (counts, FLOPs)
+  model::ModelConfig logical_model() const {
+    model::ModelConfig c = opt_.model;
+    c.tp_size = 1, c.tp_rank = 0;
+    return c;
+  }
   MemoryReport memory() const;
   double peak_gflops() const { return peak_gflops_; }
   int64_t global_steps() const { return global_steps_; }
@@ -133,13 +143,14 @@ class Trainer {
   // The bytes per rank of a run of these options on dp ranks, worked out without allocating
   // anything (comm + working buffers estimated), and a report of it: `deepmpi train --train-iters 0`
   // prints it for geometries that would not fit.
-  static MemoryReport planned_memory(const TrainOptions& opt, int dp_size);
+  static MemoryReport planned_memory(const TrainOptions& opt, int dp_size);  // opt.model: tp rank 0's split
   static std::string memory_plan(const TrainOptions& opt, int dp_size);
 
  private:
   const comm::MpiEnv& env_;
   TrainOptions opt_;
   std::unique_ptr<comm::ProcessGroups> groups_;
+  std::unique_ptr<model::TpComm> tp_;  // the units' view of the tp group
   std::unique_ptr<kernels::GemmBackend> gemm_;
   kernels::Context ctx_;
   std::unique_ptr<model::Model<float>> model_;

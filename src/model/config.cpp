@@ -33,6 +33,19 @@ void ModelConfig::validate() const {
                "rotary embeddings need an even head size (--hidden-size / --num-attention-heads = " << head_size() << ")");
   DMPI_REQUIRE(rotary_base > 1.0, "--rotary-base must be > 1 (got " << rotary_base << ")");
   DMPI_REQUIRE(ffn() >= 1, "--ffn-hidden-size must be >= 1 (got " << ffn() << ")");
+  DMPI_REQUIRE(tp_size >= 1 && tp_rank >= 0 && tp_rank < tp_size, "tensor-parallel rank " << tp_rank << " of " << tp_size);
+  if (tp_size > 1) {
+    // Megatron's conditions: whole heads (and kv heads) and MLP columns per rank; the vocabulary
+    // may split unevenly (rank r holds rows [V r / tp, V (r + 1) / tp)).
+    DMPI_REQUIRE(heads % tp_size == 0, "--tensor-model-parallel-size " << tp_size << " must divide --num-attention-heads ("
+                                                                       << heads << "): each rank holds whole heads");
+    DMPI_REQUIRE(kv_heads() % tp_size == 0, "--tensor-model-parallel-size " << tp_size << " must divide the key/value heads ("
+                                                                            << kv_heads() << ", --num-query-groups): each "
+                                                                            << "rank holds whole query groups");
+    DMPI_REQUIRE(ffn() % tp_size == 0, "--tensor-model-parallel-size " << tp_size << " must divide the MLP width ("
+                                                                       << ffn() << ", --ffn-hidden-size)");
+    DMPI_REQUIRE(vocab >= tp_size, "--vocab-size " << vocab << " is smaller than --tensor-model-parallel-size " << tp_size);
+  }
 }
 
 std::string ModelConfig::describe() const {

@@ -35,6 +35,9 @@ struct ModelConfig {
   int query_groups = 0;                 // --num-query-groups with --group-query-attention (0: heads, MHA)
   bool tie_embeddings = true;           // false: --untie-embeddings-and-output-weights
   bool bias = true;                     // false: --disable-bias-linear
+  // Tensor parallelism (--tensor-model-parallel-size): the group's size and this rank's place.
+  // Not part of the architecture (a checkpoint holds the logical tensors of any tp).
+  int tp_size = 1, tp_rank = 0;
 
   int kv_heads() const { return query_groups > 0 ? query_groups : heads; }
   int head_size() const { return hidden / heads; }

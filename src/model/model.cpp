@@ -45,7 +45,7 @@ size_t Model<F>::real_params() const {
 template <class F>
 void Model<F>::init_tensor(uint64_t seed, int t, size_t j0, size_t j1, F* out) const {
   const ParamSpec& s = spec(t);
-  DMPI_REQUIRE(j0 <= j1 && j1 <= s.numel, "init_tensor: elements [" << j0 << ", " << j1 << ") of " << s.name);
+  DMPI_REQUIRE(j0 <= j1 && j1 <= s.logical_numel, "init_tensor: elements [" << j0 << ", " << j1 << ") of " << s.name);
   switch (s.init) {
     case InitKind::Zeros: std::fill(out, out + (j1 - j0), F(0)); return;
     case InitKind::Ones: std::fill(out, out + (j1 - j0), F(1)); return;
@@ -217,6 +217,7 @@ UnitCall<F> Runner<F>::call(int u, int slot, const ConstView* params) {
   c.internals = at(pl.internals, slot);
   c.probs = at(pl.probs, slot);
   c.scratch = work_.data();
+  c.tp = tp_;
   return c;
 }
 

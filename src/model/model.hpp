@@ -86,6 +86,8 @@ class Runner {
   int seq() const { return T_; }
   int slots() const { return slots_; }
   const std::vector<UnitPlan>& plan() const { return plan_; }
+  // the tensor-parallel group every unit call gets (null: one rank)
+  void set_tp(TpComm* tp) { tp_ = tp; }
   // copies one micro-batch into a slot
   void load(int slot, const int32_t* tokens, const int32_t* targets);
   // params: views of the unit's uses(), in order. The head's forward returns the micro-batch's mean
@@ -128,6 +130,7 @@ class Runner {
   std::vector<F> kept_, work_, dres_;
   std::vector<int32_t> tokens_, targets_;
   std::vector<int64_t> valid_;
+  TpComm* tp_ = nullptr;
 };
 
 // A model with its own flat parameter and gradient buffers (model order, unpadded): the

@@ -42,8 +42,11 @@ struct Ops {
     }
     if (wpe.data) return kernels::ref::encoder_forward(out, tokens, ref(wte), ref(wpe), B, T, C);
     const F* e = ref(wte);
-    for (int bt = 0; bt < B * T; ++bt)
-      std::memcpy(out + static_cast<size_t>(bt) * C, e + static_cast<size_t>(tokens[bt]) * C, sizeof(F) * C);
+    for (int bt = 0; bt < B * T; ++bt) {
+      F* o = out + static_cast<size_t>(bt) * C;
+      if (tokens[bt] < 0) std::fill(o, o + C, F(0));  // not in this rank's vocabulary slice
+      else std::memcpy(o, e + static_cast<size_t>(tokens[bt]) * C, sizeof(F) * C);
+    }
   }
   void encoder_backward(F* dwte, F* dwpe, const F* dout, const int32_t* tokens, int B, int T, int C) const {
     if constexpr (std::is_same_v<F, float>) {
@@ -51,7 +54,8 @@ struct Ops {
     }
     if (dwpe) return kernels::ref::encoder_backward(dwte, dwpe, dout, tokens, B, T, C);
     for (int bt = 0; bt < B * T; ++bt)
-      for (int c = 0; c < C; ++c) dwte[static_cast<size_t>(tokens[bt]) * C + c] += dout[static_cast<size_t>(bt) * C + c];
+      if (tokens[bt] >= 0)
+        for (int c = 0; c < C; ++c) dwte[static_cast<size_t>(tokens[bt]) * C + c] += dout[static_cast<size_t>(bt) * C + c];
   }
   void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* b, int N, int C, double eps) const {
     if constexpr (std::is_same_v<F, float>) {
@@ -84,6 +88,25 @@ struct Ops {
       if (use_fast()) return kernels::matmul_forward(ctx, out, inp, w, bias, N, C, OC);
     }
     kernels::ref::matmul_forward(out, inp, ref(w), bias, N, C, OC);
+  }
+  // the two halves of matmul_backward, so that a collective on dinp can run during the dW GEMM
+  void matmul_backward_input(F* dinp, const F* dout, ConstView w, int N, int C, int OC) const {
+    if constexpr (std::is_same_v<F, float>) {
+      if (use_fast()) return kernels::matmul_backward(ctx, dinp, nullptr, nullptr, dout, nullptr, w, N, C, OC);
+    }
+    kernels::ref::matmul_backward<F>(dinp, nullptr, nullptr, dout, nullptr, ref(w), N, C, OC);
+  }
+  void matmul_backward_weight(F* dw, F* dbias, const F* dout, const F* inp, int N, int C, int OC) const {
+    if constexpr (std::is_same_v<F, float>) {
+      if (use_fast()) return kernels::matmul_backward(ctx, nullptr, dw, dbias, dout, inp, ConstView(), N, C, OC);
+    }
+    kernels::ref::matmul_backward<F>(nullptr, dw, dbias, dout, inp, nullptr, N, C, OC);
+  }
+  // x[N,C] += b (row-parallel layers add their bias after the reduction)
+  void add_bias(F* x, const F* b, int N, int C) const {
+#pragma omp parallel for schedule(static) num_threads(ctx.threads)
+    for (int n = 0; n < N; ++n)
+      for (int c = 0; c < C; ++c) x[static_cast<size_t>(n) * C + c] += b[c];
   }
   void matmul_backward(F* dinp, F* dw, F* dbias, const F* dout, const F* inp, ConstView w, int N, int C, int OC) const {
     if constexpr (std::is_same_v<F, float>) {

@@ -11,6 +11,7 @@
 // per parameter it reads (fp32, or the 16-bit values as stored where every reader takes them) and a
 // pointer per gradient (fp32). Adding a kind touches no engine code.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -32,8 +33,10 @@ enum class DTypePolicy { Widened, AsStored };
 
 struct ParamSpec {
   std::string name;            // logical name, e.g. "layers.3.attn.qkv.weight" (checkpoint dataset names)
-  std::vector<int64_t> shape;  // logical shape
-  size_t numel = 0;
+  std::vector<int64_t> shape;  // this tensor-parallel rank's shape (the logical shape at tp 1)
+  size_t numel = 0;            // of shape
+  std::vector<int64_t> logical;  // the logical shape (checkpoints hold it), and its element count
+  size_t logical_numel = 0;
   bool weight_decay = false;   // 2-D weights and embeddings decay; biases and norms do not
   DTypePolicy dtype = DTypePolicy::Widened;
   // Tensor parallelism: the dimension split over the tp group (-1: replicated), and the sizes of
@@ -41,9 +44,43 @@ struct ParamSpec {
   // empty: one segment.
   int tp_split_dim = -1;
   std::vector<int64_t> tp_segments;
+  int tp_size = 1, tp_rank = 0;  // the split this rank holds: segment s's rows [S r / tp, S (r + 1) / tp)
+  bool tp_split() const { return tp_split_dim >= 0 && tp_size > 1; }
   ParamGroup group = ParamGroup::Dense;
   InitKind init = InitKind::Normal;
   double init_std = 0.02;
+};
+
+// Elements [n r / size, n (r + 1) / size) of a dimension of n split over `size` ranks: the begin.
+inline int64_t split_begin(int64_t n, int size, int rank) { return n * rank / size; }
+inline int64_t split_len(int64_t n, int size, int rank) {
+  return split_begin(n, size, rank + 1) - split_begin(n, size, rank);
+}
+// The shape tensor-parallel rank `rank` holds of a spec's logical shape.
+std::vector<int64_t> tp_local_shape(const ParamSpec& s, int rank);
+// The contiguous runs of the logical tensor (row-major) that elements [begin, begin + n) of
+// rank `rank`'s local tensor cover, in local order: fn(logical_begin, local_offset, len), where
+// local_offset counts from `begin`. Unsplit tensors: one run, the identity. A row split (dim 0)
+// gives one run per segment touched; a column split (dim 1) one run per row.
+template <class Fn>
+void for_each_logical_run(const ParamSpec& s, int rank, size_t begin, size_t n, Fn&& fn);
+
+// The tensor-parallel group as the units see it: this rank's place and the collectives of the
+// tensor-parallel maths (the engine implements them over its tp communicator; the model layer
+// never sees MPI). Sums and maxima are in place over the group.
+class TpComm {
+ public:
+  virtual ~TpComm() = default;
+  virtual int size() const = 0;
+  virtual int rank() const = 0;
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual void wait() = 0;
+  };
+  virtual std::unique_ptr<Pending> start_sum(void* x, size_t n, DType t) = 0;  // non-blocking
+  virtual void sum(void* x, size_t n, DType t) = 0;
+  virtual void max(void* x, size_t n, DType t) = 0;
 };
 
 // A parameter a unit reads: (model unit that owns it, index among that unit's parameters).
@@ -83,6 +120,7 @@ struct UnitCall {
   double loss_scale = 1.0;       // backward of the head: d(loss_scale * mean loss)
   double loss = 0.0;             // forward of the head: the mean loss over counted rows
   int64_t valid_rows = 0;        // forward of the head: the counted rows
+  TpComm* tp = nullptr;          // the tensor-parallel group (null: one rank)
 };
 
 // One call of a unit's inference step (no backward): Tq new rows per sequence at positions
@@ -121,6 +159,7 @@ class Unit {
  protected:
   std::vector<ParamSpec> params_;
   std::vector<ParamUse> uses_;
+  int tp_size_ = 1, tp_rank_ = 0;  // set before add_param: split parameters take this rank's part
   // registers an own parameter (and its use) and returns its index in uses()
   int add_param(int self, ParamSpec s);
 };
@@ -128,5 +167,53 @@ class Unit {
 // The unit list of a composition (GPT-2, LLaMA, or any mix the config names).
 template <class F>
 std::vector<std::unique_ptr<Unit<F>>> build_units(const ModelConfig& c);
+
+template <class Fn>
+void for_each_logical_run(const ParamSpec& s, int rank, size_t begin, size_t n, Fn&& fn) {
+  if (n == 0) return;
+  if (!s.tp_split()) {
+    fn(begin, size_t{0}, n);
+    return;
+  }
+  const int d = s.tp_split_dim;
+  // as a [R, K] matrix (1-D: K = 1), split along d
+  const size_t R = static_cast<size_t>(s.logical[0]), K = s.logical.size() > 1 ? static_cast<size_t>(s.logical[1]) : 1;
+  const size_t split_n = d == 0 ? R : K;
+  std::vector<int64_t> segs = s.tp_segments;
+  if (segs.empty()) segs = {static_cast<int64_t>(split_n)};
+  // local index along d -> logical index along d, by segment: (local start, logical start, length)
+  struct Seg {
+    size_t local, logical, len;
+  };
+  std::vector<Seg> map;
+  size_t lo = 0, go = 0;
+  for (int64_t S : segs) {
+    const size_t len = static_cast<size_t>(split_len(S, s.tp_size, rank));
+    map.push_back({lo, go + static_cast<size_t>(split_begin(S, s.tp_size, rank)), len});
+    lo += len, go += static_cast<size_t>(S);
+  }
+  const size_t Kl = d == 0 ? K : lo;  // local row width
+  size_t pos = begin, left = n, off = 0;
+  if (d == 0) {
+    // local rows -> logical rows, contiguous within a segment
+    for (const Seg& g : map) {
+      const size_t a = g.local * Kl, b = (g.local + g.len) * Kl;  // the segment's local elements
+      const size_t x = std::max(pos, a), y = std::min(pos + left, b);
+      if (x >= y) continue;
+      fn((g.logical + (x - a) / Kl) * K + (x - a) % Kl, off + (x - pos), y - x);
+    }
+    return;
+  }
+  // column split: per local row, per segment of columns
+  while (left > 0) {
+    const size_t row = pos / Kl, col = pos % Kl;
+    const size_t take = std::min(left, Kl - col);
+    for (const Seg& g : map) {
+      const size_t x = std::max(col, g.local), y = std::min(col + take, g.local + g.len);
+      if (x < y) fn(row * K + g.logical + (x - g.local), off + (x - col), y - x);
+    }
+    pos += take, left -= take, off += take;
+  }
+}
 
 }  // namespace dmpi::model

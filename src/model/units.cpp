@@ -3,14 +3,33 @@
 // first MLP matmul's width (Fw, or 2 ffn for SwiGLU's gate|up).
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "base/error.hpp"
 #include "src/model/unit.hpp"
 
 namespace dmpi::model {
 
+std::vector<int64_t> tp_local_shape(const ParamSpec& s, int rank) {
+  std::vector<int64_t> sh = s.logical.empty() ? s.shape : s.logical;
+  if (s.tp_split_dim < 0 || s.tp_size == 1) return sh;
+  const auto d = static_cast<size_t>(s.tp_split_dim);
+  std::vector<int64_t> segs = s.tp_segments;
+  if (segs.empty()) segs = {sh[d]};
+  int64_t n = 0;
+  for (int64_t S : segs) n += split_len(S, s.tp_size, rank);
+  sh[d] = n;
+  return sh;
+}
+
 template <class F>
 int Unit<F>::add_param(int self, ParamSpec s) {
+  // s.shape is the logical shape here; the unit's tensor-parallel rank holds its split of it
+  if (s.tp_split_dim >= 0) s.tp_size = tp_size_, s.tp_rank = tp_rank_;
+  s.logical = s.shape;
+  s.logical_numel = 1;
+  for (auto d : s.logical) s.logical_numel *= static_cast<size_t>(d);
+  s.shape = tp_local_shape(s, s.tp_rank);
   s.numel = 1;
   for (auto d : s.shape) s.numel *= static_cast<size_t>(d);
   params_.push_back(std::move(s));
@@ -45,24 +64,71 @@ ParamSpec vector_param(std::string name, int64_t n, InitKind init, int tp_dim = 
   return s;
 }
 
-// ---- Embedding: tokens -> x[B,T,C] = wte[tokens] (+ wpe[t])
+// The tensor-parallel collectives as a unit calls them (tp null or of size 1: nothing to do).
+template <class F>
+void tp_sum(const UnitCall<F>& c, F* x, size_t n) {
+  if (c.tp && c.tp->size() > 1) c.tp->sum(x, n, dtype_of<F>());
+}
+template <class F>
+std::unique_ptr<TpComm::Pending> tp_start_sum(const UnitCall<F>& c, F* x, size_t n) {
+  return c.tp && c.tp->size() > 1 ? c.tp->start_sum(x, n, dtype_of<F>()) : nullptr;
+}
+inline void tp_wait(std::unique_ptr<TpComm::Pending>& p) {
+  if (p) p->wait(), p.reset();
+}
+
+// ---- Embedding: tokens -> x[B,T,C] = wte[tokens] (+ wpe[t]). Vocab-parallel (tp > 1): each rank
+// holds rows [v0, v0 + Vl) of wte; tokens outside contribute zero rows, the sum over the group
+// is the lookup; the positions (replicated) are added after it.
 template <class F>
 class Embedding final : public Unit<F> {
  public:
-  Embedding(const ModelConfig& c, int self) : C_(c.hidden) {
+  Embedding(const ModelConfig& c, int self) : C_(c.hidden), tp_(c.tp_size) {
+    this->tp_size_ = c.tp_size, this->tp_rank_ = c.tp_rank;
+    v0_ = static_cast<int>(split_begin(c.vocab, c.tp_size, c.tp_rank));
+    vl_ = static_cast<int>(split_len(c.vocab, c.tp_size, c.tp_rank));
     wte_ = this->add_param(self, weight("wte", {c.vocab, c.hidden}, 0.02, 0));
-    if (c.positions == Positions::Learned) wpe_ = this->add_param(self, weight("wpe", {c.max_pos, c.hidden}, 0.02, -1));
+    if (c.positions == Positions::Learned) {
+      ParamSpec wpe = weight("wpe", {c.max_pos, c.hidden}, 0.02, -1);
+      if (tp_ > 1) wpe.dtype = DTypePolicy::Widened;  // added to the summed lookup in fp32
+      wpe_ = this->add_param(self, wpe);
+    }
   }
   const char* kind() const override { return "embedding"; }
   SavedSizes saved(int B, int T) const override { return {static_cast<size_t>(B) * T * C_, 0, 0}; }
   size_t scratch(int, int) const override { return 0; }
+  // this rank's token ids: tok - v0 inside its slice, -1 outside
+  std::vector<int32_t> local_tokens(const int32_t* tokens, int n) const {
+    std::vector<int32_t> t(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) t[static_cast<size_t>(i)] = tokens[i] >= v0_ && tokens[i] < v0_ + vl_ ? tokens[i] - v0_ : -1;
+    return t;
+  }
   void forward(const Ops<F>& ops, UnitCall<F>& c) const override {
-    ops.encoder_forward(c.out, c.batch.tokens, c.p[wte_], wpe_ >= 0 ? c.p[wpe_] : ConstView(), c.batch.B, c.batch.T, C_);
+    const int B = c.batch.B, T = c.batch.T;
+    if (tp_ == 1) {
+      ops.encoder_forward(c.out, c.batch.tokens, c.p[wte_], wpe_ >= 0 ? c.p[wpe_] : ConstView(), B, T, C_);
+      return;
+    }
+    const auto tl = local_tokens(c.batch.tokens, B * T);
+    ops.encoder_forward(c.out, tl.data(), c.p[wte_], ConstView(), B, T, C_);
+    tp_sum(c, c.out, static_cast<size_t>(B) * T * C_);
+    if (wpe_ >= 0) {
+      const F* p = c.p[wpe_].template as<const F>();
+      const size_t n = static_cast<size_t>(T) * C_;  // row (b, t) += wpe[t]
+      for (int b = 0; b < B; ++b) ops.residual_forward(c.out + b * n, c.out + b * n, p, n);
+    }
   }
   void backward(const Ops<F>& ops, UnitCall<F>& c) const override {
-    ops.encoder_backward(c.g[wte_], wpe_ >= 0 ? c.g[wpe_] : nullptr, c.dout, c.batch.tokens, c.batch.B, c.batch.T, C_);
+    const int B = c.batch.B, T = c.batch.T;
+    if (tp_ == 1) {
+      ops.encoder_backward(c.g[wte_], wpe_ >= 0 ? c.g[wpe_] : nullptr, c.dout, c.batch.tokens, B, T, C_);
+      return;
+    }
+    const auto tl = local_tokens(c.batch.tokens, B * T);
+    ops.encoder_backward(c.g[wte_], wpe_ >= 0 ? c.g[wpe_] : nullptr, c.dout, tl.data(), B, T, C_);
   }
   void infer(const Ops<F>& ops, InferCall<F>& c) const override {
+    DMPI_REQUIRE(tp_ == 1, "inference runs on one tensor-parallel rank");
     // positions pos0 .. pos0 + Tq - 1: the rows of the table from pos0
     const ConstView wpe = wpe_ >= 0 ? c.p[wpe_].rows(c.pos0, c.Tq) : ConstView();
     DMPI_REQUIRE(wpe_ < 0 || c.pos0 + c.Tq <= c.p[wpe_].shape[0],
@@ -71,34 +137,61 @@ class Embedding final : public Unit<F> {
   }
 
  private:
-  int C_, wte_ = -1, wpe_ = -1;
+  int C_, tp_, v0_ = 0, vl_ = 0, wte_ = -1, wpe_ = -1;
 };
 
 // ---- Block: x -> x + attn(norm1(x)) -> ... + mlp(norm2(.)), pre-norm.
 template <class F>
 class Block final : public Unit<F> {
  public:
+  // Megatron's tensor-parallel block (tp > 1): the qkv and fc weights are column-parallel (this
+  // rank's heads and kv heads, its MLP columns; each fused segment split separately), the two
+  // projections row-parallel (their input columns); the norms and the projections' biases are
+  // replicated. All widths below are this rank's (the logical ones at tp 1).
   Block(const ModelConfig& c, int self, int layer)
-      : C_(c.hidden), NH_(c.heads), KVH_(c.kv_heads()), hs_(c.head_size()), QKV_(c.qkv_width()), A_(c.heads * c.head_size()),
-        Fw_(c.swiglu ? c.ffn() : c.ffn()), W1_(c.swiglu ? 2 * c.ffn() : c.ffn()), rms_(c.norm == Norm::RMSNorm),
-        rope_(c.positions == Positions::Rope), swiglu_(c.swiglu), eps_(c.norm_eps), base_(c.rotary_base) {
+      : C_(c.hidden), NH_(c.heads / c.tp_size), KVH_(c.kv_heads() / c.tp_size), hs_(c.head_size()),
+        QKV_((NH_ + 2 * KVH_) * hs_), A_(NH_ * hs_), Fw_(c.ffn() / c.tp_size), W1_(c.swiglu ? 2 * Fw_ : Fw_),
+        tp_(c.tp_size), rms_(c.norm == Norm::RMSNorm), rope_(c.positions == Positions::Rope), swiglu_(c.swiglu),
+        eps_(c.norm_eps), base_(c.rotary_base) {
+    this->tp_size_ = c.tp_size, this->tp_rank_ = c.tp_rank;
     const std::string p = "layers." + std::to_string(layer) + ".";
     const double resid_std = 0.02 / std::sqrt(2.0 * c.num_layers);  // GPT-2's scaled residual projections
-    const int64_t q = static_cast<int64_t>(NH_) * hs_, kv = static_cast<int64_t>(KVH_) * hs_;
+    const int64_t q = static_cast<int64_t>(c.heads) * hs_, kv = static_cast<int64_t>(c.kv_heads()) * hs_;
+    const int64_t qkv = c.qkv_width(), a = static_cast<int64_t>(c.heads) * hs_, fw = c.ffn(), w1 = c.swiglu ? 2 * fw : fw;
     ln1w_ = this->add_param(self, vector_param(p + "ln1.weight", C_, InitKind::Ones));
     if (!rms_) ln1b_ = this->add_param(self, vector_param(p + "ln1.bias", C_, InitKind::Zeros));
-    qkvw_ = this->add_param(self, weight(p + "attn.qkv.weight", {QKV_, C_}, 0.02, 0, {q, kv, kv}));
-    if (c.bias) qkvb_ = this->add_param(self, vector_param(p + "attn.qkv.bias", QKV_, InitKind::Zeros, 0, {q, kv, kv}));
-    projw_ = this->add_param(self, weight(p + "attn.proj.weight", {C_, A_}, resid_std, 1));
+    qkvw_ = this->add_param(self, weight(p + "attn.qkv.weight", {qkv, C_}, 0.02, 0, {q, kv, kv}));
+    if (c.bias) qkvb_ = this->add_param(self, vector_param(p + "attn.qkv.bias", qkv, InitKind::Zeros, 0, {q, kv, kv}));
+    projw_ = this->add_param(self, weight(p + "attn.proj.weight", {C_, a}, resid_std, 1));
     if (c.bias) projb_ = this->add_param(self, vector_param(p + "attn.proj.bias", C_, InitKind::Zeros));
     ln2w_ = this->add_param(self, vector_param(p + "ln2.weight", C_, InitKind::Ones));
     if (!rms_) ln2b_ = this->add_param(self, vector_param(p + "ln2.bias", C_, InitKind::Zeros));
     std::vector<int64_t> fc_segments;
-    if (swiglu_) fc_segments = {Fw_, Fw_};
-    fcw_ = this->add_param(self, weight(p + "mlp.fc.weight", {W1_, C_}, 0.02, 0, fc_segments));
-    if (c.bias) fcb_ = this->add_param(self, vector_param(p + "mlp.fc.bias", W1_, InitKind::Zeros, 0, fc_segments));
-    fcpw_ = this->add_param(self, weight(p + "mlp.proj.weight", {C_, Fw_}, resid_std, 1));
+    if (swiglu_) fc_segments = {fw, fw};
+    fcw_ = this->add_param(self, weight(p + "mlp.fc.weight", {w1, C_}, 0.02, 0, fc_segments));
+    if (c.bias) fcb_ = this->add_param(self, vector_param(p + "mlp.fc.bias", w1, InitKind::Zeros, 0, fc_segments));
+    fcpw_ = this->add_param(self, weight(p + "mlp.proj.weight", {C_, fw}, resid_std, 1));
     if (c.bias) fcpb_ = this->add_param(self, vector_param(p + "mlp.proj.bias", C_, InitKind::Zeros));
+  }
+  // Row-parallel: out = x W^T over this rank's input columns, summed over the group, + bias after.
+  void row_parallel_forward(const Ops<F>& ops, UnitCall<F>& c, F* out, const F* x, int w, int b, int K) const {
+    const int BT = c.batch.B * c.batch.T;
+    if (tp_ == 1) return ops.matmul_forward(out, x, c.p[w], bias(c, b), BT, K, C_);
+    ops.matmul_forward(out, x, c.p[w], nullptr, BT, K, C_);
+    tp_sum(c, out, static_cast<size_t>(BT) * C_);
+    if (b >= 0) ops.add_bias(out, bias(c, b), BT, C_);
+  }
+  // Column-parallel backward: dx (zeroed here) = dy W over this rank's output columns, summed
+  // over the group; the sum runs during the dW GEMM.
+  void column_parallel_backward(const Ops<F>& ops, UnitCall<F>& c, F* dx, const F* dy, const F* x, int w, int b, int OC) const {
+    const int BT = c.batch.B * c.batch.T;
+    const size_t n = static_cast<size_t>(BT) * C_;
+    ops.fill_zero(dx, n);
+    if (tp_ == 1) return ops.matmul_backward(dx, c.g[w], dbias(c, b), dy, x, c.p[w], BT, C_, OC);
+    ops.matmul_backward_input(dx, dy, c.p[w], BT, C_, OC);
+    auto pending = tp_start_sum(c, dx, n);
+    ops.matmul_backward_weight(c.g[w], dbias(c, b), dy, x, BT, C_, OC);
+    tp_wait(pending);
   }
   const char* kind() const override { return "block"; }
   bool in_place() const override { return true; }
@@ -164,13 +257,13 @@ class Block final : public Unit<F> {
     ops.matmul_forward(s + l.qkv, s + l.ln1, c.p[qkvw_], bias(c, qkvb_), BT, C_, QKV_);
     if (rope_) ops.rope_forward(s + l.qkv, B, T, NH_ + KVH_, hs_, QKV_, base_);
     ops.attention_forward(s + l.atty, c.probs, s + l.qkv, B, T, NH_, KVH_, hs_);
-    ops.matmul_forward(tmp, s + l.atty, c.p[projw_], bias(c, projb_), BT, A_, C_);
+    row_parallel_forward(ops, c, tmp, s + l.atty, projw_, projb_, A_);
     ops.residual_forward(s + l.res2, c.in, tmp, n);
     norm_forward(ops, c, s + l.ln2, s + l.mean2, s + l.rstd2, s + l.res2, ln2w_, ln2b_);
     ops.matmul_forward(s + l.fc, s + l.ln2, c.p[fcw_], bias(c, fcb_), BT, C_, W1_);
     if (swiglu_) ops.swiglu_forward(s + l.act, s + l.fc, BT, Fw_);
     else ops.gelu_forward(s + l.act, s + l.fc, static_cast<size_t>(BT) * Fw_);
-    ops.matmul_forward(tmp, s + l.act, c.p[fcpw_], bias(c, fcpb_), BT, Fw_, C_);
+    row_parallel_forward(ops, c, tmp, s + l.act, fcpw_, fcpb_, Fw_);
     ops.residual_forward(c.out, s + l.res2, tmp, n);
   }
 
@@ -192,8 +285,7 @@ class Block final : public Unit<F> {
     ops.fill_zero(d_fc, bt * W1_);
     if (swiglu_) ops.swiglu_backward(d_fc, s + l.fc, d_act, BT, Fw_);
     else ops.gelu_backward(d_fc, s + l.fc, d_act, bt * Fw_);
-    ops.fill_zero(d_btc, bt * C_);
-    ops.matmul_backward(d_btc, c.g[fcw_], dbias(c, fcb_), d_fc, s + l.ln2, c.p[fcw_], BT, C_, W1_);
+    column_parallel_backward(ops, c, d_btc, d_fc, s + l.ln2, fcw_, fcb_, W1_);
     norm_backward(ops, c, dres, d_btc, s + l.res2, s + l.mean2, s + l.rstd2, ln2w_, ln2b_);
     ops.fill_zero(d_atty, bt * A_);
     ops.matmul_backward(d_atty, c.g[projw_], dbias(c, projb_), dres, s + l.atty, c.p[projw_], BT, A_, C_);
@@ -201,8 +293,7 @@ class Block final : public Unit<F> {
     ops.fill_zero(d_qkv, bt * QKV_);
     ops.attention_backward(d_qkv, d_att, d_atty, s + l.qkv, c.probs, B, T, NH_, KVH_, hs_);
     if (rope_) ops.rope_backward(d_qkv, B, T, NH_ + KVH_, hs_, QKV_, base_);
-    ops.fill_zero(d_btc, bt * C_);
-    ops.matmul_backward(d_btc, c.g[qkvw_], dbias(c, qkvb_), d_qkv, s + l.ln1, c.p[qkvw_], BT, C_, QKV_);
+    column_parallel_backward(ops, c, d_btc, d_qkv, s + l.ln1, qkvw_, qkvb_, QKV_);
     norm_backward(ops, c, dres, d_btc, c.in, s + l.mean1, s + l.rstd1, ln1w_, ln1b_);
   }
 
@@ -214,6 +305,7 @@ class Block final : public Unit<F> {
   // The forward of Tq new rows: the same maths, the keys and values of the new rows appended to
   // the cache, attention over the cache.
   void infer(const Ops<F>& ops, InferCall<F>& c) const override {
+    DMPI_REQUIRE(tp_ == 1, "inference runs on one tensor-parallel rank");
     const int B = c.B, T = c.Tq, BT = B * T;
     const size_t bt = static_cast<size_t>(BT), n = bt * C_, kvw = kv_width();
     DMPI_REQUIRE(c.pos0 + T <= c.Tmax, "the key/value cache holds " << c.Tmax << " positions");
@@ -251,7 +343,7 @@ class Block final : public Unit<F> {
   }
 
  private:
-  int C_, NH_, KVH_, hs_, QKV_, A_, Fw_, W1_;
+  int C_, NH_, KVH_, hs_, QKV_, A_, Fw_, W1_, tp_;
   bool rms_, rope_, swiglu_;
   double eps_, base_;
   int ln1w_ = -1, ln1b_ = -1, qkvw_ = -1, qkvb_ = -1, projw_ = -1, projb_ = -1, ln2w_ = -1, ln2b_ = -1, fcw_ = -1, fcb_ = -1,
@@ -300,10 +392,19 @@ class FinalNorm final : public Unit<F> {
 };
 
 // ---- LmHead: y -> logits = y W^T -> cross-entropy. W is the embedding's table (tied) or its own.
+// Vocab-parallel (tp > 1, Megatron's): each rank holds the logits of its vocabulary slice
+// [v0, v0 + Vl) and they are never gathered: the row maxima are max-reduced over the group, the
+// sums of exp(logit - max) sum-reduced, and the target's logit is read by the rank that holds it,
+// which alone writes the row's loss (the group's sum of a row's losses is the loss). The tied
+// head reads the embedding's slice (the same rows). Backward: dy = dlogits W summed over the
+// group (during the dW GEMM).
 template <class F>
 class LmHead final : public Unit<F> {
  public:
-  LmHead(const ModelConfig& c, int self, bool tied) : C_(c.hidden), V_(c.vocab) {
+  LmHead(const ModelConfig& c, int self, bool tied) : C_(c.hidden), V_(c.vocab), tp_(c.tp_size) {
+    this->tp_size_ = c.tp_size, this->tp_rank_ = c.tp_rank;
+    v0_ = static_cast<int>(split_begin(c.vocab, c.tp_size, c.tp_rank));
+    vl_ = static_cast<int>(split_len(c.vocab, c.tp_size, c.tp_rank));
     if (tied) {
       this->uses_.push_back({0, 0});  // the embedding unit's wte
       w_ = 0;
@@ -315,7 +416,7 @@ class LmHead final : public Unit<F> {
   // output: the per-row losses; internals: the logits (probabilities after the forward)
   SavedSizes saved(int B, int T) const override {
     const size_t BT = static_cast<size_t>(B) * T;
-    return {BT, BT * V_, 0};
+    return {BT, BT * vl_, 0};
   }
   size_t scratch(int, int) const override { return 0; }
   void forward(const Ops<F>& ops, UnitCall<F>& c) const override {
@@ -324,25 +425,91 @@ class LmHead final : public Unit<F> {
       DMPI_REQUIRE(c.batch.targets[i] == kIgnoreIndex || (c.batch.targets[i] >= 0 && c.batch.targets[i] < V_),
                    "target " << c.batch.targets[i] << " at position " << i << " is outside the vocabulary [0, " << V_ << ")");
     }
-    ops.matmul_forward(c.internals, c.in, c.p[w_], nullptr, BT, C_, V_);
-    c.valid_rows = ops.crossentropy_forward(c.out, c.internals, c.batch.targets, BT, V_, kIgnoreIndex);
+    ops.matmul_forward(c.internals, c.in, c.p[w_], nullptr, BT, C_, vl_);
+    if (tp_ == 1) {
+      c.valid_rows = ops.crossentropy_forward(c.out, c.internals, c.batch.targets, BT, V_, kIgnoreIndex);
+    } else {
+      c.valid_rows = vocab_parallel_crossentropy(ops, c, BT);
+    }
     double sum = 0.0;
     for (int i = 0; i < BT; ++i) sum += static_cast<double>(c.out[i]);
+    if (tp_ > 1) c.tp->sum(&sum, 1, DType::F64);  // each row's loss is on the rank that holds its target
     c.loss = c.valid_rows > 0 ? sum / static_cast<double>(c.valid_rows) : 0.0;
+  }
+  // logits [BT, Vl] -> probabilities in place (over the whole vocabulary), losses [BT] (on the
+  // target's rank, 0 elsewhere); returns the counted rows. Communication: 2 BT scalars.
+  int64_t vocab_parallel_crossentropy(const Ops<F>& ops, UnitCall<F>& c, int BT) const {
+    std::vector<F> mx(static_cast<size_t>(BT)), sum(static_cast<size_t>(BT));
+    F* z = c.internals;
+    const size_t V = static_cast<size_t>(vl_);
+#pragma omp parallel for schedule(static) num_threads(ops.ctx.threads)
+    for (int i = 0; i < BT; ++i) {
+      const F* r = z + static_cast<size_t>(i) * V;
+      F m = -std::numeric_limits<F>::infinity();
+      for (size_t v = 0; v < V; ++v) m = std::max(m, r[v]);
+      mx[static_cast<size_t>(i)] = m;
+    }
+    c.tp->max(mx.data(), mx.size(), dtype_of<F>());
+#pragma omp parallel for schedule(static) num_threads(ops.ctx.threads)
+    for (int i = 0; i < BT; ++i) {
+      F* r = z + static_cast<size_t>(i) * V;
+      const F m = mx[static_cast<size_t>(i)];
+      double acc = 0.0;
+      for (size_t v = 0; v < V; ++v) {
+        r[v] = std::exp(r[v] - m);
+        acc += static_cast<double>(r[v]);
+      }
+      sum[static_cast<size_t>(i)] = static_cast<F>(acc);
+    }
+    c.tp->sum(sum.data(), sum.size(), dtype_of<F>());
+    int64_t valid = 0;
+    for (int i = 0; i < BT; ++i) valid += c.batch.targets[i] != kIgnoreIndex;
+#pragma omp parallel for schedule(static) num_threads(ops.ctx.threads)
+    for (int i = 0; i < BT; ++i) {
+      F* r = z + static_cast<size_t>(i) * V;
+      const F inv = F(1) / sum[static_cast<size_t>(i)];
+      for (size_t v = 0; v < V; ++v) r[v] *= inv;
+      const int32_t t = c.batch.targets[i];
+      const bool mine = t != kIgnoreIndex && t >= v0_ && t < v0_ + vl_;
+      c.out[i] = mine ? -std::log(std::max(r[static_cast<size_t>(t - v0_)], std::numeric_limits<F>::min())) : F(0);
+    }
+    return valid;
   }
   void backward(const Ops<F>& ops, UnitCall<F>& c) const override {
     const int BT = c.batch.B * c.batch.T;
     // d(loss_scale * mean loss)/dlogit, in place over the probabilities
     const F dloss = c.valid_rows > 0 ? static_cast<F>(c.loss_scale / static_cast<double>(c.valid_rows)) : F(0);
-    ops.crossentropy_backward(c.internals, c.batch.targets, dloss, BT, V_, kIgnoreIndex);
-    ops.matmul_backward(c.din, c.g[w_], nullptr, c.internals, c.in, c.p[w_], BT, C_, V_);
+    if (tp_ == 1) {
+      ops.crossentropy_backward(c.internals, c.batch.targets, dloss, BT, V_, kIgnoreIndex);
+      ops.matmul_backward(c.din, c.g[w_], nullptr, c.internals, c.in, c.p[w_], BT, C_, V_);
+      return;
+    }
+    F* z = c.internals;
+    const size_t V = static_cast<size_t>(vl_);
+#pragma omp parallel for schedule(static) num_threads(ops.ctx.threads)
+    for (int i = 0; i < BT; ++i) {
+      F* r = z + static_cast<size_t>(i) * V;
+      const int32_t t = c.batch.targets[i];
+      if (t == kIgnoreIndex) {
+        std::fill(r, r + V, F(0));
+        continue;
+      }
+      if (t >= v0_ && t < v0_ + vl_) r[static_cast<size_t>(t - v0_)] -= F(1);
+      for (size_t v = 0; v < V; ++v) r[v] *= dloss;
+    }
+    // din is the head's input gradient (zeroed by the Runner): this rank's part, then the sum
+    ops.matmul_backward_input(c.din, z, c.p[w_], BT, C_, vl_);
+    auto pending = tp_start_sum(c, c.din, static_cast<size_t>(BT) * C_);
+    ops.matmul_backward_weight(c.g[w_], nullptr, z, c.in, BT, C_, vl_);
+    tp_wait(pending);
   }
   void infer(const Ops<F>& ops, InferCall<F>& c) const override {  // the logits
+    DMPI_REQUIRE(tp_ == 1, "inference runs on one tensor-parallel rank");
     ops.matmul_forward(c.out, c.in, c.p[w_], nullptr, c.B * c.Tq, C_, V_);
   }
 
  private:
-  int C_, V_, w_ = -1;
+  int C_, V_, tp_, v0_ = 0, vl_ = 0, w_ = -1;
 };
 
 }  // namespace
