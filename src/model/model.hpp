@@ -97,6 +97,7 @@ class Runner {
   // grads: the unit's uses()' gradients, accumulated. loss_scale: d(loss_scale * mean loss).
   void backward(const Ops<F>& ops, int unit, int slot, const ConstView* params, F* const* grads, double loss_scale);
   const F* losses(int slot) const;  // per-row losses of the slot's last forward
+  const int32_t* tokens(int slot) const { return tokens_.data() + static_cast<size_t>(slot) * B_ * T_; }
   int64_t valid_rows(int slot) const { return valid_[static_cast<size_t>(slot)]; }
   // bytes of every buffer above, and the parts
   size_t activation_bytes() const;
