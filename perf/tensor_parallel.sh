@@ -5,6 +5,7 @@
 #   one   1 rank x 2 threads, GAS = GB
 #   dp2   2 ranks x 1 thread, ZeRO-1, GAS = GB / 2
 #   tp2   2 ranks x 1 thread, --tensor-model-parallel-size 2 (dp 1), GAS = GB
+#   tp2sp the same with --sequence-parallel (the same bytes, as all-gathers and reduce-scatters)
 # Prints tokens/s, step time (tp2 against dp2: the target is at most 1.25x), the bytes per rank of
 # parameters and activations (from the banner's memory report) and peak RSS, and the bytes each
 # moves per step and rank (closed forms: tp, per micro-batch B T C (2 + 4 L) + 2 B T floats and a
@@ -26,13 +27,14 @@ cfg() {  # cfg STAGE GAS
 JSON
   echo "$tmp/ds_$1_$2.json"
 }
-declare -A np=([one]=1 [dp2]=2 [tp2]=2) th=([one]=2 [dp2]=1 [tp2]=1) ds flags=([one]="" [dp2]="" [tp2]="--tensor-model-parallel-size 2")
-ds[one]=$(cfg 0 "$GB"); ds[dp2]=$(cfg 1 $((GB / 2))); ds[tp2]=$(cfg 0 "$GB")
+declare -A np=([one]=1 [dp2]=2 [tp2]=2 [tp2sp]=2) th=([one]=2 [dp2]=1 [tp2]=1 [tp2sp]=1) ds \
+  flags=([one]="" [dp2]="" [tp2]="--tensor-model-parallel-size 2" [tp2sp]="--tensor-model-parallel-size 2 --sequence-parallel")
+ds[one]=$(cfg 0 "$GB"); ds[dp2]=$(cfg 1 $((GB / 2))); ds[tp2]=$(cfg 0 "$GB"); ds[tp2sp]=$(cfg 0 "$GB")
 med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'); $MODEL seq $SEQ, global batch $GB, fp32, $STEPS steps, $REPS runs each, alternating"
 declare -A ms tps rss params acts
 for r in $(seq "$REPS"); do
-  for v in one dp2 tp2; do
+  for v in one dp2 tp2 tp2sp; do
     # shellcheck disable=SC2086
     out=$(OMP_NUM_THREADS=${th[$v]} mpirun -np "${np[$v]}" --bind-to none "$BIN" train --model "$MODEL" --seq-length "$SEQ" \
           --deepspeed_config "${ds[$v]}" --train-iters "$STEPS" --peak-tflops 1 ${flags[$v]} 2>&1)
@@ -54,8 +56,8 @@ dp=$(med ${ms[dp2]})
 echo
 echo "| layout | tokens/s | median step ms | vs dp2 | params per rank | activations per rank | MiB moved per step and rank | peak RSS per run |"
 echo "|---|---|---|---|---|---|---|---|"
-for v in one dp2 tp2; do
+for v in one dp2 tp2 tp2sp; do
   m=$(med ${ms[$v]})
-  moved=$([ $v = tp2 ] && echo "$tp_bytes (tp)" || ([ $v = dp2 ] && echo "$dp_bytes (dp)" || echo 0))
+  moved=$([[ $v = tp2* ]] && echo "$tp_bytes (tp)" || ([ $v = dp2 ] && echo "$dp_bytes (dp)" || echo 0))
   echo "| $v | $(med ${tps[$v]}) | $m | $(awk -v a="$m" -v b="$dp" 'BEGIN {printf "%.2f", a/b}') | ${params[$v]} | ${acts[$v]} | $moved | ${rss[$v]} |"
 done

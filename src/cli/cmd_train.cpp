@@ -45,7 +45,8 @@ std::vector<FlagSpec> train_flags() {
       {"disable-bias-linear", false, "no biases in the linear layers"},
       {"tensor-model-parallel-size", true, "tensor-parallel ranks per model replica (adjacent ranks; default 1, or the "
                                            "ds_config's tensor_parallel.autotp_size); dp = ranks / tp"},
-      {"sequence-parallel", false, "Megatron's sequence parallelism (not implemented yet: refused)"},
+      {"sequence-parallel", false, "Megatron's sequence parallelism with tp > 1: the norms and the residual stream hold "
+                                   "B*T/tp rows per rank (--seq-length must be a multiple of tp)"},
       {"recompute-granularity", true, "activation recompute: full | selective (attention probabilities only)"},
       {"recompute-method", true, "with full: uniform (chunks of --recompute-num-layers) | block (the first N blocks)"},
       {"recompute-num-layers", true, "blocks per chunk (uniform) or recomputed blocks (block); default 1"},
@@ -245,9 +246,6 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   }
   opt.model.validate();
 
-  DMPI_CLI_REQUIRE(!a.has("sequence-parallel"),
-                   "--sequence-parallel is not implemented yet: drop it (tensor parallelism without it keeps the norms' "
-                   "and the residual stream's activations whole on every tp rank)");
   // --tensor-model-parallel-size, else the ds_config's tensor_parallel.autotp_size (the same
   // meaning); the batch triangle is resolved over dp = ranks / tp
   int tp = 1;
@@ -283,6 +281,9 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
     tp = static_cast<int>(v);
   }
   opt.tensor_parallel = tp;
+  opt.model.sequence_parallel = a.has("sequence-parallel") && tp > 1;
+  if (a.has("sequence-parallel") && tp == 1 && mpi.rank() == 0)
+    std::printf("note: --sequence-parallel needs --tensor-model-parallel-size > 1: ignored (as Megatron does)\n");
   opt.model.tp_size = tp;  // checked here (heads, kv heads, MLP width); the trainer sets this rank's place
   opt.model.validate();
   opt.model.tp_size = 1;
@@ -319,6 +320,14 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
     return kExitNotImplemented;
   }
   if (a.has("print-config") && mpi.rank() == 0) std::printf("%s\n", opt.ds.resolved().dump(2).c_str());
+  // DeepSpeed's partition_activations splits the checkpointed activations (each block's input,
+  // the residual stream) over the tp ranks: sequence parallelism's split
+  if (opt.ds.activation_checkpointing.partition_activations && tp > 1) {
+    opt.model.sequence_parallel = true;
+    opt.model.tp_size = tp;
+    opt.model.validate();
+    opt.model.tp_size = 1;
+  }
   opt.train_iters = a.integer("train-iters", kDefaultTrainIters);
   int64_t seed = a.integer("seed", opt.ds.seed >= 0 ? opt.ds.seed : 1234);
   DMPI_CLI_REQUIRE(seed >= 0, "--seed must be >= 0");

@@ -285,6 +285,7 @@ void ParamStore::reduce_grads(int i) {
   const UnitInfo& u = layout_.unit(i);
   float* buf = x.grads;
   x.grads = nullptr;
+  sum_replicated_over_tp(buf, i);
   if (!res_.grads_partitioned) {
     kernels::accumulate(ctx_, gfull_.at(u.offset), gdt_, buf, DType::F32, u.numel, 1.0f);
     release_buf(buf);
@@ -304,6 +305,22 @@ void ParamStore::reduce_grads(int i) {
     finish_reduce(pending_.front());
     pending_.erase(pending_.begin());
   }
+}
+
+void ParamStore::sum_replicated_over_tp(float* g, int u) {
+  if (!sum_replicated_ || !tp_ || tp_->size() == 1) return;
+  const UnitInfo& ui = layout_.unit(u);
+  std::vector<float> packed;
+  for (int t = ui.first_tensor; t < ui.first_tensor + ui.num_tensors; ++t)
+    if (!layout_.tensor(t).tp_split) packed.insert(packed.end(), g + layout_.offset_in_unit(t), g + layout_.offset_in_unit(t) + layout_.tensor(t).numel);
+  if (packed.empty()) return;
+  tp_->all_reduce(packed.data(), packed.data(), packed.size(), DType::F32, comm::ReduceOp::Sum);
+  size_t at = 0;
+  for (int t = ui.first_tensor; t < ui.first_tensor + ui.num_tensors; ++t)
+    if (!layout_.tensor(t).tp_split) {
+      std::copy_n(packed.data() + at, layout_.tensor(t).numel, g + layout_.offset_in_unit(t));
+      at += layout_.tensor(t).numel;
+    }
 }
 
 void ParamStore::finish_reduce(PendingReduce& r) {
@@ -360,6 +377,8 @@ void ParamStore::skip_step() {
 void ParamStore::reduce_gradients() {
   if (res_.grads_partitioned) return;  // stages 2-3: reduced into gpart_ during each backward (end_micro)
   const Layout& L = layout_;
+  if (!half_)  // fp32 stages 0-1 accumulate straight into the whole buffer (bf16/fp16: in reduce_grads)
+    for (int u = 0; u < L.num_units(); ++u) sum_replicated_over_tp(gfull_.as<float>() + L.unit(u).offset, u);
   void* g = gfull_.data();
   if (W_ == 1) {
     if (res_.states_partitioned)  // one rank owns everything: the partition gradient is the gradient

@@ -126,7 +126,9 @@ class ParamStore {
   double grad_norm();       // L2 norm of the averaged gradients, every element once
   // Tensor parallelism: the tp group; grad_norm then sums the split tensors over it and counts the
   // replicated ones (identical on every tp rank) once.
-  void set_tp(comm::Communicator* tp) { tp_ = tp; }
+  // sum_replicated (sequence parallelism): a replicated parameter's gradient is this tp rank's
+  // rows' part; it is summed over the tp group before the dp reduction.
+  void set_tp(comm::Communicator* tp, bool sum_replicated = false) { tp_ = tp, sum_replicated_ = sum_replicated; }
   const std::vector<OwnedSlice>& owned() const { return owned_; }
   // Calls fn(p, g, state_off, n, decay) over the owned elements with their averaged gradients as
   // fp32 (16-bit gradients widened chunk by chunk; fn may overwrite g); fn updates p, and in
@@ -177,6 +179,8 @@ class ParamStore {
   const model::Model<float>& model_;
   comm::Communicator& comm_;
   comm::Communicator* tp_ = nullptr;
+  bool sum_replicated_ = false;
+  void sum_replicated_over_tp(float* unit_grads, int u);  // fp32 gradients of param unit u (unit offsets)
   kernels::Context ctx_;
   Layout layout_;
   Residency res_;

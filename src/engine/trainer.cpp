@@ -72,6 +72,12 @@ class TpGroupComm final : public model::TpComm {
   }
   void sum(void* x, size_t n, DType t) override { c_.all_reduce(x, x, n, t, comm::ReduceOp::Sum); }
   void max(void* x, size_t n, DType t) override { c_.all_reduce(x, x, n, t, comm::ReduceOp::Max); }
+  void all_gather(const void* send, size_t n, void* recv, DType t) override { c_.all_gather(send, n, recv, t); }
+  std::unique_ptr<Pending> start_reduce_scatter(const void* send, void* recv, size_t n, DType t) override {
+    auto p = std::make_unique<Work>();
+    p->w = c_.ireduce_scatter(send, recv, n, t, comm::ReduceOp::Sum);
+    return p;
+  }
 
  private:
   struct Work final : Pending {
@@ -148,7 +154,7 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
         });
       },
       ctx_);
-  store_->set_tp(&groups_->get(comm::Group::TP));
+  store_->set_tp(&groups_->get(comm::Group::TP), opt_.model.sp());
   // The step as an instruction list, and the activations it needs.
   const auto plan = model::plan_recompute(*model_, opt_.recompute);
   std::vector<int> param_unit;
@@ -236,7 +242,8 @@ std::string Trainer::banner() const {
      << "  parameters " << model::num_params(logical_model()) << " (" << ds.model_dtype() << "), FLOPs/token " << flops_per_token_ / 1e6
      << " M (6N + 6LTC); ZeRO stage " << ds.zero.stage << " over dp " << groups_->get(comm::Group::DP).size()
      << (opt_.tensor_parallel > 1
-             ? "; tensor parallel " + std::to_string(opt_.tensor_parallel) + " (this rank holds " +
+             ? "; tensor parallel " + std::to_string(opt_.tensor_parallel) +
+                   (opt_.model.sp() ? " + sequence parallel" : "") + " (this rank holds " +
                    std::to_string(model_->real_params()) + " of the parameters)"
              : std::string())
      << "; activation recompute " << opt_.recompute.describe() << "\n"
@@ -450,10 +457,10 @@ TrainSummary Trainer::run() {
     if (ac.partition_activations && opt_.tensor_parallel == 1)
       std::printf("  note: activation_checkpointing.partition_activations: one tensor-parallel rank, nothing to partition\n");
     else if (ac.partition_activations)
-      std::printf("  note: activation_checkpointing.partition_activations: the tensor-parallel layers' saved activations "
-                  "(qkv, attention output and probabilities, MLP activations) are this rank's 1/%d already; the norms' "
-                  "and the residual stream's are replicated (not partitioned yet)\n",
-                  opt_.tensor_parallel);
+      std::printf("  note: activation_checkpointing.partition_activations: %s\n",
+                  opt_.model.sp() ? "the residual stream (each block's checkpointed input), the norms' statistics and "
+                                    "outputs are split over the tp ranks (sequence parallelism's split)"
+                                  : "the residual stream is whole on every tp rank (sequence parallelism is off)");
     if (ac.cpu_checkpointing)
       std::printf("  note: activation_checkpointing.cpu_checkpointing: checkpointed activations are in host memory already\n");
     if (ac.contiguous_memory_optimization)

@@ -45,6 +45,10 @@ void ModelConfig::validate() const {
     DMPI_REQUIRE(ffn() % tp_size == 0, "--tensor-model-parallel-size " << tp_size << " must divide the MLP width ("
                                                                        << ffn() << ", --ffn-hidden-size)");
     DMPI_REQUIRE(vocab >= tp_size, "--vocab-size " << vocab << " is smaller than --tensor-model-parallel-size " << tp_size);
+    DMPI_REQUIRE(!sequence_parallel || seq_len % tp_size == 0,
+                 "--sequence-parallel (or activation_checkpointing.partition_activations) splits the sequence over "
+                 "the tp ranks: --seq-length " << seq_len
+                     << " must be a multiple of --tensor-model-parallel-size " << tp_size);
   }
 }
 

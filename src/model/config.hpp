@@ -38,6 +38,10 @@ struct ModelConfig {
   // Tensor parallelism (--tensor-model-parallel-size): the group's size and this rank's place.
   // Not part of the architecture (a checkpoint holds the logical tensors of any tp).
   int tp_size = 1, tp_rank = 0;
+  // --sequence-parallel (with tp > 1): outside the tensor-parallel layers the B·T rows of the
+  // residual stream are split over the tp ranks (rank r holds rows [B T r / tp, B T (r+1) / tp))
+  bool sequence_parallel = false;
+  bool sp() const { return sequence_parallel && tp_size > 1; }
 
   int kv_heads() const { return query_groups > 0 ? query_groups : heads; }
   int head_size() const { return hidden / heads; }

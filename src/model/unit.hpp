@@ -81,6 +81,10 @@ class TpComm {
   virtual std::unique_ptr<Pending> start_sum(void* x, size_t n, DType t) = 0;  // non-blocking
   virtual void sum(void* x, size_t n, DType t) = 0;
   virtual void max(void* x, size_t n, DType t) = 0;
+  // Sequence parallelism: n elements per rank gathered in rank order into recv (n x size); the
+  // sum of send (n x size) scattered, rank r receiving the r-th n (non-blocking)
+  virtual void all_gather(const void* send, size_t n, void* recv, DType t) = 0;
+  virtual std::unique_ptr<Pending> start_reduce_scatter(const void* send, void* recv, size_t n, DType t) = 0;
 };
 
 // A parameter a unit reads: (model unit that owns it, index among that unit's parameters).

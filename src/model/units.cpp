@@ -76,6 +76,18 @@ std::unique_ptr<TpComm::Pending> tp_start_sum(const UnitCall<F>& c, F* x, size_t
 inline void tp_wait(std::unique_ptr<TpComm::Pending>& p) {
   if (p) p->wait(), p.reset();
 }
+// Sequence parallelism: this rank's rows of the residual stream gathered into all B T rows, and
+// all rows' partial sums reduced and scattered back to this rank's rows (n: elements per rank).
+template <class F>
+void sp_gather(const UnitCall<F>& c, const F* local, F* full, size_t n) {
+  c.tp->all_gather(local, n, full, dtype_of<F>());
+}
+template <class F>
+std::unique_ptr<TpComm::Pending> sp_start_scatter(const UnitCall<F>& c, const F* full, F* local, size_t n) {
+  return c.tp->start_reduce_scatter(full, local, n, dtype_of<F>());
+}
+// The rows of the residual stream this rank holds: all B T, or with sequence parallelism its 1/tp.
+inline int stream_rows(const ModelConfig& c, int B, int T) { return c.sp() ? B * T / c.tp_size : B * T; }
 
 // ---- Embedding: tokens -> x[B,T,C] = wte[tokens] (+ wpe[t]). Vocab-parallel (tp > 1): each rank
 // holds rows [v0, v0 + Vl) of wte; tokens outside contribute zero rows, the sum over the group
@@ -83,7 +95,7 @@ inline void tp_wait(std::unique_ptr<TpComm::Pending>& p) {
 template <class F>
 class Embedding final : public Unit<F> {
  public:
-  Embedding(const ModelConfig& c, int self) : C_(c.hidden), tp_(c.tp_size) {
+  Embedding(const ModelConfig& c, int self) : C_(c.hidden), tp_(c.tp_size), sp_(c.sp()), cfg_(c) {
     this->tp_size_ = c.tp_size, this->tp_rank_ = c.tp_rank;
     v0_ = static_cast<int>(split_begin(c.vocab, c.tp_size, c.tp_rank));
     vl_ = static_cast<int>(split_len(c.vocab, c.tp_size, c.tp_rank));
@@ -95,8 +107,8 @@ class Embedding final : public Unit<F> {
     }
   }
   const char* kind() const override { return "embedding"; }
-  SavedSizes saved(int B, int T) const override { return {static_cast<size_t>(B) * T * C_, 0, 0}; }
-  size_t scratch(int, int) const override { return 0; }
+  SavedSizes saved(int B, int T) const override { return {static_cast<size_t>(stream_rows(cfg_, B, T)) * C_, 0, 0}; }
+  size_t scratch(int B, int T) const override { return sp_ ? static_cast<size_t>(B) * T * C_ : 0; }
   // this rank's token ids: tok - v0 inside its slice, -1 outside
   std::vector<int32_t> local_tokens(const int32_t* tokens, int n) const {
     std::vector<int32_t> t(static_cast<size_t>(n));
@@ -110,6 +122,19 @@ class Embedding final : public Unit<F> {
       return;
     }
     const auto tl = local_tokens(c.batch.tokens, B * T);
+    if (sp_) {  // the lookup's sum scattered: this rank's rows, then their positions
+      const int N = stream_rows(cfg_, B, T), r0 = N * c.tp->rank();
+      ops.encoder_forward(c.scratch, tl.data(), c.p[wte_], ConstView(), B, T, C_);
+      auto pending = sp_start_scatter(c, c.scratch, c.out, static_cast<size_t>(N) * C_);
+      tp_wait(pending);
+      if (wpe_ >= 0) {
+        const F* p = c.p[wpe_].template as<const F>();
+        for (int i = 0; i < N; ++i)
+          ops.residual_forward(c.out + static_cast<size_t>(i) * C_, c.out + static_cast<size_t>(i) * C_,
+                               p + static_cast<size_t>((r0 + i) % T) * C_, static_cast<size_t>(C_));
+      }
+      return;
+    }
     ops.encoder_forward(c.out, tl.data(), c.p[wte_], ConstView(), B, T, C_);
     tp_sum(c, c.out, static_cast<size_t>(B) * T * C_);
     if (wpe_ >= 0) {
@@ -125,6 +150,18 @@ class Embedding final : public Unit<F> {
       return;
     }
     const auto tl = local_tokens(c.batch.tokens, B * T);
+    if (sp_) {  // every row's gradient for this rank's vocabulary; this rank's rows for the positions
+      const int N = stream_rows(cfg_, B, T), r0 = N * c.tp->rank();
+      sp_gather(c, c.dout, c.scratch, static_cast<size_t>(N) * C_);
+      ops.encoder_backward(c.g[wte_], nullptr, c.scratch, tl.data(), B, T, C_);
+      if (wpe_ >= 0)  // a partial sum: the trainer adds the tp ranks' (a replicated parameter)
+        for (int i = 0; i < N; ++i) {
+          F* g = c.g[wpe_] + static_cast<size_t>((r0 + i) % T) * C_;
+          const F* d = c.dout + static_cast<size_t>(i) * C_;
+          for (int k = 0; k < C_; ++k) g[k] += d[k];
+        }
+      return;
+    }
     ops.encoder_backward(c.g[wte_], wpe_ >= 0 ? c.g[wpe_] : nullptr, c.dout, tl.data(), B, T, C_);
   }
   void infer(const Ops<F>& ops, InferCall<F>& c) const override {
@@ -137,7 +174,10 @@ class Embedding final : public Unit<F> {
   }
 
  private:
-  int C_, tp_, v0_ = 0, vl_ = 0, wte_ = -1, wpe_ = -1;
+  int C_, tp_;
+  bool sp_;
+  ModelConfig cfg_;
+  int v0_ = 0, vl_ = 0, wte_ = -1, wpe_ = -1;
 };
 
 // ---- Block: x -> x + attn(norm1(x)) -> ... + mlp(norm2(.)), pre-norm.
@@ -151,8 +191,8 @@ class Block final : public Unit<F> {
   Block(const ModelConfig& c, int self, int layer)
       : C_(c.hidden), NH_(c.heads / c.tp_size), KVH_(c.kv_heads() / c.tp_size), hs_(c.head_size()),
         QKV_((NH_ + 2 * KVH_) * hs_), A_(NH_ * hs_), Fw_(c.ffn() / c.tp_size), W1_(c.swiglu ? 2 * Fw_ : Fw_),
-        tp_(c.tp_size), rms_(c.norm == Norm::RMSNorm), rope_(c.positions == Positions::Rope), swiglu_(c.swiglu),
-        eps_(c.norm_eps), base_(c.rotary_base) {
+        tp_(c.tp_size), sp_(c.sp()), rms_(c.norm == Norm::RMSNorm), rope_(c.positions == Positions::Rope),
+        swiglu_(c.swiglu), eps_(c.norm_eps), base_(c.rotary_base) {
     this->tp_size_ = c.tp_size, this->tp_rank_ = c.tp_rank;
     const std::string p = "layers." + std::to_string(layer) + ".";
     const double resid_std = 0.02 / std::sqrt(2.0 * c.num_layers);  // GPT-2's scaled residual projections
@@ -200,8 +240,10 @@ class Block final : public Unit<F> {
   struct Layout {
     size_t ln1, mean1, rstd1, qkv, atty, res2, ln2, mean2, rstd2, fc, act, total;
   };
+  // With sequence parallelism the residual-stream regions (the norms' statistics, res2) hold this
+  // rank's N = B T / tp rows; the norms' outputs are kept gathered (the column-parallel inputs).
   Layout layout(int B, int T) const {
-    const size_t BT = static_cast<size_t>(B) * T;
+    const size_t BT = static_cast<size_t>(B) * T, N = sp_ ? BT / static_cast<size_t>(tp_) : BT;
     Layout l{};
     size_t o = 0;
     auto take = [&](size_t n) {
@@ -210,44 +252,130 @@ class Block final : public Unit<F> {
       return at;
     };
     l.ln1 = take(BT * C_);
-    l.mean1 = rms_ ? 0 : take(BT);
-    l.rstd1 = take(BT);
+    l.mean1 = rms_ ? 0 : take(N);
+    l.rstd1 = take(N);
     l.qkv = take(BT * QKV_);
     l.atty = take(BT * A_);
-    l.res2 = take(BT * C_);
+    l.res2 = take(N * C_);
     l.ln2 = take(BT * C_);
-    l.mean2 = rms_ ? 0 : take(BT);
-    l.rstd2 = take(BT);
+    l.mean2 = rms_ ? 0 : take(N);
+    l.rstd2 = take(N);
     l.fc = take(BT * W1_);
     l.act = take(BT * Fw_);
     l.total = o;
     return l;
   }
   SavedSizes saved(int B, int T) const override {
-    return {static_cast<size_t>(B) * T * C_, layout(B, T).total, Ops<F>::attention_saved(B, T, NH_)};
+    const size_t rows = static_cast<size_t>(B) * T / static_cast<size_t>(sp_ ? tp_ : 1);
+    return {rows * C_, layout(B, T).total, Ops<F>::attention_saved(B, T, NH_)};
   }
   // forward: the projection output before the residual add (BT C); backward: d_btc (BT C),
   // d_atty (BT A), d_qkv (BT QKV), d_att (the probabilities' size), d_act (BT Fw), d_fc (BT W1)
   size_t scratch(int B, int T) const override {
     const size_t BT = static_cast<size_t>(B) * T;
-    return BT * C_ + BT * A_ + BT * QKV_ + Ops<F>::attention_saved(B, T, NH_) + BT * Fw_ + BT * W1_;
+    // sequence parallelism: the gathered output gradient and this rank's rows of an input gradient
+    return BT * C_ + BT * A_ + BT * QKV_ + Ops<F>::attention_saved(B, T, NH_) + BT * Fw_ + BT * W1_ +
+           (sp_ ? 2 * BT * C_ : 0);
   }
 
-  void norm_forward(const Ops<F>& ops, const UnitCall<F>& c, F* out, F* mean, F* rstd, const F* x, int w, int b) const {
-    const int BT = c.batch.B * c.batch.T;
+  void norm_forward(const Ops<F>& ops, const UnitCall<F>& c, F* out, F* mean, F* rstd, const F* x, int w, int b,
+                    int rows = -1) const {
+    const int BT = rows >= 0 ? rows : c.batch.B * c.batch.T;
     if (rms_) ops.rmsnorm_forward(out, rstd, x, c.p[w].template as<const F>(), BT, C_, eps_);
     else ops.layernorm_forward(out, mean, rstd, x, c.p[w].template as<const F>(), c.p[b].template as<const F>(), BT, C_, eps_);
   }
   void norm_backward(const Ops<F>& ops, const UnitCall<F>& c, F* dx, const F* dy, const F* x, const F* mean, const F* rstd,
-                     int w, int b) const {
-    const int BT = c.batch.B * c.batch.T;
+                     int w, int b, int rows = -1) const {
+    const int BT = rows >= 0 ? rows : c.batch.B * c.batch.T;
     if (rms_) ops.rmsnorm_backward(dx, c.g[w], dy, x, c.p[w].template as<const F>(), rstd, BT, C_);
     else ops.layernorm_backward(dx, c.g[w], c.g[b], dy, x, c.p[w].template as<const F>(), mean, rstd, BT, C_);
   }
   const F* bias(const UnitCall<F>& c, int i) const { return i >= 0 ? c.p[i].template as<const F>() : nullptr; }
   F* dbias(const UnitCall<F>& c, int i) const { return i >= 0 ? c.g[i] : nullptr; }
 
+  // Sequence parallelism (Megatron's): this rank's N rows of the stream; the norm output is
+  // all-gathered into the column-parallel layer's input, the row-parallel layer's partial output
+  // reduce-scattered back to N rows (the bias added to those). Backward: the output gradient's rows
+  // all-gathered for the row-parallel layer, the column-parallel input gradient reduce-scattered
+  // (during the dW GEMM). The norms' and biases' gradients are this rank's rows' parts: the
+  // trainer sums them over the tp group (replicated parameters).
+  void forward_sp(const Ops<F>& ops, UnitCall<F>& c) const {
+    const int B = c.batch.B, T = c.batch.T, BT = B * T, N = BT / tp_;
+    const size_t nl = static_cast<size_t>(N) * C_;
+    const Layout l = layout(B, T);
+    F* s = c.internals;
+    F* full = c.scratch;                               // [BT, C]: a partial output
+    F* loc = c.scratch + static_cast<size_t>(BT) * C_;  // [N, C]
+    norm_forward(ops, c, loc, s + l.mean1, s + l.rstd1, c.in, ln1w_, ln1b_, N);
+    sp_gather(c, loc, s + l.ln1, nl);
+    ops.matmul_forward(s + l.qkv, s + l.ln1, c.p[qkvw_], bias(c, qkvb_), BT, C_, QKV_);
+    if (rope_) ops.rope_forward(s + l.qkv, B, T, NH_ + KVH_, hs_, QKV_, base_);
+    ops.attention_forward(s + l.atty, c.probs, s + l.qkv, B, T, NH_, KVH_, hs_);
+    ops.matmul_forward(full, s + l.atty, c.p[projw_], nullptr, BT, A_, C_);
+    auto p1 = sp_start_scatter(c, full, loc, nl);
+    tp_wait(p1);
+    if (projb_ >= 0) ops.add_bias(loc, bias(c, projb_), N, C_);
+    ops.residual_forward(s + l.res2, c.in, loc, nl);
+    norm_forward(ops, c, loc, s + l.mean2, s + l.rstd2, s + l.res2, ln2w_, ln2b_, N);
+    sp_gather(c, loc, s + l.ln2, nl);
+    ops.matmul_forward(s + l.fc, s + l.ln2, c.p[fcw_], bias(c, fcb_), BT, C_, W1_);
+    if (swiglu_) ops.swiglu_forward(s + l.act, s + l.fc, BT, Fw_);
+    else ops.gelu_forward(s + l.act, s + l.fc, static_cast<size_t>(BT) * Fw_);
+    ops.matmul_forward(full, s + l.act, c.p[fcpw_], nullptr, BT, Fw_, C_);
+    auto p2 = sp_start_scatter(c, full, loc, nl);
+    tp_wait(p2);
+    if (fcpb_ >= 0) ops.add_bias(loc, bias(c, fcpb_), N, C_);
+    ops.residual_forward(c.out, s + l.res2, loc, nl);
+  }
+  void backward_sp(const Ops<F>& ops, UnitCall<F>& c) const {
+    const int B = c.batch.B, T = c.batch.T, BT = B * T, N = BT / tp_;
+    const size_t bt = static_cast<size_t>(BT), nl = static_cast<size_t>(N) * C_;
+    const Layout l = layout(B, T);
+    F* s = c.internals;
+    F* dres = c.din;  // [N, C]
+    F* d_btc = c.scratch;
+    F* d_atty = d_btc + bt * C_;
+    F* d_qkv = d_atty + bt * A_;
+    F* d_att = d_qkv + bt * QKV_;
+    F* d_act = d_att + Ops<F>::attention_saved(B, T, NH_);
+    F* d_fc = d_act + bt * Fw_;
+    F* dy = d_fc + bt * W1_;  // [BT, C]: the gathered output gradient
+    F* dloc = dy + bt * C_;   // [N, C]
+    // row-parallel fc.proj: the rows of dres gathered; its bias from this rank's rows
+    sp_gather(c, dres, dy, nl);
+    ops.fill_zero(d_act, bt * Fw_);
+    ops.matmul_backward(d_act, c.g[fcpw_], nullptr, dy, s + l.act, c.p[fcpw_], BT, Fw_, C_);
+    if (fcpb_ >= 0) ops.matmul_backward_weight(nullptr, c.g[fcpb_], dres, nullptr, N, Fw_, C_);
+    ops.fill_zero(d_fc, bt * W1_);
+    if (swiglu_) ops.swiglu_backward(d_fc, s + l.fc, d_act, BT, Fw_);
+    else ops.gelu_backward(d_fc, s + l.fc, d_act, bt * Fw_);
+    column_parallel_backward_sp(ops, c, dloc, d_btc, d_fc, s + l.ln2, fcw_, fcb_, W1_);
+    norm_backward(ops, c, dres, dloc, s + l.res2, s + l.mean2, s + l.rstd2, ln2w_, ln2b_, N);
+    sp_gather(c, dres, dy, nl);
+    ops.fill_zero(d_atty, bt * A_);
+    ops.matmul_backward(d_atty, c.g[projw_], nullptr, dy, s + l.atty, c.p[projw_], BT, A_, C_);
+    if (projb_ >= 0) ops.matmul_backward_weight(nullptr, c.g[projb_], dres, nullptr, N, A_, C_);
+    if (!c.probs_valid) ops.attention_probs(c.probs, s + l.qkv, B, T, NH_, KVH_, hs_);  // selective recompute
+    ops.fill_zero(d_qkv, bt * QKV_);
+    ops.attention_backward(d_qkv, d_att, d_atty, s + l.qkv, c.probs, B, T, NH_, KVH_, hs_);
+    if (rope_) ops.rope_backward(d_qkv, B, T, NH_ + KVH_, hs_, QKV_, base_);
+    column_parallel_backward_sp(ops, c, dloc, d_btc, d_qkv, s + l.ln1, qkvw_, qkvb_, QKV_);
+    norm_backward(ops, c, dres, dloc, c.in, s + l.mean1, s + l.rstd1, ln1w_, ln1b_, N);
+  }
+  // dx (this rank's N rows) = the reduce-scatter of dy W (all rows, this rank's columns), started
+  // before the dW GEMM
+  void column_parallel_backward_sp(const Ops<F>& ops, UnitCall<F>& c, F* dx, F* full, const F* dy, const F* x, int w, int b,
+                                   int OC) const {
+    const int BT = c.batch.B * c.batch.T;
+    ops.fill_zero(full, static_cast<size_t>(BT) * C_);
+    ops.matmul_backward_input(full, dy, c.p[w], BT, C_, OC);
+    auto pending = sp_start_scatter(c, full, dx, static_cast<size_t>(BT / tp_) * C_);
+    ops.matmul_backward_weight(c.g[w], dbias(c, b), dy, x, BT, C_, OC);
+    tp_wait(pending);
+  }
+
   void forward(const Ops<F>& ops, UnitCall<F>& c) const override {
+    if (sp_) return forward_sp(ops, c);
     const int B = c.batch.B, T = c.batch.T, BT = B * T;
     const size_t n = static_cast<size_t>(BT) * C_;
     const Layout l = layout(B, T);
@@ -269,6 +397,7 @@ class Block final : public Unit<F> {
 
   void backward(const Ops<F>& ops, UnitCall<F>& c) const override {
     DMPI_REQUIRE(c.din == c.dout, "a block's backward runs in place on the residual-stream gradient");
+    if (sp_) return backward_sp(ops, c);
     const int B = c.batch.B, T = c.batch.T, BT = B * T;
     const size_t bt = static_cast<size_t>(BT);
     const Layout l = layout(B, T);
@@ -344,7 +473,7 @@ class Block final : public Unit<F> {
 
  private:
   int C_, NH_, KVH_, hs_, QKV_, A_, Fw_, W1_, tp_;
-  bool rms_, rope_, swiglu_;
+  bool sp_, rms_, rope_, swiglu_;
   double eps_, base_;
   int ln1w_ = -1, ln1b_ = -1, qkvw_ = -1, qkvb_ = -1, projw_ = -1, projb_ = -1, ln2w_ = -1, ln2b_ = -1, fcw_ = -1, fcb_ = -1,
       fcpw_ = -1, fcpb_ = -1;
@@ -354,24 +483,24 @@ class Block final : public Unit<F> {
 template <class F>
 class FinalNorm final : public Unit<F> {
  public:
-  FinalNorm(const ModelConfig& c, int self) : C_(c.hidden), rms_(c.norm == Norm::RMSNorm), eps_(c.norm_eps) {
+  FinalNorm(const ModelConfig& c, int self) : C_(c.hidden), rms_(c.norm == Norm::RMSNorm), eps_(c.norm_eps), cfg_(c) {
     w_ = this->add_param(self, vector_param("lnf.weight", C_, InitKind::Ones));
     if (!rms_) b_ = this->add_param(self, vector_param("lnf.bias", C_, InitKind::Zeros));
   }
   const char* kind() const override { return "final_norm"; }
-  SavedSizes saved(int B, int T) const override {
-    const size_t BT = static_cast<size_t>(B) * T;
+  SavedSizes saved(int B, int T) const override {  // sequence parallelism: this rank's rows
+    const size_t BT = static_cast<size_t>(stream_rows(cfg_, B, T));
     return {BT * C_, rms_ ? BT : 2 * BT, 0};  // internals: [mean], rstd
   }
   size_t scratch(int, int) const override { return 0; }
   void forward(const Ops<F>& ops, UnitCall<F>& c) const override {
-    const int BT = c.batch.B * c.batch.T;
+    const int BT = stream_rows(cfg_, c.batch.B, c.batch.T);
     const F* w = c.p[w_].template as<const F>();
     if (rms_) ops.rmsnorm_forward(c.out, c.internals, c.in, w, BT, C_, eps_);
     else ops.layernorm_forward(c.out, c.internals, c.internals + BT, c.in, w, c.p[b_].template as<const F>(), BT, C_, eps_);
   }
   void backward(const Ops<F>& ops, UnitCall<F>& c) const override {
-    const int BT = c.batch.B * c.batch.T;
+    const int BT = stream_rows(cfg_, c.batch.B, c.batch.T);
     const F* w = c.p[w_].template as<const F>();
     if (rms_) ops.rmsnorm_backward(c.din, c.g[w_], c.dout, c.in, w, c.internals, BT, C_);
     else ops.layernorm_backward(c.din, c.g[w_], c.g[b_], c.dout, c.in, w, c.internals, c.internals + BT, BT, C_);
@@ -388,6 +517,7 @@ class FinalNorm final : public Unit<F> {
   int C_;
   bool rms_;
   double eps_;
+  ModelConfig cfg_;
   int w_ = -1, b_ = -1;
 };
 
@@ -401,7 +531,7 @@ class FinalNorm final : public Unit<F> {
 template <class F>
 class LmHead final : public Unit<F> {
  public:
-  LmHead(const ModelConfig& c, int self, bool tied) : C_(c.hidden), V_(c.vocab), tp_(c.tp_size) {
+  LmHead(const ModelConfig& c, int self, bool tied) : C_(c.hidden), V_(c.vocab), tp_(c.tp_size), sp_(c.sp()) {
     this->tp_size_ = c.tp_size, this->tp_rank_ = c.tp_rank;
     v0_ = static_cast<int>(split_begin(c.vocab, c.tp_size, c.tp_rank));
     vl_ = static_cast<int>(split_len(c.vocab, c.tp_size, c.tp_rank));
@@ -413,10 +543,14 @@ class LmHead final : public Unit<F> {
     }
   }
   const char* kind() const override { return "lm_head"; }
-  // output: the per-row losses; internals: the logits (probabilities after the forward)
+  // output: the per-row losses; internals: the logits (probabilities after the forward), and with
+  // sequence parallelism the gathered input (the dW GEMM's)
   SavedSizes saved(int B, int T) const override {
     const size_t BT = static_cast<size_t>(B) * T;
-    return {BT, BT * vl_, 0};
+    return {BT, BT * vl_ + (sp_ ? BT * C_ : 0), 0};
+  }
+  const F* input(const UnitCall<F>& c) const {
+    return sp_ ? c.internals + static_cast<size_t>(c.batch.B) * c.batch.T * vl_ : c.in;
   }
   size_t scratch(int, int) const override { return 0; }
   void forward(const Ops<F>& ops, UnitCall<F>& c) const override {
@@ -425,7 +559,8 @@ class LmHead final : public Unit<F> {
       DMPI_REQUIRE(c.batch.targets[i] == kIgnoreIndex || (c.batch.targets[i] >= 0 && c.batch.targets[i] < V_),
                    "target " << c.batch.targets[i] << " at position " << i << " is outside the vocabulary [0, " << V_ << ")");
     }
-    ops.matmul_forward(c.internals, c.in, c.p[w_], nullptr, BT, C_, vl_);
+    if (sp_) sp_gather(c, c.in, c.internals + static_cast<size_t>(BT) * vl_, static_cast<size_t>(BT / tp_) * C_);
+    ops.matmul_forward(c.internals, input(c), c.p[w_], nullptr, BT, C_, vl_);
     if (tp_ == 1) {
       c.valid_rows = ops.crossentropy_forward(c.out, c.internals, c.batch.targets, BT, V_, kIgnoreIndex);
     } else {
@@ -498,9 +633,18 @@ class LmHead final : public Unit<F> {
       for (size_t v = 0; v < V; ++v) r[v] *= dloss;
     }
     // din is the head's input gradient (zeroed by the Runner): this rank's part, then the sum
-    ops.matmul_backward_input(c.din, z, c.p[w_], BT, C_, vl_);
-    auto pending = tp_start_sum(c, c.din, static_cast<size_t>(BT) * C_);
-    ops.matmul_backward_weight(c.g[w_], nullptr, z, c.in, BT, C_, vl_);
+    // (sequence parallelism: every row's part, reduce-scattered to this rank's rows)
+    std::unique_ptr<TpComm::Pending> pending;
+    std::vector<F> full;
+    if (sp_) {
+      full.assign(static_cast<size_t>(BT) * C_, F(0));
+      ops.matmul_backward_input(full.data(), z, c.p[w_], BT, C_, vl_);
+      pending = sp_start_scatter(c, full.data(), c.din, static_cast<size_t>(BT / tp_) * C_);
+    } else {
+      ops.matmul_backward_input(c.din, z, c.p[w_], BT, C_, vl_);
+      pending = tp_start_sum(c, c.din, static_cast<size_t>(BT) * C_);
+    }
+    ops.matmul_backward_weight(c.g[w_], nullptr, z, input(c), BT, C_, vl_);
     tp_wait(pending);
   }
   void infer(const Ops<F>& ops, InferCall<F>& c) const override {  // the logits
@@ -509,7 +653,9 @@ class LmHead final : public Unit<F> {
   }
 
  private:
-  int C_, V_, tp_, v0_ = 0, vl_ = 0, w_ = -1;
+  int C_, V_, tp_;
+  bool sp_;
+  int v0_ = 0, vl_ = 0, w_ = -1;
 };
 
 }  // namespace

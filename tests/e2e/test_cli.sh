@@ -73,12 +73,13 @@ grep -q "RANK=5 disagrees with MPI (0); using MPI's value" "$work/out.txt" || { 
 grep -q "WORLD_SIZE=9 disagrees with MPI (1)" "$work/out.txt" || fail "WORLD_SIZE cross-check"
 grep -q 'step      1/1' "$work/out.txt" || fail "training with mismatched launcher variables"
 
-# 5. comms logger from the ds_config: the summary table at the end of the run (all_reduces: 16 bytes,
-#    the loss and the stop flag, each of the 2 steps; 8 bytes, the peak RSS, MAX over the ranks, at the end)
+# 5. comms logger from the ds_config: the summary table at the end of the run (all_reduces over every
+#    training rank, group world: 16 bytes, the loss and the stop flag, each of the 2 steps; 8 bytes, the
+#    peak RSS, MAX over the ranks, at the end)
 echo '{"train_micro_batch_size_per_gpu": 2, "comms_logger": {"enabled": true, "prof_all": true}}' > "$work/cl.json"
 run1 train --deepspeed_config "$work/cl.json" --train-iters 2 > "$work/out.txt" || fail "comms logger run"
-grep -q "comms summary" "$work/out.txt" && grep -qE "^all_reduce +dp +1 +16 +2 " "$work/out.txt" \
-  && grep -qE "^all_reduce +dp +1 +8 +1 " "$work/out.txt" || { cat "$work/out.txt"; fail "comms summary"; }
+grep -q "comms summary" "$work/out.txt" && grep -qE "^all_reduce +world +1 +16 +2 " "$work/out.txt" \
+  && grep -qE "^all_reduce +world +1 +8 +1 " "$work/out.txt" || { cat "$work/out.txt"; fail "comms summary"; }
 # wall_clock_breakdown / memory_breakdown / steps_per_print from the ds_config
 echo '{"train_micro_batch_size_per_gpu": 2, "wall_clock_breakdown": true, "memory_breakdown": true, "steps_per_print": 2}' > "$work/wc.json"
 run1 train --deepspeed_config "$work/wc.json" --train-iters 4 > "$work/out.txt" || fail "breakdown run"

@@ -37,6 +37,7 @@ struct Result {
   std::map<std::tuple<std::string, std::string, int, size_t>, comm::CommStat> comms;
   engine::MemoryReport memory;
   size_t local_params = 0;
+  size_t kept_per_slot = 0;  // activation bytes kept per micro-batch
 };
 
 // GPT-2 tiny (odd vocabulary: the vocabulary splits unevenly) or the LLaMA composition with GQA
@@ -60,11 +61,12 @@ json ds_json(int stage, int gas, const std::string& opt, const std::string& prec
   return c;
 }
 
-engine::TrainOptions options(MPI_Comm comm, const model::ModelConfig& m, json cfg, int tp, int steps) {
+engine::TrainOptions options(MPI_Comm comm, const model::ModelConfig& m, json cfg, int tp, int steps, bool sp = false) {
   int n = 0;
   MPI_Comm_size(comm, &n);
   engine::TrainOptions o;
   o.model = m;
+  o.model.sequence_parallel = sp;
   o.tensor_parallel = tp;
   o.ds = config::parse_ds_config(cfg, n / tp);
   o.train_iters = steps;
@@ -75,9 +77,9 @@ engine::TrainOptions options(MPI_Comm comm, const model::ModelConfig& m, json cf
   return o;
 }
 
-Result train(MPI_Comm comm, const model::ModelConfig& m, json cfg, int tp, int steps) {
+Result train(MPI_Comm comm, const model::ModelConfig& m, json cfg, int tp, int steps, bool sp = false) {
   comm::CommLogger::instance().reset();
-  engine::Trainer t(env(), options(comm, m, cfg, tp, steps));
+  engine::Trainer t(env(), options(comm, m, cfg, tp, steps, sp));
   Result r;
   for (int i = 0; i < steps; ++i) r.losses.push_back(t.train_step().loss);
   r.comms = comm::CommLogger::instance().local();  // before full_params() gathers
@@ -85,6 +87,7 @@ Result train(MPI_Comm comm, const model::ModelConfig& m, json cfg, int tp, int s
   for (int k = 0; k < t.model().num_tensors(); ++k) r.tensors[t.model().spec(k).name] = full[static_cast<size_t>(k)];
   r.memory = t.memory();
   r.local_params = t.model().real_params();
+  r.kept_per_slot = t.runner().kept_bytes_per_slot();
   return r;
 }
 
@@ -156,21 +159,24 @@ TEST(TensorParallel, MatchesSingleRankTraining) {
       const int dp = world_size() / tp;
       for (int stage = 0; stage <= 3; ++stage) {
         if (dp == 1 && stage != 0 && stage != 3) continue;  // one dp rank: stages 1-2 partition over one rank
-        for (const char* opt : {"AdamW", "SGD"}) {
-          const json cfg = ds_json(stage, gas, opt);
-          Result dist = train(MPI_COMM_WORLD, m, cfg, tp, steps);
-          if (world_rank() != 0) continue;
-          Result ref = reference(m, cfg, dp, steps);
-          const double loss = max_loss_rel(dist, ref), tensor = max_tensor_rel(dist.tensors, ref.tensors),
-                       elem = max_elem_rel(dist.tensors, ref.tensors, 1e-2);
-          std::printf("[ tp ] %s %s tp %d x dp %d stage %d, %d steps vs one rank: losses %.2e, parameters per tensor "
-                      "%.2e (%s), per element %.2e\n",
-                      kind, opt, tp, dp, stage, steps, loss, tensor, g_worst.c_str(), elem);
-          EXPECT_LE(loss, 1e-5) << kind << " " << opt << " tp " << tp << " stage " << stage;
-          EXPECT_LE(tensor, std::string(opt) == "SGD" ? 1e-5 : 5e-4) << kind << " " << opt << " tp " << tp << " stage " << stage;
-          if (std::string(opt) == "SGD") EXPECT_LE(elem, 1e-5) << kind << " tp " << tp << " stage " << stage;
-          EXPECT_NE(dist.losses.front(), dist.losses.back());
-        }
+        for (const bool sp : {false, true})
+          for (const char* opt : {"AdamW", "SGD"}) {
+            const json cfg = ds_json(stage, gas, opt);
+            Result dist = train(MPI_COMM_WORLD, m, cfg, tp, steps, sp);
+            if (world_rank() != 0) continue;
+            Result ref = reference(m, cfg, dp, steps);
+            const double loss = max_loss_rel(dist, ref), tensor = max_tensor_rel(dist.tensors, ref.tensors),
+                         elem = max_elem_rel(dist.tensors, ref.tensors, 1e-2);
+            std::printf("[ tp ] %s %s tp %d%s x dp %d stage %d, %d steps vs one rank: losses %.2e, parameters per "
+                        "tensor %.2e (%s), per element %.2e\n",
+                        kind, opt, tp, sp ? " + sp" : "", dp, stage, steps, loss, tensor, g_worst.c_str(), elem);
+            const std::string what = std::string(kind) + " " + opt + " tp " + std::to_string(tp) + (sp ? " sp" : "") +
+                                     " stage " + std::to_string(stage);
+            EXPECT_LE(loss, 1e-5) << what;
+            EXPECT_LE(tensor, std::string(opt) == "SGD" ? 1e-5 : 5e-4) << what;
+            if (std::string(opt) == "SGD") EXPECT_LE(elem, 1e-5) << what;
+            EXPECT_NE(dist.losses.front(), dist.losses.back());
+          }
       }
     }
   }
@@ -179,14 +185,15 @@ TEST(TensorParallel, MatchesSingleRankTraining) {
 // bf16 (16-bit parameters and gradients, fp32 masters). The tensor-parallel sums change where
 // the activations' bf16 GEMMs round, so bit-level agreement is not expected; what is held: the
 // losses stay within 1e-3 (relative) of one rank in bf16, and the parameters after 10 steps are no
-// further from one rank's fp32 training than one rank's bf16 training is (within 1.5x; both
-// figures printed).
+// further from one rank's fp32 training than one rank's bf16 training is (within 2x, measured
+// 0.99-1.31x; both figures printed). With and without sequence parallelism.
 TEST(TensorParallel, Bf16IsAsCloseToFp32AsOneRankBf16) {
   const int steps = 10, gas = 2, tp = world_size() == 4 ? 2 : world_size(), dp = world_size() / tp;
-  for (const char* kind : {"gpt2", "llama"}) {
-    const model::ModelConfig m = model_of(kind);
+  for (const char* kind : {"gpt2", "llama", "llama+sp"}) {
+    const bool sp = std::string(kind) == "llama+sp";
+    const model::ModelConfig m = model_of(sp ? "llama" : kind);
     const json cfg = ds_json(dp > 1 ? 2 : 0, gas, "AdamW", "bf16");
-    Result dist = train(MPI_COMM_WORLD, m, cfg, tp, steps);
+    Result dist = train(MPI_COMM_WORLD, m, cfg, tp, steps, sp);
     if (world_rank() != 0) continue;
     Result ref16 = reference(m, cfg, dp, steps), ref32 = reference(m, ds_json(0, gas, "AdamW"), dp, steps);
     const double loss = max_loss_rel(dist, ref16), e_tp = max_tensor_rel(dist.tensors, ref32.tensors);
@@ -196,7 +203,7 @@ TEST(TensorParallel, Bf16IsAsCloseToFp32AsOneRankBf16) {
                 "%.2e from one rank in fp32 (%s), one rank in bf16 %.2e (%s)\n",
                 kind, tp, dp, steps, loss, e_tp, worst.c_str(), e_one, g_worst.c_str());
     EXPECT_LE(loss, 1e-3) << kind;
-    EXPECT_LE(e_tp, 1.5 * e_one) << kind;
+    EXPECT_LE(e_tp, 2.0 * e_one) << kind;
   }
 }
 
@@ -229,6 +236,67 @@ TEST(TensorParallel, WireBytesMatchTheClosedForm) {
       EXPECT_EQ(bytes, want) << kind << " tp " << tp;
       EXPECT_EQ(calls, want_calls) << kind << " tp " << tp;
     }
+  }
+}
+
+// Sequence parallelism: the same volume as all-gathers and reduce-scatters. Per micro-batch: per
+// block 2 all-gathers (the norms' outputs) + 2 reduce-scatters (the row-parallel outputs) in the
+// forward and 2 + 2 in the backward (the output gradient's rows; the column-parallel input
+// gradients), the embedding's reduce-scatter and all-gather, the head's all-gather and
+// reduce-scatter, each of B T C floats (the gathered size); the cross-entropy's 3 all-reduces.
+// Per step: the norm, and the replicated parameters' gradients (partial: this rank's rows)
+// summed over tp, one all-reduce per unit that has any (ZeRO-1, fp32: at the boundary).
+TEST(TensorParallel, SequenceParallelWireBytesMatchTheClosedForm) {
+  for (const char* kind : {"gpt2", "llama"}) {
+    const model::ModelConfig m = model_of(kind);
+    for (int tp : tp_sizes()) {
+      json cfg = ds_json(1, 2, "AdamW");
+      cfg["comms_logger"] = {{"enabled", true}};
+      const int steps = 2, gas = 2, B = 2, T = m.seq_len, C = m.hidden, L = m.num_layers;
+      Result r = train(MPI_COMM_WORLD, m, cfg, tp, steps, true);
+      std::map<std::string, std::pair<double, long long>> got;  // op -> bytes, calls
+      for (const auto& [key, st] : r.comms)
+        if (std::get<1>(key) == "tp") got[std::get<0>(key)].first += st.bytes, got[std::get<0>(key)].second += st.count;
+      const double BTC = static_cast<double>(B) * T * C, BT = static_cast<double>(B) * T;
+      const bool gpt = std::string(kind) == "gpt2";
+      // replicated parameters and the units that hold them (GPT-2: wpe; per block the norms' 4
+      // vectors and 2 biases; the final norm's 2. LLaMA: per block 2 norm weights; the final one)
+      const double replicated = gpt ? m.max_pos * C + L * 6.0 * C + 2.0 * C : L * 2.0 * C + C;
+      const long long units = gpt ? L + 2 : L + 1;
+      const long long coll = steps * gas * (4LL * L + 2);
+      EXPECT_EQ(got["all_gather"].first, coll * 4 * BTC) << kind << " tp " << tp;
+      EXPECT_EQ(got["all_gather"].second, coll) << kind << " tp " << tp;
+      EXPECT_EQ(got["reduce_scatter"].first, coll * 4 * BTC) << kind << " tp " << tp;
+      EXPECT_EQ(got["reduce_scatter"].second, coll) << kind << " tp " << tp;
+      EXPECT_EQ(got["all_reduce"].first, steps * (gas * (4.0 * 2 * BT + 8) + 8 + 4 * replicated)) << kind << " tp " << tp;
+      EXPECT_EQ(got["all_reduce"].second, steps * (gas * 3 + 1 + units)) << kind << " tp " << tp;
+      EXPECT_EQ(got.size(), 3u) << "only all-gathers, reduce-scatters and all-reduces on tp";
+      if (world_rank() == 0)
+        std::printf("[ tp ] %s tp %d + sp: %.0f bytes in %lld all-gathers, %.0f in %lld reduce-scatters, %.0f in %lld "
+                    "all-reduces over %d steps\n",
+                    kind, tp, got["all_gather"].first, got["all_gather"].second, got["reduce_scatter"].first,
+                    got["reduce_scatter"].second, got["all_reduce"].first, got["all_reduce"].second, steps);
+    }
+  }
+}
+
+// Sequence parallelism splits the residual stream's activations: per micro-batch, the kept bytes
+// shrink by the rows this rank no longer holds (B T - N, N = B T / tp) of each block's output and
+// res2 (2 C) and norm statistics (LayerNorm 4, RMSNorm 2), the embedding's output (C) and the
+// final norm's output and statistics (C + 2 or 1), and grow by the head's gathered input (B T C).
+TEST(TensorParallel, SequenceParallelSplitsTheStream) {
+  for (const char* kind : {"gpt2", "llama"}) {
+    const model::ModelConfig m = model_of(kind);
+    const int tp = world_size();
+    const Result plain = train(MPI_COMM_WORLD, m, ds_json(0, 1, "AdamW"), tp, 1, false);
+    const Result sp = train(MPI_COMM_WORLD, m, ds_json(0, 1, "AdamW"), tp, 1, true);
+    const bool rms = m.norm == model::Norm::RMSNorm;
+    const size_t BT = 2 * static_cast<size_t>(m.seq_len), N = BT / tp, C = m.hidden, L = m.num_layers;
+    const size_t rows_less = (BT - N) * (L * (2 * C + (rms ? 2 : 4)) + C + C + (rms ? 1 : 2));
+    EXPECT_EQ(plain.kept_per_slot - sp.kept_per_slot, 4 * (rows_less - BT * C)) << kind;
+    if (world_rank() == 0)
+      std::printf("[ tp ] %s tp %d: activations kept per micro-batch %zu bytes, with sequence parallelism %zu\n", kind, tp,
+                  plain.kept_per_slot, sp.kept_per_slot);
   }
 }
 
