@@ -333,14 +333,7 @@ class Block final : public Unit<F> {
     const Layout l = layout(B, T);
     F* s = c.internals;
     F* dres = c.din;  // [N, C]
-    F* d_btc = c.scratch;
-    F* d_atty = d_btc + bt * C_;
-    F* d_qkv = d_atty + bt * A_;
-    F* d_att = d_qkv + bt * QKV_;
-    F* d_act = d_att + Ops<F>::attention_saved(B, T, NH_);
-    F* d_fc = d_act + bt * Fw_;
-    F* dy = d_fc + bt * W1_;  // [BT, C]: the gathered output gradient
-    F* dloc = dy + bt * C_;   // [N, C]
+    auto [d_btc, d_atty, d_qkv, d_att, d_act, d_fc, dy, dloc] = backward_scratch(c);
     // row-parallel fc.proj: the rows of dres gathered; its bias from this rank's rows
     sp_gather(c, dres, dy, nl);
     ops.fill_zero(d_act, bt * Fw_);
@@ -361,6 +354,25 @@ class Block final : public Unit<F> {
     if (rope_) ops.rope_backward(d_qkv, B, T, NH_ + KVH_, hs_, QKV_, base_);
     column_parallel_backward_sp(ops, c, dloc, d_btc, d_qkv, s + l.ln1, qkvw_, qkvb_, QKV_);
     norm_backward(ops, c, dres, dloc, c.in, s + l.mean1, s + l.rstd1, ln1w_, ln1b_, N);
+  }
+  // The backward's scratch: d_btc (BT C), d_atty (BT A), d_qkv (BT QKV), d_att (the
+  // probabilities' size), d_act (BT Fw), d_fc (BT W1); sequence parallelism: dy (BT C, the gathered
+  // output gradient) and dloc (N C, this rank's rows of an input gradient).
+  struct BackwardScratch {
+    F *d_btc, *d_atty, *d_qkv, *d_att, *d_act, *d_fc, *dy, *dloc;
+  };
+  BackwardScratch backward_scratch(const UnitCall<F>& c) const {
+    const size_t bt = static_cast<size_t>(c.batch.B) * c.batch.T;
+    BackwardScratch g{};
+    g.d_btc = c.scratch;
+    g.d_atty = g.d_btc + bt * C_;
+    g.d_qkv = g.d_atty + bt * A_;
+    g.d_att = g.d_qkv + bt * QKV_;
+    g.d_act = g.d_att + Ops<F>::attention_saved(c.batch.B, c.batch.T, NH_);
+    g.d_fc = g.d_act + bt * Fw_;
+    g.dy = g.d_fc + bt * W1_;
+    g.dloc = g.dy + bt * C_;
+    return g;
   }
   // dx (this rank's N rows) = the reduce-scatter of dy W (all rows, this rank's columns), started
   // before the dW GEMM
@@ -403,12 +415,8 @@ class Block final : public Unit<F> {
     const Layout l = layout(B, T);
     F* s = c.internals;
     F* dres = c.din;  // the residual add passes the gradient through to both branches
-    F* d_btc = c.scratch;
-    F* d_atty = d_btc + bt * C_;
-    F* d_qkv = d_atty + bt * A_;
-    F* d_att = d_qkv + bt * QKV_;
-    F* d_act = d_att + Ops<F>::attention_saved(B, T, NH_);
-    F* d_fc = d_act + bt * Fw_;
+    auto [d_btc, d_atty, d_qkv, d_att, d_act, d_fc, dy, dloc] = backward_scratch(c);
+    (void)dy, (void)dloc;
     ops.fill_zero(d_act, bt * Fw_);
     ops.matmul_backward(d_act, c.g[fcpw_], dbias(c, fcpb_), dres, s + l.act, c.p[fcpw_], BT, Fw_, C_);
     ops.fill_zero(d_fc, bt * W1_);

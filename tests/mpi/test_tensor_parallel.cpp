@@ -213,14 +213,22 @@ TEST(TensorParallel, Bf16IsAsCloseToFp32AsOneRankBf16) {
 // gradients), the head's input gradient (B T C), the cross-entropy's max and sum-exp (2 B T)
 // and the loss (one double); per step the gradient norm (one double). Message bytes as the
 // comms logger counts them (the all-reduce's buffer), and the number of calls.
+namespace {
+// The wire-bytes runs: ZeRO-1, 2 steps of GAS 2 micro-batches of B = 2, with the comms logger.
+constexpr int kSteps = 2, kGas = 2, kB = 2;
+Result logged_run(const model::ModelConfig& m, int tp, bool sp) {
+  json cfg = ds_json(1, kGas, "AdamW");
+  cfg["comms_logger"] = {{"enabled", true}};
+  return train(MPI_COMM_WORLD, m, cfg, tp, kSteps, sp);
+}
+}  // namespace
+
 TEST(TensorParallel, WireBytesMatchTheClosedForm) {
   for (const char* kind : {"gpt2", "llama"}) {
     const model::ModelConfig m = model_of(kind);
     for (int tp : tp_sizes()) {
-      json cfg = ds_json(1, 2, "AdamW");
-      cfg["comms_logger"] = {{"enabled", true}};
-      const int steps = 2, gas = 2, B = 2, T = m.seq_len, C = m.hidden, L = m.num_layers;
-      Result r = train(MPI_COMM_WORLD, m, cfg, tp, steps);
+      const int steps = kSteps, gas = kGas, B = kB, T = m.seq_len, C = m.hidden, L = m.num_layers;
+      Result r = logged_run(m, tp, false);
       double bytes = 0;
       long long calls = 0;
       for (const auto& [key, st] : r.comms)
@@ -250,10 +258,8 @@ TEST(TensorParallel, SequenceParallelWireBytesMatchTheClosedForm) {
   for (const char* kind : {"gpt2", "llama"}) {
     const model::ModelConfig m = model_of(kind);
     for (int tp : tp_sizes()) {
-      json cfg = ds_json(1, 2, "AdamW");
-      cfg["comms_logger"] = {{"enabled", true}};
-      const int steps = 2, gas = 2, B = 2, T = m.seq_len, C = m.hidden, L = m.num_layers;
-      Result r = train(MPI_COMM_WORLD, m, cfg, tp, steps, true);
+      const int steps = kSteps, gas = kGas, B = kB, T = m.seq_len, C = m.hidden, L = m.num_layers;
+      Result r = logged_run(m, tp, true);
       std::map<std::string, std::pair<double, long long>> got;  // op -> bytes, calls
       for (const auto& [key, st] : r.comms)
         if (std::get<1>(key) == "tp") got[std::get<0>(key)].first += st.bytes, got[std::get<0>(key)].second += st.count;
