@@ -14,7 +14,9 @@
 namespace dmpi::kernels {
 
 // out[B,T,C] = wte[tokens] + wpe[t]
-// wte [V, C], wpe [T_max, C] (wpe.data null: no learned positions), any floating dtype
+// wte [V, C], wpe [T_max, C] (wpe.data null: no learned positions), any floating dtype. Without
+// positions a negative token gives a zero row (forward) and no dwte update (backward): another
+// tensor-parallel rank's vocabulary slice.
 void encoder_forward(const Context& ctx, float* out, const int32_t* tokens, ConstView wte, ConstView wpe, int B, int T,
                      int C);
 void encoder_backward(const Context& ctx, float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C);
@@ -26,7 +28,8 @@ void layernorm_forward(const Context& ctx, float* out, float* mean, float* rstd,
 void layernorm_backward(const Context& ctx, float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
                         const float* mean, const float* rstd, int N, int C);
 
-// out[N,OC] = inp[N,C] @ w[OC,C]^T + bias[OC]; bias / dbias / dinp may be null.
+// out[N,OC] = inp[N,C] @ w[OC,C]^T + bias[OC]; bias / dbias / dinp / dw may be null (the
+// backward's halves run apart, so that a collective on dinp overlaps the dW GEMM).
 // w [OC, C] in any floating dtype.
 void matmul_forward(const Context& ctx, float* out, const float* inp, ConstView w, const float* bias, int N, int C,
                     int OC);

@@ -1,17 +1,17 @@
-#include <sstream>
-#include <fstream>
 #include <omp.h>
 #include <sched.h>
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "comm/mpi_env.hpp"
 #include "kernels/gemm.hpp"
-#include "src/config/json_text.hpp"
 #include "src/cli/commands.hpp"
 #include "src/config/ds_config.hpp"
+#include "src/config/json_text.hpp"
 #include "src/engine/trainer.hpp"
 #include "src/model/config.hpp"
 #include "base/args.hpp"

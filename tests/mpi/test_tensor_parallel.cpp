@@ -174,7 +174,9 @@ TEST(TensorParallel, MatchesSingleRankTraining) {
                                      " stage " + std::to_string(stage);
             EXPECT_LE(loss, 1e-5) << what;
             EXPECT_LE(tensor, std::string(opt) == "SGD" ? 1e-5 : 5e-4) << what;
-            if (std::string(opt) == "SGD") EXPECT_LE(elem, 1e-5) << what;
+            if (std::string(opt) == "SGD") {
+              EXPECT_LE(elem, 1e-5) << what;
+            }
             EXPECT_NE(dist.losses.front(), dist.losses.back());
           }
       }
@@ -421,8 +423,11 @@ TEST(TensorParallel, CheckpointsReshardAcrossTpSizes) {
           for (const auto& [name, v] : first) EXPECT_EQ(now.at(name), v) << kind << " " << name << " after load at layout " << i;
         }
         const double loss = t.train_step().loss;
-        if (i == 0) next_loss = loss;
-        else EXPECT_NEAR(loss, next_loss, 1e-5 * std::fabs(next_loss)) << kind << " layout " << i;
+        if (i == 0) {
+          next_loss = loss;
+        } else {
+          EXPECT_NEAR(loss, next_loss, 1e-5 * std::fabs(next_loss)) << kind << " layout " << i;
+        }
         MPI_Comm_free(&comm);
       }
       MPI_Barrier(MPI_COMM_WORLD);
