@@ -36,24 +36,9 @@ std::vector<float> flat_params(engine::Trainer& t) {
 using test::world_rank;
 using test::world_size;
 
-// A fresh directory (same path on every rank), removed at the end of the test.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char buf[256] = {0};
-    if (world_rank() == 0) {
-      std::string p = (fs::temp_directory_path() / "deepmpi-ckpt-XXXXXX").string();
-      std::strncpy(buf, p.c_str(), sizeof buf - 1);
-      if (!mkdtemp(buf)) buf[0] = 0;
-    }
-    MPI_Bcast(buf, sizeof buf, MPI_CHAR, 0, MPI_COMM_WORLD);
-    path = buf;
-  }
-  ~TempDir() {
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (world_rank() == 0 && !path.empty()) fs::remove_all(path);
-  }
-  std::string sub(const std::string& s) const { return path + "/" + s; }
+// A fresh directory per test, the same on every rank (tests/mpi/mpi_test_util.hpp).
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("deepmpi-ckpt") {}
 };
 
 json config(int stage, const std::string& precision, const std::string& opt = "AdamW") {

@@ -353,24 +353,6 @@ TEST(TensorParallel, TpRanksReadTheSameSamples) {
 }
 
 namespace {
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char buf[256] = {0};
-    if (world_rank() == 0) {
-      std::string p = (fs::temp_directory_path() / "deepmpi-tp-XXXXXX").string();
-      std::strncpy(buf, p.c_str(), sizeof buf - 1);
-      if (!mkdtemp(buf)) buf[0] = 0;
-    }
-    MPI_Bcast(buf, sizeof buf, MPI_CHAR, 0, MPI_COMM_WORLD);
-    path = buf;
-  }
-  ~TempDir() {
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (world_rank() == 0 && !path.empty()) fs::remove_all(path);
-  }
-};
-
 // Every dataset of a checkpoint, read whole on each rank.
 Tensors read_all(MPI_Comm comm, const std::string& file) {
   io::CheckpointReader rd(comm, file);
@@ -389,7 +371,7 @@ Tensors read_all(MPI_Comm comm, const std::string& file) {
 // sub-group of the ranks): the loaded state, saved again, holds exactly the same logical tensors
 // (parameters and every optimizer state), and the next step's loss is the same.
 TEST(TensorParallel, CheckpointsReshardAcrossTpSizes) {
-  TempDir dir;
+  test::TempDir dir("deepmpi-tp");
   const int W = world_size();
   struct Layout {
     int ranks, tp, stage;
