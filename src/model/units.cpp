@@ -121,26 +121,26 @@ class Embedding final : public Unit<F> {
       ops.encoder_forward(c.out, c.batch.tokens, c.p[wte_], wpe_ >= 0 ? c.p[wpe_] : ConstView(), B, T, C_);
       return;
     }
+    // the lookup's sum over the group: all rows, or with sequence parallelism scattered to this
+    // rank's N rows from r0; then the positions of those rows
     const auto tl = local_tokens(c.batch.tokens, B * T);
-    if (sp_) {  // the lookup's sum scattered: this rank's rows, then their positions
-      const int N = stream_rows(cfg_, B, T), r0 = N * c.tp->rank();
-      ops.encoder_forward(c.scratch, tl.data(), c.p[wte_], ConstView(), B, T, C_);
+    const int N = stream_rows(cfg_, B, T), r0 = sp_ ? N * c.tp->rank() : 0;
+    ops.encoder_forward(sp_ ? c.scratch : c.out, tl.data(), c.p[wte_], ConstView(), B, T, C_);
+    if (sp_) {
       auto pending = sp_start_scatter(c, c.scratch, c.out, static_cast<size_t>(N) * C_);
       tp_wait(pending);
-      if (wpe_ >= 0) {
-        const F* p = c.p[wpe_].template as<const F>();
-        for (int i = 0; i < N; ++i)
-          ops.residual_forward(c.out + static_cast<size_t>(i) * C_, c.out + static_cast<size_t>(i) * C_,
-                               p + static_cast<size_t>((r0 + i) % T) * C_, static_cast<size_t>(C_));
-      }
-      return;
+    } else {
+      tp_sum(c, c.out, static_cast<size_t>(B) * T * C_);
     }
-    ops.encoder_forward(c.out, tl.data(), c.p[wte_], ConstView(), B, T, C_);
-    tp_sum(c, c.out, static_cast<size_t>(B) * T * C_);
-    if (wpe_ >= 0) {
-      const F* p = c.p[wpe_].template as<const F>();
-      const size_t n = static_cast<size_t>(T) * C_;  // row (b, t) += wpe[t]
-      for (int b = 0; b < B; ++b) ops.residual_forward(c.out + b * n, c.out + b * n, p, n);
+    if (wpe_ >= 0) add_positions(ops, c.out, c.p[wpe_].template as<const F>(), N, r0, T);
+  }
+  // rows i < N of x (stream rows r0 + i) += wpe[(r0 + i) % T]
+  void add_positions(const Ops<F>& ops, F* x, const F* wpe, int N, int r0, int T) const {
+#pragma omp parallel for schedule(static) num_threads(ops.ctx.threads)
+    for (int i = 0; i < N; ++i) {
+      F* o = x + static_cast<size_t>(i) * C_;
+      const F* p = wpe + static_cast<size_t>((r0 + i) % T) * C_;
+      for (int k = 0; k < C_; ++k) o[k] += p[k];
     }
   }
   void backward(const Ops<F>& ops, UnitCall<F>& c) const override {
