@@ -284,9 +284,6 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   opt.model.sequence_parallel = a.has("sequence-parallel") && tp > 1;
   if (a.has("sequence-parallel") && tp == 1 && mpi.rank() == 0)
     std::printf("note: --sequence-parallel needs --tensor-model-parallel-size > 1: ignored (as Megatron does)\n");
-  opt.model.tp_size = tp;  // checked here (heads, kv heads, MLP width); the trainer sets this rank's place
-  opt.model.validate();
-  opt.model.tp_size = 1;
   const int dp = mpi.size() / tp;
   config::AutoContext actx = auto_context(a);
   actx.hidden = opt.model.hidden;  // ZeRO bucket "auto" values follow the model width (as HF's)
@@ -322,11 +319,11 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   if (a.has("print-config") && mpi.rank() == 0) std::printf("%s\n", opt.ds.resolved().dump(2).c_str());
   // DeepSpeed's partition_activations splits the checkpointed activations (each block's input,
   // the residual stream) over the tp ranks: sequence parallelism's split
-  if (opt.ds.activation_checkpointing.partition_activations && tp > 1) {
-    opt.model.sequence_parallel = true;
-    opt.model.tp_size = tp;
-    opt.model.validate();
-    opt.model.tp_size = 1;
+  if (opt.ds.activation_checkpointing.partition_activations && tp > 1) opt.model.sequence_parallel = true;
+  {  // the model at this tp (heads, kv heads, MLP width, the sequence's split); the trainer sets each rank's place
+    model::ModelConfig at_tp = opt.model;
+    at_tp.tp_size = tp;
+    at_tp.validate();
   }
   opt.train_iters = a.integer("train-iters", kDefaultTrainIters);
   int64_t seed = a.integer("seed", opt.ds.seed >= 0 ? opt.ds.seed : 1234);

@@ -225,7 +225,9 @@ std::string Trainer::memory_plan(const TrainOptions& opt, int dp_size) {
   std::ostringstream os;
   os << "deepmpi train: " << opt.model.describe() << "\n"
      << "  parameters " << model::num_params(opt.model) << " (" << opt.ds.model_dtype() << "); ZeRO stage "
-     << opt.ds.zero.stage << " over dp " << dp_size << (opt.tensor_parallel > 1 ? "; tensor parallel " + std::to_string(opt.tensor_parallel) : std::string()) << "; micro-batch " << opt.ds.micro_batch << " x seq "
+     << opt.ds.zero.stage << " over dp " << dp_size
+     << (opt.tensor_parallel > 1 ? "; tensor parallel " + std::to_string(opt.tensor_parallel) : std::string())
+     << "; micro-batch " << opt.ds.micro_batch << " x seq "
      << opt.model.seq_len << "; activation recompute " << opt.recompute.describe() << "\n"
      << "  memory per rank (planned, nothing allocated): params " << h(r.params) << " | grads " << h(r.grads)
      << " | fp32 masters " << h(r.masters) << " | optimizer states " << h(r.optimizer_states)
