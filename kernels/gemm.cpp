@@ -38,6 +38,36 @@ void check_dims(Op ta, Op tb, int M, int N, int K, int lda, int ldb, int ldc) {
                                                        << " ldb=" << ldb << " ldc=" << ldc << ")");
 }
 
+}  // namespace
+
+void gemm_bf16_via_sgemm(GemmBackend& be, Op ta, Op tb, int M, int N, int K, float alpha, const bf16* A, int lda,
+                         const bf16* B, int ldb, float beta, float* C, int ldc) {
+  if (M == 0 || N == 0) return;
+  // Tiles over K bound the extra memory to (M + N) * kTile floats.
+  constexpr int kTile = 256;
+  std::vector<float> a(static_cast<size_t>(M) * kTile), b(static_cast<size_t>(kTile) * N);
+  if (K == 0) {
+    be.sgemm(Op::N, Op::N, M, N, 0, alpha, a.data(), kTile, b.data(), N, beta, C, ldc);
+    return;
+  }
+  for (int k0 = 0; k0 < K; k0 += kTile) {
+    const int kt = std::min(kTile, K - k0);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(M) * kt > (size_t{1} << 16))
+    for (int i = 0; i < M; ++i)
+      for (int k = 0; k < kt; ++k)
+        a[static_cast<size_t>(i) * kTile + k] =
+            to_float(ta == Op::N ? A[static_cast<size_t>(i) * lda + k0 + k] : A[static_cast<size_t>(k0 + k) * lda + i]);
+#pragma omp parallel for schedule(static) if (static_cast<size_t>(N) * kt > (size_t{1} << 16))
+    for (int k = 0; k < kt; ++k)
+      for (int j = 0; j < N; ++j)
+        b[static_cast<size_t>(k) * N + j] =
+            to_float(tb == Op::N ? B[static_cast<size_t>(k0 + k) * ldb + j] : B[static_cast<size_t>(j) * ldb + k0 + k]);
+    be.sgemm(Op::N, Op::N, M, N, kt, alpha, a.data(), kTile, b.data(), N, k0 == 0 ? beta : 1.0f, C, ldc);
+  }
+}
+
+namespace {
+
 class BlasBackend final : public GemmBackend {
  public:
   const char* name() const override { return "openblas"; }
@@ -47,30 +77,11 @@ class BlasBackend final : public GemmBackend {
     if (M == 0 || N == 0) return;
     cblas_sgemm(CblasRowMajor, to_cblas(ta), to_cblas(tb), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
-  // No bf16 GEMM in OpenBLAS's generic build: convert operand tiles to fp32 and use sgemm.
-  // Tiles over K bound the extra memory to (M + N) * kTile floats.
+  // No bf16 GEMM in OpenBLAS's generic build: converted tiles through sgemm.
   void gemm_bf16(Op ta, Op tb, int M, int N, int K, float alpha, const bf16* A, int lda, const bf16* B, int ldb,
                  float beta, float* C, int ldc) override {
     check_dims(ta, tb, M, N, K, lda, ldb, ldc);
-    if (M == 0 || N == 0) return;
-    constexpr int kTile = 256;
-    std::vector<float> a(static_cast<size_t>(M) * kTile), b(static_cast<size_t>(kTile) * N);
-    if (K == 0) {
-      sgemm(Op::N, Op::N, M, N, 0, alpha, a.data(), kTile, b.data(), N, beta, C, ldc);
-      return;
-    }
-    for (int k0 = 0; k0 < K; k0 += kTile) {
-      int kt = std::min(kTile, K - k0);
-      for (int i = 0; i < M; ++i)
-        for (int k = 0; k < kt; ++k)
-          a[static_cast<size_t>(i) * kTile + k] =
-              to_float(ta == Op::N ? A[static_cast<size_t>(i) * lda + k0 + k] : A[static_cast<size_t>(k0 + k) * lda + i]);
-      for (int k = 0; k < kt; ++k)
-        for (int j = 0; j < N; ++j)
-          b[static_cast<size_t>(k) * N + j] =
-              to_float(tb == Op::N ? B[static_cast<size_t>(k0 + k) * ldb + j] : B[static_cast<size_t>(j) * ldb + k0 + k]);
-      sgemm(Op::N, Op::N, M, N, kt, alpha, a.data(), kTile, b.data(), N, k0 == 0 ? beta : 1.0f, C, ldc);
-    }
+    gemm_bf16_via_sgemm(*this, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 };
 

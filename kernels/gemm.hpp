@@ -25,6 +25,12 @@ class GemmBackend {
                          const bf16* B, int ldb, float beta, float* C, int ldc) = 0;
 };
 
+// A bf16 GEMM as be.sgemm over fp32 tiles of K (exact: bf16 widens to fp32 without rounding;
+// (M + N) x 256 floats of scratch): OpenBLAS's generic build, and CPUs without bf16 instructions
+// (oneDNN has no bf16 matmul on AVX2).
+void gemm_bf16_via_sgemm(GemmBackend& be, Op ta, Op tb, int M, int N, int K, float alpha, const bf16* A, int lda,
+                         const bf16* B, int ldb, float beta, float* C, int ldc);
+
 // Backend by name: "openblas" or "onednn" (when built with oneDNN); throws naming the choices.
 std::unique_ptr<GemmBackend> make_blas_backend();
 #ifdef DEEPMPI_HAVE_DNNL

@@ -1,7 +1,8 @@
 // oneDNN GEMM backend: dnnl_sgemm (row-major, JIT-compiled for the CPU's widest vector ISA,
 // threaded with the same OpenMP pool as the element-wise kernels, so no second thread pool
 // competes for the cores). bf16 inputs run oneDNN's matmul primitive (avx512_core_bf16 or AMX
-// where the CPU has them; measured about 2.1x sgemm on this AVX-512-bf16 machine), with the
+// where the CPU has them; measured about 2.1x sgemm on an AVX-512-bf16 machine; on CPUs without bf16
+// instructions, AVX2 only, oneDNN has none and the operands are widened for dnnl_sgemm), with the
 // strides and transposes of the call, alpha as the output scale and beta as a sum post-op.
 // Primitives are cached by shape. Both GEMMs may be called from several threads at once (the
 // causal attention runs one-thread GEMMs inside an OpenMP region): the matmul then runs on a
@@ -10,6 +11,7 @@
 // threads at once).
 #include <oneapi/dnnl/dnnl.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -53,6 +55,9 @@ class DnnlBackend final : public GemmBackend {
       fallback_->gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
     }
+    // a CPU without bf16 instructions (AVX2 only): oneDNN has no bf16 matmul there, so the
+    // operands are widened (exactly) and multiplied with dnnl_sgemm
+    if (no_bf16_.load()) return gemm_bf16_via_sgemm(*this, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     using dnnl::memory;
     const Key key{ta == Op::T, tb == Op::T, M, N, K, lda, ldb, ldc, alpha, beta};
     Entry* e = nullptr;
@@ -77,12 +82,16 @@ class DnnlBackend final : public GemmBackend {
           dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, engine_);
           it = cache_.emplace(key, Entry{a, b, c, pd.scratchpad_desc(), dnnl::matmul(pd)}).first;
         } catch (const dnnl::error& err) {
-          DMPI_FAIL("oneDNN bf16 matmul " << M << "x" << N << "x" << K << " (lda " << lda << ", ldb " << ldb << ", ldc "
-                                          << ldc << "): " << err.what());
+          DMPI_REQUIRE(err.status == dnnl_unimplemented, "oneDNN bf16 matmul " << M << "x" << N << "x" << K << " (lda "
+                                                                               << lda << ", ldb " << ldb << ", ldc " << ldc
+                                                                               << "): " << err.what());
+          no_bf16_.store(true);  // no bf16 matmul on this CPU: every bf16 GEMM goes through sgemm
         }
       }
-      e = &it->second;
+      if (no_bf16_.load()) e = nullptr;
+      else e = &it->second;
     }
+    if (!e) return gemm_bf16_via_sgemm(*this, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     try {
       // this thread's stream on the process's one CPU engine, and its scratchpad. (A stream
       // keyed by the backend's address went stale when a backend was destroyed and another one
@@ -107,6 +116,7 @@ class DnnlBackend final : public GemmBackend {
     dnnl::matmul mm;
   };
   std::unique_ptr<GemmBackend> fallback_;
+  std::atomic<bool> no_bf16_{false};
   static inline dnnl::engine engine_{dnnl::engine::kind::cpu, 0};  // one per process, shared by every backend
   std::mutex mu_;
   std::map<Key, Entry> cache_;

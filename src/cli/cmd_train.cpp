@@ -45,6 +45,15 @@ std::vector<FlagSpec> train_flags() {
       {"disable-bias-linear", false, "no biases in the linear layers"},
       {"tensor-model-parallel-size", true, "tensor-parallel ranks per model replica (adjacent ranks; default 1, or the "
                                            "ds_config's tensor_parallel.autotp_size); dp = ranks / tp"},
+      {"pipeline-model-parallel-size", true, "pipeline stages (default 1, or the ds_config's pipeline.stages); "
+                                             "dp = ranks / (tp x pp)"},
+      {"pipeline-schedule", true, "1f1b (DeepSpeed's TrainSchedule, the default) | interleaved (with "
+                                  "--num-layers-per-virtual-pipeline-stage) | zero-bubble (ZB-H1)"},
+      {"num-layers-per-virtual-pipeline-stage", true, "Megatron's interleaved schedule: layers per virtual stage"},
+      {"partition-method", true, "DeepSpeed's partition_method: parameters (default) | uniform | type:<regex> "
+                                 "(default: the ds_config's pipeline.partition)"},
+      {"decoder-first-pipeline-num-layers", true, "layers on the first pipeline stage (the rest balanced)"},
+      {"decoder-last-pipeline-num-layers", true, "layers on the last pipeline stage (the rest balanced)"},
       {"sequence-parallel", false, "Megatron's sequence parallelism with tp > 1: the norms and the residual stream hold "
                                    "B*T/tp rows per rank (--seq-length must be a multiple of tp)"},
       {"recompute-granularity", true, "activation recompute: full | selective (attention probabilities only)"},
@@ -256,7 +265,9 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
                                                      << " ranks of the job (dp = ranks / tp)");
     tp = static_cast<int>(v);
   }
-  const auto ds_tp = [&]() -> int64_t {  // read before the batch triangle, which needs dp
+  // a ds_config integer read before the batch triangle, which needs dp (tensor_parallel.autotp_size,
+  // pipeline.stages)
+  const auto ds_int = [&](const char* block, const char* key) -> int64_t {
     if (!a.has("deepspeed-config")) return 0;
     std::ifstream in(a.str("deepspeed-config"));
     if (!in) return 0;  // the config's own reading below names the problem
@@ -265,14 +276,13 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
     try {
       std::vector<config::TextProblem> dups;
       const nlohmann::json j = config::parse_config_text(text.str(), a.str("deepspeed-config"), dups);
-      if (j.contains("tensor_parallel") && j["tensor_parallel"].is_object() &&
-          j["tensor_parallel"].contains("autotp_size") && j["tensor_parallel"]["autotp_size"].is_number_integer())
-        return j["tensor_parallel"]["autotp_size"].get<int64_t>();
+      if (j.contains(block) && j[block].is_object() && j[block].contains(key) && j[block][key].is_number_integer())
+        return j[block][key].get<int64_t>();
     } catch (const std::exception&) {
     }
     return 0;
   };
-  if (const int64_t v = ds_tp(); v > 1) {
+  if (const int64_t v = ds_int("tensor_parallel", "autotp_size"); v > 1) {
     DMPI_CLI_REQUIRE(!a.has("tensor-model-parallel-size") || v == tp,
                      "tensor_parallel.autotp_size " << v << " in the ds_config contradicts --tensor-model-parallel-size "
                                                     << tp << ": give one of them");
@@ -284,7 +294,45 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
   opt.model.sequence_parallel = a.has("sequence-parallel") && tp > 1;
   if (a.has("sequence-parallel") && tp == 1 && mpi.rank() == 0)
     std::printf("note: --sequence-parallel needs --tensor-model-parallel-size > 1: ignored (as Megatron does)\n");
-  const int dp = mpi.size() / tp;
+  // --pipeline-model-parallel-size, else the ds_config's pipeline.stages (DeepSpeed reads the
+  // stage count from the PipelineModule; a number there means the same)
+  int pp = 1;
+  if (a.has("pipeline-model-parallel-size")) {
+    const int64_t v = a.integer("pipeline-model-parallel-size", 1);
+    DMPI_CLI_REQUIRE(v >= 1 && v * tp <= mpi.size() && mpi.size() % (v * tp) == 0,
+                     "--pipeline-model-parallel-size " << v << " x --tensor-model-parallel-size " << tp
+                                                       << " must divide the " << mpi.size()
+                                                       << " ranks of the job (dp = ranks / (tp x pp))");
+    pp = static_cast<int>(v);
+  }
+  if (const int64_t v = ds_int("pipeline", "stages"); v > 1) {
+    DMPI_CLI_REQUIRE(!a.has("pipeline-model-parallel-size") || v == pp,
+                     "pipeline.stages " << v << " in the ds_config contradicts --pipeline-model-parallel-size " << pp
+                                        << ": give one of them");
+    DMPI_CLI_REQUIRE(mpi.size() % (v * tp) == 0, "pipeline.stages " << v << " x tp " << tp << " must divide the "
+                                                                    << mpi.size() << " ranks of the job");
+    pp = static_cast<int>(v);
+  }
+  opt.pipeline_parallel = pp;
+  for (const char* f : {"pipeline-schedule", "num-layers-per-virtual-pipeline-stage", "partition-method",
+                        "decoder-first-pipeline-num-layers", "decoder-last-pipeline-num-layers"})
+    DMPI_CLI_REQUIRE(pp > 1 || !a.has(f), "--" << f << " needs --pipeline-model-parallel-size > 1");
+  if (a.has("num-layers-per-virtual-pipeline-stage")) {
+    const int64_t n = a.integer("num-layers-per-virtual-pipeline-stage", 1);
+    DMPI_CLI_REQUIRE(n >= 1 && opt.model.num_layers % (n * pp) == 0 && opt.model.num_layers / (n * pp) >= 2,
+                     "--num-layers-per-virtual-pipeline-stage " << n << ": --num-layers " << opt.model.num_layers
+                                                                << " must be a multiple of it x the " << pp
+                                                                << " stages, with two or more virtual stages per stage");
+    opt.virtual_stages = static_cast<int>(opt.model.num_layers / (n * pp));
+    opt.pipeline_schedule = "interleaved";
+  }
+  if (a.has("pipeline-schedule")) {
+    opt.pipeline_schedule = a.str("pipeline-schedule");
+    engine::pipe_schedule_named(opt.pipeline_schedule);  // names the allowed values
+  }
+  opt.first_stage_layers = static_cast<int>(a.integer("decoder-first-pipeline-num-layers", -1));
+  opt.last_stage_layers = static_cast<int>(a.integer("decoder-last-pipeline-num-layers", -1));
+  const int dp = mpi.size() / (tp * pp);
   config::AutoContext actx = auto_context(a);
   actx.hidden = opt.model.hidden;  // ZeRO bucket "auto" values follow the model width (as HF's)
   actx.default_train_iters = kDefaultTrainIters;
@@ -317,6 +365,11 @@ int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {
     return kExitNotImplemented;
   }
   if (a.has("print-config") && mpi.rank() == 0) std::printf("%s\n", opt.ds.resolved().dump(2).c_str());
+  // the partition: --partition-method, else the ds_config's pipeline.partition ("best", its
+  // default, is PipelineModule's default "parameters")
+  opt.partition_method = a.str("partition-method", opt.ds.pipeline.partition == "best" ? "parameters" : opt.ds.pipeline.partition);
+  opt.pipe_partitioned = opt.ds.pipeline.pipe_partitioned;
+  opt.grad_partitioned = opt.ds.pipeline.grad_partitioned;
   // DeepSpeed's partition_activations splits the checkpointed activations (each block's input,
   // the residual stream) over the tp ranks: sequence parallelism's split
   if (opt.ds.activation_checkpointing.partition_activations && tp > 1) opt.model.sequence_parallel = true;

@@ -409,7 +409,6 @@ void blocks_unimplemented(const DsConfig& c, std::vector<std::string>& out) {
   no(c.bf16.enabled && c.bf16.immediate_grad_update, "bf16.immediate_grad_update = true");
   // activation_checkpointing: every key applies or is moot on one tensor-parallel rank (the
   // trainer notes which, src/engine/trainer.cpp); recompute itself is --recompute-granularity
-  no(c.pipeline.stages > 1, "pipeline.stages = " + std::to_string(c.pipeline.stages) + " (pipeline parallelism)");
   no(c.pipeline.activation_checkpoint_interval > 0, "pipeline.activation_checkpoint_interval > 0");
   // tensor_parallel.autotp_size is --tensor-model-parallel-size (the CLI reads it); the "tp"
   // sub-block configures DeepSpeed's inference-time AutoTP

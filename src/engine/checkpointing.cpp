@@ -53,16 +53,25 @@ const std::pair<const char*, const char*> kArchitecture[] = {
 // With tensor parallelism each piece of a local tensor becomes the logical runs it covers (a row
 // split: one per segment; a column split: one per row), and a replicated tensor (identical on
 // every tp rank) is written by tp rank 0 only, read by all.
+// With pipeline parallelism the tensors are this stage's, numbered in the whole model's order
+// (the checkpoint's); the last stage's copy of a tied table is read, never written (the first
+// stage writes the table).
 std::vector<StatePiece> Trainer::checkpoint_pieces(bool write) {
   std::vector<StatePiece> local = store_->state_pieces(write && !store_->residency().states_partitioned);
   comm::Communicator& tp = groups_->get(comm::Group::TP);
-  if (tp.size() == 1) return local;
-  const Layout& L = store_->layout();  // its tensors are in model order
+  const Layout& L = store_->layout();  // its tensors are in (this stage's) model order
   std::vector<StatePiece> out;
   for (const StatePiece& p : local) {
-    if (write && !L.tensor(p.tensor).tp_split && tp.rank() != 0) continue;
+    const TensorInfo& ti = L.tensor(p.tensor);
+    if (write && ti.tied_copy) continue;
+    const int global = model_->global_tensor(p.tensor);
+    if (tp.size() == 1) {
+      out.push_back({p.section, global, p.begin, p.n, p.data});
+      continue;
+    }
+    if (write && !ti.tp_split && tp.rank() != 0) continue;
     for (const LogicalRun& r : L.logical_runs(p.tensor, p.begin, p.n))
-      out.push_back({p.section, p.tensor, r.begin, r.n, p.data + r.local});
+      out.push_back({p.section, global, r.begin, r.n, p.data + r.local});
   }
   return out;
 }
@@ -154,8 +163,8 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   p.dir = dir;
   p.tag = tag;
   p.tmp = (std::filesystem::path(dir) / (tag + ".tmp") / io::kCheckpointFileName).string();
-  for (int t = 0; t < model_->num_tensors(); ++t) {
-    const auto& sp = model_->spec(t);
+  for (int t = 0; t < whole().num_tensors(); ++t) {
+    const auto& sp = whole().spec(t);
     p.tensors.push_back({sp.name, sp.logical, sp.logical_numel});
     p.bytes += sp.logical_numel * sizeof(float);
   }
@@ -198,7 +207,7 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   attrs["seed"] = static_cast<int64_t>(opt_.seed);
   {
     std::vector<std::string> order;  // the model's order (datasets are listed by name)
-    for (int t = 0; t < model_->num_tensors(); ++t) order.push_back(model_->spec(t).name);
+    for (int t = 0; t < whole().num_tensors(); ++t) order.push_back(whole().spec(t).name);
     attrs["tensors"] = order;
   }
   attrs["optimizer"] = ds.optimizer.type;
@@ -207,7 +216,7 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
   const int W = groups_->get(comm::Group::DP).size(), world = groups_->get(comm::Group::World).size();
   attrs["topology"] = {{"world_size", world}, {"data_parallel_size", W},
                        {"tensor_parallel_size", groups_->get(comm::Group::TP).size()},
-                       {"pipeline_parallel_size", 1}, {"zero_stage", ds.zero.stage}};
+                       {"pipeline_parallel_size", groups_->get(comm::Group::PP).size()}, {"zero_stage", ds.zero.stage}};
   attrs["model"] = opt_.model.to_json();
   attrs["ds_config"] = ds.resolved();
   attrs["lr_scheduler"] = {{"type", ds.scheduler.type.empty() ? "constant" : ds.scheduler.type},
@@ -332,8 +341,8 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
                                                    << json(shape).dump() << ", this model's " << t.name << " is "
                                                    << json(t.logical).dump());
   };
-  const size_t T = static_cast<size_t>(model_->num_tensors());
-  for (size_t t = 0; t < T; ++t) check_dset("/params/" + model_->spec(static_cast<int>(t)).name, model_->spec(static_cast<int>(t)));
+  const size_t T = static_cast<size_t>(whole().num_tensors());
+  for (size_t t = 0; t < T; ++t) check_dset("/params/" + whole().spec(static_cast<int>(t)).name, whole().spec(static_cast<int>(t)));
   const auto names = state_names();
   const std::string saved_opt = A.value("optimizer", std::string("?"));
   if (load_optimizer) {
@@ -344,7 +353,7 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
                                << ": use the same optimizer, or pass --no-load-optim to load the parameters only");
     for (const auto& n : names)
       for (size_t t = 0; t < T; ++t)
-        check_dset("/optim/" + n + "/" + model_->spec(static_cast<int>(t)).name, model_->spec(static_cast<int>(t)));
+        check_dset("/optim/" + n + "/" + whole().spec(static_cast<int>(t)).name, whole().spec(static_cast<int>(t)));
   }
 
   // Two passes, so that nothing live changes unless the whole checkpoint is sound and no
@@ -357,7 +366,7 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   std::vector<std::string> dsets;  // section-major, as `key` = section * T + tensor below
   for (size_t k = 0; k < nsec; ++k)
     for (size_t t = 0; t < T; ++t)
-      dsets.push_back((k == 0 ? std::string("/params/") : "/optim/" + names[k - 1] + "/") + model_->spec(static_cast<int>(t)).name);
+      dsets.push_back((k == 0 ? std::string("/params/") : "/optim/" + names[k - 1] + "/") + whole().spec(static_cast<int>(t)).name);
   const double t_read = now_seconds();
   auto report_bad = [&](const std::vector<std::string>& bad, const char* consequence) {
     std::string list;
@@ -396,7 +405,7 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
     std::map<uint32_t, uint64_t> total;
     for (size_t k = 0; k < nsec; ++k)
       for (size_t t = 0; t < T; ++t)
-        total[static_cast<uint32_t>(k * T + t)] = model_->spec(static_cast<int>(t)).logical_numel * sizeof(float);
+        total[static_cast<uint32_t>(k * T + t)] = whole().spec(static_cast<int>(t)).logical_numel * sizeof(float);
     for (const auto& sp : checkpoint_pieces(true)) {  // over the ranks, every tensor exactly once
       if (static_cast<size_t>(sp.section) >= nsec) continue;
       mine.push_back({static_cast<uint32_t>(static_cast<size_t>(sp.section) * T + static_cast<size_t>(sp.tensor)),
@@ -433,11 +442,13 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   last_saved_step_ = global_steps_;
   if (print) {
     const json topo = A.value("topology", json::object());
-    std::printf("[deepmpi] loaded checkpoint %s (step %lld, saved at tp %s dp %s ZeRO stage %s; now tp %d dp %d stage %d%s) in "
-                "%.2f s (%s %.2f s, read %.2f s, %s per rank)\n",
+    std::printf("[deepmpi] loaded checkpoint %s (step %lld, saved at tp %s pp %s dp %s ZeRO stage %s; now tp %d pp %d dp %d "
+                "stage %d%s) in %.2f s (%s %.2f s, read %.2f s, %s per rank)\n",
                 path.c_str(), static_cast<long long>(global_steps_), topo.value("tensor_parallel_size", json(1)).dump().c_str(),
+                topo.value("pipeline_parallel_size", json(1)).dump().c_str(),
                 topo.value("data_parallel_size", json()).dump().c_str(), topo.value("zero_stage", json()).dump().c_str(),
-                groups_->get(comm::Group::TP).size(), groups_->get(comm::Group::DP).size(), store_->residency().stage(),
+                groups_->get(comm::Group::TP).size(), groups_->get(comm::Group::PP).size(),
+                groups_->get(comm::Group::DP).size(), store_->residency().stage(),
                 load_optimizer ? "" : "; optimizer states not loaded (--no-load-optim)", now_seconds() - t0,
                 atomic ? "checksum pass" : "set-up", t_commit - t_read, now_seconds() - t_commit,
                 human_bytes(static_cast<double>(read_bytes)).c_str());

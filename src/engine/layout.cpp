@@ -32,6 +32,7 @@ Layout::Layout(const model::Model<float>& m, int dp_size, int dp_rank, bool part
     ti.numel = s.numel;
     ti.logical = s.logical;
     ti.tp_split = s.tp_split();
+    ti.tied = s.tied, ti.tied_copy = s.tied_copy;
     ti.offset = off;
     ti.unit = static_cast<int>(units_.size()) - 1;
     ti.model_tensor = t;

@@ -27,6 +27,7 @@ struct TensorInfo {
   size_t numel = 0;
   std::vector<int64_t> logical;  // the logical shape (checkpoints)
   bool tp_split = false;         // split over the tp group (else replicated on every tp rank)
+  bool tied = false, tied_copy = false;  // pipeline: the tied embedding/head table (model::ParamSpec)
   size_t offset = 0;  // flat (padded layout)
   int unit = 0;       // param unit
   int model_tensor = 0;  // index in model order

@@ -280,12 +280,35 @@ void ParamStore::acquire_grads(int i) {
 
 // The unit's fp32 gradients of this micro-batch are complete: rounded into the accumulated
 // gradients (stages 0-1) or reduce-scattered into the partition (stages 2-3).
+bool ParamStore::holds_tied(int u) const {
+  if (!tied_) return false;
+  const UnitInfo& ui = layout_.unit(u);
+  for (int t = ui.first_tensor; t < ui.first_tensor + ui.num_tensors; ++t)
+    if (layout_.tensor(t).tied) return true;
+  return false;
+}
+
+void ParamStore::sum_tied(void* g, DType dt, int u) {
+  const UnitInfo& ui = layout_.unit(u);
+  for (int t = ui.first_tensor; t < ui.first_tensor + ui.num_tensors; ++t)
+    if (layout_.tensor(t).tied) {
+      void* x = element(g, dt, layout_.offset_in_unit(t));
+      tied_->all_reduce(x, x, layout_.tensor(t).numel, dt, comm::ReduceOp::Sum);
+    }
+}
+
 void ParamStore::reduce_grads(int i) {
   Unit& x = units_[static_cast<size_t>(i)];
   const UnitInfo& u = layout_.unit(i);
+  if (holds_tied(i) && std::find(tied_pending_.begin(), tied_pending_.end(), i) == tied_pending_.end()) {
+    // the other end of the tie may still be running its backward: summed at the boundary
+    tied_pending_.push_back(i);
+    return;
+  }
   float* buf = x.grads;
   x.grads = nullptr;
   sum_replicated_over_tp(buf, i);
+  if (holds_tied(i)) sum_tied(buf, DType::F32, i);
   if (!res_.grads_partitioned) {
     kernels::accumulate(ctx_, gfull_.at(u.offset), gdt_, buf, DType::F32, u.numel, 1.0f);
     release_buf(buf);
@@ -375,10 +398,19 @@ void ParamStore::skip_step() {
 }
 
 void ParamStore::reduce_gradients() {
-  if (res_.grads_partitioned) return;  // stages 2-3: reduced into gpart_ during each backward (end_micro)
+  // pipeline: the units holding a tied table, whose ReduceGrads waited for the boundary
+  for (int u : std::vector<int>(tied_pending_)) reduce_grads(u);
+  tied_pending_.clear();
+  if (res_.grads_partitioned) {  // stages 2-3: reduced into gpart_ during each backward (end_micro)
+    wait_all_reduces();
+    return;
+  }
   const Layout& L = layout_;
   if (!half_)  // fp32 stages 0-1 accumulate straight into the whole buffer (bf16/fp16: in reduce_grads)
-    for (int u = 0; u < L.num_units(); ++u) sum_replicated_over_tp(gfull_.as<float>() + L.unit(u).offset, u);
+    for (int u = 0; u < L.num_units(); ++u) {
+      sum_replicated_over_tp(gfull_.as<float>() + L.unit(u).offset, u);
+      if (holds_tied(u)) sum_tied(gfull_.as<float>() + L.unit(u).offset, DType::F32, u);
+    }
   void* g = gfull_.data();
   if (W_ == 1) {
     if (res_.states_partitioned)  // one rank owns everything: the partition gradient is the gradient
@@ -428,25 +460,33 @@ void ParamStore::reduce_gradients() {
 }
 
 double ParamStore::grad_norm() {
-  if (tp_ && tp_->size() > 1) {
-    // every logical element once: the split tensors' parts on every tp rank, the replicated
-    // tensors on tp rank 0 only
-    const bool first = tp_->rank() == 0;
-    double sq = 0.0;
-    if (!res_.states_partitioned) {
+  // every logical element once: with tensor parallelism the split tensors' parts on every tp rank
+  // and the replicated tensors on tp rank 0 only; with a pipeline every stage's tensors, the last
+  // stage's copy of a tied table not (it equals the first stage's after ReduceTiedGrads)
+  const bool tp = tp_ && tp_->size() > 1, pp = pp_ && pp_->size() > 1;
+  const bool first = !tp || tp_->rank() == 0;
+  auto counted = [&](const TensorInfo& t) { return (t.tp_split || first) && !(pp && t.tied_copy); };
+  bool all = true;
+  for (const auto& t : layout_.tensors()) all = all && counted(t);
+  double sq = 0.0;
+  if (!res_.states_partitioned) {
+    if (all) {
+      sq = kernels::sum_squares(ctx_, gfull_.data(), gdt_, layout_.numel());
+    } else {
       for (const auto& t : layout_.tensors())
-        if (t.tp_split || first) sq += kernels::sum_squares(ctx_, gfull_.at(t.offset), gdt_, t.numel);
+        if (counted(t)) sq += kernels::sum_squares(ctx_, gfull_.at(t.offset), gdt_, t.numel);
+    }
+  } else {
+    if (all) {
+      sq = kernels::sum_squares(ctx_, gpart_.data(), gdt_, gpart_.numel());  // padding is zero
     } else {
       for (const Run& r : layout_.owned())
-        if (layout_.tensor(r.tensor).tp_split || first) sq += kernels::sum_squares(ctx_, gpart_.at(r.part), gdt_, r.n);
-      comm_.all_reduce(&sq, &sq, 1, DType::F64, comm::ReduceOp::Sum);
+        if (counted(layout_.tensor(r.tensor))) sq += kernels::sum_squares(ctx_, gpart_.at(r.part), gdt_, r.n);
     }
-    tp_->all_reduce(&sq, &sq, 1, DType::F64, comm::ReduceOp::Sum);
-    return std::sqrt(sq);
+    comm_.all_reduce(&sq, &sq, 1, DType::F64, comm::ReduceOp::Sum);
   }
-  if (!res_.states_partitioned) return std::sqrt(kernels::sum_squares(ctx_, gfull_.data(), gdt_, layout_.numel()));
-  double sq = kernels::sum_squares(ctx_, gpart_.data(), gdt_, gpart_.numel());  // padding is zero
-  comm_.all_reduce(&sq, &sq, 1, DType::F64, comm::ReduceOp::Sum);
+  if (tp) tp_->all_reduce(&sq, &sq, 1, DType::F64, comm::ReduceOp::Sum);
+  if (pp) pp_->all_reduce(&sq, &sq, 1, DType::F64, comm::ReduceOp::Sum);
   return std::sqrt(sq);
 }
 

@@ -129,6 +129,11 @@ class ParamStore {
   // sum_replicated (sequence parallelism): a replicated parameter's gradient is this tp rank's
   // rows' part; it is summed over the tp group before the dp reduction.
   void set_tp(comm::Communicator* tp, bool sum_replicated = false) { tp_ = tp, sum_replicated_ = sum_replicated; }
+  // Pipeline parallelism: the pp group (grad_norm sums the stages' squares over it and counts the
+  // last stage's copy of a tied table once) and the group of the two stages holding a tied
+  // table (null: none here), over which its gradients are summed at the boundary (DeepSpeed's
+  // ReduceTiedGrads) before the dp reduction; a unit holding one is reduced at the boundary.
+  void set_pipeline(comm::Communicator* pp, comm::Communicator* tied) { pp_ = pp, tied_ = tied; }
   const std::vector<OwnedSlice>& owned() const { return owned_; }
   // Calls fn(p, g, state_off, n, decay) over the owned elements with their averaged gradients as
   // fp32 (16-bit gradients widened chunk by chunk; fn may overwrite g); fn updates p, and in
@@ -181,6 +186,10 @@ class ParamStore {
   comm::Communicator* tp_ = nullptr;
   bool sum_replicated_ = false;
   void sum_replicated_over_tp(float* unit_grads, int u);  // fp32 gradients of param unit u (unit offsets)
+  comm::Communicator *pp_ = nullptr, *tied_ = nullptr;
+  bool holds_tied(int u) const;                        // param unit u holds a tied table (and tied_ is set)
+  void sum_tied(void* unit_grads, DType t, int u);     // its tied tensors' gradients summed over tied_
+  std::vector<int> tied_pending_;                      // tied units whose ReduceGrads waits for the boundary
   kernels::Context ctx_;
   Layout layout_;
   Residency res_;

@@ -23,6 +23,12 @@ const char* op_name(OpKind k) {
     case OpKind::ReduceGrads: return "ReduceGrads";
     case OpKind::EndMicro: return "EndMicro";
     case OpKind::Step: return "Step";
+    case OpKind::BackwardInput: return "BackwardInput";
+    case OpKind::BackwardWeight: return "BackwardWeight";
+    case OpKind::RecvAct: return "RecvAct";
+    case OpKind::SendAct: return "SendAct";
+    case OpKind::RecvGrad: return "RecvGrad";
+    case OpKind::SendGrad: return "SendGrad";
   }
   return "?";
 }
@@ -37,7 +43,13 @@ std::string to_string(const Instr& i) {
     case OpKind::EndMicro: os << "mb" << i.micro; break;
     case OpKind::Forward:
     case OpKind::Recompute:
-    case OpKind::Backward: os << "m" << i.unit << ", mb" << i.micro; break;
+    case OpKind::Backward:
+    case OpKind::BackwardInput:
+    case OpKind::BackwardWeight: os << "m" << i.unit << ", mb" << i.micro; break;
+    case OpKind::RecvAct:
+    case OpKind::SendAct:
+    case OpKind::RecvGrad:
+    case OpKind::SendGrad: os << "c" << i.unit << ", mb" << i.micro << ", slot " << i.slot; break;
     case OpKind::Release: os << "u" << i.unit << (i.keep ? ", keep" : ""); break;
     default: os << "u" << i.unit; break;
   }
@@ -45,34 +57,23 @@ std::string to_string(const Instr& i) {
   return os.str();
 }
 
-namespace {
-
-struct Compute {
-  OpKind op;
-  int unit;  // model unit
-};
-
-// One micro-batch's compute instructions: every forward, then the backward in reverse order, a
-// recompute chunk's forwards (in order) before the backward of its last unit.
-std::vector<Compute> compute_sequence(const ScheduleSpec& s, int& forward_count) {
-  const int n = static_cast<int>(s.uses.size());
+std::vector<Compute> compute_sequence(const ScheduleSpec& s, int& forward_count, int begin, int end) {
+  const int n = end < 0 ? static_cast<int>(s.uses.size()) : end;
   std::vector<Compute> seq;
-  for (int m = 0; m < n; ++m) seq.push_back({OpKind::Forward, m});
-  forward_count = n;
+  for (int m = begin; m < n; ++m) seq.push_back({OpKind::Forward, m});
+  forward_count = n - begin;
   auto chunk = [&](int m) { return s.recompute.empty() ? -1 : s.recompute[static_cast<size_t>(m)].chunk; };
-  for (int m = n - 1; m >= 0; --m) {
+  for (int m = n - 1; m >= begin; --m) {
     const int c = chunk(m);
     if (c >= 0 && (m + 1 >= n || chunk(m + 1) != c)) {
       int first = m;
-      while (first > 0 && chunk(first - 1) == c) --first;
+      while (first > begin && chunk(first - 1) == c) --first;
       for (int r = first; r <= m; ++r) seq.push_back({OpKind::Recompute, r});
     }
     seq.push_back({OpKind::Backward, m});
   }
   return seq;
 }
-
-}  // namespace
 
 Schedule train_schedule(const ScheduleSpec& s) {
   DMPI_REQUIRE(s.micro_batches >= 1, "at least one micro-batch");

@@ -43,7 +43,14 @@ enum class OpKind : uint8_t {
   Backward,
   ReduceGrads,
   EndMicro,
-  Step
+  Step,
+  // pipeline parallelism (pipeline.hpp)
+  BackwardInput,   // zero-bubble: the input-gradient half of a unit's backward
+  BackwardWeight,  // and its weight-gradient half
+  RecvAct,         // post the receive of a chunk's input activation (unit: chunk, slot)
+  SendAct,         // send a chunk's output activation (unit: chunk, slot)
+  RecvGrad,        // post the receive of a chunk's output gradient (unit: chunk, slot: buffer)
+  SendGrad         // send the gradient of a chunk's input (unit: chunk, slot: buffer)
 };
 const char* op_name(OpKind k);
 
@@ -84,6 +91,15 @@ struct Schedule {
 
 // Gradient accumulation: every micro-batch's forward then its backward, then the step.
 Schedule train_schedule(const ScheduleSpec& s);
+
+// One micro-batch's compute over model units [begin, end) (end -1: all): every forward, then the
+// backward in reverse order, a recompute chunk's forwards (in order) before the backward of its
+// last unit. forward_count: how many of the entries are the forwards.
+struct Compute {
+  OpKind op;
+  int unit;  // model unit
+};
+std::vector<Compute> compute_sequence(const ScheduleSpec& s, int& forward_count, int begin = 0, int end = -1);
 
 // The spec of a model (its units' uses and the recompute plan); the parameter policy fields are
 // the caller's.

@@ -120,7 +120,13 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   DMPI_REQUIRE(opt_.tensor_parallel >= 1 && world_size % opt_.tensor_parallel == 0,
                "--tensor-model-parallel-size " << opt_.tensor_parallel << " does not divide the " << world_size
                                                << " ranks of the job: use a divisor, or launch a multiple of it");
-  groups_ = std::make_unique<comm::ProcessGroups>(comm::Topology(world_size, opt_.tensor_parallel, 1), opt_.world);
+  const int PP = opt_.pipeline_parallel;
+  DMPI_REQUIRE(PP >= 1 && world_size % (opt_.tensor_parallel * PP) == 0,
+               "--pipeline-model-parallel-size " << PP << " x --tensor-model-parallel-size " << opt_.tensor_parallel
+                                                 << " does not divide the " << world_size
+                                                 << " ranks of the job (world = tp x pp x dp): launch a multiple of "
+                                                 << opt_.tensor_parallel * PP << " ranks");
+  groups_ = std::make_unique<comm::ProcessGroups>(comm::Topology(world_size, opt_.tensor_parallel, PP), opt_.world);
   {
     comm::Communicator& tp = groups_->get(comm::Group::TP);
     opt_.model.tp_size = tp.size();
@@ -143,7 +149,52 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
                                                          : kernels::Precision::F32);
   // The model as units; the parameters live in the store, which initialises only what this rank
   // keeps (stage 3: its partition, DeepSpeed's zero.Init) and holds them in the model dtype.
-  model_ = std::make_unique<model::Model<float>>(opt_.model);
+  // With pipelines: this stage's units (src/engine/pipeline.hpp).
+  std::vector<int> chunk_begin = {0};
+  if (PP > 1) {
+    pipe_kind_ = pipe_schedule_named(opt_.pipeline_schedule);
+    const int v = opt_.virtual_stages;
+    DMPI_REQUIRE(ds.zero.stage <= 2, "zero_optimization.stage 3 with --pipeline-model-parallel-size "
+                                         << PP << ": not supported (each stage would all-gather its layers per "
+                                            "micro-batch); use stage 1 or 2, which partition the optimizer states "
+                                            "and gradients over dp within each stage");
+    DMPI_REQUIRE(pipe_kind_ != PipeSchedule::Interleaved || v >= 2,
+                 "--pipeline-schedule interleaved needs --num-layers-per-virtual-pipeline-stage (two or more virtual "
+                 "stages per stage)");
+    DMPI_REQUIRE(pipe_kind_ == PipeSchedule::Interleaved || v == 1,
+                 "--num-layers-per-virtual-pipeline-stage runs the interleaved schedule: drop --pipeline-schedule "
+                     << pipe_schedule_name(pipe_kind_) << " or the virtual stages");
+    if (pipe_kind_ == PipeSchedule::ZeroBubble) {
+      DMPI_REQUIRE(!opt_.model.sp(), "--pipeline-schedule zero-bubble with --sequence-parallel: not supported (the "
+                                     "sequence-parallel backward does not split yet); use 1f1b or drop --sequence-parallel");
+      DMPI_REQUIRE(opt_.recompute.granularity != model::RecomputeConfig::Granularity::Full,
+                   "--pipeline-schedule zero-bubble with --recompute-granularity full: the weight gradients need the "
+                   "activations after the input gradients; use 1f1b, or selective recompute");
+    }
+    PartitionOptions po;
+    po.stages = PP, po.virtual_stages = v, po.method = opt_.partition_method;
+    po.first_layers = opt_.first_stage_layers, po.last_layers = opt_.last_stage_layers;
+    partition_ = partition_model(logical_model(), po);
+    const int stage = groups_->get(comm::Group::PP).rank();
+    model_ = std::make_unique<model::Model<float>>(opt_.model, partition_.units_of(stage));
+    whole_ = std::make_unique<model::Model<float>>(opt_.model);
+    chunk_begin = partition_.chunk_begin(stage);
+    if (opt_.model.tie_embeddings) {
+      // the first and last stages of each (tp, dp) place: the tied table's two copies
+      const comm::Coord me = groups_->topology().coord(groups_->world_rank());
+      const bool end = stage == 0 || stage == PP - 1;
+      MPI_Comm c = MPI_COMM_NULL;
+      DMPI_CHECK_MPI(MPI_Comm_split(opt_.world, end ? me.tp + opt_.tensor_parallel * me.dp : MPI_UNDEFINED, stage, &c));
+      if (c != MPI_COMM_NULL) tied_ = std::make_unique<comm::MpiCommunicator>(c, "tied", true);
+    }
+  } else {
+    partition_.chunks = {{0, 0}};
+    model_ = std::make_unique<model::Model<float>>(opt_.model);
+  }
+  for (int u = 0, k = 0; u < model_->num_units(); ++u) {
+    if (k + 1 < static_cast<int>(chunk_begin.size()) && u == chunk_begin[static_cast<size_t>(k) + 1]) ++k;
+    chunk_of_unit_.push_back(k);
+  }
   // Initial values by logical element: a tensor-parallel split starts as the same slice of the
   // logical tensor that one rank would initialise.
   store_ = std::make_unique<ParamStore>(
@@ -155,16 +206,34 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
       },
       ctx_);
   store_->set_tp(&groups_->get(comm::Group::TP), opt_.model.sp());
+  if (PP > 1) store_->set_pipeline(&groups_->get(comm::Group::PP), tied_.get());
   // The step as an instruction list, and the activations it needs.
-  const auto plan = model::plan_recompute(*model_, opt_.recompute);
+  const auto plan = model::plan_recompute(*model_, opt_.recompute, chunk_begin);
   std::vector<int> param_unit;
   for (int u = 0; u < model_->num_units(); ++u) param_unit.push_back(store_->layout().unit_of(u));
   ScheduleSpec spec = schedule_spec(*model_, param_unit, plan, static_cast<int>(ds.grad_accum));
   store_->describe_to(spec);
-  schedule_ = train_schedule(spec);
+  model::RunnerShape shape;
+  if (PP > 1) {
+    PipelineSpec ps;
+    ps.base = spec;
+    ps.chunk_begin = chunk_begin;
+    for (int u = 0; u < model_->num_units(); ++u) {
+      ps.splits.push_back(model_->unit(u).splits_backward());
+      if (model_->global_unit(u) == 0) ps.embedding_unit = u;
+      if (std::string(model_->unit(u).kind()) == "lm_head") ps.head_unit = u;
+    }
+    ps.stages = PP, ps.stage = pipeline_stage(), ps.virtual_stages = opt_.virtual_stages, ps.kind = pipe_kind_;
+    schedule_ = pipeline_schedule(ps);
+    shape.chunk_begin = chunk_begin;
+    shape.split_backward = pipe_kind_ == PipeSchedule::ZeroBubble;
+  } else {
+    schedule_ = train_schedule(spec);
+  }
   runner_ = std::make_unique<model::Runner<float>>(*model_, static_cast<int>(ds.micro_batch), opt_.model.seq_len, plan,
-                                                   schedule_.slots);
+                                                   schedule_.slots, shape);
   runner_->set_tp(tp_.get());
+  if (PP > 1) setup_pipeline_io();
   if (ds.fp16.enabled) scaler_ = std::make_unique<LossScaler>(ds.fp16);
   for (int k = 0; k < optimizer_->state_slots(); ++k)
     if (const float v = optimizer_->initial_state(k); v != 0.0f)
@@ -208,15 +277,40 @@ MemoryReport Trainer::memory() const {
 MemoryReport Trainer::planned_memory(const TrainOptions& opt, int dp_size) {
   model::ModelConfig mc = opt.model;
   mc.tp_size = opt.tensor_parallel, mc.tp_rank = 0;  // rank 0 holds the largest vocabulary slice
-  const model::Model<float> m(mc);
-  const Layout layout(m, dp_size, 0, opt.ds.zero.stage >= 1);
-  const StoreMemory z = ParamStore::planned(layout, opt.ds, make_optimizer(opt.ds.optimizer)->state_slots());
-  MemoryReport r;
-  r.params = z.params, r.grads = z.grads, r.masters = z.masters, r.optimizer_states = z.optimizer_states;
-  r.comm_buffers = z.comm_buffers;
-  r.activations = model::Runner<float>::planned_bytes(m, static_cast<int>(opt.ds.micro_batch), opt.model.seq_len,
-                                                      model::plan_recompute(m, opt.recompute));
-  return r;
+  // with pipelines: the stage that needs the most (its units, its schedule's activation slots)
+  const int S = opt.pipeline_parallel;
+  Partition part;
+  PipeSchedule kind = PipeSchedule::OneFOneB;
+  if (S > 1) {
+    PartitionOptions po;
+    po.stages = S, po.virtual_stages = opt.virtual_stages, po.method = opt.partition_method;
+    po.first_layers = opt.first_stage_layers, po.last_layers = opt.last_stage_layers;
+    model::ModelConfig logical = mc;
+    logical.tp_size = 1;
+    part = partition_model(logical, po);
+    kind = pipe_schedule_named(opt.pipeline_schedule);
+  }
+  MemoryReport best;
+  for (int s = 0; s < S; ++s) {
+    const model::Model<float> m = S > 1 ? model::Model<float>(mc, part.units_of(s)) : model::Model<float>(mc);
+    const Layout layout(m, dp_size, 0, opt.ds.zero.stage >= 1);
+    const StoreMemory z = ParamStore::planned(layout, opt.ds, make_optimizer(opt.ds.optimizer)->state_slots());
+    MemoryReport r;
+    r.params = z.params, r.grads = z.grads, r.masters = z.masters, r.optimizer_states = z.optimizer_states;
+    r.comm_buffers = z.comm_buffers;
+    model::RunnerShape shape;
+    int slots = 1;
+    if (S > 1) {
+      shape.chunk_begin = part.chunk_begin(s);
+      shape.split_backward = kind == PipeSchedule::ZeroBubble;
+      slots = pipeline_slots(kind, S, s, static_cast<int>(opt.ds.grad_accum), opt.virtual_stages);
+    }
+    r.activations = model::Runner<float>::planned_bytes(m, static_cast<int>(opt.ds.micro_batch), opt.model.seq_len,
+                                                        model::plan_recompute(m, opt.recompute, shape.chunk_begin), slots,
+                                                        shape);
+    if (s == 0 || r.total() > best.total()) best = r;
+  }
+  return best;
 }
 
 std::string Trainer::memory_plan(const TrainOptions& opt, int dp_size) {
@@ -227,6 +321,8 @@ std::string Trainer::memory_plan(const TrainOptions& opt, int dp_size) {
      << "  parameters " << model::num_params(opt.model) << " (" << opt.ds.model_dtype() << "); ZeRO stage "
      << opt.ds.zero.stage << " over dp " << dp_size
      << (opt.tensor_parallel > 1 ? "; tensor parallel " + std::to_string(opt.tensor_parallel) : std::string())
+     << (opt.pipeline_parallel > 1 ? "; pipeline parallel " + std::to_string(opt.pipeline_parallel) + " (the largest stage)"
+                                   : std::string())
      << "; micro-batch " << opt.ds.micro_batch << " x seq "
      << opt.model.seq_len << "; activation recompute " << opt.recompute.describe() << "\n"
      << "  memory per rank (planned, nothing allocated): params " << h(r.params) << " | grads " << h(r.grads)
@@ -248,7 +344,11 @@ std::string Trainer::banner() const {
                    (opt_.model.sp() ? " + sequence parallel" : "") + " (this rank holds " +
                    std::to_string(model_->real_params()) + " of the parameters)"
              : std::string())
+     << (partition_.stages > 1 ? "; pipeline parallel " + std::to_string(partition_.stages) + " (this stage holds " +
+                                      std::to_string(model_->real_params()) + " of the parameters)"
+                                : std::string())
      << "; activation recompute " << opt_.recompute.describe() << "\n"
+     << (partition_.stages > 1 ? partition_report() + "\n" : std::string())
      << "  data: " << source_->describe() << "\n"
      << "  batch: train_batch_size " << ds.train_batch_size << " = micro " << ds.micro_batch << " x accumulation "
      << ds.grad_accum << " x dp " << groups_->get(comm::Group::DP).size() << "; tokens/step " << ds.train_batch_size * opt_.model.seq_len << "\n"
@@ -294,6 +394,28 @@ void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double 
 }
 
 std::vector<std::vector<float>> Trainer::full_params() {
+  std::vector<std::vector<float>> local = stage_params();
+  comm::Communicator& pp = groups_->get(comm::Group::PP);
+  if (pp.size() == 1) return local;
+  // every stage's tensors on every rank: each tensor broadcast from the stage that owns it (the
+  // tied table from the first stage)
+  const int T = whole().num_tensors();
+  std::vector<int> owner(static_cast<size_t>(T), -1), local_of(static_cast<size_t>(T), -1);
+  for (int t = 0; t < model_->num_tensors(); ++t)
+    if (!model_->spec(t).tied_copy) owner[static_cast<size_t>(model_->global_tensor(t))] = pp.rank(), local_of[static_cast<size_t>(model_->global_tensor(t))] = t;
+  pp.all_reduce(owner.data(), owner.data(), owner.size(), DType::I32, comm::ReduceOp::Max);
+  std::vector<std::vector<float>> out(static_cast<size_t>(T));
+  for (int t = 0; t < T; ++t) {
+    auto& dst = out[static_cast<size_t>(t)];
+    if (local_of[static_cast<size_t>(t)] >= 0) dst = std::move(local[static_cast<size_t>(local_of[static_cast<size_t>(t)])]);
+    else dst.assign(whole().spec(t).logical_numel, 0.0f);
+    DMPI_REQUIRE(owner[static_cast<size_t>(t)] >= 0, "tensor " << whole().spec(t).name << " is on no pipeline stage");
+    pp.broadcast(dst.data(), dst.size(), DType::F32, owner[static_cast<size_t>(t)]);
+  }
+  return out;
+}
+
+std::vector<std::vector<float>> Trainer::stage_params() {
   std::vector<std::vector<float>> local = store_->gather_full();
   comm::Communicator& tp = groups_->get(comm::Group::TP);
   if (tp.size() == 1) return local;
@@ -332,7 +454,12 @@ StepMetrics Trainer::train_step() {
   // DeepSpeed divides each micro loss by GAS; fp16 multiplies it by the loss scale
   const double backward_scale = (scaler_ ? scaler_->scale() : 1.0) / static_cast<double>(ds.grad_accum);
   double loss_sum = 0.0, t_fwd = 0.0, t_bwd = 0.0, t_rec = 0.0, a = 0.0, b = 0.0;
-  for (const Instr& in : schedule_.instrs) {
+  if (partition_.stages > 1) {
+    loss_sum = run_pipeline_list(ops, backward_scale, t_fwd, t_rec);
+    t_bwd = now_seconds() - t0 - t_fwd;
+  }
+  const std::vector<Instr> none;
+  for (const Instr& in : partition_.stages > 1 ? none : schedule_.instrs) {
     switch (in.op) {
       case OpKind::BeginStep: store_->begin_step(); break;
       case OpKind::Load: {
@@ -369,6 +496,7 @@ StepMetrics Trainer::train_step() {
         ++micro_steps_;
         break;
       case OpKind::Step: break;  // the boundary, below
+      default: DMPI_FAIL("instruction " << to_string(in) << " outside a pipeline");
     }
   }
   samples_ += static_cast<uint64_t>(ds.train_batch_size);
@@ -414,12 +542,13 @@ StepMetrics Trainer::train_step() {
   // warning before the time limit or a preemption) on any rank stops every rank after this step.
   // It also carries whether this rank's background save writer has finished (weighted by W+1,
   // so the sum separates the two counts): when every rank's has, the save is committed now.
-  // Over every training rank (tp ranks hold the same loss; a signal may reach any of them).
+  // Over every training rank (tp ranks hold the same loss, the other pipeline stages 0; a
+  // signal may reach any of them).
   comm::Communicator& world = groups_->get(comm::Group::World);
   const double W1 = world.size() + 1.0;
   double red[2] = {loss, (stop_signal() != 0 ? 1.0 : 0.0) + (save_in_flight_done() ? W1 : 0.0)};
   world.all_reduce(red, red, 2, comm::DType::F64, comm::ReduceOp::Sum);
-  loss = red[0] / world.size();
+  loss = red[0] / (world.size() / groups_->get(comm::Group::PP).size());  // the last stage's ranks hold the loss
   const double writers_done = std::floor(red[1] / W1);
   stop_requested_ = red[1] - writers_done * W1 > 0.5;
   if (async_ && writers_done == world.size()) {
@@ -613,7 +742,7 @@ TrainSummary Trainer::run() {
                   {"median_tokens_per_s", s.median_tokens_per_s}, {"median_tflops", s.median_tflops},
                   {"median_mfu", s.median_mfu}, {"peak_rss_bytes_max_rank", s.peak_rss},
                   {"zero_stage", opt_.ds.zero.stage}, {"dp", groups_->get(comm::Group::DP).size()},
-                  {"tp", groups_->get(comm::Group::TP).size()},
+                  {"tp", groups_->get(comm::Group::TP).size()}, {"pp", groups_->get(comm::Group::PP).size()},
                   {"params_bytes", s.memory.params}, {"grads_bytes", s.memory.grads}, {"masters_bytes", s.memory.masters},
                   {"optimizer_states_bytes", s.memory.optimizer_states}, {"comm_buffers_bytes", s.memory.comm_buffers},
                   {"checkpoint_snapshot_bytes", s.memory.checkpoint_snapshot},

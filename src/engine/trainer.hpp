@@ -13,6 +13,8 @@
 #include <string>
 #include <atomic>
 #include <condition_variable>
+#include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -28,6 +30,7 @@
 #include "src/engine/lr_schedule.hpp"
 #include "src/engine/optimizer.hpp"
 #include "src/engine/param_store.hpp"
+#include "src/engine/pipeline.hpp"
 #include "src/engine/schedule.hpp"
 #include "src/model/model.hpp"
 
@@ -36,7 +39,18 @@ namespace dmpi::engine {
 struct TrainOptions {
   model::ModelConfig model;
   model::RecomputeConfig recompute;  // activation checkpointing (--recompute-granularity ...)
-  int tensor_parallel = 1;           // --tensor-model-parallel-size (tensor_parallel.autotp_size): world = tp x dp
+  int tensor_parallel = 1;           // --tensor-model-parallel-size (tensor_parallel.autotp_size): world = tp x dp x pp
+  // Pipeline parallelism (src/engine/pipeline.hpp): --pipeline-model-parallel-size, the virtual
+  // stages per stage (--num-layers-per-virtual-pipeline-stage), DeepSpeed's partition_method,
+  // Megatron's uneven first/last stages, the schedule (1f1b | interleaved | zero-bubble), and
+  // DeepSpeed's pipe_partitioned/grad_partitioned (with tp > 1 each tp rank sends 1/tp of a
+  // message and the receiver all-gathers it).
+  int pipeline_parallel = 1;
+  int virtual_stages = 1;
+  std::string partition_method = "parameters";
+  int first_stage_layers = -1, last_stage_layers = -1;
+  std::string pipeline_schedule = "1f1b";
+  bool pipe_partitioned = true, grad_partitioned = true;
   std::string gemm_backend;          // empty: kernels::default_gemm_backend_name()
   config::DsConfig ds;
   int64_t train_iters = 20;
@@ -100,15 +114,22 @@ class Trainer {
   TrainSummary run();
   // one step of the configured optimizer (beta1/beta2: the config's, or OneCycle's cycled ones)
   void apply_optimizer(double lr, float grad_scale, double beta1, double beta2);
-  const model::Model<float>& model() const { return *model_; }
+  const model::Model<float>& model() const { return *model_; }  // this pipeline stage's units
+  const model::Model<float>& whole() const { return whole_ ? *whole_ : *model_; }  // every unit (the checkpoint's tensors)
+  const Partition& partition() const { return partition_; }
+  int pipeline_stage() const { return partition_.stages > 1 ? groups_->get(comm::Group::PP).rank() : 0; }
+  // per stage: layers, parameters and the activation bytes of its in-flight micro-batches (rank 0 prints it)
+  std::string partition_report() const;
   ParamStore& store() { return *store_; }
   const Optimizer& optimizer() const { return *optimizer_; }
   const Schedule& schedule() const { return schedule_; }
   const model::Runner<float>& runner() const { return *runner_; }
   const kernels::Context& context() const { return ctx_; }
-  // The fp32 parameters (masters) of every tensor in model order, as logical tensors (collective
-  // at stages 1-3, and over the tp group with tensor parallelism).
+  // The fp32 parameters (masters) of every tensor in the whole model's order, as logical tensors
+  // (collective at stages 1-3, over the tp group with tensor parallelism, over the pp group with
+  // pipelines: every rank gets every stage's tensors).
   std::vector<std::vector<float>> full_params();
+  std::vector<std::vector<float>> stage_params();  // this stage's tensors (its model order), logical over tp
   comm::ProcessGroups& groups() { return *groups_; }
   bool lead() const { return groups_->world_rank() == 0; }  // world rank 0 of the training ranks
   // the model's config without this rank's tensor-parallel place (counts, FLOPs)
@@ -153,7 +174,27 @@ class Trainer {
   std::unique_ptr<model::TpComm> tp_;  // the units' view of the tp group
   std::unique_ptr<kernels::GemmBackend> gemm_;
   kernels::Context ctx_;
-  std::unique_ptr<model::Model<float>> model_;
+  std::unique_ptr<model::Model<float>> model_, whole_;  // whole_: with pipelines, every unit (specs only)
+  Partition partition_;
+  PipeSchedule pipe_kind_ = PipeSchedule::OneFOneB;
+  std::unique_ptr<comm::MpiCommunicator> tied_;  // the first and last stages (a tied embedding/head)
+  std::vector<int> chunk_of_unit_;               // per model unit: its chunk (virtual stage) on this stage
+  // Point-to-point between stages: per message the stream's elements (or this tp rank's 1/tp),
+  // the receives in flight, double-buffered gradient buffers
+  struct PipeIo {
+    size_t n = 0, act_begin = 0, act_n = 0, grad_begin = 0, grad_n = 0;
+    std::vector<size_t> counts;  // per tp rank (sliced messages)
+    bool act_sliced = false, grad_sliced = false;
+    std::vector<std::vector<std::vector<float>>> grad_recv, grad_send;  // [chunk][buffer]
+    std::map<std::pair<int, int>, comm::WorkPtr> act_recv, act_send;   // (chunk, slot)
+    std::vector<std::deque<std::pair<int, comm::WorkPtr>>> grad_pending;  // per chunk: (buffer, receive)
+    std::vector<std::vector<comm::WorkPtr>> grad_send_work;           // [chunk][buffer]
+    std::vector<float> tmp;
+  };
+  std::unique_ptr<PipeIo> pio_;
+  void setup_pipeline_io();
+  // runs this stage's instruction list of one step; returns the summed micro-batch losses
+  double run_pipeline_list(const model::Ops<float>& ops, double backward_scale, double& t_fwd, double& t_rec);
   std::unique_ptr<model::Runner<float>> runner_;
   std::unique_ptr<io::TokenSource> source_;
   std::unique_ptr<io::BatchLoader> loader_;

@@ -11,9 +11,43 @@ namespace dmpi::model {
 
 template <class F>
 Model<F>::Model(const ModelConfig& c) : cfg_(c), units_(build_units<F>(c)) {
+  for (int u = 0; u < num_units(); ++u) global_unit_.push_back(u);
+  index_tensors({});
+}
+
+template <class F>
+Model<F>::Model(const ModelConfig& c, const std::vector<int>& units) : cfg_(c) {
+  auto whole = build_units<F>(c);
+  const int n = static_cast<int>(whole.size());
+  std::vector<int> whole_first;
+  for (int u = 0, t = 0; u < n; ++u) whole_first.push_back(t), t += static_cast<int>(whole[static_cast<size_t>(u)]->params().size());
+  DMPI_REQUIRE(!units.empty(), "a pipeline stage without units");
+  std::vector<int> local_of(static_cast<size_t>(n), -1);
+  for (size_t i = 0; i < units.size(); ++i) {
+    DMPI_REQUIRE(units[i] >= 0 && units[i] < n && (i == 0 || units[i] > units[i - 1]), "pipeline stage units out of order");
+    local_of[static_cast<size_t>(units[i])] = static_cast<int>(i);
+  }
+  const bool copy = c.tie_embeddings && local_of[0] < 0 && local_of[static_cast<size_t>(n - 1)] >= 0;
+  auto built = copy ? build_units<F>(c, true) : std::move(whole);
+  for (int g : units) {
+    units_.push_back(std::move(built[static_cast<size_t>(g)]));
+    units_.back()->renumber_uses(local_of);
+    global_unit_.push_back(g);
+  }
+  index_tensors(whole_first);
+}
+
+template <class F>
+void Model<F>::index_tensors(const std::vector<int>& whole_first) {
   for (int u = 0; u < num_units(); ++u) {
     first_tensor_.push_back(static_cast<int>(tensors_.size()));
-    for (int i = 0; i < static_cast<int>(units_[static_cast<size_t>(u)]->params().size()); ++i) tensors_.push_back({u, i});
+    const auto& ps = units_[static_cast<size_t>(u)]->params();
+    for (int i = 0; i < static_cast<int>(ps.size()); ++i) {
+      global_tensor_.push_back(ps[static_cast<size_t>(i)].tied_copy ? 0  // the embedding's table: tensor 0
+                               : whole_first.empty() ? static_cast<int>(tensors_.size())
+                                                     : whole_first[static_cast<size_t>(global_unit(u))] + i);
+      tensors_.push_back({u, i});
+    }
   }
 }
 
@@ -50,8 +84,9 @@ void Model<F>::init_tensor(uint64_t seed, int t, size_t j0, size_t j1, F* out) c
     case InitKind::Zeros: std::fill(out, out + (j1 - j0), F(0)); return;
     case InitKind::Ones: std::fill(out, out + (j1 - j0), F(1)); return;
     case InitKind::Normal: {
-      // one stream per tensor (its index in model order)
-      Rng rng(seed, 1000 + static_cast<uint64_t>(t));
+      // one stream per tensor (its index in the whole model's order: a pipeline stage draws
+      // what one rank would)
+      Rng rng(seed, 1000 + static_cast<uint64_t>(global_tensor(t)));
       rng.skip(2 * (j0 / 2));
       if (j0 % 2) rng.normal();
       for (size_t j = j0; j < j1; ++j) out[j - j0] = static_cast<F>(rng.normal() * s.init_std);
@@ -73,7 +108,7 @@ std::string RecomputeConfig::describe() const {
 }
 
 template <class F>
-std::vector<UnitPlan> plan_recompute(const Model<F>& m, const RecomputeConfig& rc) {
+std::vector<UnitPlan> plan_recompute(const Model<F>& m, const RecomputeConfig& rc, const std::vector<int>& chunk_begin) {
   using G = RecomputeConfig::Granularity;
   std::vector<UnitPlan> plan(static_cast<size_t>(m.num_units()));
   if (rc.granularity == G::None) return plan;
@@ -86,12 +121,20 @@ std::vector<UnitPlan> plan_recompute(const Model<F>& m, const RecomputeConfig& r
     return plan;
   }
   int chunk = 0;
-  const int n = static_cast<int>(blocks.size());
-  if (rc.method == RecomputeConfig::Method::Uniform) {
-    for (int i = 0; i < n; i += rc.num_layers, ++chunk)
-      for (int j = i; j < std::min(n, i + rc.num_layers); ++j) plan[static_cast<size_t>(blocks[static_cast<size_t>(j)])].chunk = chunk;
-  } else {
-    for (int i = 0; i < std::min(n, rc.num_layers); ++i, ++chunk) plan[static_cast<size_t>(blocks[static_cast<size_t>(i)])].chunk = chunk;
+  // the blocks of each pipeline chunk (one group without pipelining), grouped within it
+  std::vector<std::vector<int>> groups(1);
+  for (int u : blocks) {
+    if (!groups.back().empty() && std::find(chunk_begin.begin(), chunk_begin.end(), u) != chunk_begin.end()) groups.emplace_back();
+    groups.back().push_back(u);
+  }
+  for (const auto& g : groups) {
+    const int n = static_cast<int>(g.size());
+    if (rc.method == RecomputeConfig::Method::Uniform) {
+      for (int i = 0; i < n; i += rc.num_layers, ++chunk)
+        for (int j = i; j < std::min(n, i + rc.num_layers); ++j) plan[static_cast<size_t>(g[static_cast<size_t>(j)])].chunk = chunk;
+    } else {
+      for (int i = 0; i < std::min(n, rc.num_layers); ++i, ++chunk) plan[static_cast<size_t>(g[static_cast<size_t>(i)])].chunk = chunk;
+    }
   }
   // the LM head's logits: recomputed on their own
   for (int u = 0; u < m.num_units(); ++u)
@@ -107,14 +150,15 @@ std::vector<UnitPlan> plan_recompute(const Model<F>& m, const RecomputeConfig& r
 }
 
 template <class F>
-Runner<F>::Runner(const Model<F>& m, int B, int T, std::vector<UnitPlan> plan, int slots)
-    : m_(m), B_(B), T_(T), slots_(slots), plan_(std::move(plan)) {
+Runner<F>::Runner(const Model<F>& m, int B, int T, std::vector<UnitPlan> plan, int slots, RunnerShape shape)
+    : m_(m), B_(B), T_(T), slots_(slots), plan_(std::move(plan)), shape_(std::move(shape)) {
+  DMPI_REQUIRE(!shape_.chunk_begin.empty() && shape_.chunk_begin[0] == 0, "the first chunk starts at unit 0");
   DMPI_REQUIRE(B >= 1, "micro-batch size must be >= 1 (got " << B << ")");
   DMPI_REQUIRE(T >= 1 && T <= m.config().max_pos,
                "sequence length " << T << " must be in [1, --max-position-embeddings=" << m.config().max_pos << "]");
   DMPI_REQUIRE(slots >= 1, "at least one micro-batch slot");
   DMPI_REQUIRE(plan_.size() == static_cast<size_t>(m.num_units()), "one plan entry per unit");
-  Sizes z = plan_sizes(m, B, T, plan_);
+  Sizes z = plan_sizes(m, B, T, plan_, shape_);
   place_ = std::move(z.place);
   slot_numel_ = z.slot_numel;
   const size_t BT = static_cast<size_t>(B) * T;
@@ -127,7 +171,13 @@ Runner<F>::Runner(const Model<F>& m, int B, int T, std::vector<UnitPlan> plan, i
 }
 
 template <class F>
-typename Runner<F>::Sizes Runner<F>::plan_sizes(const Model<F>& m, int B, int T, const std::vector<UnitPlan>& plan) {
+bool Runner<F>::starts_chunk(int u) const {
+  return std::find(shape_.chunk_begin.begin(), shape_.chunk_begin.end(), u) != shape_.chunk_begin.end();
+}
+
+template <class F>
+typename Runner<F>::Sizes Runner<F>::plan_sizes(const Model<F>& m, int B, int T, const std::vector<UnitPlan>& plan,
+                                                const RunnerShape& shape) {
   // Kept regions are laid out unit by unit in a slot's block; a chunk's transient regions unit by
   // unit from the chunk's base in the work buffer; a unit outside a chunk with a transient part
   // (the selective probabilities) at the base of its own.
@@ -156,9 +206,14 @@ typename Runner<F>::Sizes Runner<F>::plan_sizes(const Model<F>& m, int B, int T,
         *ct += n;
       }
     };
+    // a chunk that does not start with the embedding: its received input, kept per slot
+    const bool external = std::string(m.unit(u).kind()) != "embedding" &&
+                          std::find(shape.chunk_begin.begin(), shape.chunk_begin.end(), u) != shape.chunk_begin.end();
+    if (external) put(pl.input, s.output, true);  // a block's input is the size of its output
     put(pl.out, s.output, p.keep_output);
     put(pl.internals, s.internals, p.keep_internals);
     put(pl.probs, s.probs, p.keep_probs);
+    if (shape.split_backward && m.unit(u).splits_backward()) put(pl.deferred, m.unit(u).deferred(B, T), true);
     if (p.chunk < 0 && lone > 0) {  // its own base
       const size_t base = uses_scratch ? scratch : BTC;
       for (Region* r : {&pl.out, &pl.internals, &pl.probs})
@@ -183,8 +238,9 @@ typename Runner<F>::Sizes Runner<F>::plan_sizes(const Model<F>& m, int B, int T,
 }
 
 template <class F>
-size_t Runner<F>::planned_bytes(const Model<F>& m, int B, int T, const std::vector<UnitPlan>& plan, int slots) {
-  const Sizes z = plan_sizes(m, B, T, plan);
+size_t Runner<F>::planned_bytes(const Model<F>& m, int B, int T, const std::vector<UnitPlan>& plan, int slots,
+                                const RunnerShape& shape) {
+  const Sizes z = plan_sizes(m, B, T, plan, shape);
   return (z.slot_numel * static_cast<size_t>(slots) + z.work + z.dres) * sizeof(F);
 }
 
@@ -212,7 +268,8 @@ UnitCall<F> Runner<F>::call(int u, int slot, const ConstView* params) {
   c.p = params;
   c.batch = {tokens_.data() + static_cast<size_t>(slot) * BT, targets_.data() + static_cast<size_t>(slot) * BT, B_, T_};
   const Place& pl = place_[static_cast<size_t>(u)];
-  c.in = u > 0 ? at(place_[static_cast<size_t>(u - 1)].out, slot) : nullptr;
+  c.in = std::string(m_.unit(u).kind()) == "embedding" ? nullptr
+         : at(starts_chunk(u) ? pl.input : place_[static_cast<size_t>(u - 1)].out, slot);
   c.out = at(pl.out, slot);
   c.internals = at(pl.internals, slot);
   c.probs = at(pl.probs, slot);
@@ -230,10 +287,40 @@ double Runner<F>::forward(const Ops<F>& ops, int u, int slot, const ConstView* p
 }
 
 template <class F>
-void Runner<F>::backward(const Ops<F>& ops, int u, int slot, const ConstView* params, F* const* grads, double loss_scale) {
+F* Runner<F>::input(int chunk, int slot) {
+  const int u = chunk_first(chunk);
+  DMPI_REQUIRE(std::string(m_.unit(u).kind()) != "embedding", "chunk " << chunk << " starts with the embedding: it has no received input");
+  return at(place_[static_cast<size_t>(u)].input, slot);
+}
+
+template <class F>
+const F* Runner<F>::output(int u, int slot) {
+  const Place& pl = place_[static_cast<size_t>(u)];
+  DMPI_REQUIRE(!pl.out.transient, "unit " << u << " (" << m_.unit(u).kind() << ") does not keep its output");
+  return at(pl.out, slot);
+}
+
+template <class F>
+size_t Runner<F>::stream_numel() const {
+  return m_.unit(0).saved(B_, T_).output;  // the embedding's output or a block's: the stream this rank holds
+}
+
+template <class F>
+void Runner<F>::backward_weight(const Ops<F>& ops, int u, int slot, const ConstView* params, F* const* grads) {
+  UnitCall<F> c = call(u, slot, params);
+  c.g = grads;
+  c.deferred = at(place_[static_cast<size_t>(u)].deferred, slot);
+  m_.unit(u).backward_weight(ops, c);
+}
+
+template <class F>
+void Runner<F>::backward(const Ops<F>& ops, int u, int slot, const ConstView* params, F* const* grads, double loss_scale,
+                         bool weight_later) {
   UnitCall<F> c = call(u, slot, params);
   c.g = grads;
   c.loss_scale = loss_scale;
+  c.weight_later = weight_later && shape_.split_backward && m_.unit(u).splits_backward();
+  if (c.weight_later) c.deferred = at(place_[static_cast<size_t>(u)].deferred, slot);
   c.valid_rows = valid_[static_cast<size_t>(slot)];
   const UnitPlan& p = plan_[static_cast<size_t>(u)];
   // probabilities not kept and not recomputed with a chunk: the unit recomputes them (selective)
@@ -244,10 +331,13 @@ void Runner<F>::backward(const Ops<F>& ops, int u, int slot, const ConstView* pa
   // the scratch buffer; a unit that is not in place reads it there (or from the residual-stream
   // buffer) and writes into the other one; the residual blocks work in place on the residual-stream
   // buffer.
-  const bool last = u + 1 == m_.num_units();
-  const bool next_in_scratch = !last && std::string(m_.unit(u + 1).kind()) == "lm_head";
+  // the head ends the list; a unit before another chunk's (or stage's) unit takes its output
+  // gradient from the residual-stream buffer (received there)
+  const bool last = std::string(unit.kind()) == "lm_head";
+  const bool next_in_scratch = !last && u + 1 < m_.num_units() && !starts_chunk(u + 1) &&
+                               std::string(m_.unit(u + 1).kind()) == "lm_head";
   c.dout = last ? nullptr : next_in_scratch ? work_.data() : dres_.data();
-  if (u == 0) {
+  if (std::string(unit.kind()) == "embedding") {
     c.din = nullptr;
   } else if (unit.in_place()) {
     DMPI_REQUIRE(c.dout == dres_.data(), "unit " << u << " (" << unit.kind() << ") works in place but its output gradient is not the residual stream's");
@@ -430,7 +520,7 @@ template class Runner<double>;
 template class LocalModel<float>;
 template class LocalModel<double>;
 template class Decoder<float>;
-template std::vector<UnitPlan> plan_recompute<float>(const Model<float>&, const RecomputeConfig&);
-template std::vector<UnitPlan> plan_recompute<double>(const Model<double>&, const RecomputeConfig&);
+template std::vector<UnitPlan> plan_recompute<float>(const Model<float>&, const RecomputeConfig&, const std::vector<int>&);
+template std::vector<UnitPlan> plan_recompute<double>(const Model<double>&, const RecomputeConfig&, const std::vector<int>&);
 
 }  // namespace dmpi::model

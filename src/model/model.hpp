@@ -27,7 +27,13 @@ template <class F>
 class Model {
  public:
   explicit Model(const ModelConfig& c);
+  // A pipeline stage's part: the units `units` of the whole list (their indices, increasing).
+  // Uses are renumbered to the part's units; a tied head whose embedding is elsewhere owns a copy
+  // of the table (ParamSpec::tied_copy) initialised as the table.
+  Model(const ModelConfig& c, const std::vector<int>& units);
   const ModelConfig& config() const { return cfg_; }
+  int global_unit(int u) const { return global_unit_[static_cast<size_t>(u)]; }
+  int global_tensor(int t) const { return global_tensor_[static_cast<size_t>(t)]; }  // in the whole model's order
   int num_units() const { return static_cast<int>(units_.size()); }
   const Unit<F>& unit(int u) const { return *units_[static_cast<size_t>(u)]; }
   // every parameter in model order
@@ -47,6 +53,8 @@ class Model {
   std::vector<std::unique_ptr<Unit<F>>> units_;
   std::vector<TensorRef> tensors_;
   std::vector<int> first_tensor_;  // per unit
+  std::vector<int> global_unit_, global_tensor_;
+  void index_tensors(const std::vector<int>& whole_first_tensor);
 };
 
 // Activation checkpointing (Megatron's flags; DeepSpeed's block adds nothing on one tensor-parallel
@@ -66,8 +74,10 @@ struct UnitPlan {
   bool keep_output = true, keep_internals = true, keep_probs = true;
   int chunk = -1;
 };
+// chunk_begin (pipeline parallelism): the units that start a pipeline chunk; recompute groups
+// (Megatron's, per stage) never cross one.
 template <class F>
-std::vector<UnitPlan> plan_recompute(const Model<F>& m, const RecomputeConfig& rc);
+std::vector<UnitPlan> plan_recompute(const Model<F>& m, const RecomputeConfig& rc, const std::vector<int>& chunk_begin = {});
 
 // Runs units' forwards and backwards for micro-batches of B x T tokens, with `slots` micro-batches'
 // activations alive at once (1 for plain gradient accumulation; a pipeline schedule keeps more).
@@ -77,10 +87,21 @@ std::vector<UnitPlan> plan_recompute(const Model<F>& m, const RecomputeConfig& r
 // transient parts follow it, except for units without scratch (the LM head), whose transient
 // logits start right after the head's input gradient (the scratch's first B T C elements, the
 // only scratch alive while they are): the head's logits and a block's recompute share the space.
+// Pipeline parallelism: a stage's units come in chunks (one per virtual stage); a chunk that does
+// not start with the embedding reads its input from a per-slot buffer the trainer receives into
+// (input()), and the gradient of its input is left in stream_grad() after its first unit's
+// backward. A chunk that does not end with the head takes its output gradient from stream_grad().
+// split_backward (zero-bubble): each slot also keeps every splitting unit's deferred() elements
+// between backward(..., weight_later) and backward_weight.
+struct RunnerShape {
+  std::vector<int> chunk_begin = {0};
+  bool split_backward = false;
+};
+
 template <class F>
 class Runner {
  public:
-  Runner(const Model<F>& m, int B, int T, std::vector<UnitPlan> plan, int slots = 1);
+  Runner(const Model<F>& m, int B, int T, std::vector<UnitPlan> plan, int slots = 1, RunnerShape shape = {});
   const Model<F>& model() const { return m_; }
   int batch() const { return B_; }
   int seq() const { return T_; }
@@ -95,14 +116,27 @@ class Runner {
   // the same call recomputes it before its chunk's backward.
   double forward(const Ops<F>& ops, int unit, int slot, const ConstView* params);
   // grads: the unit's uses()' gradients, accumulated. loss_scale: d(loss_scale * mean loss).
-  void backward(const Ops<F>& ops, int unit, int slot, const ConstView* params, F* const* grads, double loss_scale);
+  // weight_later (zero-bubble): the input gradient only; backward_weight computes the weight gradients
+  void backward(const Ops<F>& ops, int unit, int slot, const ConstView* params, F* const* grads, double loss_scale,
+                bool weight_later = false);
+  void backward_weight(const Ops<F>& ops, int unit, int slot, const ConstView* params, F* const* grads);
+  // pipeline chunks: the chunk's input in a slot (received), a unit's kept output in a slot (sent),
+  // the residual-stream gradient (received before a chunk's last backward, sent after its first)
+  int num_chunks() const { return static_cast<int>(shape_.chunk_begin.size()); }
+  int chunk_first(int c) const { return shape_.chunk_begin[static_cast<size_t>(c)]; }
+  int chunk_last(int c) const { return c + 1 < num_chunks() ? chunk_first(c + 1) - 1 : m_.num_units() - 1; }
+  F* input(int chunk, int slot);
+  const F* output(int unit, int slot);
+  F* stream_grad() { return dres_.data(); }
+  size_t stream_numel() const;  // elements of the residual stream this rank holds (B T C, or its 1/tp with SP)
   const F* losses(int slot) const;  // per-row losses of the slot's last forward
   const int32_t* tokens(int slot) const { return tokens_.data() + static_cast<size_t>(slot) * B_ * T_; }
   int64_t valid_rows(int slot) const { return valid_[static_cast<size_t>(slot)]; }
   // bytes of every buffer above, and the parts
   size_t activation_bytes() const;
   // what a Runner of these arguments would allocate (nothing is allocated)
-  static size_t planned_bytes(const Model<F>& m, int B, int T, const std::vector<UnitPlan>& plan, int slots = 1);
+  static size_t planned_bytes(const Model<F>& m, int B, int T, const std::vector<UnitPlan>& plan, int slots = 1,
+                              const RunnerShape& shape = {});
   size_t kept_bytes_per_slot() const { return slot_numel_ * sizeof(F); }
   size_t work_bytes() const { return work_.size() * sizeof(F); }
 
@@ -113,13 +147,14 @@ class Runner {
     int chunk = -1;
   };
   struct Place {
-    Region out, internals, probs;
+    Region out, internals, probs, deferred, input;  // input: a chunk start's received input
   };
   struct Sizes {
     std::vector<Place> place;
     size_t slot_numel = 0, work = 0, dres = 0;
   };
-  static Sizes plan_sizes(const Model<F>& m, int B, int T, const std::vector<UnitPlan>& plan);
+  static Sizes plan_sizes(const Model<F>& m, int B, int T, const std::vector<UnitPlan>& plan, const RunnerShape& shape);
+  bool starts_chunk(int u) const;
   F* at(const Region& r, int slot);
   UnitCall<F> call(int unit, int slot, const ConstView* params);
 
@@ -132,6 +167,7 @@ class Runner {
   std::vector<int32_t> tokens_, targets_;
   std::vector<int64_t> valid_;
   TpComm* tp_ = nullptr;
+  RunnerShape shape_;
 };
 
 // A model with its own flat parameter and gradient buffers (model order, unpadded): the

@@ -47,6 +47,10 @@ struct ParamSpec {
   int tp_size = 1, tp_rank = 0;  // the split this rank holds: segment s's rows [S r / tp, S (r + 1) / tp)
   bool tp_split() const { return tp_split_dim >= 0 && tp_size > 1; }
   ParamGroup group = ParamGroup::Dense;
+  // Pipeline parallelism with a tied embedding/head: `tied` marks the table on both ends (its
+  // gradients are summed over the two stages); `tied_copy` the last stage's copy of it (the
+  // checkpoint holds the first stage's, and the gradient norm counts it once).
+  bool tied = false, tied_copy = false;
   InitKind init = InitKind::Normal;
   double init_std = 0.02;
 };
@@ -125,6 +129,11 @@ struct UnitCall {
   double loss = 0.0;             // forward of the head: the mean loss over counted rows
   int64_t valid_rows = 0;        // forward of the head: the counted rows
   TpComm* tp = nullptr;          // the tensor-parallel group (null: one rank)
+  // Zero-bubble pipelines: weight_later makes backward compute the input gradient only, stashing
+  // what the weight gradients need into `deferred` (deferred(B, T) elements, kept until then);
+  // backward_weight then computes them
+  bool weight_later = false;
+  F* deferred = nullptr;
 };
 
 // One call of a unit's inference step (no backward): Tq new rows per sequence at positions
@@ -154,6 +163,14 @@ class Unit {
   virtual bool in_place() const { return false; }
   virtual void forward(const Ops<F>& ops, UnitCall<F>& c) const = 0;
   virtual void backward(const Ops<F>& ops, UnitCall<F>& c) const = 0;
+  // Zero-bubble split of the backward: whether the unit can leave its weight gradients for a
+  // later backward_weight call, and the elements it keeps for them in between (UnitCall::deferred).
+  // Units that cannot split compute everything in backward and nothing in backward_weight.
+  virtual bool splits_backward() const { return false; }
+  virtual size_t deferred(int B, int T) const { return 0; }
+  virtual void backward_weight(const Ops<F>& ops, UnitCall<F>& c) const {}
+  // A pipeline stage's part of the unit list: use (global unit g, i) becomes (local_of[g], i)
+  void renumber_uses(const std::vector<int>& local_of);
   // Inference with a key/value cache (deepmpi generate). kv_width: floats per position of the
   // unit's key cache (and of its value cache); 0 for units without one.
   virtual size_t kv_width() const { return 0; }
@@ -168,9 +185,10 @@ class Unit {
   int add_param(int self, ParamSpec s);
 };
 
-// The unit list of a composition (GPT-2, LLaMA, or any mix the config names).
+// The unit list of a composition (GPT-2, LLaMA, or any mix the config names). head_tied_copy
+// (pipeline parallelism, the embedding on another stage): a tied head owns a copy of the table.
 template <class F>
-std::vector<std::unique_ptr<Unit<F>>> build_units(const ModelConfig& c);
+std::vector<std::unique_ptr<Unit<F>>> build_units(const ModelConfig& c, bool head_tied_copy = false);
 
 template <class Fn>
 void for_each_logical_run(const ParamSpec& s, int rank, size_t begin, size_t n, Fn&& fn) {

@@ -37,6 +37,15 @@ int Unit<F>::add_param(int self, ParamSpec s) {
   return static_cast<int>(uses_.size()) - 1;
 }
 
+template <class F>
+void Unit<F>::renumber_uses(const std::vector<int>& local_of) {
+  for (auto& u : uses_) {
+    DMPI_REQUIRE(u.unit >= 0 && u.unit < static_cast<int>(local_of.size()) && local_of[static_cast<size_t>(u.unit)] >= 0,
+                 kind() << " reads a parameter of unit " << u.unit << ", which is on another pipeline stage");
+    u.unit = local_of[static_cast<size_t>(u.unit)];
+  }
+}
+
 namespace {
 
 ParamSpec weight(std::string name, std::vector<int64_t> shape, double std_dev, int tp_dim,
@@ -99,7 +108,9 @@ class Embedding final : public Unit<F> {
     this->tp_size_ = c.tp_size, this->tp_rank_ = c.tp_rank;
     v0_ = static_cast<int>(split_begin(c.vocab, c.tp_size, c.tp_rank));
     vl_ = static_cast<int>(split_len(c.vocab, c.tp_size, c.tp_rank));
-    wte_ = this->add_param(self, weight("wte", {c.vocab, c.hidden}, 0.02, 0));
+    ParamSpec wte = weight("wte", {c.vocab, c.hidden}, 0.02, 0);
+    wte.tied = c.tie_embeddings;
+    wte_ = this->add_param(self, wte);
     if (c.positions == Positions::Learned) {
       ParamSpec wpe = weight("wpe", {c.max_pos, c.hidden}, 0.02, -1);
       if (tp_ > 1) wpe.dtype = DTypePolicy::Widened;  // added to the summed lookup in fp32
@@ -407,9 +418,71 @@ class Block final : public Unit<F> {
     ops.residual_forward(c.out, s + l.res2, tmp, n);
   }
 
+  // Zero-bubble split (not with sequence parallelism): the input-gradient half keeps the output
+  // gradients of the four GEMMs (fc.proj, fc, attn.proj, qkv) for the weight half.
+  bool splits_backward() const override { return !sp_; }
+  size_t deferred(int B, int T) const override {
+    return sp_ ? 0 : static_cast<size_t>(B) * T * (2 * static_cast<size_t>(C_) + W1_ + QKV_);
+  }
+  struct Deferred {
+    F *dfcp, *dfc, *dproj, *dqkv;
+  };
+  Deferred deferred_parts(const UnitCall<F>& c) const {
+    const size_t bt = static_cast<size_t>(c.batch.B) * c.batch.T;
+    Deferred d{};
+    d.dfcp = c.deferred;
+    d.dfc = d.dfcp + bt * C_;
+    d.dproj = d.dfc + bt * W1_;
+    d.dqkv = d.dproj + bt * C_;
+    return d;
+  }
+  void backward_weight(const Ops<F>& ops, UnitCall<F>& c) const override {
+    const int BT = c.batch.B * c.batch.T;
+    const Layout l = layout(c.batch.B, c.batch.T);
+    F* s = c.internals;
+    const Deferred d = deferred_parts(c);
+    ops.matmul_backward_weight(c.g[fcpw_], dbias(c, fcpb_), d.dfcp, s + l.act, BT, Fw_, C_);
+    ops.matmul_backward_weight(c.g[fcw_], dbias(c, fcb_), d.dfc, s + l.ln2, BT, C_, W1_);
+    ops.matmul_backward_weight(c.g[projw_], dbias(c, projb_), d.dproj, s + l.atty, BT, A_, C_);
+    ops.matmul_backward_weight(c.g[qkvw_], dbias(c, qkvb_), d.dqkv, s + l.ln1, BT, C_, QKV_);
+  }
+  // The input-gradient half: dx (zeroed here) = dy W summed over the tp group; dy kept in `keep`
+  void input_half(const Ops<F>& ops, UnitCall<F>& c, F* dx, const F* dy, int w, int K, int OC, F* keep) const {
+    const int BT = c.batch.B * c.batch.T;
+    ops.fill_zero(dx, static_cast<size_t>(BT) * K);
+    ops.matmul_backward_input(dx, dy, c.p[w], BT, K, OC);
+    std::copy(dy, dy + static_cast<size_t>(BT) * OC, keep);
+  }
+  void backward_input(const Ops<F>& ops, UnitCall<F>& c) const {
+    const int B = c.batch.B, T = c.batch.T, BT = B * T;
+    const size_t bt = static_cast<size_t>(BT);
+    const Layout l = layout(B, T);
+    F* s = c.internals;
+    F* dres = c.din;
+    auto [d_btc, d_atty, d_qkv, d_att, d_act, d_fc, dy, dloc] = backward_scratch(c);
+    (void)dy, (void)dloc;
+    const Deferred d = deferred_parts(c);
+    input_half(ops, c, d_act, dres, fcpw_, Fw_, C_, d.dfcp);
+    ops.fill_zero(d_fc, bt * W1_);
+    if (swiglu_) ops.swiglu_backward(d_fc, s + l.fc, d_act, BT, Fw_);
+    else ops.gelu_backward(d_fc, s + l.fc, d_act, bt * Fw_);
+    input_half(ops, c, d_btc, d_fc, fcw_, C_, W1_, d.dfc);
+    tp_sum(c, d_btc, bt * C_);
+    norm_backward(ops, c, dres, d_btc, s + l.res2, s + l.mean2, s + l.rstd2, ln2w_, ln2b_);
+    input_half(ops, c, d_atty, dres, projw_, A_, C_, d.dproj);
+    if (!c.probs_valid) ops.attention_probs(c.probs, s + l.qkv, B, T, NH_, KVH_, hs_);  // selective recompute
+    ops.fill_zero(d_qkv, bt * QKV_);
+    ops.attention_backward(d_qkv, d_att, d_atty, s + l.qkv, c.probs, B, T, NH_, KVH_, hs_);
+    if (rope_) ops.rope_backward(d_qkv, B, T, NH_ + KVH_, hs_, QKV_, base_);
+    input_half(ops, c, d_btc, d_qkv, qkvw_, C_, QKV_, d.dqkv);
+    tp_sum(c, d_btc, bt * C_);
+    norm_backward(ops, c, dres, d_btc, c.in, s + l.mean1, s + l.rstd1, ln1w_, ln1b_);
+  }
+
   void backward(const Ops<F>& ops, UnitCall<F>& c) const override {
     DMPI_REQUIRE(c.din == c.dout, "a block's backward runs in place on the residual-stream gradient");
     if (sp_) return backward_sp(ops, c);
+    if (c.weight_later) return backward_input(ops, c);
     const int B = c.batch.B, T = c.batch.T, BT = B * T;
     const size_t bt = static_cast<size_t>(BT);
     const Layout l = layout(B, T);
@@ -539,11 +612,16 @@ class FinalNorm final : public Unit<F> {
 template <class F>
 class LmHead final : public Unit<F> {
  public:
-  LmHead(const ModelConfig& c, int self, bool tied) : C_(c.hidden), V_(c.vocab), tp_(c.tp_size), sp_(c.sp()) {
+  LmHead(const ModelConfig& c, int self, bool tied, bool tied_copy = false)
+      : C_(c.hidden), V_(c.vocab), tp_(c.tp_size), sp_(c.sp()) {
     this->tp_size_ = c.tp_size, this->tp_rank_ = c.tp_rank;
     v0_ = static_cast<int>(split_begin(c.vocab, c.tp_size, c.tp_rank));
     vl_ = static_cast<int>(split_len(c.vocab, c.tp_size, c.tp_rank));
-    if (tied) {
+    if (tied && tied_copy) {  // the embedding is on another pipeline stage: a copy of its table
+      ParamSpec w = weight("wte", {c.vocab, c.hidden}, 0.02, 0);
+      w.tied = w.tied_copy = true;
+      w_ = this->add_param(self, w);
+    } else if (tied) {
       this->uses_.push_back({0, 0});  // the embedding unit's wte
       w_ = 0;
     } else {
@@ -618,12 +696,18 @@ class LmHead final : public Unit<F> {
     }
     return valid;
   }
+  // Zero-bubble split: the logit gradients stay in the internals for the dW GEMM (nothing extra)
+  bool splits_backward() const override { return true; }
+  void backward_weight(const Ops<F>& ops, UnitCall<F>& c) const override {
+    ops.matmul_backward_weight(c.g[w_], nullptr, c.internals, input(c), c.batch.B * c.batch.T, C_, vl_);
+  }
   void backward(const Ops<F>& ops, UnitCall<F>& c) const override {
     const int BT = c.batch.B * c.batch.T;
     // d(loss_scale * mean loss)/dlogit, in place over the probabilities
     const F dloss = c.valid_rows > 0 ? static_cast<F>(c.loss_scale / static_cast<double>(c.valid_rows)) : F(0);
     if (tp_ == 1) {
       ops.crossentropy_backward(c.internals, c.batch.targets, dloss, BT, V_, kIgnoreIndex);
+      if (c.weight_later) return ops.matmul_backward_input(c.din, c.internals, c.p[w_], BT, C_, V_);
       ops.matmul_backward(c.din, c.g[w_], nullptr, c.internals, c.in, c.p[w_], BT, C_, V_);
       return;
     }
@@ -652,7 +736,7 @@ class LmHead final : public Unit<F> {
       ops.matmul_backward_input(c.din, z, c.p[w_], BT, C_, vl_);
       pending = tp_start_sum(c, c.din, static_cast<size_t>(BT) * C_);
     }
-    ops.matmul_backward_weight(c.g[w_], nullptr, z, input(c), BT, C_, vl_);
+    if (!c.weight_later) ops.matmul_backward_weight(c.g[w_], nullptr, z, input(c), BT, C_, vl_);
     tp_wait(pending);
   }
   void infer(const Ops<F>& ops, InferCall<F>& c) const override {  // the logits
@@ -669,19 +753,19 @@ class LmHead final : public Unit<F> {
 }  // namespace
 
 template <class F>
-std::vector<std::unique_ptr<Unit<F>>> build_units(const ModelConfig& c) {
+std::vector<std::unique_ptr<Unit<F>>> build_units(const ModelConfig& c, bool head_tied_copy) {
   c.validate();
   std::vector<std::unique_ptr<Unit<F>>> u;
   u.push_back(std::make_unique<Embedding<F>>(c, 0));
   for (int l = 0; l < c.num_layers; ++l) u.push_back(std::make_unique<Block<F>>(c, static_cast<int>(u.size()), l));
   u.push_back(std::make_unique<FinalNorm<F>>(c, static_cast<int>(u.size())));
-  u.push_back(std::make_unique<LmHead<F>>(c, static_cast<int>(u.size()), c.tie_embeddings));
+  u.push_back(std::make_unique<LmHead<F>>(c, static_cast<int>(u.size()), c.tie_embeddings, head_tied_copy));
   return u;
 }
 
 template class Unit<float>;
 template class Unit<double>;
-template std::vector<std::unique_ptr<Unit<float>>> build_units<float>(const ModelConfig&);
-template std::vector<std::unique_ptr<Unit<double>>> build_units<double>(const ModelConfig&);
+template std::vector<std::unique_ptr<Unit<float>>> build_units<float>(const ModelConfig&, bool);
+template std::vector<std::unique_ptr<Unit<double>>> build_units<double>(const ModelConfig&, bool);
 
 }  // namespace dmpi::model

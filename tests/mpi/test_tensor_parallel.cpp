@@ -18,6 +18,7 @@
 #include "src/engine/trainer.hpp"
 
 #include "tests/mpi/mpi_test_util.hpp"
+#include "tests/mpi/train_compare.hpp"
 
 using namespace dmpi;
 using nlohmann::json;
@@ -29,7 +30,10 @@ using test::env;
 using test::world_rank;
 using test::world_size;
 
-using Tensors = std::map<std::string, std::vector<float>>;
+using test::g_worst;
+using test::max_elem_rel;
+using test::max_tensor_rel;
+using test::Tensors;
 
 struct Result {
   std::vector<double> losses;
@@ -98,42 +102,7 @@ Result reference(const model::ModelConfig& m, json cfg, int dp, int steps) {
   return train(MPI_COMM_SELF, m, cfg, 1, steps);
 }
 
-// The attention key bias has an exactly zero gradient: Adam random-walks it on rounding noise.
-bool key_bias(const std::string& name, size_t i, size_t n) {
-  return name.ends_with("attn.qkv.bias") && i >= n / 3 && i < 2 * n / 3;
-}
-std::string g_worst;  // the tensor of the last max_tensor_rel
-double max_tensor_rel(const Tensors& a, const Tensors& b) {  // max over tensors of ||a - b|| / ||b||
-  double worst = 0;
-  for (const auto& [name, va] : a) {
-    const auto& vb = b.at(name);
-    EXPECT_EQ(va.size(), vb.size()) << name;
-    double d = 0, nb = 0;
-    for (size_t i = 0; i < va.size() && i < vb.size(); ++i) {
-      if (key_bias(name, i, va.size())) continue;
-      d += (static_cast<double>(va[i]) - vb[i]) * (static_cast<double>(va[i]) - vb[i]);
-      nb += static_cast<double>(vb[i]) * vb[i];
-    }
-    if (nb > 0 && std::sqrt(d / nb) > worst) worst = std::sqrt(d / nb), g_worst = name;
-  }
-  return worst;
-}
-double max_elem_rel(const Tensors& a, const Tensors& b, double floor) {
-  double worst = 0;
-  for (const auto& [name, va] : a) {
-    const auto& vb = b.at(name);
-    for (size_t i = 0; i < va.size() && i < vb.size(); ++i)
-      if (!key_bias(name, i, va.size()))
-        worst = std::max(worst, std::fabs(static_cast<double>(va[i]) - vb[i]) / std::max(std::fabs(static_cast<double>(vb[i])), floor));
-  }
-  return worst;
-}
-double max_loss_rel(const Result& a, const Result& b) {
-  double worst = 0;
-  for (size_t i = 0; i < a.losses.size() && i < b.losses.size(); ++i)
-    worst = std::max(worst, std::fabs(a.losses[i] - b.losses[i]) / std::fabs(b.losses[i]));
-  return worst;
-}
+double max_loss_rel(const Result& a, const Result& b) { return test::max_loss_rel(a.losses, b.losses); }
 
 // The tp x dp layouts of this job's ranks: tp = world on one dp rank, and tp 2 x dp 2 on 4.
 std::vector<int> tp_sizes() {

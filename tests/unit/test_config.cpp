@@ -136,10 +136,10 @@ TEST(DsConfig, TypesRangesAndNotSupported) {
   EXPECT_TRUE(has(w, "steps_per_print: value -3 out of range")) << w;
   EXPECT_TRUE(has(w, "3 errors")) << w;
   auto c = parse_ds_config(json::parse(R"({"train_micro_batch_size_per_gpu": 2, "fp16": {"enabled": true},
-      "zero_optimization": {"stage": 2}, "pipeline": {"stages": 2}})"), 1);
+      "zero_optimization": {"stage": 2}, "pipeline": {"stages": 2, "activation_checkpoint_interval": 1}})"), 1);
   auto refused = unimplemented_for_training(c);
-  ASSERT_EQ(refused.size(), 1u);  // ZeRO stage 2 and fp16 are implemented
-  EXPECT_TRUE(has(refused[0], "not supported yet: pipeline.stages = 2")) << refused[0];
+  ASSERT_EQ(refused.size(), 1u);  // ZeRO stage 2, fp16 and pipeline stages are implemented
+  EXPECT_TRUE(has(refused[0], "not supported yet: pipeline.activation_checkpoint_interval > 0")) << refused[0];
   // data_types.grad_accum_dtype: fp32, or the parameters' dtype (null = that dtype)
   auto gad = [](const char* prec, const char* dtype) {
     json j = {{"train_micro_batch_size_per_gpu", 1}, {"data_types", {{"grad_accum_dtype", dtype}}}};
