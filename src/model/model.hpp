@@ -139,6 +139,7 @@ class Runner {
                               const RunnerShape& shape = {});
   size_t kept_bytes_per_slot() const { return slot_numel_ * sizeof(F); }
   size_t work_bytes() const { return work_.size() * sizeof(F); }
+  size_t stream_grad_bytes() const { return dres_.size() * sizeof(F); }
 
  private:
   struct Region {
