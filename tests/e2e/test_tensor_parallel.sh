@@ -51,7 +51,7 @@ cat > "$work/ds_dp.json" <<JSON
  "optimizer": {"type": "AdamW", "params": {"lr": 3e-3}}}
 JSON
 run 2 --deepspeed_config "$work/ds_dp.json" --train-iters 8 --load "$work/ck" || fail "resume at tp 1 x dp 2"
-grep -q "saved at tp 2 dp 1 ZeRO stage 1; now tp 1 dp 2 stage 2" "$work/out.txt" || fail "the load line"
+grep -q "saved at tp 2 pp 1 dp 1 ZeRO stage 1; now tp 1 pp 1 dp 2 stage 2" "$work/out.txt" || fail "the load line"
 resumed=$(losses)
 run 1 --deepspeed_config "$work/ds.json" --train-iters 8 || fail "one rank, 8 steps"
 [ "$resumed" = "$(losses | cut -d' ' -f7-)" ] || fail "resumed losses '$resumed' are not one rank's steps 7-8 '$(losses)'"
