@@ -414,7 +414,7 @@ std::vector<RawWrite> create_checkpoint_layout(MPI_Comm comm, const std::string&
       DMPI_REQUIRE(off != HADDR_UNDEF, "dataset " << path << ":" << name << " has no contiguous storage");
       for (const Piece* p : mine[s][t])
         out.push_back({static_cast<uint64_t>(off) + p->begin * sizeof(float), p->data, p->n,
-                       static_cast<uint32_t>(s * T + t), p->begin * sizeof(float), name});
+                       static_cast<uint32_t>(s * T + t), p->begin * sizeof(float), name, p->fetch});
     }
   DMPI_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), "cannot flush " << path);
   return out;  // the collective close (file's destructor) gives the file its full size
@@ -424,7 +424,20 @@ std::vector<CrcPiece> write_pieces(const std::string& path, const std::vector<Ra
   std::vector<CrcPiece> crcs;
   if (writes.empty()) return crcs;
   RawFile f(path, true);
+  std::vector<float> buf;
   for (const auto& w : writes) {
+    if (!w.data && w.n) {  // fetched (spilled states): a bounded chunk at a time, a checksum record per chunk
+      DMPI_REQUIRE(w.fetch, "checkpoint " << path << ": a piece of " << w.dataset << " has neither data nor a source");
+      constexpr size_t kChunk = size_t{1} << 22;
+      buf.resize(std::min(kChunk, w.n));
+      for (size_t i = 0; i < w.n; i += kChunk) {
+        const size_t c = std::min(kChunk, w.n - i);
+        w.fetch(i, c, buf.data());
+        crcs.push_back({w.key, w.begin_bytes + i * sizeof(float), c * sizeof(float), crc32c_parallel(buf.data(), c * sizeof(float))});
+        f.write(w.offset + i * sizeof(float), buf.data(), c * sizeof(float), w.dataset);
+      }
+      continue;
+    }
     crcs.push_back({w.key, w.begin_bytes, w.n * sizeof(float), crc32c_parallel(w.data, w.n * sizeof(float))});
     f.write(w.offset, w.data, w.n * sizeof(float), w.dataset);
   }
@@ -459,6 +472,10 @@ void write_checkpoint_file(MPI_Comm comm, const std::string& path, const std::ve
   // mpiio: the checksums from memory first, then each dataset created with its attribute and
   // written with a collective transfer
   const size_t T = tensors.size();
+  for (const auto& s : sections)
+    for (const auto& p : s.pieces)
+      DMPI_REQUIRE(p.data || !p.n, "checkpoint " << path << ": NVMe-spilled states are written with the posix data "
+                                                 "path only; unset DEEPMPI_CHECKPOINT_IO=mpiio");
   const auto mine = pieces_by_tensor(tensors, sections);
   std::vector<CrcPiece> crc_mine;
   for (size_t s = 0; s < sections.size(); ++s)

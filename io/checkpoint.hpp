@@ -49,11 +49,15 @@ struct LogicalTensor {
   size_t numel = 0;
 };
 
-// Elements [begin, begin + n) of a tensor in row-major order, held at `data` on this rank.
+// Elements [begin, begin + n) of a tensor in row-major order, held at `data` on this rank, or
+// (data null: NVMe-spilled states) read on demand: fetch(i, n, out) gives elements [i, i + n) of the
+// piece. Fetched pieces are written with the posix data path only, a bounded chunk at a time.
+using PieceFetch = std::function<void(size_t i, size_t n, float* out)>;
 struct Piece {
   size_t tensor = 0;
   size_t begin = 0, n = 0;
   float* data = nullptr;
+  PieceFetch fetch = nullptr;
 };
 
 // One group of datasets, one dataset per logical tensor ("params" -> /params/<name>). A rank
@@ -79,6 +83,7 @@ struct RawWrite {
   uint32_t key;         // section * tensors + tensor
   uint64_t begin_bytes; // in the dataset
   std::string dataset;
+  PieceFetch fetch = nullptr;  // data null: the elements come from here, in chunks
 };
 // 1. Collective: creates `path` with the root attributes and every dataset (contiguous,
 //    allocated, not filled), without data or checksums. Returns this rank's writes.

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # step stops (a build that silently lost oneDNN cannot pass).
 args=()
 if [ "${1:-}" = --require-all ]; then
-  args=(-DDEEPMPI_REQUIRE_DNNL=ON -DDEEPMPI_REQUIRE_GTEST=ON -DDEEPMPI_REQUIRE_BENCHMARK=ON)
+  args=(-DDEEPMPI_REQUIRE_DNNL=ON -DDEEPMPI_REQUIRE_GTEST=ON -DDEEPMPI_REQUIRE_BENCHMARK=ON -DDEEPMPI_REQUIRE_URING=ON)
 fi
 cmake --preset release "${args[@]}" > /dev/null
 cmake --build --preset release

@@ -11,7 +11,7 @@ set -euo pipefail
 pkgs=(g++ cmake ninja-build pkg-config git
       libopenmpi-dev openmpi-bin
       libhdf5-openmpi-dev hdf5-tools
-      libopenblas-dev nlohmann-json3-dev libdnnl-dev ocl-icd-opencl-dev
+      libopenblas-dev nlohmann-json3-dev libdnnl-dev ocl-icd-opencl-dev liburing-dev
       libgtest-dev libbenchmark-dev
       python3 python3-numpy python3-h5py)
 optional=()

@@ -12,6 +12,7 @@
 #include "src/cli/commands.hpp"
 #include "base/error.hpp"
 #include "base/system.hpp"
+#include "io/spill.hpp"
 #include "kernels/gemm.hpp"
 
 namespace dmpi::cli {
@@ -84,6 +85,7 @@ int main(int argc, char** argv) {
     if (init && !fin) MPI_Comm_size(MPI_COMM_WORLD, &size);
     std::fprintf(stderr, "deepmpi: error: %s\n", e.what());
     std::fflush(stderr);
+    dmpi::io::remove_all_spill_dirs();  // NVMe spill files are scratch: never left behind by an error
     if (init && !fin) {
       if (size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
       MPI_Finalize();

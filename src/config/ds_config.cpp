@@ -813,14 +813,19 @@ json zero_json(const ZeroConfig& z) {
 
 std::vector<std::string> unimplemented_for_training(const DsConfig& c) {
   std::vector<std::string> out = c.unimplemented_keys;  // found while reading the file
-  const char* offload = " (offload is not implemented: ZeRO keeps every partition in this rank's memory; write \"none\" "
-                        "or remove the block)";
-  if (c.zero.offload_optimizer.device != "none")
-    out.push_back("not supported yet: zero_optimization.offload_optimizer.device = \"" + c.zero.offload_optimizer.device +
-                  "\"" + offload);
-  if (c.zero.offload_param.device != "none" && c.zero.stage == 3)
-    out.push_back("not supported yet: zero_optimization.offload_param.device = \"" + c.zero.offload_param.device + "\"" +
-                  offload);
+  // offload_optimizer: "nvme" spills the optimizer states (and fp32 masters) at stages 1-3; "cpu"
+  // is where a host-only build keeps them already (the banner says so). offload_param: "cpu" the
+  // same; "nvme" (parameter partitions read ahead of their gathers) is not built yet.
+  if (c.zero.offload_param.device == "nvme" && c.zero.stage == 3)
+    out.push_back("not supported yet: zero_optimization.offload_param.device = \"nvme\" (parameter partitions stay in "
+                  "memory; the optimizer states and fp32 masters can go to NVMe with offload_optimizer.device "
+                  "\"nvme\"): write \"none\" or \"cpu\"");
+  if (c.zero.offload_optimizer.device == "nvme" && c.zero.stage == 0)
+    out.push_back("not supported: zero_optimization.offload_optimizer.device = \"nvme\" at stage 0 (the spilled "
+                  "states are ZeRO's partitions): set zero_optimization.stage to 1, 2 or 3");
+  if (c.zero.offload_optimizer.device == "nvme" && c.zero.offload_optimizer.ratio < 1.0)
+    out.push_back("not supported yet: zero_optimization.offload_optimizer.ratio < 1 (partial offload): every "
+                  "optimizer state is spilled; write 1.0 or remove it");
   detail::blocks_unimplemented(c, out);
   // one list, ordered by JSON path, each entry once
   std::stable_sort(out.begin(), out.end(),

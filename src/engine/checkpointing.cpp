@@ -46,6 +46,9 @@ const std::pair<const char*, const char*> kArchitecture[] = {
     {"add_bias_linear", "--disable-bias-linear"},
 };
 
+// NVMe-spilled pieces move through a buffer of this many elements (16 MiB)
+constexpr size_t kSpillChunk = size_t{1} << 22;
+
 }  // namespace
 
 // The pieces of the state dict this rank writes (stage 0: a balanced share of every tensor, so all
@@ -56,6 +59,14 @@ const std::pair<const char*, const char*> kArchitecture[] = {
 // With pipeline parallelism the tensors are this stage's, numbered in the whole model's order
 // (the checkpoint's); the last stage's copy of a tied table is read, never written (the first
 // stage writes the table).
+// A spilled piece's elements, read from its spill file on demand (any thread)
+io::PieceFetch Trainer::spill_fetch(const StatePiece& s) const {
+  const ParamStore* st = store_.get();
+  const int k = s.spill;
+  const size_t off = s.spill_off;
+  return [st, k, off](size_t i, size_t n, float* out) { st->spill_read(k, off + i, n, out); };
+}
+
 std::vector<StatePiece> Trainer::checkpoint_pieces(bool write) {
   std::vector<StatePiece> local = store_->state_pieces(write && !store_->residency().states_partitioned);
   comm::Communicator& tp = groups_->get(comm::Group::TP);
@@ -66,12 +77,12 @@ std::vector<StatePiece> Trainer::checkpoint_pieces(bool write) {
     if (write && ti.tied_copy) continue;
     const int global = model_->global_tensor(p.tensor);
     if (tp.size() == 1) {
-      out.push_back({p.section, global, p.begin, p.n, p.data});
+      out.push_back({p.section, global, p.begin, p.n, p.data, p.spill, p.spill_off});
       continue;
     }
     if (write && !ti.tp_split && tp.rank() != 0) continue;
     for (const LogicalRun& r : L.logical_runs(p.tensor, p.begin, p.n))
-      out.push_back({p.section, global, r.begin, r.n, p.data + r.local});
+      out.push_back({p.section, global, r.begin, r.n, p.data ? p.data + r.local : nullptr, p.spill, p.spill_off + r.local});
   }
   return out;
 }
@@ -183,15 +194,23 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
     job = std::make_unique<AsyncSave>();
     reserve_snapshot();
     float* dst = snapshot_buf_.get();
+    // NVMe-spilled pieces are not copied: the thread streams them from the spill files, and the
+    // next optimizer step waits until it has (the forward and backward never touch them)
     for (size_t k = 0; k < sections.size(); ++k)
       for (const auto& s : pieces) {
         if (s.section != static_cast<int>(k)) continue;
+        if (!s.data) {
+          sections[k].pieces.push_back({static_cast<size_t>(s.tensor), s.begin, s.n, nullptr, spill_fetch(s)});
+          continue;
+        }
         job->copies.push_back({s.data, dst, s.n});
         sections[k].pieces.push_back({static_cast<size_t>(s.tensor), s.begin, s.n, dst});
         dst += s.n;
       }
   } else {
-    for (const auto& s : pieces) sections[static_cast<size_t>(s.section)].pieces.push_back({static_cast<size_t>(s.tensor), s.begin, s.n, s.data});
+    for (const auto& s : pieces)
+      sections[static_cast<size_t>(s.section)].pieces.push_back(
+          {static_cast<size_t>(s.tensor), s.begin, s.n, s.data, s.data ? nullptr : spill_fetch(s)});
   }
   const auto& ds = opt_.ds;
   json attrs;
@@ -255,13 +274,18 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
       const double a = now_seconds();
       for (const auto& cp : j->copies) std::memcpy(cp.dst, cp.src, cp.n * sizeof(float));
       j->copy_ms = (now_seconds() - a) * 1e3;
+      // the spilled pieces first: the snapshot is complete once they are read
+      std::vector<io::RawWrite> spilled, rest;
+      for (auto& w : j->writes) (w.data ? rest : spilled).push_back(w);
+      const double w = now_seconds();
+      if (!spilled.empty()) j->crcs = io::write_pieces(j->save.tmp, spilled);
       {
         std::lock_guard<std::mutex> lk(j->mu);
         j->snapshot_ready = true;
       }
       j->cv.notify_all();
-      const double w = now_seconds();
-      j->crcs = io::write_pieces(j->save.tmp, j->writes);
+      const auto more = io::write_pieces(j->save.tmp, rest);
+      j->crcs.insert(j->crcs.end(), more.begin(), more.end());
       j->write_s = now_seconds() - w;
     } catch (const std::exception& e) {
       j->error = e.what();
@@ -283,7 +307,8 @@ void Trainer::save_checkpoint(const std::string& dir, const std::string& tag_in,
 
 void Trainer::reserve_snapshot() {
   size_t total = 0;
-  for (const auto& sp : checkpoint_pieces(true)) total += sp.n;
+  for (const auto& sp : checkpoint_pieces(true))
+    if (sp.data) total += sp.n;  // NVMe-spilled pieces are streamed, not copied
   if (snapshot_size_ == total) return;
   snapshot_size_ = total;
   snapshot_buf_.reset(new float[total]);
@@ -388,14 +413,27 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
   const auto pieces = checkpoint_pieces(false);
   size_t read_bytes = 0;
   std::vector<std::vector<io::Piece>> pieces_of(nsec * T);
+  std::vector<std::vector<StatePiece>> spilled_of(nsec * T);
   for (const auto& sp : pieces) {
     if (static_cast<size_t>(sp.section) >= nsec) continue;
     const size_t key = static_cast<size_t>(sp.section) * T + static_cast<size_t>(sp.tensor);
-    pieces_of[key].push_back({static_cast<size_t>(sp.tensor), sp.begin, sp.n, sp.data});
+    if (sp.data) pieces_of[key].push_back({static_cast<size_t>(sp.tensor), sp.begin, sp.n, sp.data});
+    else spilled_of[key].push_back(sp);
     read_bytes += sp.n * sizeof(float);
   }
   try {
-    for (size_t key = 0; key < nsec * T; ++key) rd.read_pieces(dsets[key], pieces_of[key]);
+    std::vector<float> bounce;
+    for (size_t key = 0; key < nsec * T; ++key) {
+      rd.read_pieces(dsets[key], pieces_of[key]);
+      // NVMe-spilled pieces: read into a bounded buffer and written to their spill files
+      for (const auto& sp : spilled_of[key])
+        for (size_t i = 0; i < sp.n; i += kSpillChunk) {
+          const size_t c = std::min(kSpillChunk, sp.n - i);
+          bounce.resize(std::max(bounce.size(), c));
+          rd.read(dsets[key], sp.begin + i, c, bounce.data());
+          store_->spill_write(sp.spill, sp.spill_off + i, c, bounce.data());
+        }
+    }
   } catch (const std::exception& e) {
     DMPI_FAIL("checkpoint " << path << " could not be read" << (atomic ? " after its checksums were checked" : "")
                             << " (" << e.what() << "); this rank's parameters are partly loaded and must not be trained");
@@ -406,10 +444,20 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
     for (size_t k = 0; k < nsec; ++k)
       for (size_t t = 0; t < T; ++t)
         total[static_cast<uint32_t>(k * T + t)] = whole().spec(static_cast<int>(t)).logical_numel * sizeof(float);
+    std::vector<float> bounce;
     for (const auto& sp : checkpoint_pieces(true)) {  // over the ranks, every tensor exactly once
       if (static_cast<size_t>(sp.section) >= nsec) continue;
-      mine.push_back({static_cast<uint32_t>(static_cast<size_t>(sp.section) * T + static_cast<size_t>(sp.tensor)),
-                      sp.begin * sizeof(float), sp.n * sizeof(float), io::crc32c_parallel(sp.data, sp.n * sizeof(float))});
+      const auto key = static_cast<uint32_t>(static_cast<size_t>(sp.section) * T + static_cast<size_t>(sp.tensor));
+      if (sp.data) {
+        mine.push_back({key, sp.begin * sizeof(float), sp.n * sizeof(float), io::crc32c_parallel(sp.data, sp.n * sizeof(float))});
+        continue;
+      }
+      for (size_t i = 0; i < sp.n; i += kSpillChunk) {  // read back from the spill file
+        const size_t c = std::min(kSpillChunk, sp.n - i);
+        bounce.resize(std::max(bounce.size(), c));
+        store_->spill_read(sp.spill, sp.spill_off + i, c, bounce.data());
+        mine.push_back({key, (sp.begin + i) * sizeof(float), c * sizeof(float), io::crc32c_parallel(bounce.data(), c * sizeof(float))});
+      }
     }
     const auto got = io::combine_crcs(comm, mine, total);
     std::vector<std::string> bad;

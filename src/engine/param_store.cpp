@@ -35,7 +35,7 @@ Residency Residency::of_stage(int stage) {
 }
 
 ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, const config::DsConfig& ds,
-                       int state_slots, const Init& init, const kernels::Context& ctx)
+                       int state_slots, const Init& init, const kernels::Context& ctx, const SpillOptions* spill)
     : model_(m), comm_(comm), ctx_(ctx), layout_(m, comm.size(), comm.rank(), ds.zero.stage >= 1),
       res_(Residency::of_stage(ds.zero.stage)), W_(comm.size()), rank_(comm.rank()), overlap_(ds.zero.overlap()),
       reduce_bucket_(std::max<int64_t>(1, ds.zero.reduce_bucket_size)), prefetch_bucket_(ds.zero.prefetch_bucket_size),
@@ -90,7 +90,8 @@ ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, c
   auto add_slice = [&](float* p, size_t state_off, size_t n, bool decay, size_t flat) {
     if (n == 0) return;
     auto& b = owned_;
-    if (!b.empty() && b.back().decay == decay && b.back().p + b.back().n == p &&
+    // (spilled masters: p is null, the elements are at state_off of the masters' spill file)
+    if (!b.empty() && b.back().decay == decay && (p ? b.back().p + b.back().n == p : !b.back().p) &&
         b.back().state_off + b.back().n == state_off && b.back().flat + b.back().n == flat) {
       b.back().n += n;
       return;
@@ -98,6 +99,20 @@ ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, c
     b.push_back({p, state_off, n, decay, flat});
   };
   owned_numel_ = L.partition_numel();
+  slots_ = state_slots;
+  if (spill) {
+    DMPI_REQUIRE(res_.states_partitioned, "NVMe offload of the optimizer states needs ZeRO stage 1, 2 or 3");
+    DMPI_REQUIRE(spill->aio, "NVMe offload without an I/O engine");
+    masters_spilled_ = half_;  // stage 3 fp32: the partition is the parameters the gathers read (in memory)
+    std::vector<std::string> names;
+    if (masters_spilled_) names.push_back("fp32_master");
+    for (int k = 0; k < state_slots; ++k)
+      names.push_back(k < static_cast<int>(spill->state_names.size()) ? spill->state_names[static_cast<size_t>(k)]
+                                                                     : "state" + std::to_string(k));
+    spill_ = std::make_unique<io::SpillArrays>(spill->dir, "zero", names, owned_numel_, spill->sub_group, spill->buffers,
+                                               *spill->aio);
+    spill_->write_index(spill->dir + "/zero.index.h5");
+  }
   if (!half_ && !res_.params_partitioned) {
     pfull_ = Buffer(DType::F32, numel);
     initial(0, numel, pfull_.as<float>());
@@ -105,8 +120,10 @@ ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, c
   if (half_ && !res_.params_partitioned) {
     p16_ = zeroed(pdt_, numel);
     initial16(0, numel, p16_.data(), nullptr);
-    master_ = zeroed(DType::F32, owned_numel_);
-    if (!res_.states_partitioned) {
+    if (!masters_spilled_) master_ = zeroed(DType::F32, owned_numel_);
+    if (masters_spilled_) {
+      // written to the spill file sub-group by sub-group, widened from the 16-bit parameters below
+    } else if (!res_.states_partitioned) {
       kernels::convert(ctx_, p16_.data(), pdt_, master_.data(), DType::F32, numel);
     } else {
       for (int u = 0; u < L.num_units(); ++u)
@@ -117,23 +134,36 @@ ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, c
   if (!res_.grads_partitioned) gfull_ = zeroed(gdt_, numel);
   if (res_.states_partitioned) gpart_ = zeroed(gdt_, L.partition_numel());
   if (res_.params_partitioned) {
-    ppart_ = zeroed(DType::F32, L.partition_numel());
+    if (!masters_spilled_) ppart_ = zeroed(DType::F32, L.partition_numel());
     if (half_) p16part_ = zeroed(pdt_, L.partition_numel());
     for (int u = 0; u < L.num_units(); ++u) {
       const UnitInfo& ui = L.unit(u);
       const size_t first = L.chunk_offset(u, rank_);
-      if (half_) initial16(first, ui.chunk, p16part_.at(ui.part_off), ppart_.as<float>() + ui.part_off);
+      if (half_) initial16(first, ui.chunk, p16part_.at(ui.part_off), masters_spilled_ ? nullptr : ppart_.as<float>() + ui.part_off);
       else initial(first, ui.chunk, ppart_.as<float>() + ui.part_off);
     }
   }
   for (const Run& r : L.owned()) {
-    float* p = res_.params_partitioned ? ppart_.as<float>() + r.part
-               : half_                 ? master_.as<float>() + r.part
-                                       : pfull_.as<float>() + r.flat;
+    float* p = masters_spilled_           ? nullptr
+               : res_.params_partitioned ? ppart_.as<float>() + r.part
+               : half_                   ? master_.as<float>() + r.part
+                                         : pfull_.as<float>() + r.flat;
     add_slice(p, r.part, r.n, L.tensor(r.tensor).decay, r.flat);
   }
-  states_.resize(static_cast<size_t>(state_slots));  // one at a time: no temporary copy (peak RSS)
-  for (auto& st : states_) st = zeroed(DType::F32, owned_numel_);
+  if (spill_) {
+    // the spilled masters are the 16-bit parameters widened (as in memory); the states start
+    // at zero (the files were allocated zero-filled, written once here all the same)
+    spill_->stream(
+        [&](size_t a, size_t n, float* const* arr) {
+          int k = 0;
+          if (masters_spilled_) widen_partition(a, n, arr[k++]);
+          for (; k < spill_->count(); ++k) std::fill(arr[k], arr[k] + n, 0.0f);
+        },
+        false, true);
+  } else {
+    states_.resize(static_cast<size_t>(state_slots));  // one at a time: no temporary copy (peak RSS)
+    for (auto& st : states_) st = zeroed(DType::F32, owned_numel_);
+  }
   if (res_.params_partitioned) {
     for (int u = 0; u < L.num_units(); ++u) {
       Unit& x = units_[static_cast<size_t>(u)];
@@ -494,48 +524,103 @@ void ParamStore::for_each_owned(const OwnedFn& fn, bool whole_tensors) {
   DMPI_REQUIRE(!whole_tensors || !res_.states_partitioned, "whole tensors are owned at ZeRO stage 0 only");
   constexpr size_t kChunk = size_t{1} << 16;  // bf16/fp16: this many at a time (cache-sized)
   std::vector<float> tmp;
-  for (const auto& s : owned_) {
-    auto run = [&](size_t off, size_t n) {  // elements [off, off + n) of the slice
-      void* g = !res_.states_partitioned ? gfull_.at(s.flat + off) : gpart_.at(s.state_off + off);
-      if (!half_) return fn(s.p + off, static_cast<float*>(g), s.state_off + off, n, s.decay);
-      // 16-bit gradients widened into tmp; the updated masters rounded to the 16-bit parameters
-      // while the chunk is in cache
-      const size_t step = whole_tensors ? n : kChunk;
-      for (size_t a = 0; a < n; a += step) {
-        const size_t c = std::min(step, n - a);
-        void* ga = element(g, gdt_, a);
-        float* gf = static_cast<float*>(ga);
-        if (gdt_ != DType::F32) {
-          tmp.resize(std::max(tmp.size(), c));
-          kernels::convert(ctx_, ga, gdt_, tmp.data(), DType::F32, c);
-          gf = tmp.data();
-        }
-        float* p = s.p + off + a;
-        fn(p, gf, s.state_off + off + a, c, s.decay);
-        round_to_params(s, off + a, c);
+  const auto K = static_cast<size_t>(slots_);
+  std::vector<float*> base(K), st(K);
+  // elements [off, off + n) of slice s: their fp32 values at p, their states at base[k]
+  auto run = [&](const OwnedSlice& s, size_t off, size_t n, float* p) {
+    void* g = !res_.states_partitioned ? gfull_.at(s.flat + off) : gpart_.at(s.state_off + off);
+    if (!half_) return fn(p, static_cast<float*>(g), base.data(), n, s.decay);
+    // 16-bit gradients widened into tmp; the updated masters rounded to the 16-bit parameters
+    // while the chunk is in cache
+    const size_t step = whole_tensors ? n : kChunk;
+    for (size_t a = 0; a < n; a += step) {
+      const size_t c = std::min(step, n - a);
+      void* ga = element(g, gdt_, a);
+      float* gf = static_cast<float*>(ga);
+      if (gdt_ != DType::F32) {
+        tmp.resize(std::max(tmp.size(), c));
+        kernels::convert(ctx_, ga, gdt_, tmp.data(), DType::F32, c);
+        gf = tmp.data();
       }
+      for (size_t k = 0; k < K; ++k) st[k] = base[k] + a;
+      fn(p + a, gf, st.data(), c, s.decay);
+      round_to_params(s, off + a, c, p + a);
+    }
+  };
+  if (spill_) {
+    const int m0 = masters_spilled_ ? 1 : 0;
+    spill_->stream([&](size_t a, size_t m, float* const* arr) {
+      for (const auto& s : owned_) {
+        const size_t x0 = std::max(a, s.state_off), x1 = std::min(a + m, s.state_off + s.n);
+        if (x0 >= x1) continue;
+        for (size_t k = 0; k < K; ++k) base[k] = arr[static_cast<size_t>(m0) + k] + (x0 - a);
+        run(s, x0 - s.state_off, x1 - x0, masters_spilled_ ? arr[0] + (x0 - a) : s.p + (x0 - s.state_off));
+      }
+    });
+    return;
+  }
+  for (const auto& s : owned_) {
+    auto whole = [&](size_t off, size_t n) {
+      for (size_t k = 0; k < K; ++k) base[k] = states_[k].as<float>() + s.state_off + off;
+      run(s, off, n, s.p + off);
     };
     if (!whole_tensors) {
-      run(0, s.n);
+      whole(0, s.n);
       continue;
     }
     for (const auto& t : layout_.tensors()) {
       const size_t a = std::max(s.flat, t.offset), b = std::min(s.flat + s.n, t.offset + t.numel);
-      if (a < b) run(a - s.flat, b - a);
+      if (a < b) whole(a - s.flat, b - a);
     }
   }
 }
 
-// bf16/fp16: elements [off, off + n) of an owned slice's masters, rounded into this rank's 16-bit
-// parameters
-void ParamStore::round_to_params(const OwnedSlice& s, size_t off, size_t n) {
+void ParamStore::fill_state(int slot, float v) {
+  if (!spill_) {
+    std::fill(states_[static_cast<size_t>(slot)].as<float>(), states_[static_cast<size_t>(slot)].as<float>() + owned_numel_, v);
+    return;
+  }
+  const int k = slot + (masters_spilled_ ? 1 : 0);
+  spill_->stream([&](size_t, size_t n, float* const* arr) { std::fill(arr[k], arr[k] + n, v); });
+}
+
+// bf16/fp16: elements [off, off + n) of an owned slice's masters (at src), rounded into this rank's
+// 16-bit parameters
+void ParamStore::round_to_params(const OwnedSlice& s, size_t off, size_t n, const float* src) {
   void* dst = res_.params_partitioned ? p16part_.at(s.state_off + off) : p16_.at(s.flat + off);
-  kernels::convert(ctx_, s.p + off, DType::F32, dst, pdt_, n);
+  kernels::convert(ctx_, src, DType::F32, dst, pdt_, n);
+}
+
+// The 16-bit parameters of partition elements [a, a + n) widened to fp32 (the initial masters)
+void ParamStore::widen_partition(size_t a, size_t n, float* out) const {
+  std::fill(out, out + n, 0.0f);
+  if (res_.params_partitioned) {
+    kernels::convert(ctx_, p16part_.at(a), pdt_, out, DType::F32, n);
+    return;
+  }
+  const Layout& L = layout_;
+  for (int u = 0; u < L.num_units(); ++u) {
+    const UnitInfo& ui = L.unit(u);
+    const size_t x0 = std::max(a, ui.part_off), x1 = std::min(a + n, ui.part_off + ui.chunk);
+    if (x0 < x1)
+      kernels::convert(ctx_, element(p16_.data(), pdt_, L.chunk_offset(u, rank_) + (x0 - ui.part_off)), pdt_,
+                       out + (x0 - a), DType::F32, x1 - x0);
+  }
 }
 
 void ParamStore::masters_loaded() {
-  if (half_)
-    for (const auto& s : owned_) round_to_params(s, 0, s.n);
+  if (half_ && masters_spilled_) {
+    spill_->stream(
+        [&](size_t a, size_t m, float* const* arr) {
+          for (const auto& s : owned_) {
+            const size_t x0 = std::max(a, s.state_off), x1 = std::min(a + m, s.state_off + s.n);
+            if (x0 < x1) round_to_params(s, x0 - s.state_off, x1 - x0, arr[0] + (x0 - a));
+          }
+        },
+        true, false);
+  } else if (half_) {
+    for (const auto& s : owned_) round_to_params(s, 0, s.n, s.p);
+  }
   after_optimizer();
 }
 
@@ -589,6 +674,11 @@ StoreMemory ParamStore::memory() const {
   m.grads = gfull_.bytes() + gpart_.bytes();
   for (const auto& s : states_) m.optimizer_states += s.bytes();
   m.comm_buffers = pool_.bytes + work_pool_.bytes + wire_.bytes();
+  if (spill_) {
+    m.spill_buffers = spill_->host_bytes();
+    m.spilled_masters = masters_spilled_ ? owned_numel_ * sizeof(float) : 0;
+    m.spilled_states = static_cast<size_t>(slots_) * owned_numel_ * sizeof(float);
+  }
   return m;
 }
 
@@ -609,6 +699,17 @@ StoreMemory ParamStore::planned(const Layout& L, const config::DsConfig& ds, int
   if (half) m.masters = (r.states_partitioned ? P : N) * 4;
   m.grads = (r.grads_partitioned ? 0 : N * gs) + (r.states_partitioned ? P * gs : 0);
   m.optimizer_states = static_cast<size_t>(state_slots) * (r.states_partitioned ? P : N) * 4;
+  if (ds.zero.offload_optimizer.device == "nvme" && r.states_partitioned) {
+    const size_t arrays = static_cast<size_t>(state_slots) + (half ? 1 : 0);
+    const size_t G = (std::min<size_t>(static_cast<size_t>(std::max<int64_t>(1, ds.zero.sub_group_size)), std::max<size_t>(P, 1)) + 1023) / 1024 * 1024;
+    const size_t nsub = (P + G - 1) / G;
+    const size_t S = std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(ds.zero.offload_optimizer.buffer_count), nsub));
+    m.spilled_states = m.optimizer_states;
+    m.spilled_masters = half ? m.masters : 0;
+    m.optimizer_states = 0;
+    if (half) m.masters = 0;
+    m.spill_buffers = S * arrays * G * 4;
+  }
   m.comm_buffers = (half || r.grads_partitioned ? 2 * largest * 4 : 0) + (half ? largest * 4 : 0) +
                    (r.params_partitioned ? 2 * largest * 4 : 0);
   return m;
@@ -619,12 +720,20 @@ std::vector<StatePiece> ParamStore::state_pieces(bool balanced) {
   std::vector<StatePiece> out;
   const std::vector<Run> runs = balanced ? layout_.balanced() : layout_.owned();
   for (const Run& r : runs) {
-    float* p = res_.params_partitioned ? ppart_.as<float>() + r.part
-               : half_                 ? master_.as<float>() + r.part
-                                       : pfull_.as<float>() + r.flat;
     const int t = layout_.tensor(r.tensor).model_tensor;
-    out.push_back({0, t, r.begin, r.n, p});
-    for (size_t k = 0; k < states_.size(); ++k) out.push_back({static_cast<int>(k) + 1, t, r.begin, r.n, state(static_cast<int>(k)) + r.part});
+    if (masters_spilled_) {
+      out.push_back({0, t, r.begin, r.n, nullptr, 0, r.part});
+    } else {
+      float* p = res_.params_partitioned ? ppart_.as<float>() + r.part
+                 : half_                 ? master_.as<float>() + r.part
+                                         : pfull_.as<float>() + r.flat;
+      out.push_back({0, t, r.begin, r.n, p});
+    }
+    const int m0 = masters_spilled_ ? 1 : 0;
+    for (int k = 0; k < slots_; ++k) {
+      if (spill_) out.push_back({k + 1, t, r.begin, r.n, nullptr, k + m0, r.part});
+      else out.push_back({k + 1, t, r.begin, r.n, states_[static_cast<size_t>(k)].as<float>() + r.part});
+    }
   }
   return out;
 }
@@ -641,7 +750,9 @@ std::vector<std::vector<float>> ParamStore::gather_full() {
     // the masters (stage 3, or stages 1-2 in bf16/fp16): every unit gathered from the partitions (collective)
     flat.assign(L.numel(), 0.0f);
     std::vector<float> part(owned_numel_, 0.0f);
-    for (const auto& o : owned_) std::copy_n(o.p, o.n, part.data() + o.state_off);
+    if (masters_spilled_) spill_->read(0, 0, owned_numel_, part.data());
+    else
+      for (const auto& o : owned_) std::copy_n(o.p, o.n, part.data() + o.state_off);
     for (int ui = 0; ui < L.num_units(); ++ui)
       comm_.all_gather(part.data() + L.unit(ui).part_off, L.unit(ui).chunk, flat.data() + L.unit(ui).offset, DType::F32);
   }

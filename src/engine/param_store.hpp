@@ -48,6 +48,7 @@
 
 #include "base/tensor.hpp"
 #include "comm/communicator.hpp"
+#include "io/spill.hpp"
 #include "kernels/context.hpp"
 #include "src/config/ds_config.hpp"
 #include "src/engine/layout.hpp"
@@ -79,7 +80,21 @@ struct StoreMemory {
   size_t masters = 0;           // fp32 master copies of the owned elements (none in fp32 training)
   size_t optimizer_states = 0;  // optimizer states (owned elements x slots x 4 bytes)
   size_t comm_buffers = 0;      // pooled gather / gradient / receive buffers and fp32 working copies
-  size_t total() const { return params + grads + masters + optimizer_states + comm_buffers; }
+  size_t spill_buffers = 0;     // NVMe offload: the host buffers the spilled categories stream through
+  size_t spilled_masters = 0, spilled_states = 0;  // NVMe offload: bytes in the spill files (not in memory)
+  size_t total() const { return params + grads + masters + optimizer_states + comm_buffers + spill_buffers; }
+};
+
+// NVMe offload (ZeRO-Infinity, offload_optimizer.device "nvme", stages 1-3): the optimizer states,
+// and in bf16/fp16 training the fp32 masters, live in spill files of this rank's spill directory
+// instead of memory. The optimizer steps them sub_group elements at a time through `buffers`
+// host buffers (reading ahead, writing behind: io/spill.hpp); the checkpoint streams them.
+struct SpillOptions {
+  std::string dir;                        // this rank's spill directory (io::SpillDir)
+  io::AioEngine* aio = nullptr;
+  std::vector<std::string> state_names;   // the optimizer's states: file and index names
+  size_t sub_group = 1000000000;          // zero_optimization.sub_group_size
+  int buffers = 4;                        // offload_optimizer.buffer_count
 };
 
 // What the optimizer and the checkpoint see: a logical tensor's elements [begin, begin + n) of a
@@ -88,6 +103,8 @@ struct StatePiece {
   int section = 0, tensor = 0;
   size_t begin = 0, n = 0;
   float* data = nullptr;
+  int spill = -1;        // NVMe offload: data is null and the elements are at spill_off of spill array `spill`
+  size_t spill_off = 0;
 };
 
 class ParamStore {
@@ -96,8 +113,9 @@ class ParamStore {
   // what this rank keeps is ever materialised (stage 3: its partition and the persistent units,
   // DeepSpeed's zero.Init). state_slots: optimizer-state arrays per owned element.
   using Init = std::function<void(int tensor, size_t j0, size_t j1, float* out)>;
+  // spill: NVMe offload of the optimizer states and masters (null: everything in memory).
   ParamStore(const model::Model<float>& m, comm::Communicator& comm, const config::DsConfig& ds, int state_slots,
-             const Init& init, const kernels::Context& ctx);
+             const Init& init, const kernels::Context& ctx, const SpillOptions* spill = nullptr);
   ~ParamStore();
   ParamStore(const ParamStore&) = delete;
   ParamStore& operator=(const ParamStore&) = delete;
@@ -135,13 +153,23 @@ class ParamStore {
   // ReduceTiedGrads) before the dp reduction; a unit holding one is reduced at the boundary.
   void set_pipeline(comm::Communicator* pp, comm::Communicator* tied) { pp_ = pp, tied_ = tied; }
   const std::vector<OwnedSlice>& owned() const { return owned_; }
-  // Calls fn(p, g, state_off, n, decay) over the owned elements with their averaged gradients as
-  // fp32 (16-bit gradients widened chunk by chunk; fn may overwrite g); fn updates p, and in
-  // bf16/fp16 training the updated masters are rounded to this rank's 16-bit parameters.
+  // Calls fn(p, g, states, n, decay) over the owned elements with their averaged gradients as
+  // fp32 (16-bit gradients widened chunk by chunk; fn may overwrite g) and their optimizer states
+  // (states[k]: slot k); fn updates p and the states, and in bf16/fp16 training the updated
+  // masters are rounded to this rank's 16-bit parameters. With NVMe offload the elements come
+  // sub-group by sub-group from the spill files and go back after fn.
   // whole_tensors (stage 0 only): one call per tensor (Lamb's trust ratio).
-  using OwnedFn = std::function<void(float* p, float* g, size_t state_off, size_t n, bool decay)>;
+  using OwnedFn = std::function<void(float* p, float* g, float* const* states, size_t n, bool decay)>;
   void for_each_owned(const OwnedFn& fn, bool whole_tensors = false);
-  float* state(int slot) { return states_[static_cast<size_t>(slot)].as<float>(); }
+  void fill_state(int slot, float v);  // every element of optimizer state `slot` set to v
+  // NVMe offload
+  bool spilled() const { return spill_ != nullptr; }
+  bool masters_spilled() const { return spill_ && masters_spilled_; }
+  const io::SpillArrays* spill_arrays() const { return spill_.get(); }
+  // elements [off, off + n) of spill array k (a StatePiece's spill), synchronous; read is safe
+  // from another thread while the optimizer does not run
+  void spill_read(int k, size_t off, size_t n, float* out) const { spill_->read(k, off, n, out); }
+  void spill_write(int k, size_t off, size_t n, const float* in) { spill_->write(k, off, n, in); }
   void after_optimizer();   // gathers the updated parameters where needed
   void masters_loaded();    // after writing the owned masters (a checkpoint): rounds and gathers
   void skip_step();         // an overflow step: drop the accumulated gradients
@@ -176,7 +204,8 @@ class ParamStore {
   float* base32(int u) const;  // the unit's fp32 parameters now (resident, working copy or gather)
   void finish_reduce(PendingReduce& r);
   void wait_all_reduces();
-  void round_to_params(const OwnedSlice& s, size_t off, size_t n);
+  void round_to_params(const OwnedSlice& s, size_t off, size_t n, const float* src);
+  void widen_partition(size_t a, size_t n, float* out) const;  // bf16/fp16: the 16-bit owned elements [a, a + n) widened
   float* acquire(size_t n) { return pool_.acquire(n); }
   float* acquire16(size_t n) { return pool_.acquire((n + 1) / 2); }
   void release_buf(float* p) { pool_.release(p); }
@@ -212,6 +241,9 @@ class ParamStore {
   Buffer wire_;     // stages 0-1: gradients on the wire when not in their storage dtype
   std::map<int, Buffer> persist_;  // stage 3: persistent units, kept gathered (fp32, or 16-bit)
   std::vector<Buffer> states_;
+  int slots_ = 0;
+  std::unique_ptr<io::SpillArrays> spill_;  // NVMe offload: [masters,] states
+  bool masters_spilled_ = false;
   std::vector<OwnedSlice> owned_;
   size_t owned_numel_ = 0;
   std::vector<PendingReduce> pending_;

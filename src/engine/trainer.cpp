@@ -195,6 +195,27 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
     if (k + 1 < static_cast<int>(chunk_begin.size()) && u == chunk_begin[static_cast<size_t>(k) + 1]) ++k;
     chunk_of_unit_.push_back(k);
   }
+  // NVMe offload (ZeRO-Infinity): this rank's spill directory and I/O engine
+  SpillOptions spill;
+  if (ds.zero.offload_optimizer.device == "nvme") {
+    DMPI_REQUIRE(ds.zero.stage >= 1, "zero_optimization.offload_optimizer.device \"nvme\" with stage 0: the optimizer "
+                                     "states spilled are the partitions ZeRO makes; set zero_optimization.stage to 1, "
+                                     "2 or 3");
+    DMPI_REQUIRE(io::checkpoint_data_path() == "posix",
+                 "DEEPMPI_CHECKPOINT_IO=mpiio with NVMe offload: the spilled states stream into checkpoints with the "
+                 "posix data path only; unset DEEPMPI_CHECKPOINT_IO");
+    spill_dir_ = std::make_unique<io::SpillDir>(opt_.world, ds.zero.offload_optimizer.nvme_path);
+    io::AioOptions ao;
+    ao.block_size = static_cast<size_t>(ds.aio.block_size);
+    ao.queue_depth = static_cast<int>(ds.aio.queue_depth);
+    ao.threads = static_cast<int>(ds.aio.intra_op_parallelism);
+    aio_ = std::make_unique<io::AioEngine>(ao);
+    spill.dir = spill_dir_->path();
+    spill.aio = aio_.get();
+    spill.state_names = optimizer_->state_names();
+    spill.sub_group = static_cast<size_t>(ds.zero.sub_group_size);
+    spill.buffers = static_cast<int>(ds.zero.offload_optimizer.buffer_count);
+  }
   // Initial values by logical element: a tensor-parallel split starts as the same slice of the
   // logical tensor that one rank would initialise.
   store_ = std::make_unique<ParamStore>(
@@ -204,7 +225,7 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
           model_->init_tensor(opt_.seed, t, lb, lb + n, out + off);
         });
       },
-      ctx_);
+      ctx_, spill_dir_ ? &spill : nullptr);
   store_->set_tp(&groups_->get(comm::Group::TP), opt_.model.sp());
   if (PP > 1) store_->set_pipeline(&groups_->get(comm::Group::PP), tied_.get());
   // The step as an instruction list, and the activations it needs.
@@ -237,7 +258,7 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   if (ds.fp16.enabled) scaler_ = std::make_unique<LossScaler>(ds.fp16);
   for (int k = 0; k < optimizer_->state_slots(); ++k)
     if (const float v = optimizer_->initial_state(k); v != 0.0f)
-      std::fill(store_->state(k), store_->state(k) + store_->layout().partition_numel(), v);
+      store_->fill_state(k, v);
   if (opt_.data_path.empty())
     source_ = io::make_mock_source(opt_.seed, opt_.model.vocab);
   else
@@ -269,6 +290,7 @@ MemoryReport Trainer::memory() const {
   r.masters = z.masters;
   r.optimizer_states = z.optimizer_states;
   r.comm_buffers = z.comm_buffers;
+  r.spill_buffers = z.spill_buffers, r.spilled_masters = z.spilled_masters, r.spilled_states = z.spilled_states;
   r.checkpoint_snapshot = snapshot_size_ * sizeof(float);
   r.activations = runner_->activation_bytes();
   return r;
@@ -298,6 +320,7 @@ MemoryReport Trainer::planned_memory(const TrainOptions& opt, int dp_size) {
     MemoryReport r;
     r.params = z.params, r.grads = z.grads, r.masters = z.masters, r.optimizer_states = z.optimizer_states;
     r.comm_buffers = z.comm_buffers;
+    r.spill_buffers = z.spill_buffers, r.spilled_masters = z.spilled_masters, r.spilled_states = z.spilled_states;
     model::RunnerShape shape;
     int slots = 1;
     if (S > 1) {
@@ -327,8 +350,11 @@ std::string Trainer::memory_plan(const TrainOptions& opt, int dp_size) {
      << opt.model.seq_len << "; activation recompute " << opt.recompute.describe() << "\n"
      << "  memory per rank (planned, nothing allocated): params " << h(r.params) << " | grads " << h(r.grads)
      << " | fp32 masters " << h(r.masters) << " | optimizer states " << h(r.optimizer_states)
-     << " | comm + working buffers ~" << h(r.comm_buffers) << " | activations " << h(r.activations) << " | total "
-     << h(r.total());
+     << " | comm + working buffers ~" << h(r.comm_buffers) << " | activations " << h(r.activations)
+     << (r.spill_buffers ? " | spill buffers " + h(r.spill_buffers) : std::string()) << " | total " << h(r.total())
+     << (r.spill_buffers ? "\n  spilled to NVMe per rank (not in memory): fp32 masters " + h(r.spilled_masters) +
+                               " | optimizer states " + h(r.spilled_states)
+                         : std::string());
   return os.str();
 }
 
@@ -374,22 +400,42 @@ std::string Trainer::banner() const {
      << " | optimizer states "
      << human_bytes(static_cast<double>(mem.optimizer_states)) << " | comm + working buffers "
      << human_bytes(static_cast<double>(mem.comm_buffers)) << " | activations "
-     << human_bytes(static_cast<double>(mem.activations)) << " | total "
-     << human_bytes(static_cast<double>(mem.total()));
+     << human_bytes(static_cast<double>(mem.activations))
+     << (mem.spill_buffers ? " | spill buffers " + human_bytes(static_cast<double>(mem.spill_buffers)) : std::string())
+     << " | total " << human_bytes(static_cast<double>(mem.total()));
+  if (spill_dir_) os << "\n" << spill_report();
+  else if (ds.zero.offload_optimizer.device == "cpu" || ds.zero.offload_param.device == "cpu")
+    os << "\n  note: offload device \"cpu\": this host-only build keeps every state in host memory already; "
+          "nothing moves";
+  return os.str();
+}
+
+std::string Trainer::spill_report() const {
+  const io::SpillArrays* a = store_->spill_arrays();
+  const auto& ds = opt_.ds;
+  auto h = [](size_t b) { return human_bytes(static_cast<double>(b)); };
+  const StoreMemory z = store_->memory();
+  std::ostringstream os;
+  os << "  NVMe offload (offload_optimizer): " << (store_->masters_spilled() ? "fp32 masters " + h(z.spilled_masters) + " + " : "")
+     << "optimizer states " << h(z.spilled_states) << " per rank in " << spill_dir_->path() << " (index "
+     << spill_dir_->path() << "/zero.index.h5)\n"
+     << "    I/O: " << aio_->describe() << "; sub-groups of " << a->sub_group() << " elements (sub_group_size "
+     << ds.zero.sub_group_size << ") through " << a->buffers() << " buffer(s) (buffer_count "
+     << ds.zero.offload_optimizer.buffer_count << "): " << h(a->host_bytes()) << " of host memory; "
+     << static_cast<double>(spill_dir_->free_bytes()) / 1e9 << " GB left free on the file system";
+  if (spill_dir_->on_tmpfs())
+    os << "\n    warning: nvme_path is on tmpfs: the spill files take memory, not disk (point nvme_path at an NVMe drive)";
+  for (const auto& o : spill_dir_->others())
+    os << "\n    note: " << o << " is another job's spill directory (a crashed job's, if none runs): remove it to free its space";
   return os.str();
 }
 
 void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double beta2) {
-  const int slots = optimizer_->state_slots();
-  std::vector<float*> states(static_cast<size_t>(slots));
   StepHyper h;
   h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.grad_scale = grad_scale, h.step = applied_steps_;
   h.weight_decay = sched_.weight_decay(opt_.ds.optimizer.weight_decay);  // Megatron's weight-decay increment
   store_->for_each_owned(
-      [&](float* p, float* g, size_t o, size_t n, bool decay) {
-        for (int k = 0; k < slots; ++k) states[static_cast<size_t>(k)] = store_->state(k) + o;
-        optimizer_->step(p, g, states.data(), n, decay, h);
-      },
+      [&](float* p, float* g, float* const* st, size_t n, bool decay) { optimizer_->step(p, g, st, n, decay, h); },
       optimizer_->needs_whole_tensors());
 }
 

@@ -22,6 +22,7 @@
 #include "comm/mpi_env.hpp"
 #include "comm/process_groups.hpp"
 #include "io/checkpoint.hpp"
+#include "io/spill.hpp"
 #include "io/metrics.hpp"
 #include "io/token_dataset.hpp"
 #include "kernels/gemm.hpp"
@@ -87,8 +88,11 @@ struct StepMetrics {
 struct MemoryReport {
   size_t params = 0, grads = 0, masters = 0, optimizer_states = 0, comm_buffers = 0, activations = 0;
   size_t checkpoint_snapshot = 0;  // --async-save: one copy of this rank's share of the state
+  // NVMe offload: the host buffers the spilled masters and states stream through (resident), and
+  // the bytes in the spill files (not in memory)
+  size_t spill_buffers = 0, spilled_masters = 0, spilled_states = 0;
   size_t model_states() const { return params + grads + masters + optimizer_states; }
-  size_t total() const { return model_states() + comm_buffers + activations + checkpoint_snapshot; }
+  size_t total() const { return model_states() + comm_buffers + activations + checkpoint_snapshot + spill_buffers; }
 };
 
 struct TrainSummary {
@@ -199,6 +203,8 @@ class Trainer {
   std::unique_ptr<io::TokenSource> source_;
   std::unique_ptr<io::BatchLoader> loader_;
   std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<io::SpillDir> spill_dir_;  // NVMe offload (before the store: removed after it)
+  std::unique_ptr<io::AioEngine> aio_;
   std::unique_ptr<ParamStore> store_;
   Schedule schedule_;
   std::vector<ConstView> views_;   // the unit being run: its parameters
@@ -251,7 +257,9 @@ class Trainer {
   int64_t last_saved_step_ = -1;
   double commit_ms_ = 0;  // a background save committed during the last step
   std::vector<std::string> state_names() const { return optimizer_->state_names(); }
+  std::string spill_report() const;  // NVMe offload: the banner's lines
   std::vector<StatePiece> checkpoint_pieces(bool write);
+  io::PieceFetch spill_fetch(const StatePiece& s) const;  // NVMe offload: a spilled piece's source
 };
 
 }  // namespace dmpi::engine

@@ -337,10 +337,23 @@ TEST(DsConfig, ZeroBlockTypedWithAliasesDeprecationsAndAuto) {
   EXPECT_TRUE(has(w, "zero_optimization.reduce_bucket_sise: unknown key; did you mean 'zero_optimization.reduce_bucket_size'?")) << w;
   EXPECT_TRUE(has(w, "not supported yet: zero_optimization.zero_quantized_weights")) << w;
   // valid for the parser; `deepmpi train` refuses what it does not implement
-  auto s2 = z(R"({"stage": 2, "offload_optimizer": {"device": "cpu"}})");
+  // offload: "cpu" is where a host-only build keeps the states (accepted); "nvme" spills the
+  // optimizer states at stages 1-3; parameter offload to NVMe is not built
+  EXPECT_TRUE(unimplemented_for_training(z(R"({"stage": 2, "offload_optimizer": {"device": "cpu"}})")).empty());
+  for (int st : {1, 2, 3})
+    EXPECT_TRUE(unimplemented_for_training(z((R"({"stage": )" + std::to_string(st) +
+                                              R"(, "offload_optimizer": {"device": "nvme", "nvme_path": "/local"}})")
+                                                 .c_str()))
+                    .empty())
+        << st;
+  auto u0 = unimplemented_for_training(z(R"({"stage": 0, "offload_optimizer": {"device": "nvme", "nvme_path": "/l"}})"));
+  ASSERT_EQ(u0.size(), 1u);
+  EXPECT_TRUE(has(u0[0], "offload_optimizer.device = \"nvme\" at stage 0 (the spilled states are ZeRO's partitions): "
+                         "set zero_optimization.stage to 1, 2 or 3")) << u0[0];
+  auto s2 = z(R"({"stage": 3, "offload_param": {"device": "nvme", "nvme_path": "/local"}})");
   auto u = unimplemented_for_training(s2);
   ASSERT_EQ(u.size(), 1u);
-  EXPECT_TRUE(has(u[0], "not supported yet: zero_optimization.offload_optimizer.device = \"cpu\""));
+  EXPECT_TRUE(has(u[0], "not supported yet: zero_optimization.offload_param.device = \"nvme\"")) << u[0];
   for (const char* st : {R"({"stage": 0})", R"({"stage": 1})", R"({"stage": 2})", R"({"stage": 3})"})
     EXPECT_TRUE(unimplemented_for_training(z(st)).empty()) << st;
 }
@@ -463,7 +476,7 @@ TEST(DsConfigLenient, KeysAtValuesThatAskForNothingAreAccepted) {
 
 TEST(DsConfigLenient, NotImplementedIsOneListWithAdvicePerBlock) {
   auto c = check(R"({"train_micro_batch_size_per_gpu": 2,
-      "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}},
+      "zero_optimization": {"stage": 3, "offload_param": {"device": "nvme", "nvme_path": "/local"}},
       "tensor_parallel": {"autotp_size": 4},
       "optimizer": {"type": "OneBitAdam", "params": {"lr": 1e-4}},
       "curriculum_learning": {"enabled": true},
@@ -480,7 +493,7 @@ TEST(DsConfigLenient, NotImplementedIsOneListWithAdvicePerBlock) {
       "or remove the block)",
       "not supported yet: optimizer.type = \"OneBitAdam\"",
       "not supported yet: sparse_attention = {\"mode\":\"fixed\"} (sparse attention is not implemented; remove the block",
-      "not supported yet: zero_optimization.offload_optimizer.device = \"cpu\" (offload is not implemented"};
+      "not supported yet: zero_optimization.offload_param.device = \"nvme\" (parameter partitions stay in memory"};
   ASSERT_EQ(c.unimplemented.size(), want.size()) << lines(c.unimplemented);
   for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(has(c.unimplemented[i], want[i])) << i << ": " << c.unimplemented[i];
   EXPECT_EQ(c.unimplemented, unimplemented_for_training(c.config));  // what `deepmpi train` refuses
@@ -517,7 +530,7 @@ TEST(DsConfigLenient, AutoWhereDeepSpeedUsesTheDefault) {
 TEST(DsConfigOnePass, EveryProblemAtOnceOrderedByPathEachOnce) {
   // batch errors do not wait for "auto" errors, and the not-implemented list comes with them
   auto c = check(R"({"train_batch_size": 10, "train_micro_batch_size_per_gpu": 4, "gradient_clipping": "auto",
-      "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}},
+      "zero_optimization": {"stage": 0, "offload_optimizer": {"device": "nvme", "nvme_path": "/local"}},
       "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 5, "total_num_steps": "auto"}},
       "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}})");
   ASSERT_EQ(c.errors.size(), 4u) << lines(c.errors);
@@ -526,13 +539,13 @@ TEST(DsConfigOnePass, EveryProblemAtOnceOrderedByPathEachOnce) {
   EXPECT_TRUE(has(c.errors[2], "scheduler.params.total_num_steps: \"auto\" cannot be resolved: pass --train-iters")) << c.errors[2];
   EXPECT_TRUE(has(c.errors[3], "train_batch_size: batch sizes are inconsistent")) << c.errors[3];
   ASSERT_EQ(c.unimplemented.size(), 1u);
-  EXPECT_TRUE(has(c.unimplemented[0], "offload_optimizer.device = \"cpu\""));
+  EXPECT_TRUE(has(c.unimplemented[0], "offload_optimizer.device = \"nvme\" at stage 0"));
   // the unresolved scheduler key is reported once (not again as "required")
   EXPECT_FALSE(has(lines(c.errors), "required by WarmupDecayLR")) << lines(c.errors);
   // the exception's text: errors "  - ", then the not-implemented list "  * "
   const std::string w = problems_text(c);
   EXPECT_TRUE(has(w, "4 errors in the ds_config:\n  - gradient_clipping")) << w;
-  EXPECT_TRUE(has(w, "\n  * not supported yet: zero_optimization.offload_optimizer.device")) << w;
+  EXPECT_TRUE(has(w, "\n  * not supported: zero_optimization.offload_optimizer.device")) << w;
 }
 
 TEST(DsConfigOnePass, BatchMessagesNameTheFlagsAndNeverSuggestZero) {

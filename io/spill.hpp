@@ -1,0 +1,160 @@
+// NVMe spill files (ZeRO-Infinity's residency tier; ../shared/DESIGN.md "Spill files",
+// docs/architecture.md). Three parts:
+//
+//   SpillDir     <nvme_path>/deepmpi-<SLURM_JOB_ID, else rank 0's pid>/rank<r>/: created at start
+//                (a directory left by a crashed job of the same id is an error naming it, never
+//                reused), removed at a clean exit, at a stop signal (the trainer ends normally)
+//                and before main's MPI_Abort (remove_all_spill_dirs).
+//   AioEngine    asynchronous reads and writes of aligned buffers: io_uring (liburing, up to
+//                aio.queue_depth requests of aio.block_size in flight) or, where io_uring is not
+//                available (not built, old kernel, seccomp) or DEEPMPI_SPILL_IO=threads asks for
+//                it, aio.intra_op_parallelism threads doing pread/pwrite. describe() says which.
+//   SpillArrays  named float arrays of one length, one file each (O_DIRECT, allocated in full at
+//                creation, so a full disk shows at start), streamed in sub-groups through
+//                `buffers` host buffers: sub-group i+1 is read while i is updated and i-1 is
+//                written back (buffers >= 3). Beside the files an HDF5 index (index.h5) names
+//                each array as an external dataset (H5Pset_external): h5dump or h5py read a
+//                spilled state without deepmpi.
+#pragma once
+#include <mpi.h>
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace dmpi::io {
+
+class SpillDir {
+ public:
+  // Collective over comm (the id comes from rank 0). Errors name the path and the fix: nvme_path
+  // missing or not a directory, not writable, a stale directory of the same id.
+  SpillDir(MPI_Comm comm, const std::string& nvme_path);
+  ~SpillDir();  // removes the rank directory (and the job directory once empty)
+  SpillDir(const SpillDir&) = delete;
+  SpillDir& operator=(const SpillDir&) = delete;
+  const std::string& path() const { return dir_; }        // .../deepmpi-<id>/rank<r>
+  const std::string& job_path() const { return job_; }    // .../deepmpi-<id>
+  // Other deepmpi-* directories in nvme_path (crashed jobs: their space is not free)
+  const std::vector<std::string>& others() const { return others_; }
+  bool on_tmpfs() const { return tmpfs_; }
+  uint64_t free_bytes() const;  // on the file system of nvme_path
+
+ private:
+  std::string dir_, job_;
+  std::vector<std::string> others_;
+  bool tmpfs_ = false;
+};
+// Removes every SpillDir still alive in this process (main calls it before MPI_Abort).
+void remove_all_spill_dirs() noexcept;
+
+struct AioOptions {
+  size_t block_size = 1 << 20;
+  int queue_depth = 8;
+  int threads = 1;             // the thread-pool fallback's threads (aio.intra_op_parallelism)
+  std::string backend = "";    // "", "uring" or "threads" (DEEPMPI_SPILL_IO overrides)
+};
+
+class AioEngine {
+ public:
+  explicit AioEngine(const AioOptions& o);
+  ~AioEngine();
+  AioEngine(const AioEngine&) = delete;
+  AioEngine& operator=(const AioEngine&) = delete;
+  bool uring() const { return uring_; }
+  std::string describe() const;
+  using Ticket = uint64_t;
+  // buf, n and off aligned to 4096 bytes (O_DIRECT); `what` names the file in errors
+  Ticket read(int fd, void* buf, size_t n, uint64_t off, const std::string& what);
+  Ticket write(int fd, const void* buf, size_t n, uint64_t off, const std::string& what);
+  void wait(Ticket t);  // throws the request's error (file, offset, the system's message)
+  uint64_t bytes_read() const { return bytes_read_; }
+  uint64_t bytes_written() const { return bytes_written_; }
+
+ private:
+  struct Chunk {
+    bool write;
+    int fd;
+    char* buf;
+    size_t n;
+    uint64_t off;
+    Ticket t;
+    size_t done = 0;
+  };
+  struct Job {
+    size_t left = 0;
+    std::string error, what;
+  };
+  Ticket submit(bool write, int fd, void* buf, size_t n, uint64_t off, const std::string& what);
+  void finish(const Chunk& c, int err);  // with mu_ held
+  void run_threads();
+  void run_uring();
+  AioOptions o_;
+  bool uring_ = false;
+  std::mutex mu_;
+  std::condition_variable work_cv_, done_cv_;
+  std::deque<Chunk> queue_;
+  std::map<Ticket, Job> jobs_;
+  Ticket next_ = 1;
+  bool stop_ = false;
+  long fail_write_at_ = -1, writes_seen_ = 0;  // DEEPMPI_TEST_SPILL_FAIL=write:K (fault injection)
+  uint64_t bytes_read_ = 0, bytes_written_ = 0;
+  std::vector<std::thread> workers_;
+  struct Ring;
+  std::unique_ptr<Ring> ring_;
+};
+
+class SpillArrays {
+ public:
+  // Files <dir>/<prefix>.<name>.bin of n floats each (rounded up to 4 KiB), allocated in full;
+  // sub-groups of sub_group elements (rounded up to 1024 = 4 KiB) through `buffers` host buffers.
+  SpillArrays(const std::string& dir, const std::string& prefix, const std::vector<std::string>& names, size_t n,
+              size_t sub_group, int buffers, AioEngine& aio);
+  ~SpillArrays();
+  SpillArrays(const SpillArrays&) = delete;
+  SpillArrays& operator=(const SpillArrays&) = delete;
+  size_t size() const { return n_; }
+  int count() const { return static_cast<int>(files_.size()); }
+  size_t sub_group() const { return G_; }
+  int buffers() const { return S_; }
+  size_t host_bytes() const { return static_cast<size_t>(S_) * files_.size() * G_ * sizeof(float); }
+  size_t file_bytes() const { return files_.size() * padded_ * sizeof(float); }
+  // fn(begin, n, arrays): sub-group [begin, begin + n) of every array at arrays[k] (fn may change
+  // them). read: the values are read first (else the buffers hold garbage for fn to fill); write:
+  // written back after fn. Pipelined over the buffers; returns after the last write.
+  using Fn = std::function<void(size_t begin, size_t n, float* const* arrays)>;
+  void stream(const Fn& fn, bool read = true, bool write = true);
+  // Synchronous reads and writes of any range of array k (through an aligned bounce buffer of
+  // the caller's thread; safe from another thread while no stream() runs)
+  void read(int k, size_t off, size_t n, float* out) const;
+  void write(int k, size_t off, size_t n, const float* in);
+  // The HDF5 index: one external dataset per array, named by `names`
+  void write_index(const std::string& path) const;
+  const std::string& file(int k) const { return files_[static_cast<size_t>(k)].path; }
+  double io_seconds() const { return io_s_; }  // time the stream waited for I/O
+
+ private:
+  struct File {
+    std::string name, path;
+    int fd = -1;
+  };
+  void range_io(int k, size_t off, size_t n, float* buf, bool write) const;
+  std::vector<File> files_;
+  size_t n_ = 0, padded_ = 0, G_ = 0;
+  int S_ = 1;
+  AioEngine& aio_;
+  struct Free {
+    void operator()(float* p) const;
+  };
+  std::unique_ptr<float, Free> bufs_;  // S_ slots x count x G_
+  double io_s_ = 0;
+};
+
+}  // namespace dmpi::io
