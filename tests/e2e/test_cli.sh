@@ -49,13 +49,13 @@ expect_error "did you mean --model" train --modle tiny
 expect_error "did you mean 'gpt2-124m'" train --model gpt2-124
 echo '{"train_micro_batch_size_per_gpu": 2, "optimzer": {}, "zero_optimization": {"stage": 1}}' > "$work/bad.json"
 expect_error "did you mean 'optimizer'" train --deepspeed_config "$work/bad.json"
-echo '{"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}' > "$work/stage1.json"
-expect_error 'not supported yet: zero_optimization.offload_optimizer.device = "cpu"' train --deepspeed_config "$work/stage1.json"
+echo '{"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 2}, "fp16": {"enabled": true, "fp16_master_weights_and_grads": true}}' > "$work/stage1.json"
+expect_error 'not supported yet: fp16.fp16_master_weights_and_grads = true' train --deepspeed_config "$work/stage1.json"
 # a valid config this build cannot train: printed resolved, refused items listed, exit status 3
 rc=0; "$BIN" config check "$work/stage1.json" > "$work/out.txt" 2> "$work/err.txt" || rc=$?
-[ "$rc" = 3 ] || fail "config check of a valid offload config must exit 3 (got $rc)"
-grep -q '"stage": 2' "$work/out.txt" || fail "config check prints the resolved offload config"
-grep -q '  - not supported yet: zero_optimization.offload_optimizer.device = "cpu"' "$work/err.txt" || { cat "$work/err.txt"; fail "config check lists the offload"; }
+[ "$rc" = 3 ] || fail "config check of a valid config this build cannot train must exit 3 (got $rc)"
+grep -q '"stage": 2' "$work/out.txt" || fail "config check prints the resolved config"
+grep -q '  - not supported yet: fp16.fp16_master_weights_and_grads = true' "$work/err.txt" || { cat "$work/err.txt"; fail "config check lists the refused key"; }
 expect_error "no such dataset" train --data-path "$work/missing"
 expect_error "must be divisible" train --hidden-size 100 --num-attention-heads 3
 # 2 ranks, ZeRO stage 2 (the README's main job): one log (rank 0), the same losses as stage 0
@@ -151,7 +151,7 @@ echo '{"train_micro_batch_size_per_gpu": 2, "compression_training": {"weight_qua
 rc=0; "$BIN" config check "$work/comp.json" > /dev/null 2> "$work/err.txt" || rc=$?
 [ "$rc" = 3 ] && grep -q 'compression_training has no top-level "enabled"' "$work/err.txt" || { cat "$work/err.txt"; fail "compression: exit 3 (got $rc)"; }
 rc=0; run1 train --deepspeed_config "$work/stage1.json" --train-iters 1 > "$work/out.txt" 2>&1 || rc=$?
-[ "$rc" = 3 ] || { cat "$work/out.txt"; fail "train refuses a valid offload config with exit 3 (got $rc)"; }
+[ "$rc" = 3 ] || { cat "$work/out.txt"; fail "train refuses a valid config it cannot train with exit 3 (got $rc)"; }
 # files that are not config files: clear errors, no source location, no library id, no crash
 clean() { ! grep -qE '\.cpp:[0-9]|json\.exception|--deepspeed_config' "$1"; }
 rc=0; "$BIN" config check "$work" > "$work/out.txt" 2>&1 || rc=$?
