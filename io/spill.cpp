@@ -469,6 +469,17 @@ void SpillArrays::range_io(int k, size_t off, size_t n, float* data, bool write)
   }
 }
 
+void SpillArrays::Aligned::operator()(float* p) const { std::free(p); }
+SpillArrays::Buffer SpillArrays::aligned_buffer(size_t floats) { return Buffer(aligned_floats(floats)); }
+
+AioEngine::Ticket SpillArrays::read_async(int k, size_t off, size_t n, float* buf) const {
+  DMPI_REQUIRE(off + n <= n_, "spill array " << files_[static_cast<size_t>(k)].name << ": elements [" << off << ", "
+                                             << off + n << ") are past its end " << n_);
+  const File& f = files_[static_cast<size_t>(k)];
+  const size_t first = off - lead(off);
+  return aio_.read(f.fd, buf, span(off, n) * sizeof(float), first * sizeof(float), f.path);
+}
+
 void SpillArrays::read(int k, size_t off, size_t n, float* out) const { range_io(k, off, n, out, false); }
 void SpillArrays::write(int k, size_t off, size_t n, const float* in) { range_io(k, off, n, const_cast<float*>(in), true); }
 

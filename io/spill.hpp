@@ -135,6 +135,18 @@ class SpillArrays {
   // the caller's thread; safe from another thread while no stream() runs)
   void read(int k, size_t off, size_t n, float* out) const;
   void write(int k, size_t off, size_t n, const float* in);
+  // Asynchronous reads of elements [off, off + n) of array k (the stage-3 parameter read-ahead):
+  // into an aligned buffer of span(off, n) floats (aligned_buffer), where the elements start at
+  // lead(off); wait(ticket) before using them. Safe while no stream() writes the array.
+  struct Aligned {
+    void operator()(float* p) const;
+  };
+  using Buffer = std::unique_ptr<float, Aligned>;
+  static Buffer aligned_buffer(size_t floats);
+  static size_t lead(size_t off) { return off % (4096 / sizeof(float)); }
+  static size_t span(size_t off, size_t n) { return (lead(off) + n + 1023) / 1024 * 1024; }
+  AioEngine::Ticket read_async(int k, size_t off, size_t n, float* buf) const;
+  void wait(AioEngine::Ticket t) const { aio_.wait(t); }
   // The HDF5 index: one external dataset per array, named by `names`
   void write_index(const std::string& path) const;
   const std::string& file(int k) const { return files_[static_cast<size_t>(k)].path; }

@@ -815,11 +815,12 @@ std::vector<std::string> unimplemented_for_training(const DsConfig& c) {
   std::vector<std::string> out = c.unimplemented_keys;  // found while reading the file
   // offload_optimizer: "nvme" spills the optimizer states (and fp32 masters) at stages 1-3; "cpu"
   // is where a host-only build keeps them already (the banner says so). offload_param: "cpu" the
-  // same; "nvme" (parameter partitions read ahead of their gathers) is not built yet.
-  if (c.zero.offload_param.device == "nvme" && c.zero.stage == 3)
-    out.push_back("not supported yet: zero_optimization.offload_param.device = \"nvme\" (parameter partitions stay in "
-                  "memory; the optimizer states and fp32 masters can go to NVMe with offload_optimizer.device "
-                  "\"nvme\"): write \"none\" or \"cpu\"");
+  // same; "nvme" at stage 3 reads each unit's partition from the spilled fp32 masters ahead of its
+  // gather, so it goes with offload_optimizer "nvme".
+  if (c.zero.offload_param.device == "nvme" && c.zero.stage == 3 && c.zero.offload_optimizer.device != "nvme")
+    out.push_back("not supported yet: zero_optimization.offload_param.device = \"nvme\" with offload_optimizer.device "
+                  "= \"" + c.zero.offload_optimizer.device + "\" (the parameter partitions are read from the spilled "
+                  "fp32 masters): set offload_optimizer.device to \"nvme\" as well, or offload_param.device to \"cpu\"");
   if (c.zero.offload_optimizer.device == "nvme" && c.zero.stage == 0)
     out.push_back("not supported: zero_optimization.offload_optimizer.device = \"nvme\" at stage 0 (the spilled "
                   "states are ZeRO's partitions): set zero_optimization.stage to 1, 2 or 3");

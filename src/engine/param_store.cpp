@@ -103,7 +103,12 @@ ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, c
   if (spill) {
     DMPI_REQUIRE(res_.states_partitioned, "NVMe offload of the optimizer states needs ZeRO stage 1, 2 or 3");
     DMPI_REQUIRE(spill->aio, "NVMe offload without an I/O engine");
-    masters_spilled_ = half_;  // stage 3 fp32: the partition is the parameters the gathers read (in memory)
+    // fp32 training at stage 3 without offload_param: the partition is the parameters the
+    // gathers read (in memory); with it, the spilled masters are the parameters
+    params_spilled_ = spill->params;
+    DMPI_REQUIRE(!params_spilled_ || res_.params_partitioned, "offload_param needs ZeRO stage 3");
+    param_buffers_ = std::max(1, spill->param_buffers);
+    masters_spilled_ = half_ || params_spilled_;
     std::vector<std::string> names;
     if (masters_spilled_) names.push_back("fp32_master");
     for (int k = 0; k < state_slots; ++k)
@@ -133,7 +138,7 @@ ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, c
   }
   if (!res_.grads_partitioned) gfull_ = zeroed(gdt_, numel);
   if (res_.states_partitioned) gpart_ = zeroed(gdt_, L.partition_numel());
-  if (res_.params_partitioned) {
+  if (res_.params_partitioned && !params_spilled_) {
     if (!masters_spilled_) ppart_ = zeroed(DType::F32, L.partition_numel());
     if (half_) p16part_ = zeroed(pdt_, L.partition_numel());
     for (int u = 0; u < L.num_units(); ++u) {
@@ -153,10 +158,30 @@ ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, c
   if (spill_) {
     // the spilled masters are the 16-bit parameters widened (as in memory); the states start
     // at zero (the files were allocated zero-filled, written once here all the same)
+    std::vector<uint16_t> tmp16;
     spill_->stream(
         [&](size_t a, size_t n, float* const* arr) {
           int k = 0;
-          if (masters_spilled_) widen_partition(a, n, arr[k++]);
+          if (params_spilled_) {
+            // the partition's initial values (bf16/fp16: rounded and widened again), computed
+            // for this sub-group's part of each unit chunk as the in-memory store computes them
+            float* m0 = arr[k++];
+            std::fill(m0, m0 + n, 0.0f);
+            for (int u = 0; u < L.num_units(); ++u) {
+              const UnitInfo& ui = L.unit(u);
+              const size_t x0 = std::max(a, ui.part_off), x1 = std::min(a + n, ui.part_off + ui.chunk);
+              if (x0 >= x1) continue;
+              const size_t flat = L.chunk_offset(u, rank_) + (x0 - ui.part_off);
+              if (half_) {
+                tmp16.resize(x1 - x0);
+                initial16(flat, x1 - x0, tmp16.data(), m0 + (x0 - a));
+              } else {
+                initial(flat, x1 - x0, m0 + (x0 - a));
+              }
+            }
+          } else if (masters_spilled_) {
+            widen_partition(a, n, arr[k++]);
+          }
           for (; k < spill_->count(); ++k) std::fill(arr[k], arr[k] + n, 0.0f);
         },
         false, true);
@@ -187,8 +212,13 @@ ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, c
 
 ParamStore::~ParamStore() {
   for (auto& r : pending_) r.work->wait();
-  for (auto& u : units_)
+  for (auto& u : units_) {
     if (u.gather_work) u.gather_work->wait();
+    if (u.rd_ticket) try {  // nothing may still be read into a buffer being freed
+        spill_->wait(u.rd_ticket);
+      } catch (...) {
+      }
+  }
 }
 
 void ParamStore::describe_to(ScheduleSpec& s) const {
@@ -236,12 +266,13 @@ void ParamStore::gather(int i) {
   const UnitInfo& ui = layout_.unit(i);
   if (!half_ && u.persistent) return;  // fp32 persistent units are the unit's parameters for good
   if (u.work) {
-    if (u.gather_work) u.gather_work->wait(), u.gather_work.reset();
+    wait_gather(i);
     return;
   }
   if (!half_) {
     u.work = work_pool_.acquire(ui.numel);
-    comm_.all_gather(ppart_.as<float>() + ui.part_off, ui.chunk, u.work, DType::F32);
+    comm_.all_gather(partition_chunk(i), ui.chunk, u.work, DType::F32);
+    drop_chunk(i);
     live_gathered_ += static_cast<int64_t>(ui.numel);
     return;
   }
@@ -249,10 +280,11 @@ void ParamStore::gather(int i) {
   if (res_.params_partitioned && !u.persistent) {
     if (!u.g16) {
       u.g16 = acquire16(ui.numel);
-      comm_.all_gather(p16part_.at(ui.part_off), ui.chunk, u.g16, pdt_);
+      comm_.all_gather(partition_chunk(i), ui.chunk, u.g16, pdt_);
+      drop_chunk(i);
       live_gathered_ += static_cast<int64_t>(ui.numel);
-    } else if (u.gather_work) {
-      u.gather_work->wait(), u.gather_work.reset();
+    } else {
+      wait_gather(i);
     }
     src = u.g16;
   } else {
@@ -270,14 +302,81 @@ void ParamStore::prefetch(int i) {
   if (u.persistent || u.work || u.g16) return;
   const int64_t n = static_cast<int64_t>(ui.numel);
   if (n > prefetch_bucket_ || live_gathered_ + n > max_live_) return;
+  // offload_param: the next unit in this direction of travel (forward: up, backward: down) is
+  // read from the spill file while this one is gathered and the current one computes
+  const int next = last_prefetch_ < 0 || i >= last_prefetch_ ? i + 1 : i - 1;
+  last_prefetch_ = i;
+  const void* src = partition_chunk(i);
   if (half_) {
     u.g16 = acquire16(ui.numel);
-    u.gather_work = comm_.iall_gather(p16part_.at(ui.part_off), ui.chunk, u.g16, pdt_);
+    u.gather_work = comm_.iall_gather(src, ui.chunk, u.g16, pdt_);
   } else {
     u.work = work_pool_.acquire(ui.numel);
-    u.gather_work = comm_.iall_gather(ppart_.as<float>() + ui.part_off, ui.chunk, u.work, DType::F32);
+    u.gather_work = comm_.iall_gather(src, ui.chunk, u.work, DType::F32);
   }
   live_gathered_ += n;
+  read_ahead(next);
+}
+
+void ParamStore::wait_gather(int i) {
+  Unit& u = units_[static_cast<size_t>(i)];
+  if (u.gather_work) u.gather_work->wait(), u.gather_work.reset();
+  drop_chunk(i);
+}
+
+const void* ParamStore::partition_chunk(int i) {
+  const UnitInfo& ui = layout_.unit(i);
+  if (!params_spilled_) return half_ ? p16part_.at(ui.part_off) : static_cast<const void*>(ppart_.as<float>() + ui.part_off);
+  Unit& u = units_[static_cast<size_t>(i)];
+  if (u.part16) return u.part16;
+  if (!u.rd) post_read(i);  // not read ahead: read now, past the read-ahead budget if need be
+  if (u.rd_ticket) spill_->wait(u.rd_ticket), u.rd_ticket = 0;
+  const float* chunk = u.rd.get() + io::SpillArrays::lead(ui.part_off);
+  if (!half_) return chunk;
+  // the in-memory store rounds the masters to its 16-bit partition after each step: the same
+  // rounding, here at the read
+  u.part16 = acquire16(ui.chunk);
+  kernels::convert(ctx_, chunk, DType::F32, u.part16, pdt_, ui.chunk);
+  return u.part16;
+}
+
+void ParamStore::read_ahead(int i) {
+  if (!params_spilled_ || i < 0 || i >= layout_.num_units() || staged_ >= param_buffers_) return;
+  const Unit& u = units_[static_cast<size_t>(i)];
+  if (u.rd || u.persistent || u.work || u.g16 || layout_.unit(i).chunk == 0) return;
+  post_read(i);
+}
+
+void ParamStore::post_read(int i) {
+  Unit& u = units_[static_cast<size_t>(i)];
+  const UnitInfo& ui = layout_.unit(i);
+  const size_t floats = io::SpillArrays::span(ui.part_off, ui.chunk);
+  auto& f = aligned_free_[floats];
+  if (!f.empty()) {
+    u.rd = std::move(f.back());
+    f.pop_back();
+  } else {
+    u.rd = io::SpillArrays::aligned_buffer(floats);
+    aligned_bytes_ += floats * sizeof(float);
+  }
+  u.rd_floats = floats;
+  u.rd_ticket = spill_->read_async(0, ui.part_off, ui.chunk, u.rd.get());
+  ++staged_;
+}
+
+void ParamStore::drop_chunk(int i) {
+  Unit& u = units_[static_cast<size_t>(i)];
+  if (!u.rd) return;
+  if (u.rd_ticket) spill_->wait(u.rd_ticket), u.rd_ticket = 0;
+  aligned_free_[u.rd_floats].push_back(std::move(u.rd));
+  if (u.part16) release_buf(static_cast<float*>(u.part16)), u.part16 = nullptr;
+  --staged_;
+}
+
+void ParamStore::quiesce_reads() {
+  if (!params_spilled_) return;
+  for (int i = 0; i < layout_.num_units(); ++i) wait_gather(i);
+  last_prefetch_ = -1;
 }
 
 // Drops the unit's fp32 working parameters, and at stage 3 its gathered 16-bit copy. keep (ZeRO-3 at
@@ -287,7 +386,7 @@ void ParamStore::release(int i, bool keep) {
   Unit& u = units_[static_cast<size_t>(i)];
   const UnitInfo& ui = layout_.unit(i);
   if (!half_ && (u.persistent || keep)) return;
-  if (u.gather_work) u.gather_work->wait(), u.gather_work.reset();
+  wait_gather(i);
   if (u.work) {
     work_pool_.release(u.work);
     u.work = nullptr;
@@ -548,6 +647,7 @@ void ParamStore::for_each_owned(const OwnedFn& fn, bool whole_tensors) {
     }
   };
   if (spill_) {
+    quiesce_reads();  // no read-ahead of the old masters survives the step
     const int m0 = masters_spilled_ ? 1 : 0;
     spill_->stream([&](size_t a, size_t m, float* const* arr) {
       for (const auto& s : owned_) {
@@ -587,6 +687,7 @@ void ParamStore::fill_state(int slot, float v) {
 // bf16/fp16: elements [off, off + n) of an owned slice's masters (at src), rounded into this rank's
 // 16-bit parameters
 void ParamStore::round_to_params(const OwnedSlice& s, size_t off, size_t n, const float* src) {
+  if (params_spilled_) return;  // offload_param: rounded where a gather reads the masters
   void* dst = res_.params_partitioned ? p16part_.at(s.state_off + off) : p16_.at(s.flat + off);
   kernels::convert(ctx_, src, DType::F32, dst, pdt_, n);
 }
@@ -609,7 +710,10 @@ void ParamStore::widen_partition(size_t a, size_t n, float* out) const {
 }
 
 void ParamStore::masters_loaded() {
-  if (half_ && masters_spilled_) {
+  quiesce_reads();
+  if (params_spilled_) {
+    // nothing to round: the gathers read the masters' file
+  } else if (half_ && masters_spilled_) {
     spill_->stream(
         [&](size_t a, size_t m, float* const* arr) {
           for (const auto& s : owned_) {
@@ -630,8 +734,8 @@ void ParamStore::after_optimizer() {
   if (W_ == 1) {
     if (res_.params_partitioned)
       for (auto& [i, buf] : persist_) {
-        const void* src = half_ ? p16part_.at(L.unit(i).part_off) : static_cast<const void*>(ppart_.as<float>() + L.unit(i).part_off);
-        kernels::convert(ctx_, src, buf.dtype(), buf.data(), buf.dtype(), buf.numel());
+        kernels::convert(ctx_, partition_chunk(i), buf.dtype(), buf.data(), buf.dtype(), buf.numel());
+        drop_chunk(i);
       }
     return;
   }
@@ -656,13 +760,10 @@ void ParamStore::after_optimizer() {
     }
     for (auto& [w, n] : inflight) w->wait();
   } else {
-    for (auto& [i, buf] : persist_) {
-      const UnitInfo& u = L.unit(i);
-      const void* src = half_ ? p16part_.at(u.part_off) : static_cast<const void*>(ppart_.as<float>() + u.part_off);
-      works.push_back(comm_.iall_gather(src, u.chunk, buf.data(), buf.dtype()));
-    }
+    for (auto& [i, buf] : persist_) works.push_back(comm_.iall_gather(partition_chunk(i), L.unit(i).chunk, buf.data(), buf.dtype()));
   }
   for (auto& w : works) w->wait();
+  for (auto& [i, buf] : persist_) drop_chunk(i);
 }
 
 StoreMemory ParamStore::memory() const {
@@ -673,7 +774,7 @@ StoreMemory ParamStore::memory() const {
   m.masters += master_.bytes();
   m.grads = gfull_.bytes() + gpart_.bytes();
   for (const auto& s : states_) m.optimizer_states += s.bytes();
-  m.comm_buffers = pool_.bytes + work_pool_.bytes + wire_.bytes();
+  m.comm_buffers = pool_.bytes + work_pool_.bytes + wire_.bytes() + aligned_bytes_;
   if (spill_) {
     m.spill_buffers = spill_->host_bytes();
     m.spilled_masters = masters_spilled_ ? owned_numel_ * sizeof(float) : 0;
@@ -704,11 +805,13 @@ StoreMemory ParamStore::planned(const Layout& L, const config::DsConfig& ds, int
     const size_t G = (std::min<size_t>(static_cast<size_t>(std::max<int64_t>(1, ds.zero.sub_group_size)), std::max<size_t>(P, 1)) + 1023) / 1024 * 1024;
     const size_t nsub = (P + G - 1) / G;
     const size_t S = std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(ds.zero.offload_optimizer.buffer_count), nsub));
+    const bool params = ds.zero.offload_param.device == "nvme" && r.params_partitioned;
     m.spilled_states = m.optimizer_states;
-    m.spilled_masters = half ? m.masters : 0;
+    m.spilled_masters = half ? m.masters : params ? P * 4 : 0;
     m.optimizer_states = 0;
     if (half) m.masters = 0;
-    m.spill_buffers = S * arrays * G * 4;
+    m.spill_buffers = S * (arrays + (params && !half ? 1 : 0)) * G * 4;
+    if (params) m.params = persistent * ps;  // the partition: read from the spilled masters per gather
   }
   m.comm_buffers = (half || r.grads_partitioned ? 2 * largest * 4 : 0) + (half ? largest * 4 : 0) +
                    (r.params_partitioned ? 2 * largest * 4 : 0);

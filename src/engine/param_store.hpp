@@ -95,6 +95,12 @@ struct SpillOptions {
   std::vector<std::string> state_names;   // the optimizer's states: file and index names
   size_t sub_group = 1000000000;          // zero_optimization.sub_group_size
   int buffers = 4;                        // offload_optimizer.buffer_count
+  // offload_param.device "nvme" (stage 3): the parameter partition is not kept in memory either;
+  // a unit's chunk is read from the spilled fp32 masters (rounded to 16 bits in bf16/fp16, as
+  // the in-memory engine rounds them after each step) ahead of its gather, at most param_buffers
+  // chunks staged at a time (offload_param.buffer_count)
+  bool params = false;
+  int param_buffers = 5;
 };
 
 // What the optimizer and the checkpoint see: a logical tensor's elements [begin, begin + n) of a
@@ -165,11 +171,15 @@ class ParamStore {
   // NVMe offload
   bool spilled() const { return spill_ != nullptr; }
   bool masters_spilled() const { return spill_ && masters_spilled_; }
+  bool params_spilled() const { return params_spilled_; }
   const io::SpillArrays* spill_arrays() const { return spill_.get(); }
   // elements [off, off + n) of spill array k (a StatePiece's spill), synchronous; read is safe
   // from another thread while the optimizer does not run
   void spill_read(int k, size_t off, size_t n, float* out) const { spill_->read(k, off, n, out); }
-  void spill_write(int k, size_t off, size_t n, const float* in) { spill_->write(k, off, n, in); }
+  void spill_write(int k, size_t off, size_t n, const float* in) {
+    quiesce_reads();
+    spill_->write(k, off, n, in);
+  }
   void after_optimizer();   // gathers the updated parameters where needed
   void masters_loaded();    // after writing the owned masters (a checkpoint): rounds and gathers
   void skip_step();         // an overflow step: drop the accumulated gradients
@@ -194,6 +204,12 @@ class ParamStore {
     float* grads = nullptr;     // this micro-batch's fp32 gradients (pooled, or the whole buffer)
     bool persistent = false;
     std::vector<std::pair<size_t, size_t>> widen;  // bf16/fp16: runs (offset in unit, count) of Widened tensors
+    // offload_param: the unit's partition chunk read from the masters' spill file (aligned), its
+    // read in flight (0: none), and in bf16/fp16 the chunk rounded to 16 bits (pool buffer)
+    io::SpillArrays::Buffer rd;
+    size_t rd_floats = 0;
+    uint64_t rd_ticket = 0;
+    void* part16 = nullptr;
   };
   struct PendingReduce {
     comm::WorkPtr work;
@@ -202,6 +218,14 @@ class ParamStore {
     int unit;
   };
   float* base32(int u) const;  // the unit's fp32 parameters now (resident, working copy or gather)
+  // This rank's partition chunk of unit u in the parameters' dtype, for its all-gather: in memory,
+  // or (offload_param) read from the spill file; drop_chunk(u) once the gather has it.
+  const void* partition_chunk(int u);
+  void drop_chunk(int u);
+  void read_ahead(int u);    // offload_param: post the read of unit u's chunk (within param_buffers_)
+  void post_read(int u);     // offload_param: post it now
+  void quiesce_reads();      // offload_param: every read-ahead finished and dropped (the file changes)
+  void wait_gather(int u);   // the unit's prefetch all-gather finished, its staged chunk dropped
   void finish_reduce(PendingReduce& r);
   void wait_all_reduces();
   void round_to_params(const OwnedSlice& s, size_t off, size_t n, const float* src);
@@ -244,6 +268,10 @@ class ParamStore {
   int slots_ = 0;
   std::unique_ptr<io::SpillArrays> spill_;  // NVMe offload: [masters,] states
   bool masters_spilled_ = false;
+  bool params_spilled_ = false;  // offload_param nvme: no partition in memory (read from the masters' file)
+  int param_buffers_ = 5, staged_ = 0, last_prefetch_ = -1;
+  std::map<size_t, std::vector<io::SpillArrays::Buffer>> aligned_free_;  // read buffers by size, for reuse
+  size_t aligned_bytes_ = 0;
   std::vector<OwnedSlice> owned_;
   size_t owned_numel_ = 0;
   std::vector<PendingReduce> pending_;

@@ -215,6 +215,8 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
     spill.state_names = optimizer_->state_names();
     spill.sub_group = static_cast<size_t>(ds.zero.sub_group_size);
     spill.buffers = static_cast<int>(ds.zero.offload_optimizer.buffer_count);
+    spill.params = ds.zero.stage == 3 && ds.zero.offload_param.device == "nvme";
+    spill.param_buffers = static_cast<int>(ds.zero.offload_param.buffer_count);
   }
   // Initial values by logical element: a tensor-parallel split starts as the same slice of the
   // logical tensor that one rank would initialise.
@@ -423,6 +425,15 @@ std::string Trainer::spill_report() const {
      << ds.zero.sub_group_size << ") through " << a->buffers() << " buffer(s) (buffer_count "
      << ds.zero.offload_optimizer.buffer_count << "): " << h(a->host_bytes()) << " of host memory; "
      << static_cast<double>(spill_dir_->free_bytes()) / 1e9 << " GB left free on the file system";
+  if (store_->params_spilled())
+    os << "\n  NVMe offload (offload_param): no parameter partition in memory; each unit's chunk is read from the "
+          "spilled fp32 masters"
+       << (store_->sixteen_bit() ? " (rounded to 16 bits)" : "") << " one unit ahead of its gather, at most "
+       << ds.zero.offload_param.buffer_count << " chunks staged (buffer_count; buffer_size, max_in_cpu: the chunks are "
+       << "sized by the units)"
+       << (ds.zero.offload_param.nvme_path != ds.zero.offload_optimizer.nvme_path
+               ? "; offload_param.nvme_path is not used: the masters' files are in offload_optimizer.nvme_path"
+               : "");
   if (spill_dir_->on_tmpfs())
     os << "\n    warning: nvme_path is on tmpfs: the spill files take memory, not disk (point nvme_path at an NVMe drive)";
   for (const auto& o : spill_dir_->others())

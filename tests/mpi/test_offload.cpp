@@ -4,7 +4,8 @@
 // losses and every parameter — for ZeRO stages 1-3 in fp32 and bf16, through io_uring and through
 // the thread-pool fallback. The memory report holds no spilled category in memory beyond the
 // buffers. Checkpoints (foreground and background) stream the spilled states out and back in,
-// bit-exactly, into an offloaded or an in-memory run.
+// bit-exactly, into an offloaded or an in-memory run. At stage 3 the parameters are offloaded
+// too (offload_param): no partition in memory, every gather reads the spilled masters.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -31,7 +32,7 @@ struct Result {
   std::string spill_dir;
 };
 
-json config(int stage, bool bf16, const std::string& nvme) {
+json config(int stage, bool bf16, const std::string& nvme, bool params = false) {
   json c{{"train_micro_batch_size_per_gpu", 2},
          {"gradient_accumulation_steps", 2},
          {"gradient_clipping", 1.0},
@@ -40,6 +41,10 @@ json config(int stage, bool bf16, const std::string& nvme) {
   if (bf16) c["bf16"] = {{"enabled", true}};
   if (!nvme.empty())
     c["zero_optimization"]["offload_optimizer"] = {{"device", "nvme"}, {"nvme_path", nvme}, {"buffer_count", 3}};
+  if (params) {
+    c["zero_optimization"]["offload_param"] = {{"device", "nvme"}, {"nvme_path", nvme}, {"buffer_count", 2}};
+    c["zero_optimization"]["stage3_param_persistence_threshold"] = 600;  // some units stay gathered, most do not
+  }
   return c;
 }
 
@@ -139,7 +144,40 @@ TEST(Offload, BitIdenticalToInMemoryForEveryStageAndPrecision) {
     }
   MPI_Barrier(MPI_COMM_WORLD);
   std::error_code ec;
-  if (world_rank() == 0) EXPECT_TRUE(std::filesystem::is_empty(nvme.path, ec)) << "spill files left behind";
+  if (world_rank() == 0) {
+    EXPECT_TRUE(std::filesystem::is_empty(nvme.path, ec)) << "spill files left behind";
+  }
+}
+
+// offload_param (stage 3): no parameter partition in memory; every gather reads its chunk from the
+// spilled masters (read one unit ahead). Bit-identical to the in-memory run, which keeps the same
+// persistent units.
+TEST(Offload, ParameterOffloadIsBitIdenticalAtStage3) {
+  test::TempDir nvme("deepmpi-nvme");
+  const std::vector<const char*> backends = uring_here() ? std::vector<const char*>{"uring", "threads"}
+                                                         : std::vector<const char*>{"threads"};
+  for (bool bf16 : {false, true}) {
+    json in_memory = config(3, bf16, "");
+    in_memory["zero_optimization"]["stage3_param_persistence_threshold"] = 600;
+    const Result mem = train(in_memory, 20);
+    for (const char* b : backends) {
+      SCOPED_TRACE(std::string(bf16 ? "bf16 " : "fp32 ") + b);
+      Backend be(b);
+      const Result off = train(config(3, bf16, nvme.path, true), 20);
+      ASSERT_EQ(off.losses.size(), mem.losses.size());
+      for (size_t i = 0; i < off.losses.size(); ++i) EXPECT_EQ(off.losses[i], mem.losses[i]) << "step " << i + 1;
+      EXPECT_EQ(differing(off, mem), 0u);
+      // the partition is not held: parameters at rest are the persistent units only, and the
+      // spilled masters (fp32: the parameters themselves) are in the files
+      const size_t P = off.partition, ps = bf16 ? 2 : 4;
+      ASSERT_GE(mem.memory.params, P * ps);
+      EXPECT_EQ(off.memory.params, mem.memory.params - P * ps);
+      EXPECT_LT(off.memory.params, P * ps);
+      EXPECT_EQ(off.memory.spilled_masters, P * sizeof(float));
+      EXPECT_EQ(off.memory.masters, 0u);
+      EXPECT_EQ(off.memory.grads, mem.memory.grads);
+    }
+  }
 }
 
 TEST(Offload, CheckpointsStreamSpilledStatesBitExactly) {
@@ -154,13 +192,17 @@ TEST(Offload, CheckpointsStreamSpilledStatesBitExactly) {
       // resumed with offload, and resumed in memory from the offloaded run's checkpoint
       const Result off = train(config(stage, bf16, nvme.path), 10, "", 0, false, dir);
       const Result mem = train(config(stage, bf16, ""), 10, "", 0, false, dir);
+      // stage 3: resumed with the parameters offloaded too (the loaded masters are what it gathers)
+      const Result par = stage == 3 ? train(config(stage, bf16, nvme.path, true), 10, "", 0, false, dir) : mem;
       for (size_t i = 0; i < 10; ++i) {
+        EXPECT_EQ(par.losses[i], whole.losses[10 + i]) << "step " << 11 + i;
         EXPECT_EQ(first.losses[i], whole.losses[i]);
         EXPECT_EQ(off.losses[i], whole.losses[10 + i]) << "step " << 11 + i;
         EXPECT_EQ(mem.losses[i], whole.losses[10 + i]) << "step " << 11 + i;
       }
       EXPECT_EQ(differing(off, whole), 0u);
       EXPECT_EQ(differing(mem, whole), 0u);
+      EXPECT_EQ(differing(par, whole), 0u);
     }
 }
 

@@ -338,7 +338,7 @@ TEST(DsConfig, ZeroBlockTypedWithAliasesDeprecationsAndAuto) {
   EXPECT_TRUE(has(w, "not supported yet: zero_optimization.zero_quantized_weights")) << w;
   // valid for the parser; `deepmpi train` refuses what it does not implement
   // offload: "cpu" is where a host-only build keeps the states (accepted); "nvme" spills the
-  // optimizer states at stages 1-3; parameter offload to NVMe is not built
+  // optimizer states at stages 1-3; parameter offload to NVMe at stage 3 goes with it
   EXPECT_TRUE(unimplemented_for_training(z(R"({"stage": 2, "offload_optimizer": {"device": "cpu"}})")).empty());
   for (int st : {1, 2, 3})
     EXPECT_TRUE(unimplemented_for_training(z((R"({"stage": )" + std::to_string(st) +
@@ -353,7 +353,12 @@ TEST(DsConfig, ZeroBlockTypedWithAliasesDeprecationsAndAuto) {
   auto s2 = z(R"({"stage": 3, "offload_param": {"device": "nvme", "nvme_path": "/local"}})");
   auto u = unimplemented_for_training(s2);
   ASSERT_EQ(u.size(), 1u);
-  EXPECT_TRUE(has(u[0], "not supported yet: zero_optimization.offload_param.device = \"nvme\"")) << u[0];
+  EXPECT_TRUE(has(u[0], "not supported yet: zero_optimization.offload_param.device = \"nvme\" with "
+                        "offload_optimizer.device = \"none\" (the parameter partitions are read from the spilled fp32 "
+                        "masters): set offload_optimizer.device to \"nvme\" as well")) << u[0];
+  EXPECT_TRUE(unimplemented_for_training(z(R"({"stage": 3, "offload_param": {"device": "nvme", "nvme_path": "/l"},
+                                               "offload_optimizer": {"device": "nvme", "nvme_path": "/l"}})"))
+                  .empty());
   for (const char* st : {R"({"stage": 0})", R"({"stage": 1})", R"({"stage": 2})", R"({"stage": 3})"})
     EXPECT_TRUE(unimplemented_for_training(z(st)).empty()) << st;
 }
@@ -493,7 +498,7 @@ TEST(DsConfigLenient, NotImplementedIsOneListWithAdvicePerBlock) {
       "or remove the block)",
       "not supported yet: optimizer.type = \"OneBitAdam\"",
       "not supported yet: sparse_attention = {\"mode\":\"fixed\"} (sparse attention is not implemented; remove the block",
-      "not supported yet: zero_optimization.offload_param.device = \"nvme\" (parameter partitions stay in memory"};
+      "not supported yet: zero_optimization.offload_param.device = \"nvme\" with offload_optimizer.device = \"none\""};
   ASSERT_EQ(c.unimplemented.size(), want.size()) << lines(c.unimplemented);
   for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(has(c.unimplemented[i], want[i])) << i << ": " << c.unimplemented[i];
   EXPECT_EQ(c.unimplemented, unimplemented_for_training(c.config));  // what `deepmpi train` refuses
