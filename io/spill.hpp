@@ -18,6 +18,7 @@
 #pragma once
 #include <mpi.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -75,8 +76,8 @@ class AioEngine {
   Ticket read(int fd, void* buf, size_t n, uint64_t off, const std::string& what);
   Ticket write(int fd, const void* buf, size_t n, uint64_t off, const std::string& what);
   void wait(Ticket t);  // throws the request's error (file, offset, the system's message)
-  uint64_t bytes_read() const { return bytes_read_; }
-  uint64_t bytes_written() const { return bytes_written_; }
+  uint64_t bytes_read() const { return bytes_read_.load(); }  // so far (any thread may ask)
+  uint64_t bytes_written() const { return bytes_written_.load(); }
 
  private:
   struct Chunk {
@@ -105,7 +106,7 @@ class AioEngine {
   Ticket next_ = 1;
   bool stop_ = false;
   long fail_write_at_ = -1, writes_seen_ = 0;  // DEEPMPI_TEST_SPILL_FAIL=write:K (fault injection)
-  uint64_t bytes_read_ = 0, bytes_written_ = 0;
+  std::atomic<uint64_t> bytes_read_{0}, bytes_written_{0};
   std::vector<std::thread> workers_;
   struct Ring;
   std::unique_ptr<Ring> ring_;

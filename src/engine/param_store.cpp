@@ -1,6 +1,7 @@
 #include "src/engine/param_store.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <deque>
@@ -330,7 +331,11 @@ const void* ParamStore::partition_chunk(int i) {
   Unit& u = units_[static_cast<size_t>(i)];
   if (u.part16) return u.part16;
   if (!u.rd) post_read(i);  // not read ahead: read now, past the read-ahead budget if need be
-  if (u.rd_ticket) spill_->wait(u.rd_ticket), u.rd_ticket = 0;
+  if (u.rd_ticket) {
+    const auto a = std::chrono::steady_clock::now();
+    spill_->wait(u.rd_ticket), u.rd_ticket = 0;
+    param_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+  }
   const float* chunk = u.rd.get() + io::SpillArrays::lead(ui.part_off);
   if (!half_) return chunk;
   // the in-memory store rounds the masters to its 16-bit partition after each step: the same

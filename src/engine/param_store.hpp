@@ -172,6 +172,8 @@ class ParamStore {
   bool spilled() const { return spill_ != nullptr; }
   bool masters_spilled() const { return spill_ && masters_spilled_; }
   bool params_spilled() const { return params_spilled_; }
+  // NVMe offload: the time spent waiting for spill I/O so far (the stream's and the parameter reads')
+  double spill_wait_seconds() const { return spill_ ? spill_->io_seconds() + param_wait_s_ : 0.0; }
   const io::SpillArrays* spill_arrays() const { return spill_.get(); }
   // elements [off, off + n) of spill array k (a StatePiece's spill), synchronous; read is safe
   // from another thread while the optimizer does not run
@@ -270,6 +272,7 @@ class ParamStore {
   bool masters_spilled_ = false;
   bool params_spilled_ = false;  // offload_param nvme: no partition in memory (read from the masters' file)
   int param_buffers_ = 5, staged_ = 0, last_prefetch_ = -1;
+  double param_wait_s_ = 0;
   std::map<size_t, std::vector<io::SpillArrays::Buffer>> aligned_free_;  // read buffers by size, for reuse
   size_t aligned_bytes_ = 0;
   std::vector<OwnedSlice> owned_;

@@ -83,6 +83,9 @@ struct StepMetrics {
   double recompute_ms = 0;  // inside backward_ms: the recomputed forwards (activation_checkpointing.profile)
   double loss_scale = 1;  // fp16: the scale this step ran with
   bool skipped = false;   // overflow: no optimizer step (DeepSpeed's skipped_steps)
+  // NVMe offload: bytes this rank's spill engine read and wrote during the step, and the time the
+  // step waited for them (the optimizer's sub-group stream, and the parameter chunks' reads)
+  double spill_read_bytes = 0, spill_write_bytes = 0, spill_wait_ms = 0;
 };
 
 struct MemoryReport {

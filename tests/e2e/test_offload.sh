@@ -3,7 +3,7 @@
 # masters spilled (io_uring) saves a checkpoint; the run resumes on 1 rank (resharded 2 -> 1, the
 # thread-pool fallback) with the same losses as an uninterrupted in-memory run; peak RSS with
 # offload is below the in-memory run's by about what was spilled; the spill files are gone after
-# each run. Bad conditions: a missing nvme_path, a stale directory of the same job id (left
+# each run; with offload_param too the losses are the same. Bad conditions: a missing nvme_path, a stale directory of the same job id (left
 # alone), a file system too small for the spill files (an 1 MiB tmpfs; skipped without mount
 # rights), and a write failing mid-step (fault injection: the job stops naming the file, the last
 # checkpoint is intact and loads). Usage: test_offload.sh DEEPMPI MPIEXEC
@@ -64,6 +64,21 @@ spilled = 12 * params / 2**20  # MiB: fp32 masters + two Adam states
 print(f"peak RSS: in memory {mem:.0f} MiB, offloaded {off:.0f} MiB, spilled {spilled:.0f} MiB")
 sys.exit(0 if off < mem - 0.6 * spilled else 1)
 PY
+
+# offload_param as well (stage 3): the same losses on 2 ranks, no parameter partition in memory
+sed 's|"buffer_count": 3}|"buffer_count": 3}, "offload_param": {"device": "nvme", "nvme_path": "'"$work/nvme"'"}|' "$work/off.json" > "$work/par.json"
+train 2 --deepspeed_config "$work/par.json" --train-iters 4 > "$work/par.txt" 2>&1 || fail "offload_param run"
+grep -q "NVMe offload (offload_param): no parameter partition in memory" "$work/par.txt" || fail "no offload_param line"
+for s in 1 2 3 4; do
+  [ "$(loss_at "$work/par.txt" $s)" = "$(loss_at "$work/mem.txt" $s)" ] || fail "offload_param step $s: $(loss_at "$work/par.txt" $s) != $(loss_at "$work/mem.txt" $s)"
+done
+grep -q "^  NVMe offload | read [0-9.]* GB | written [0-9.]* GB" "$work/par.txt" || fail "no spill traffic line per step"
+[ -z "$(ls -A "$work/nvme")" ] || fail "spill files left after the offload_param run"
+sed 's|"offload_optimizer": {[^}]*}|"offload_param": {"device": "nvme", "nvme_path": "'"$work/nvme"'"}|' "$work/off.json" > "$work/paronly.json"
+train 1 --deepspeed_config "$work/paronly.json" --train-iters 1 > "$work/paronly.txt" 2>&1 && fail "offload_param without offload_optimizer"
+grep -q 'offload_param.device = "nvme" with offload_optimizer.device = "none" .*set offload_optimizer.device to "nvme" as well' "$work/paronly.txt" \
+  || fail "offload_param alone: message"
+echo "offload_param nvme: in-memory losses on 2 ranks; alone it is refused naming the fix"
 
 # bad conditions
 cfg "$work/missing.json" 2 "$work/nope"
