@@ -101,8 +101,8 @@ Result reference(const model::ModelConfig& m, json cfg, int dp, int steps) {
 }  // namespace
 
 // fp32, 20 steps of 8 micro-batches per dp rank. SGD (linear in the gradients: a lost, doubled or
-// misrouted micro-batch shows at once): losses and parameters within 1e-5 relative of one rank,
-// per tensor and per element, for every schedule and ZeRO stage 0-2. What differs from one rank
+// misrouted micro-batch shows at once): losses and parameters within 1e-5 relative of one rank
+// per tensor (3e-5 per element), for every schedule and ZeRO stage 0-2. What differs from one rank
 // is only the order of sums (the tied table's two gradient halves added at the boundary; with
 // tp the projections' partial sums). AdamW on 1F1B: losses 1e-5, parameters 5e-4 per tensor, 5e-3
 // with tp 2 (as the tensor-parallel test: Adam normalises rounding-level differences of near-zero
@@ -136,7 +136,11 @@ TEST(Pipeline, MatchesSingleRankTraining) {
             // AdamW with tp 2 adds the tensor-parallel sums' order (measured 1.3e-3 on LLaMA's qkv at tp 2 x pp 2)
             EXPECT_LE(tensor, sgd ? 1e-5 : l.tp > 1 ? 5e-3 : 5e-4) << what;
             if (sgd) {
-              EXPECT_LE(elem, 1e-5) << what;
+              // per element (denominators floored at 1e-2): the dp 2 layouts sum each gradient in
+              // two halves; measured on Intel Xeon (oneDNN's AVX-512 GEMMs) GPT-2 1.1e-6 and LLaMA
+              // 1.12e-5..1.14e-5 (its attention projection); under 1e-5 on the AMD EPYC (AVX2) where
+              // the test was written
+              EXPECT_LE(elem, 3e-5) << what;
             }
             EXPECT_NE(dist.losses.front(), dist.losses.back()) << what;
           }
