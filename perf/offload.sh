@@ -3,7 +3,7 @@
 #  1. the disk: dd with direct I/O (oflag=direct / iflag=direct) on NVME_DIR's file system, and
 #     spill_bench (io_uring and the thread pool) streaming sub-groups as the optimizer does,
 #     alternating, REPS times: the spill bandwidth as a fraction of dd's;
-#  2. cost on a model that fits: MODEL, bf16, ZeRO-3, in memory / offload_optimizer nvme /
+#  2. cost on a model that fits, per global batch in GB (a list: "4 16"): MODEL, bf16, ZeRO-3, in memory / offload_optimizer nvme /
 #     offload_optimizer + offload_param nvme, alternating REPS times: tokens/s, step ms, peak RSS per
 #     rank, bytes spilled per step, and the overlap ratio step / max(compute, I/O) where compute
 #     is the in-memory step and I/O the bytes both ranks moved over dd's bandwidths;
@@ -61,7 +61,7 @@ cfg() {  # cfg NAME OFFLOAD(none|opt|both)
   [ "$2" != none ] && off=", \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"$NVME\", \"buffer_count\": 4}"
   [ "$2" = both ] && off="$off, \"offload_param\": {\"device\": \"nvme\", \"nvme_path\": \"$NVME\"}"
   cat > "$tmp/$1.json" <<JSON
-{"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": $((GB / 2)), "gradient_clipping": 1.0,
+{"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": ${GAS:-1}, "gradient_clipping": 1.0,
  "bf16": {"enabled": true},
  "zero_optimization": {"stage": 3, "sub_group_size": 10000000$off},
  "optimizer": {"type": "AdamW", "params": {"lr": 6e-4, "weight_decay": 0.1}}}
@@ -79,19 +79,20 @@ print("%.1f %.1f %.2f %.3f %.3f %.1f %.4f" % (s["median_tokens_per_s"], s["media
       m("spill_read_bytes") / 1e9, m("spill_write_bytes") / 1e9, m("spill_wait_ms"), steps[-1]["loss"]))
 PY
 }
-declare -A res
+for G in $GB; do
+declare -A res=()
 for r in $(seq "$REPS"); do
   for v in none opt both; do
     rm -f "$tmp/m.jsonl"
     OMP_NUM_THREADS=1 mpirun -np 2 --bind-to none "$BIN" train --model "$MODEL" --seq-length "$SEQ" \
-      --deepspeed_config "$(cfg "$v" "$v")" --train-iters "$STEPS" --metrics-file "$tmp/m.jsonl" > "$tmp/out.txt" 2>&1 \
+      --deepspeed_config "$(GAS=$((G / 2)) cfg "$v" "$v")" --train-iters "$STEPS" --metrics-file "$tmp/m.jsonl" > "$tmp/out.txt" 2>&1 \
       || { cat "$tmp/out.txt"; exit 1; }
     res[$v]="${res[$v]:-}|$(summ "$tmp/m.jsonl")"
   done
 done
 col() { echo "${res[$1]}" | tr '|' '\n' | awk -v c="$2" 'NF {print $c}'; }
 MEM_MS=$(med $(col none 2))
-echo "$MODEL, bf16, ZeRO-3, 2 ranks x 1 thread, seq $SEQ, global batch $GB, $STEPS steps (medians of steps 2..$STEPS, then of $REPS runs)"
+echo "$MODEL, bf16, ZeRO-3, 2 ranks x 1 thread, seq $SEQ, global batch $G, $STEPS steps (medians of steps 2..$STEPS, then of $REPS runs)"
 echo
 echo "| variant | tokens/s | vs in memory | step ms | peak RSS/rank | GB read/step/rank | GB written/step/rank | I/O wait ms | I/O ms at dd's rates (2 ranks) | step / max(compute, I/O) | last loss |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
@@ -104,6 +105,7 @@ for v in none opt both; do
   echo "| $name | $t | $(ratio "$t" "$MEM_TPS") | $ms | $(med $(col "$v" 3)) GiB | $rd | $wr | $(med $(col "$v" 6)) | $io | $ov | $(col "$v" 7 | tail -1) |"
 done
 echo
+done
 
 # ---- 3. capacity
 [ "$CAP" = none ] && exit 0
@@ -114,7 +116,6 @@ if [ "$free" -lt "$need" ]; then
   exit 0
 fi
 echo "capacity: $CAP, bf16, ZeRO-3, 2 ranks, seq $SEQ, micro-batch 1, $CAP_STEPS steps"
-GB=2
 echo '$ deepmpi train (in memory)'
 rc=0; OMP_NUM_THREADS=1 mpirun -np 2 --bind-to none "$BIN" train --model "$CAP" --seq-length "$SEQ" \
   --deepspeed_config "$(cfg capnone none)" --train-iters 1 > "$tmp/out.txt" 2>&1 || rc=$?

@@ -143,8 +143,15 @@ static void check_memory(const comm::MpiEnv& mpi, const engine::TrainOptions& op
             << "; about " << h(need) << " with the process itself), and the node has " << h(avail) << " free (" << source
             << "), " << h(share) << " per rank. To fit: a higher ZeRO stage (zero_optimization.stage, now "
             << opt.ds.zero.stage << "), a smaller train_micro_batch_size_per_gpu (now " << opt.ds.micro_batch
-            << "), --recompute-granularity full (activations), more ranks on more nodes, fewer ranks per node; "
-               "--ignore-memory-check starts anyway");
+            << "), --recompute-granularity full (activations), "
+            << (opt.ds.zero.offload_optimizer.device != "nvme" && opt.ds.zero.stage >= 1
+                    ? "NVMe offload of the optimizer states and fp32 masters (zero_optimization.offload_optimizer: "
+                      "{\"device\": \"nvme\", \"nvme_path\": \"/local_nvme\"}), "
+                    : "")
+            << (opt.ds.zero.stage == 3 && opt.ds.zero.offload_param.device != "nvme"
+                    ? "and at stage 3 of the parameters (offload_param, the same with nvme), "
+                    : "")
+            << "more ranks on more nodes, fewer ranks per node; --ignore-memory-check starts anyway");
 }
 
 int cmd_train(int* argc, char*** argv, const std::vector<std::string>& argl) {

@@ -356,15 +356,23 @@ void ParamStore::post_read(int i) {
   Unit& u = units_[static_cast<size_t>(i)];
   const UnitInfo& ui = layout_.unit(i);
   const size_t floats = io::SpillArrays::span(ui.part_off, ui.chunk);
-  auto& f = aligned_free_[floats];
-  if (!f.empty()) {
-    u.rd = std::move(f.back());
-    f.pop_back();
+  // the smallest free buffer that holds the span (the spans differ by each chunk's offset in the
+  // file); else a new one, and one free buffer is given back: no more buffers live than were
+  // ever staged at once
+  auto fit = aligned_free_.lower_bound(floats);
+  if (fit != aligned_free_.end()) {
+    u.rd_floats = fit->first;
+    u.rd = std::move(fit->second);
+    aligned_free_.erase(fit);
   } else {
+    if (!aligned_free_.empty()) {
+      aligned_bytes_ -= aligned_free_.begin()->first * sizeof(float);
+      aligned_free_.erase(aligned_free_.begin());
+    }
     u.rd = io::SpillArrays::aligned_buffer(floats);
+    u.rd_floats = floats;
     aligned_bytes_ += floats * sizeof(float);
   }
-  u.rd_floats = floats;
   u.rd_ticket = spill_->read_async(0, ui.part_off, ui.chunk, u.rd.get());
   ++staged_;
 }
@@ -373,7 +381,7 @@ void ParamStore::drop_chunk(int i) {
   Unit& u = units_[static_cast<size_t>(i)];
   if (!u.rd) return;
   if (u.rd_ticket) spill_->wait(u.rd_ticket), u.rd_ticket = 0;
-  aligned_free_[u.rd_floats].push_back(std::move(u.rd));
+  aligned_free_.emplace(u.rd_floats, std::move(u.rd));
   if (u.part16) release_buf(static_cast<float*>(u.part16)), u.part16 = nullptr;
   --staged_;
 }

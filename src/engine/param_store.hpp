@@ -273,7 +273,7 @@ class ParamStore {
   bool params_spilled_ = false;  // offload_param nvme: no partition in memory (read from the masters' file)
   int param_buffers_ = 5, staged_ = 0, last_prefetch_ = -1;
   double param_wait_s_ = 0;
-  std::map<size_t, std::vector<io::SpillArrays::Buffer>> aligned_free_;  // read buffers by size, for reuse
+  std::multimap<size_t, io::SpillArrays::Buffer> aligned_free_;  // free read buffers by size (floats)
   size_t aligned_bytes_ = 0;
   std::vector<OwnedSlice> owned_;
   size_t owned_numel_ = 0;

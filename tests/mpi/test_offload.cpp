@@ -28,9 +28,11 @@ struct Result {
   std::vector<double> losses;
   std::map<std::string, std::vector<float>> tensors;
   engine::MemoryReport memory;
-  size_t partition = 0;
+  size_t partition = 0, max_chunk = 0;  // this rank's partition; the largest unit chunk in it
   std::string spill_dir;
 };
+
+int g_layers = 0;  // > 0: the tiny model with this many layers
 
 json config(int stage, bool bf16, const std::string& nvme, bool params = false) {
   json c{{"train_micro_batch_size_per_gpu", 2},
@@ -54,6 +56,7 @@ engine::TrainOptions options(const json& cfg) {
   engine::TrainOptions o;
   o.model = model::preset("tiny");
   o.model.seq_len = o.model.max_pos = 32;
+  if (g_layers > 0) o.model.num_layers = g_layers;
   o.ds = config::parse_ds_config(cfg, n);
   o.seed = 7;
   o.print = false;
@@ -79,6 +82,7 @@ Result train(const json& cfg, int steps, const std::string& ckpt = "", int save_
   for (int k = 0; k < t.model().num_tensors(); ++k) r.tensors[t.model().spec(k).name] = full[static_cast<size_t>(k)];
   r.memory = t.memory();
   r.partition = t.store().layout().partition_numel();
+  for (int u = 0; u < t.store().layout().num_units(); ++u) r.max_chunk = std::max(r.max_chunk, t.store().layout().unit(u).chunk);
   if (t.store().spilled()) r.spill_dir = t.store().spill_arrays()->file(0);
   return r;
 }
@@ -156,6 +160,7 @@ TEST(Offload, ParameterOffloadIsBitIdenticalAtStage3) {
   test::TempDir nvme("deepmpi-nvme");
   const std::vector<const char*> backends = uring_here() ? std::vector<const char*>{"uring", "threads"}
                                                          : std::vector<const char*>{"threads"};
+  g_layers = 8;  // 10 units: staged chunks are few next to the units that are gathered
   for (bool bf16 : {false, true}) {
     json in_memory = config(3, bf16, "");
     in_memory["zero_optimization"]["stage3_param_persistence_threshold"] = 600;
@@ -176,8 +181,14 @@ TEST(Offload, ParameterOffloadIsBitIdenticalAtStage3) {
       EXPECT_EQ(off.memory.spilled_masters, P * sizeof(float));
       EXPECT_EQ(off.memory.masters, 0u);
       EXPECT_EQ(off.memory.grads, mem.memory.grads);
+      // the staged chunks: at most buffer_count (2) read ahead plus the one being gathered, each
+      // an fp32 read buffer (aligned span) and in bf16 its 16-bit rounding; never one per unit
+      const size_t staged = off.memory.comm_buffers - mem.memory.comm_buffers;
+      EXPECT_LE(staged, 3 * (off.max_chunk + 1024) * (4 + (bf16 ? 2 : 0))) << "chunk " << off.max_chunk;
+      EXPECT_GT(staged, 0u);
     }
   }
+  g_layers = 0;
 }
 
 TEST(Offload, CheckpointsStreamSpilledStatesBitExactly) {
