@@ -8,7 +8,11 @@
 #     rank, bytes spilled per step, and the overlap ratio step / max(compute, I/O) where compute
 #     is the in-memory step and I/O the bytes both ranks moved over dd's bandwidths;
 #  3. capacity (CAP_MODEL, default gpt2-1.5b; "none" skips it): refused in memory by the memory
-#     check, trained with both offloads; peak RSS per rank and the loss per step.
+#     check, trained with both offloads, DeepSpeed's memory knobs lowered: stage3_max_reuse_distance
+#     5e7 (the units kept gathered from the forward to the backward; the default 1e9 keeps 2 GB of
+#     bf16 gathers), sub_group_size 5e6, offload_param.buffer_count 3, and full activation
+#     recompute (as ZeRO-Infinity runs use activation checkpointing); peak RSS per rank and the
+#     loss per step.
 # Usage: perf/offload.sh [NVME_DIR] [MODEL] [SEQ] [GB] [STEPS] [REPS] [CAP_MODEL] [CAP_STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,11 +63,11 @@ echo
 cfg() {  # cfg NAME OFFLOAD(none|opt|both)
   local off=""
   [ "$2" != none ] && off=", \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"$NVME\", \"buffer_count\": 4}"
-  [ "$2" = both ] && off="$off, \"offload_param\": {\"device\": \"nvme\", \"nvme_path\": \"$NVME\"}"
+  [ "$2" = both ] && off="$off, \"offload_param\": {\"device\": \"nvme\", \"nvme_path\": \"$NVME\", \"buffer_count\": ${PBUF:-5}}"
   cat > "$tmp/$1.json" <<JSON
 {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": ${GAS:-1}, "gradient_clipping": 1.0,
  "bf16": {"enabled": true},
- "zero_optimization": {"stage": 3, "sub_group_size": 10000000$off},
+ "zero_optimization": {"stage": 3, "sub_group_size": ${SUB:-10000000}, "stage3_max_reuse_distance": ${REUSE:-1000000000}$off},
  "optimizer": {"type": "AdamW", "params": {"lr": 6e-4, "weight_decay": 0.1}}}
 JSON
   echo "$tmp/$1.json"
@@ -80,6 +84,7 @@ print("%.1f %.1f %.2f %.3f %.3f %.1f %.4f" % (s["median_tokens_per_s"], s["media
 PY
 }
 for G in $GB; do
+[ "$G" = none ] && continue  # GB "none": the disk and the capacity run only
 declare -A res=()
 for r in $(seq "$REPS"); do
   for v in none opt both; do
@@ -115,14 +120,18 @@ if [ "$free" -lt "$need" ]; then
   echo "capacity run skipped: $free GB free in $NVME, about $need GB needed for $CAP's spilled masters and Adam states"
   exit 0
 fi
-echo "capacity: $CAP, bf16, ZeRO-3, 2 ranks, seq $SEQ, micro-batch 1, $CAP_STEPS steps"
+echo "capacity: $CAP, bf16, ZeRO-3, 2 ranks, seq $SEQ, micro-batch 1, $CAP_STEPS steps, full recompute"
 echo '$ deepmpi train (in memory)'
 rc=0; OMP_NUM_THREADS=1 mpirun -np 2 --bind-to none "$BIN" train --model "$CAP" --seq-length "$SEQ" \
   --deepspeed_config "$(cfg capnone none)" --train-iters 1 > "$tmp/out.txt" 2>&1 || rc=$?
-grep -m1 'not enough memory' "$tmp/out.txt" | cut -c1-600; echo "(exit status $rc)"
+grep -m1 'not enough memory' "$tmp/out.txt" | cut -c1-1400; echo "(exit status $rc)"
 echo '$ deepmpi train (offload_optimizer + offload_param nvme)'
 rm -f "$tmp/m.jsonl"
 OMP_NUM_THREADS=1 mpirun -np 2 --bind-to none "$BIN" train --model "$CAP" --seq-length "$SEQ" \
-  --deepspeed_config "$(cfg capboth both)" --train-iters "$CAP_STEPS" --log-interval 1 --metrics-file "$tmp/m.jsonl" \
+  --deepspeed_config "$(SUB=5000000 REUSE=50000000 PBUF=3 cfg capboth both)" --train-iters "$CAP_STEPS" --log-interval 1 --metrics-file "$tmp/m.jsonl" \
+  --recompute-granularity full --recompute-method uniform \
   > "$tmp/out.txt" 2>&1 || { cat "$tmp/out.txt"; exit 1; }
 grep -E '^  (parameters|memory per rank|NVMe offload|    I/O)|^step |^  NVMe offload \||^done:' "$tmp/out.txt"
+read -r _ ms _ rd wr _ _ <<< "$(summ "$tmp/m.jsonl")"
+io=$(awk -v r="$rd" -v w="$wr" -v R="$DDR" -v W="$DDW" 'BEGIN {printf "%.0f", 2 * (r / R + w / W) * 1e3}')
+echo "capacity: median step $ms ms; I/O at dd's rates $io ms (2 ranks x ($rd GB read / $DDR GB/s + $wr GB written / $DDW GB/s)); step / I/O $(ratio "$ms" "$io")"

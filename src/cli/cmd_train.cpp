@@ -151,6 +151,10 @@ static void check_memory(const comm::MpiEnv& mpi, const engine::TrainOptions& op
             << (opt.ds.zero.stage == 3 && opt.ds.zero.offload_param.device != "nvme"
                     ? "and at stage 3 of the parameters (offload_param, the same with nvme), "
                     : "")
+            << (opt.ds.zero.stage == 3 ? "lower zero_optimization.stage3_max_reuse_distance (now " +
+                                             std::to_string(opt.ds.zero.max_reuse_distance) +
+                                             " elements: the units kept gathered from the forward to the backward), "
+                                       : std::string())
             << "more ranks on more nodes, fewer ranks per node; --ignore-memory-check starts anyway");
 }
 

@@ -826,8 +826,12 @@ StoreMemory ParamStore::planned(const Layout& L, const config::DsConfig& ds, int
     m.spill_buffers = S * (arrays + (params && !half ? 1 : 0)) * G * 4;
     if (params) m.params = persistent * ps;  // the partition: read from the spilled masters per gather
   }
+  // stage 3: the gathers in flight (two of the largest unit) and the units kept gathered from the
+  // forward to the backward: a kept unit has at most stage3_max_reuse_distance elements gathered
+  // after it, so all of them together hold at most that many and one more unit
+  const size_t reuse = static_cast<size_t>(std::max<int64_t>(0, ds.zero.max_reuse_distance));
   m.comm_buffers = (half || r.grads_partitioned ? 2 * largest * 4 : 0) + (half ? largest * 4 : 0) +
-                   (r.params_partitioned ? 2 * largest * 4 : 0);
+                   (r.params_partitioned ? (2 * largest + std::min(reuse, N)) * (half ? ps : 4) : 0);
   return m;
 }
 
