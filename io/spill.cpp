@@ -29,11 +29,6 @@ namespace {
 constexpr size_t kAlign = 4096;
 size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 std::string err_text(int e) { return std::strerror(e); }
-double now_s() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
 
 std::mutex g_dirs_mu;
 std::vector<std::string>& live_dirs() {
@@ -419,9 +414,9 @@ void SpillArrays::stream(const Fn& fn, bool read, bool write) {
     for (size_t i = 0; i < nsub; ++i) {
       while (next < nsub && next <= i + L) issue(next++);
       const size_t s = i % S;
-      const double a = now_s();
+      const double a = now_seconds();
       drain(reads[s]);
-      io_s_ += now_s() - a;
+      io_s_ += now_seconds() - a;
       for (size_t k = 0; k < K; ++k) ptrs[k] = slot(s, k);
       fn(i * G_, len(i), ptrs.data());
       if (write) {
@@ -433,9 +428,9 @@ void SpillArrays::stream(const Fn& fn, bool read, bool write) {
                                          i * G_ * sizeof(float), files_[k].path));
       }
     }
-    const double a = now_s();
+    const double a = now_seconds();
     for (auto& w : writes) drain(w);
-    io_s_ += now_s() - a;
+    io_s_ += now_seconds() - a;
   } catch (...) {
     // nothing may still move into or out of the buffers when the error propagates
     for (size_t s = 0; s < S; ++s) {

@@ -12,7 +12,6 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,12 +22,12 @@
 
 #include <unistd.h>
 
+#include "base/system.hpp"
 #include "io/spill.hpp"
 
 using namespace dmpi;
 
 namespace {
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : v[v.size() / 2];
@@ -93,15 +92,15 @@ int main(int argc, char** argv) {
                   sa.buffers(), static_cast<double>(sa.host_bytes()) / (1 << 20), depth, block >> 10);
       for (int rep = 0; rep < reps; ++rep) {
         const float tag = static_cast<float>(rep + 1);
-        double t = now();
+        double t = now_seconds();
         sa.stream(
             [&](size_t b, size_t m, float* const* x) {
               for (int k = 0; k < arrays; ++k)
                 for (size_t j = 0; j < m; ++j) x[k][j] = tag * static_cast<float>(k + 1) + static_cast<float>((b + j) & 1023);
             },
             false, true);
-        w.push_back(bytes / (now() - t) / 1e9);
-        t = now();
+        w.push_back(bytes / (now_seconds() - t) / 1e9);
+        t = now_seconds();
         sa.stream(
             [&](size_t b, size_t m, float* const* x) {
               for (int k = 0; k < arrays; ++k)
@@ -109,13 +108,13 @@ int main(int argc, char** argv) {
                   bad += x[k][j] != tag * static_cast<float>(k + 1) + static_cast<float>((b + j) & 1023);
             },
             true, false);
-        r.push_back(bytes / (now() - t) / 1e9);
-        t = now();
+        r.push_back(bytes / (now_seconds() - t) / 1e9);
+        t = now_seconds();
         sa.stream([&](size_t, size_t m, float* const* x) {
           for (int k = 0; k < arrays; ++k)
             for (size_t j = 0; j < m; ++j) x[k][j] = x[k][j] * 0.999f + 1e-3f;
         });
-        rw.push_back(2 * bytes / (now() - t) / 1e9);  // read and written
+        rw.push_back(2 * bytes / (now_seconds() - t) / 1e9);  // read and written
       }
       std::printf("| pass | GB/s (median of %d) | runs |\n|---|---|---|\n", reps);
       auto row = [&](const char* what, const std::vector<double>& v) {

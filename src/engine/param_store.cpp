@@ -1,12 +1,12 @@
 #include "src/engine/param_store.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <deque>
 
 #include "base/error.hpp"
+#include "base/system.hpp"
 #include "kernels/cast.hpp"
 #include "kernels/ops.hpp"
 
@@ -17,6 +17,16 @@ using kernels::element;
 namespace {
 DType dtype_named(const std::string& s, DType dflt) {
   return s.empty() ? dflt : s == "bf16" ? DType::BF16 : s == "fp16" ? DType::F16 : DType::F32;
+}
+// fn(x0, x1, flat) for each unit chunk of this rank overlapping partition elements [a, a + n):
+// the overlap [x0, x1) in partition offsets, and the flat offset of element x0
+template <class F>
+void for_each_chunk_piece(const Layout& L, int rank, size_t a, size_t n, F&& fn) {
+  for (int u = 0; u < L.num_units(); ++u) {
+    const UnitInfo& ui = L.unit(u);
+    const size_t x0 = std::max(a, ui.part_off), x1 = std::min(a + n, ui.part_off + ui.chunk);
+    if (x0 < x1) fn(x0, x1, L.chunk_offset(u, rank) + (x0 - ui.part_off));
+  }
 }
 // A zero-filled buffer (every page touched once, at start-up).
 Buffer zeroed(DType t, size_t n) {
@@ -168,18 +178,14 @@ ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, c
             // for this sub-group's part of each unit chunk as the in-memory store computes them
             float* m0 = arr[k++];
             std::fill(m0, m0 + n, 0.0f);
-            for (int u = 0; u < L.num_units(); ++u) {
-              const UnitInfo& ui = L.unit(u);
-              const size_t x0 = std::max(a, ui.part_off), x1 = std::min(a + n, ui.part_off + ui.chunk);
-              if (x0 >= x1) continue;
-              const size_t flat = L.chunk_offset(u, rank_) + (x0 - ui.part_off);
+            for_each_chunk_piece(L, rank_, a, n, [&](size_t x0, size_t x1, size_t flat) {
               if (half_) {
                 tmp16.resize(x1 - x0);
                 initial16(flat, x1 - x0, tmp16.data(), m0 + (x0 - a));
               } else {
                 initial(flat, x1 - x0, m0 + (x0 - a));
               }
-            }
+            });
           } else if (masters_spilled_) {
             widen_partition(a, n, arr[k++]);
           }
@@ -332,9 +338,9 @@ const void* ParamStore::partition_chunk(int i) {
   if (u.part16) return u.part16;
   if (!u.rd) post_read(i);  // not read ahead: read now, past the read-ahead budget if need be
   if (u.rd_ticket) {
-    const auto a = std::chrono::steady_clock::now();
+    const double a = now_seconds();
     spill_->wait(u.rd_ticket), u.rd_ticket = 0;
-    param_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+    param_wait_s_ += now_seconds() - a;
   }
   const float* chunk = u.rd.get() + io::SpillArrays::lead(ui.part_off);
   if (!half_) return chunk;
@@ -712,14 +718,9 @@ void ParamStore::widen_partition(size_t a, size_t n, float* out) const {
     kernels::convert(ctx_, p16part_.at(a), pdt_, out, DType::F32, n);
     return;
   }
-  const Layout& L = layout_;
-  for (int u = 0; u < L.num_units(); ++u) {
-    const UnitInfo& ui = L.unit(u);
-    const size_t x0 = std::max(a, ui.part_off), x1 = std::min(a + n, ui.part_off + ui.chunk);
-    if (x0 < x1)
-      kernels::convert(ctx_, element(p16_.data(), pdt_, L.chunk_offset(u, rank_) + (x0 - ui.part_off)), pdt_,
-                       out + (x0 - a), DType::F32, x1 - x0);
-  }
+  for_each_chunk_piece(layout_, rank_, a, n, [&](size_t x0, size_t x1, size_t flat) {
+    kernels::convert(ctx_, element(p16_.data(), pdt_, flat), pdt_, out + (x0 - a), DType::F32, x1 - x0);
+  });
 }
 
 void ParamStore::masters_loaded() {
