@@ -18,6 +18,7 @@
 #include "src/engine/trainer.hpp"
 
 #include "tests/mpi/mpi_test_util.hpp"
+#include "tests/mpi/train_options.hpp"
 
 using namespace dmpi;
 using nlohmann::json;
@@ -56,18 +57,10 @@ json config(int stage, const std::string& precision, const std::string& opt = "A
 }
 
 engine::TrainOptions options(MPI_Comm comm, const json& cfg, int layers = 2) {
-  int n = 0;
-  MPI_Comm_size(comm, &n);
-  engine::TrainOptions o;
-  o.model = model::preset("tiny");
-  o.model.num_layers = layers;
-  o.model.seq_len = o.model.max_pos = 32;
-  o.ds = config::parse_ds_config(cfg, n);
-  o.seed = 11;
-  o.print = false;
-  o.peak_gflops = 100;
-  o.world = comm;
-  return o;
+  model::ModelConfig m = model::preset("tiny");
+  m.num_layers = layers;
+  m.seq_len = m.max_pos = 32;
+  return test::train_options(comm, m, cfg, 11);
 }
 
 struct Curve {

@@ -15,6 +15,7 @@
 
 #include "src/engine/trainer.hpp"
 #include "tests/mpi/mpi_test_util.hpp"
+#include "tests/mpi/train_options.hpp"
 
 using namespace dmpi;
 using nlohmann::json;
@@ -51,18 +52,10 @@ json config(int stage, bool bf16, const std::string& nvme, bool params = false) 
 }
 
 engine::TrainOptions options(const json& cfg) {
-  int n = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  engine::TrainOptions o;
-  o.model = model::preset("tiny");
-  o.model.seq_len = o.model.max_pos = 32;
-  if (g_layers > 0) o.model.num_layers = g_layers;
-  o.ds = config::parse_ds_config(cfg, n);
-  o.seed = 7;
-  o.print = false;
-  o.peak_gflops = 100;
-  o.world = MPI_COMM_WORLD;
-  return o;
+  model::ModelConfig m = model::preset("tiny");
+  m.seq_len = m.max_pos = 32;
+  if (g_layers > 0) m.num_layers = g_layers;
+  return test::train_options(MPI_COMM_WORLD, m, cfg, 7);
 }
 
 // steps of training; save_at > 0: a checkpoint into ckpt after that step (async: in the background)

@@ -13,6 +13,7 @@
 #include "comm/comm_logger.hpp"
 #include "src/engine/trainer.hpp"
 #include "tests/mpi/mpi_test_util.hpp"
+#include "tests/mpi/train_options.hpp"
 #include "tests/mpi/train_compare.hpp"
 
 using namespace dmpi;
@@ -57,20 +58,12 @@ json ds_json(int stage, int gas, const std::string& opt) {
 
 engine::TrainOptions options(MPI_Comm comm, const model::ModelConfig& m, json cfg, Layout3 l, const std::string& sched,
                              int steps) {
-  int n = 0;
-  MPI_Comm_size(comm, &n);
-  engine::TrainOptions o;
-  o.model = m;
+  engine::TrainOptions o = test::train_options(comm, m, cfg, 5, l.tp * l.pp);
   o.tensor_parallel = l.tp;
   o.pipeline_parallel = l.pp;
   o.pipeline_schedule = sched;
   o.virtual_stages = sched == "interleaved" ? 2 : 1;
-  o.ds = config::parse_ds_config(cfg, n / (l.tp * l.pp));
   o.train_iters = steps;
-  o.seed = 5;
-  o.print = false;
-  o.peak_gflops = 100;
-  o.world = comm;
   return o;
 }
 

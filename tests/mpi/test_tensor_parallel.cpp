@@ -18,6 +18,7 @@
 #include "src/engine/trainer.hpp"
 
 #include "tests/mpi/mpi_test_util.hpp"
+#include "tests/mpi/train_options.hpp"
 #include "tests/mpi/train_compare.hpp"
 
 using namespace dmpi;
@@ -66,18 +67,10 @@ json ds_json(int stage, int gas, const std::string& opt, const std::string& prec
 }
 
 engine::TrainOptions options(MPI_Comm comm, const model::ModelConfig& m, json cfg, int tp, int steps, bool sp = false) {
-  int n = 0;
-  MPI_Comm_size(comm, &n);
-  engine::TrainOptions o;
-  o.model = m;
+  engine::TrainOptions o = test::train_options(comm, m, cfg, 11, tp);
   o.model.sequence_parallel = sp;
   o.tensor_parallel = tp;
-  o.ds = config::parse_ds_config(cfg, n / tp);
   o.train_iters = steps;
-  o.seed = 11;
-  o.print = false;
-  o.peak_gflops = 100;
-  o.world = comm;
   return o;
 }
 

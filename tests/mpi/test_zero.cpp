@@ -14,6 +14,7 @@
 #include "src/engine/trainer.hpp"
 
 #include "tests/mpi/mpi_test_util.hpp"
+#include "tests/mpi/train_options.hpp"
 
 using namespace dmpi;
 using nlohmann::json;
@@ -41,17 +42,10 @@ struct Result {
 std::string g_model = "tiny";
 
 Result train(MPI_Comm comm, json cfg, int steps, const model::RecomputeConfig& rc = {}) {
-  int n = 0;
-  MPI_Comm_size(comm, &n);
-  engine::TrainOptions o;
-  o.model = model::preset(g_model);
-  o.model.seq_len = o.model.max_pos = 32;
-  o.ds = config::parse_ds_config(cfg, n);
+  model::ModelConfig m = model::preset(g_model);
+  m.seq_len = m.max_pos = 32;
+  engine::TrainOptions o = test::train_options(comm, m, cfg, 7);
   o.train_iters = steps;
-  o.seed = 7;
-  o.print = false;
-  o.peak_gflops = 100;
-  o.world = comm;
   o.recompute = rc;
   engine::Trainer t(env(), o);
   Result r;
