@@ -428,10 +428,9 @@ std::vector<CrcPiece> write_pieces(const std::string& path, const std::vector<Ra
   for (const auto& w : writes) {
     if (!w.data && w.n) {  // fetched (spilled states): a bounded chunk at a time, a checksum record per chunk
       DMPI_REQUIRE(w.fetch, "checkpoint " << path << ": a piece of " << w.dataset << " has neither data nor a source");
-      constexpr size_t kChunk = size_t{1} << 22;
-      buf.resize(std::min(kChunk, w.n));
-      for (size_t i = 0; i < w.n; i += kChunk) {
-        const size_t c = std::min(kChunk, w.n - i);
+      buf.resize(std::min(kFetchChunk, w.n));
+      for (size_t i = 0; i < w.n; i += kFetchChunk) {
+        const size_t c = std::min(kFetchChunk, w.n - i);
         w.fetch(i, c, buf.data());
         crcs.push_back({w.key, w.begin_bytes + i * sizeof(float), c * sizeof(float), crc32c_parallel(buf.data(), c * sizeof(float))});
         f.write(w.offset + i * sizeof(float), buf.data(), c * sizeof(float), w.dataset);

@@ -53,6 +53,9 @@ struct LogicalTensor {
 // (data null: NVMe-spilled states) read on demand: fetch(i, n, out) gives elements [i, i + n) of the
 // piece. Fetched pieces are written with the posix data path only, a bounded chunk at a time.
 using PieceFetch = std::function<void(size_t i, size_t n, float* out)>;
+// Fetched pieces move this many elements (16 MiB) at a time, with one checksum record per chunk:
+// a loader that checks them back chunk by chunk uses the same size.
+constexpr size_t kFetchChunk = size_t{1} << 22;
 struct Piece {
   size_t tensor = 0;
   size_t begin = 0, n = 0;

@@ -46,9 +46,6 @@ const std::pair<const char*, const char*> kArchitecture[] = {
     {"add_bias_linear", "--disable-bias-linear"},
 };
 
-// NVMe-spilled pieces move through a buffer of this many elements (16 MiB)
-constexpr size_t kSpillChunk = size_t{1} << 22;
-
 }  // namespace
 
 // The pieces of the state dict this rank writes (stage 0: a balanced share of every tensor, so all
@@ -427,8 +424,8 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
       rd.read_pieces(dsets[key], pieces_of[key]);
       // NVMe-spilled pieces: read into a bounded buffer and written to their spill files
       for (const auto& sp : spilled_of[key])
-        for (size_t i = 0; i < sp.n; i += kSpillChunk) {
-          const size_t c = std::min(kSpillChunk, sp.n - i);
+        for (size_t i = 0; i < sp.n; i += io::kFetchChunk) {
+          const size_t c = std::min(io::kFetchChunk, sp.n - i);
           bounce.resize(std::max(bounce.size(), c));
           rd.read(dsets[key], sp.begin + i, c, bounce.data());
           store_->spill_write(sp.spill, sp.spill_off + i, c, bounce.data());
@@ -452,8 +449,8 @@ std::string Trainer::load_checkpoint(const std::string& dir, const std::string& 
         mine.push_back({key, sp.begin * sizeof(float), sp.n * sizeof(float), io::crc32c_parallel(sp.data, sp.n * sizeof(float))});
         continue;
       }
-      for (size_t i = 0; i < sp.n; i += kSpillChunk) {  // read back from the spill file
-        const size_t c = std::min(kSpillChunk, sp.n - i);
+      for (size_t i = 0; i < sp.n; i += io::kFetchChunk) {  // read back from the spill file
+        const size_t c = std::min(io::kFetchChunk, sp.n - i);
         bounce.resize(std::max(bounce.size(), c));
         store_->spill_read(sp.spill, sp.spill_off + i, c, bounce.data());
         mine.push_back({key, (sp.begin + i) * sizeof(float), c * sizeof(float), io::crc32c_parallel(bounce.data(), c * sizeof(float))});
