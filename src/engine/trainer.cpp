@@ -93,6 +93,15 @@ double median(std::vector<double> v) {
   size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
+
+// The store's categories of a memory report (the trainer adds activations and the snapshot)
+MemoryReport store_part(const StoreMemory& z) {
+  MemoryReport r;
+  r.params = z.params, r.grads = z.grads, r.masters = z.masters, r.optimizer_states = z.optimizer_states;
+  r.comm_buffers = z.comm_buffers;
+  r.spill_buffers = z.spill_buffers, r.spilled_masters = z.spilled_masters, r.spilled_states = z.spilled_states;
+  return r;
+}
 }  // namespace
 
 Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
@@ -285,14 +294,7 @@ Trainer::~Trainer() {
 }
 
 MemoryReport Trainer::memory() const {
-  MemoryReport r;
-  const StoreMemory z = store_->memory();
-  r.params = z.params;
-  r.grads = z.grads;
-  r.masters = z.masters;
-  r.optimizer_states = z.optimizer_states;
-  r.comm_buffers = z.comm_buffers;
-  r.spill_buffers = z.spill_buffers, r.spilled_masters = z.spilled_masters, r.spilled_states = z.spilled_states;
+  MemoryReport r = store_part(store_->memory());
   r.checkpoint_snapshot = snapshot_size_ * sizeof(float);
   r.activations = runner_->activation_bytes();
   return r;
@@ -318,11 +320,7 @@ MemoryReport Trainer::planned_memory(const TrainOptions& opt, int dp_size) {
   for (int s = 0; s < S; ++s) {
     const model::Model<float> m = S > 1 ? model::Model<float>(mc, part.units_of(s)) : model::Model<float>(mc);
     const Layout layout(m, dp_size, 0, opt.ds.zero.stage >= 1);
-    const StoreMemory z = ParamStore::planned(layout, opt.ds, make_optimizer(opt.ds.optimizer)->state_slots());
-    MemoryReport r;
-    r.params = z.params, r.grads = z.grads, r.masters = z.masters, r.optimizer_states = z.optimizer_states;
-    r.comm_buffers = z.comm_buffers;
-    r.spill_buffers = z.spill_buffers, r.spilled_masters = z.spilled_masters, r.spilled_states = z.spilled_states;
+    MemoryReport r = store_part(ParamStore::planned(layout, opt.ds, make_optimizer(opt.ds.optimizer)->state_slots()));
     model::RunnerShape shape;
     int slots = 1;
     if (S > 1) {
