@@ -375,6 +375,7 @@ SpillArrays::SpillArrays(const std::string& dir, const std::string& prefix, cons
                                                                     : ""));
     }
   }
+  slots_.resize(static_cast<size_t>(S_));
   if (n_ > 0) {
     const size_t total = static_cast<size_t>(S_) * files_.size() * G_;
     bufs_.reset(aligned_floats(total));
@@ -383,62 +384,134 @@ SpillArrays::SpillArrays(const std::string& dir, const std::string& prefix, cons
 }
 
 SpillArrays::~SpillArrays() {
+  drain_all_quietly();  // the last stream's writes: nothing may move into freed buffers
   for (auto& f : files_) ::close(f.fd), ::unlink(f.path.c_str());
+}
+
+void SpillArrays::drain(std::vector<AioEngine::Ticket>& ts) const {
+  while (!ts.empty()) {  // each ticket leaves the list before its wait (which may throw)
+    const AioEngine::Ticket t = ts.back();
+    ts.pop_back();
+    aio_.wait(t);
+  }
+}
+
+void SpillArrays::drain_all_quietly() const noexcept {
+  for (auto& sl : slots_) {
+    for (auto* ts : {&sl.reads, &sl.writes})
+      while (!ts->empty()) {
+        const AioEngine::Ticket t = ts->back();
+        ts->pop_back();
+        try {
+          aio_.wait(t);
+        } catch (...) {
+        }
+      }
+    sl.group = -1, sl.valid = false;
+  }
+}
+
+void SpillArrays::settle_range(size_t lo, size_t hi, bool invalidate) const {
+  for (auto& sl : slots_) {
+    if (sl.group < 0) continue;
+    const size_t g0 = static_cast<size_t>(sl.group) * G_, g1 = std::min(n_, g0 + G_);
+    if (g1 <= lo || g0 >= hi) continue;
+    drain(sl.writes);
+    if (invalidate) drain(sl.reads), sl.group = -1, sl.valid = false;
+  }
+}
+
+void SpillArrays::settle() {
+  std::lock_guard<std::mutex> lk(mu_);
+  const double a = now_seconds();
+  try {
+    for (auto& sl : slots_) drain(sl.writes);
+  } catch (...) {
+    drain_all_quietly();
+    throw;
+  }
+  io_s_ += now_seconds() - a;
 }
 
 void SpillArrays::stream(const Fn& fn, bool read, bool write) {
   if (n_ == 0) return;
+  std::lock_guard<std::mutex> lk(mu_);
   const size_t K = files_.size(), nsub = (n_ + G_ - 1) / G_;
   const auto S = static_cast<size_t>(S_);
   auto slot = [&](size_t s, size_t k) { return bufs_.get() + (s * K + k) * G_; };
-  auto len = [&](size_t i) { return std::min(G_, n_ - i * G_); };
-  std::vector<std::vector<AioEngine::Ticket>> reads(S), writes(S);
-  auto drain = [&](std::vector<AioEngine::Ticket>& ts) {
-    for (auto t : ts) aio_.wait(t);
-    ts.clear();
-  };
-  auto issue = [&](size_t j) {  // sub-group j into its slot, once the slot's last write is done
-    const size_t s = j % S;
-    drain(writes[s]);
+  auto len = [&](size_t j) { return std::min(G_, n_ - j * G_); };
+  auto bytes = [&](size_t j) { return round_up(len(j) * sizeof(float), kAlign); };
+  // up, then down: the first sub-groups of this stream are the last of the previous one
+  const bool down = down_;
+  down_ = !down_;
+  auto group = [&](size_t i) { return down ? nsub - 1 - i : i; };
+  auto issue = [&](size_t j) {  // sub-group j into its buffer, once the buffer's last write is done
+    Slot& sl = slots_[j % S];
+    if (sl.group == static_cast<long>(j) && (sl.valid || !read)) {  // already there (or not wanted)
+      if (read) cached_bytes_ += K * bytes(j);
+      return;
+    }
+    const double a = now_seconds();
+    drain(sl.writes);
+    drain(sl.reads);
+    io_s_ += now_seconds() - a;
+    sl.group = static_cast<long>(j), sl.valid = false;
     if (!read) return;
     for (size_t k = 0; k < K; ++k)
-      reads[s].push_back(aio_.read(files_[k].fd, slot(s, k), round_up(len(j) * sizeof(float), kAlign),
-                                   j * G_ * sizeof(float), files_[k].path));
+      sl.reads.push_back(aio_.read(files_[k].fd, slot(j % S, k), bytes(j), j * G_ * sizeof(float), files_[k].path));
+    sl.valid = true;  // once these reads are drained
   };
-  // how far ahead to read: the slot of sub-group i + L last held i + L - S, which must be written
-  // back already (L = S - 2 leaves one sub-group's write overlapping the update of the next)
+  // how far ahead to read: the buffer of the sub-group L places ahead last held the one S - L
+  // places behind it, which must be written back already (L = S - 2 leaves one sub-group's write
+  // overlapping the update of the next)
   const size_t L = write ? (S >= 2 ? S - 2 : 0) : S - 1;
   std::vector<float*> ptrs(K);
   size_t next = 0;
   try {
     for (size_t i = 0; i < nsub; ++i) {
-      while (next < nsub && next <= i + L) issue(next++);
-      const size_t s = i % S;
+      while (next < nsub && next <= i + L) issue(group(next++));
+      const size_t j = group(i), s = j % S;
+      Slot& sl = slots_[s];
       const double a = now_seconds();
-      drain(reads[s]);
+      drain(sl.reads);
+      drain(sl.writes);  // a buffer still being written by the previous stream
       io_s_ += now_seconds() - a;
       for (size_t k = 0; k < K; ++k) ptrs[k] = slot(s, k);
-      fn(i * G_, len(i), ptrs.data());
+      fn(j * G_, len(j), ptrs.data());
+      sl.valid = read || write;
       if (write) {
         // the padding after the last element is written as zeros
-        if (len(i) < G_)
-          for (size_t k = 0; k < K; ++k) std::fill(ptrs[k] + len(i), ptrs[k] + G_, 0.0f);
+        if (len(j) < G_)
+          for (size_t k = 0; k < K; ++k) std::fill(ptrs[k] + len(j), ptrs[k] + G_, 0.0f);
         for (size_t k = 0; k < K; ++k)
-          writes[s].push_back(aio_.write(files_[k].fd, slot(s, k), round_up(len(i) * sizeof(float), kAlign),
-                                         i * G_ * sizeof(float), files_[k].path));
+          sl.writes.push_back(aio_.write(files_[k].fd, ptrs[k], bytes(j), j * G_ * sizeof(float), files_[k].path));
       }
     }
-    const double a = now_seconds();
-    for (auto& w : writes) drain(w);
-    io_s_ += now_seconds() - a;
   } catch (...) {
-    // nothing may still move into or out of the buffers when the error propagates
-    for (size_t s = 0; s < S; ++s) {
-      for (auto t : reads[s]) try { aio_.wait(t); } catch (...) {}
-      for (auto t : writes[s]) try { aio_.wait(t); } catch (...) {}
-    }
+    // nothing may still move into or out of the buffers when the error propagates, and none of
+    // them mirrors the file any more
+    drain_all_quietly();
     throw;
   }
+}
+
+bool SpillArrays::copy_cached(int k, size_t off, size_t n, float* out) const {
+  if (n == 0) return true;
+  std::lock_guard<std::mutex> lk(mu_);
+  const auto S = static_cast<size_t>(S_);
+  const size_t K = files_.size();
+  for (size_t j = off / G_; j <= (off + n - 1) / G_; ++j) {
+    const Slot& sl = slots_[j % S];
+    if (sl.group != static_cast<long>(j) || !sl.valid || !sl.reads.empty()) return false;
+  }
+  for (size_t x = off; x < off + n;) {
+    const size_t j = x / G_, e = std::min(off + n, (j + 1) * G_);
+    const float* src = bufs_.get() + ((j % S) * K + static_cast<size_t>(k)) * G_ + (x - j * G_);
+    std::memcpy(out + (x - off), src, (e - x) * sizeof(float));
+    x = e;
+  }
+  cached_bytes_ += n * sizeof(float);
+  return true;
 }
 
 void SpillArrays::range_io(int k, size_t off, size_t n, float* data, bool write) const {
@@ -446,6 +519,17 @@ void SpillArrays::range_io(int k, size_t off, size_t n, float* data, bool write)
   DMPI_REQUIRE(off + n <= n_, "spill array " << files_[static_cast<size_t>(k)].name << ": elements [" << off << ", "
                                              << off + n << ") are past its end " << n_);
   const File& f = files_[static_cast<size_t>(k)];
+  {
+    // the file's bytes there: the last stream's writes finished; a write makes the buffers
+    // holding those sub-groups stale
+    std::lock_guard<std::mutex> lk(mu_);
+    try {
+      settle_range(off, off + n, write);
+    } catch (...) {
+      drain_all_quietly();
+      throw;
+    }
+  }
   constexpr size_t kBounce = size_t{8} << 20;
   std::unique_ptr<float, Free> bounce(aligned_floats(kBounce / sizeof(float)));
   char* b = reinterpret_cast<char*>(bounce.get());
@@ -471,6 +555,17 @@ AioEngine::Ticket SpillArrays::read_async(int k, size_t off, size_t n, float* bu
   DMPI_REQUIRE(off + n <= n_, "spill array " << files_[static_cast<size_t>(k)].name << ": elements [" << off << ", "
                                              << off + n << ") are past its end " << n_);
   const File& f = files_[static_cast<size_t>(k)];
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    const double a = now_seconds();
+    try {
+      settle_range(off, off + n, false);  // the last stream's writes of these elements
+    } catch (...) {
+      drain_all_quietly();
+      throw;
+    }
+    io_s_ += now_seconds() - a;
+  }
   const size_t first = off - lead(off);
   return aio_.read(f.fd, buf, span(off, n) * sizeof(float), first * sizeof(float), f.path);
 }

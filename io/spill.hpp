@@ -12,7 +12,12 @@
 //   SpillArrays  named float arrays of one length, one file each (O_DIRECT, allocated in full at
 //                creation, so a full disk shows at start), streamed in sub-groups through
 //                `buffers` host buffers: sub-group i+1 is read while i is updated and i-1 is
-//                written back (buffers >= 3). Beside the files an HDF5 index (index.h5) names
+//                written back (buffers >= 3). The buffers outlive a stream: its last writes
+//                finish behind the caller's next work (the forward), and a buffer keeps mirroring
+//                its sub-group's bytes in the file, so the streams alternate direction and the
+//                next one starts with the sub-groups the last one ended with, already in memory
+//                (neither read again nor waited for), and offload_param's reads of those elements
+//                are copies (copy_cached). Beside the files an HDF5 index (index.h5) names
 //                each array as an external dataset (H5Pset_external): h5dump or h5py read a
 //                spilled state without deepmpi.
 #pragma once
@@ -127,15 +132,26 @@ class SpillArrays {
   int buffers() const { return S_; }
   size_t host_bytes() const { return static_cast<size_t>(S_) * files_.size() * G_ * sizeof(float); }
   size_t file_bytes() const { return files_.size() * padded_ * sizeof(float); }
-  // fn(begin, n, arrays): sub-group [begin, begin + n) of every array at arrays[k] (fn may change
-  // them). read: the values are read first (else the buffers hold garbage for fn to fill); write:
-  // written back after fn. Pipelined over the buffers; returns after the last write.
+  // fn(begin, n, arrays): sub-group [begin, begin + n) of every array at arrays[k]. read: the
+  // values are read first (else the buffers hold garbage for fn to fill); write: written back
+  // after fn (which may change them; without write it must not). Pipelined over the buffers, the
+  // sub-groups in alternating order from one call to the next (up, then down: the buffers still
+  // hold the last call's final sub-groups); returns with the last writes in flight, waited for
+  // by whatever next touches those bytes (a stream, read, write, read_async, the destructor) or
+  // by settle().
   using Fn = std::function<void(size_t begin, size_t n, float* const* arrays)>;
   void stream(const Fn& fn, bool read = true, bool write = true);
+  void settle();  // every write in flight finished (its error thrown here)
   // Synchronous reads and writes of any range of array k (through an aligned bounce buffer of
   // the caller's thread; safe from another thread while no stream() runs)
   void read(int k, size_t off, size_t n, float* out) const;
   void write(int k, size_t off, size_t n, const float* in);
+  // Elements [off, off + n) of array k copied from the buffers if they all lie in sub-groups the
+  // buffers mirror (false, nothing copied, else)
+  bool copy_cached(int k, size_t off, size_t n, float* out) const;
+  // Bytes of I/O the buffers saved so far: sub-group reads not needed (already in a buffer) and
+  // copy_cached's copies
+  uint64_t bytes_cached() const { return cached_bytes_.load(); }
   // Asynchronous reads of elements [off, off + n) of array k (the stage-3 parameter read-ahead):
   // into an aligned buffer of span(off, n) floats (aligned_buffer), where the elements start at
   // lead(off); wait(ticket) before using them. Safe while no stream() writes the array.
@@ -151,7 +167,7 @@ class SpillArrays {
   // The HDF5 index: one external dataset per array, named by `names`
   void write_index(const std::string& path) const;
   const std::string& file(int k) const { return files_[static_cast<size_t>(k)].path; }
-  double io_seconds() const { return io_s_; }  // time the stream waited for I/O
+  double io_seconds() const { return io_s_.load(); }  // time the streams and read_async waited for I/O
 
  private:
   struct File {
@@ -159,6 +175,21 @@ class SpillArrays {
     int fd = -1;
   };
   void range_io(int k, size_t off, size_t n, float* buf, bool write) const;
+  // A host buffer's state between and during streams: the sub-group it holds (-1: none), whether
+  // its bytes equal the file's (after its reads: `valid` is set when they are issued), and its
+  // requests in flight. Guarded by mu_ (range reads may come from a checkpoint's thread).
+  struct Slot {
+    long group = -1;
+    bool valid = false;
+    std::vector<AioEngine::Ticket> reads, writes;
+  };
+  void drain(std::vector<AioEngine::Ticket>& ts) const;  // with mu_ held
+  void settle_range(size_t lo, size_t hi, bool invalidate) const;  // writes over [lo, hi) done; with mu_ held
+  void drain_all_quietly() const noexcept;                         // after an error, and at destruction
+  mutable std::mutex mu_;
+  mutable std::vector<Slot> slots_;
+  bool down_ = false;  // the next stream's direction
+  mutable std::atomic<uint64_t> cached_bytes_{0};
   std::vector<File> files_;
   size_t n_ = 0, padded_ = 0, G_ = 0;
   int S_ = 1;
@@ -167,7 +198,7 @@ class SpillArrays {
     void operator()(float* p) const;
   };
   std::unique_ptr<float, Free> bufs_;  // S_ slots x count x G_
-  double io_s_ = 0;
+  mutable std::atomic<double> io_s_{0.0};
 };
 
 }  // namespace dmpi::io

@@ -55,6 +55,7 @@ ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, c
   half_ = ds.bf16.enabled || ds.fp16.enabled;
   pdt_ = dtype_named(ds.model_dtype(), DType::F32);
   gdt_ = dtype_named(ds.misc.grad_accum_dtype, pdt_);
+  gas_ = static_cast<int>(std::max<int64_t>(1, ds.grad_accum));
   DMPI_REQUIRE(gdt_ == DType::F32 || gdt_ == pdt_,
                "data_types.grad_accum_dtype \"" << ds.misc.grad_accum_dtype << "\" with " << dtype_name(pdt_)
                                                 << " parameters: write \"fp32\" or leave it null (the parameters' dtype)");
@@ -211,6 +212,9 @@ ParamStore::ParamStore(const model::Model<float>& m, comm::Communicator& comm, c
         initial(ui.offset, ui.numel, buf.as<float>());
       }
     }
+    // the forward gathers the param units in order (the embedding first)
+    for (int u = 0; u < L.num_units() && first_gathered_ < 0; ++u)
+      if (!units_[static_cast<size_t>(u)].persistent && L.unit(u).chunk > 0) first_gathered_ = u;
   }
   // fp32 stages 0-1: every unit's gradients go straight into the whole buffer
   if (!half_ && !res_.grads_partitioned)
@@ -379,7 +383,10 @@ void ParamStore::post_read(int i) {
     u.rd_floats = floats;
     aligned_bytes_ += floats * sizeof(float);
   }
-  u.rd_ticket = spill_->read_async(0, ui.part_off, ui.chunk, u.rd.get());
+  // elements the optimizer's buffers still hold (the last sub-groups it updated) are copied;
+  // the rest is read
+  if (!spill_->copy_cached(0, ui.part_off, ui.chunk, u.rd.get() + io::SpillArrays::lead(ui.part_off)))
+    u.rd_ticket = spill_->read_async(0, ui.part_off, ui.chunk, u.rd.get());
   ++staged_;
 }
 
@@ -417,9 +424,14 @@ void ParamStore::release(int i, bool keep) {
     u.g16 = nullptr;
     live_gathered_ -= static_cast<int64_t>(ui.numel);
   }
+  // offload_param: the backward is done with the forward's first unit, which the next
+  // micro-batch of this step gathers first: its read starts now (no instruction prefetches
+  // across micro-batches)
+  if (in_backward_ && i == first_gathered_ && micro_ + 1 < gas_) read_ahead(i);
 }
 
 void ParamStore::acquire_grads(int i) {
+  in_backward_ = true;
   Unit& u = units_[static_cast<size_t>(i)];
   const size_t n = layout_.unit(i).numel;
   u.grads = acquire(n);
@@ -532,6 +544,7 @@ void ParamStore::unit_views(int mu, std::vector<ConstView>& params, std::vector<
 }
 
 void ParamStore::begin_step() {
+  micro_ = 0;
   if (res_.states_partitioned && !res_.grads_partitioned && !half_) kernels::fill_zero(ctx_, gfull_.as<float>(), gfull_.numel());
   if (half_ && !res_.grads_partitioned) kernels::zero_bytes(ctx_, gfull_.data(), gfull_.bytes());
   if (res_.states_partitioned) kernels::zero_bytes(ctx_, gpart_.data(), gpart_.bytes());
@@ -539,6 +552,8 @@ void ParamStore::begin_step() {
 
 void ParamStore::end_micro() {
   if (res_.grads_partitioned) wait_all_reduces();
+  in_backward_ = false;
+  ++micro_;
 }
 
 void ParamStore::skip_step() {
@@ -751,6 +766,7 @@ void ParamStore::after_optimizer() {
         kernels::convert(ctx_, partition_chunk(i), buf.dtype(), buf.data(), buf.dtype(), buf.numel());
         drop_chunk(i);
       }
+    read_ahead(first_gathered_);
     return;
   }
   std::vector<comm::WorkPtr> works;
@@ -778,6 +794,7 @@ void ParamStore::after_optimizer() {
   }
   for (auto& w : works) w->wait();
   for (auto& [i, buf] : persist_) drop_chunk(i);
+  read_ahead(first_gathered_);  // offload_param: the next forward's first unit, while the step ends
 }
 
 StoreMemory ParamStore::memory() const {

@@ -175,6 +175,8 @@ class ParamStore {
   // NVMe offload: the time spent waiting for spill I/O so far (the stream's and the parameter reads')
   double spill_wait_seconds() const { return spill_ ? spill_->io_seconds() + param_wait_s_ : 0.0; }
   const io::SpillArrays* spill_arrays() const { return spill_.get(); }
+  // NVMe offload: bytes of reads the spill buffers saved so far (io::SpillArrays::bytes_cached)
+  double spill_cached_bytes() const { return spill_ ? static_cast<double>(spill_->bytes_cached()) : 0.0; }
   // elements [off, off + n) of spill array k (a StatePiece's spill), synchronous; read is safe
   // from another thread while the optimizer does not run
   void spill_read(int k, size_t off, size_t n, float* out) const { spill_->read(k, off, n, out); }
@@ -272,6 +274,9 @@ class ParamStore {
   bool masters_spilled_ = false;
   bool params_spilled_ = false;  // offload_param nvme: no partition in memory (read from the masters' file)
   int param_buffers_ = 5, staged_ = 0, last_prefetch_ = -1;
+  int first_gathered_ = -1;  // offload_param: the first unit a forward gathers (-1: none)
+  int micro_ = 0, gas_ = 1;  // micro-batches of this step done, of gradient_accumulation_steps
+  bool in_backward_ = false;
   double param_wait_s_ = 0;
   std::multimap<size_t, io::SpillArrays::Buffer> aligned_free_;  // free read buffers by size (floats)
   size_t aligned_bytes_ = 0;

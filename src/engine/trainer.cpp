@@ -512,6 +512,7 @@ StepMetrics Trainer::train_step() {
   const double spill_r0 = aio_ ? static_cast<double>(aio_->bytes_read()) : 0.0;
   const double spill_w0 = aio_ ? static_cast<double>(aio_->bytes_written()) : 0.0;
   const double spill_t0 = store_->spill_wait_seconds();
+  const double spill_c0 = store_->spill_cached_bytes();
   if (partition_.stages > 1) {
     loss_sum = run_pipeline_list(ops, backward_scale, t_fwd, t_rec);
     t_bwd = now_seconds() - t0 - t_fwd;
@@ -628,6 +629,7 @@ StepMetrics Trainer::train_step() {
   if (aio_) {
     m.spill_read_bytes = static_cast<double>(aio_->bytes_read()) - spill_r0;
     m.spill_write_bytes = static_cast<double>(aio_->bytes_written()) - spill_w0;
+    m.spill_cached_bytes = store_->spill_cached_bytes() - spill_c0;
     m.spill_wait_ms = (store_->spill_wait_seconds() - spill_t0) * 1e3;
   }
   const double tokens = static_cast<double>(ds.train_batch_size) * opt_.model.seq_len;
@@ -715,9 +717,11 @@ TrainSummary Trainer::run() {
         std::printf("  time (ms) | forward %.1f | backward %.1f | clip + optimizer step %.1f\n", m.forward_ms,
                     m.backward_ms, m.optimizer_ms);
       if (aio_)  // rank 0's spill traffic this step (every rank moves about as much)
-        std::printf("  NVMe offload | read %.3f GB | written %.3f GB | %.2f GB/s over the step | waited %.1f ms for I/O\n",
+        std::printf("  NVMe offload | read %.3f GB | written %.3f GB | %.2f GB/s over the step | waited %.1f ms for I/O"
+                    " | %.3f GB not read (in the spill buffers)\n",
                     m.spill_read_bytes / 1e9, m.spill_write_bytes / 1e9,
-                    (m.spill_read_bytes + m.spill_write_bytes) / 1e9 / (m.step_ms / 1e3), m.spill_wait_ms);
+                    (m.spill_read_bytes + m.spill_write_bytes) / 1e9 / (m.step_ms / 1e3), m.spill_wait_ms,
+                    m.spill_cached_bytes / 1e9);
       if (opt_.ds.activation_checkpointing.profile && opt_.recompute.granularity == model::RecomputeConfig::Granularity::Full)
         std::printf("  recompute (ms) | %.1f of the backward's %.1f\n", m.recompute_ms, m.backward_ms);
       if (opt_.ds.misc.memory_breakdown) {
@@ -743,7 +747,7 @@ TrainSummary Trainer::run() {
                       {"tokens_per_s", m.tokens_per_s}, {"tflops", m.tflops}, {"mfu", m.mfu},
                       {"forward_ms", m.forward_ms}, {"backward_ms", m.backward_ms}, {"optimizer_ms", m.optimizer_ms},
                       {"loss_scale", m.loss_scale}, {"skipped", m.skipped}, {"skipped_steps", skipped_steps_},
-                      {"spill_read_bytes", m.spill_read_bytes}, {"spill_write_bytes", m.spill_write_bytes},
+                      {"spill_read_bytes", m.spill_read_bytes}, {"spill_write_bytes", m.spill_write_bytes}, {"spill_cached_bytes", m.spill_cached_bytes},
                       {"spill_wait_ms", m.spill_wait_ms}});
     if (commit_ms_ > 0) {
       metrics_.write({{"checkpoint_commit_ms", commit_ms_}, {"step", m.step}});

@@ -86,6 +86,7 @@ struct StepMetrics {
   // NVMe offload: bytes this rank's spill engine read and wrote during the step, and the time the
   // step waited for them (the optimizer's sub-group stream, and the parameter chunks' reads)
   double spill_read_bytes = 0, spill_write_bytes = 0, spill_wait_ms = 0;
+  double spill_cached_bytes = 0;  // reads the spill buffers saved (already holding the bytes)
 };
 
 struct MemoryReport {

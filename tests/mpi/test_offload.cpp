@@ -27,6 +27,7 @@ using test::world_rank;
 
 struct Result {
   std::vector<double> losses;
+  std::vector<double> read_bytes, cached_bytes;  // NVMe offload: per step, from the step's metrics
   std::map<std::string, std::vector<float>> tensors;
   engine::MemoryReport memory;
   size_t partition = 0, max_chunk = 0;  // this rank's partition; the largest unit chunk in it
@@ -67,7 +68,10 @@ Result train(const json& cfg, int steps, const std::string& ckpt = "", int save_
   if (!load.empty()) t.load_checkpoint(load);
   Result r;
   for (int i = 0; i < steps; ++i) {
-    r.losses.push_back(t.train_step().loss);
+    const engine::StepMetrics m = t.train_step();
+    r.losses.push_back(m.loss);
+    r.read_bytes.push_back(m.spill_read_bytes);
+    r.cached_bytes.push_back(m.spill_cached_bytes);
     if (save_at && i + 1 == save_at) t.save_checkpoint(ckpt, "", async);
   }
   t.finish_saves();
@@ -136,6 +140,18 @@ TEST(Offload, BitIdenticalToInMemoryForEveryStageAndPrecision) {
         EXPECT_EQ(off.memory.spill_buffers, S * arrays * G * sizeof(float));
         EXPECT_LT(off.memory.spill_buffers, (2 * P + (bf16 ? P : 0)) * sizeof(float));  // less than what it holds
         EXPECT_EQ(off.memory.params + off.memory.grads, mem.memory.params + mem.memory.grads);
+        // I/O per step: each optimizer stream starts with the sub-groups the previous one ended
+        // with (the streams alternate direction), still in the buffers: those S are not read, the
+        // rest are, every array, each sub-group's bytes rounded to 4 KiB
+        const size_t nsub = (P + G - 1) / G, last = (P - (nsub - 1) * G + 1023) / 1024 * 1024;
+        const double total = static_cast<double>(arrays * ((nsub - 1) * G + last) * sizeof(float));
+        const double low = static_cast<double>(arrays * S * G * sizeof(float));                  // sub-groups 0 .. S-1
+        const double high = static_cast<double>(arrays * ((S - 1) * G + last) * sizeof(float));  // the last S
+        for (size_t i = 0; i < off.read_bytes.size(); ++i) {
+          EXPECT_EQ(off.read_bytes[i] + off.cached_bytes[i], total) << "step " << i + 1;
+          if (nsub > S) EXPECT_TRUE(off.cached_bytes[i] == low || off.cached_bytes[i] == high) << "step " << i + 1 << ": " << off.cached_bytes[i];
+          if (i > 0 && nsub > S && low != high) EXPECT_NE(off.cached_bytes[i] == low, off.cached_bytes[i - 1] == low) << "step " << i + 1 << ": the direction alternates";
+        }
         EXPECT_FALSE(std::filesystem::exists(off.spill_dir));  // removed with the run
       }
     }
