@@ -72,15 +72,17 @@ cfg() {  # cfg NAME OFFLOAD(none|opt|both)
 JSON
   echo "$tmp/$1.json"
 }
-summ() {  # summ METRICS: "tokens/s step_ms peak_rss_gib read_gb write_gb wait_ms loss_last" (steps after the first)
+summ() {  # summ METRICS: "tokens/s step_ms peak_rss_gib read_gb write_gb wait_ms loss_last not_read_gb" (steps after the first; bytes: their mean)
   $PY - "$1" <<'PY'
 import json, sys, statistics as st
 rows = [json.loads(l) for l in open(sys.argv[1])]
 steps = [r for r in rows if "step_ms" in r][1:]
 s = [r for r in rows if r.get("summary")][0]
 m = lambda k: st.median([r.get(k, 0) for r in steps])
-print("%.1f %.1f %.2f %.3f %.3f %.1f %.4f" % (s["median_tokens_per_s"], s["median_step_ms"], s["peak_rss_bytes_max_rank"] / 2**30,
-      m("spill_read_bytes") / 1e9, m("spill_write_bytes") / 1e9, m("spill_wait_ms"), steps[-1]["loss"]))
+mean = lambda k: st.mean([r.get(k, 0) for r in steps])  # bytes: a step's last writes finish in the next one
+print("%.1f %.1f %.2f %.3f %.3f %.1f %.4f %.3f" % (s["median_tokens_per_s"], s["median_step_ms"], s["peak_rss_bytes_max_rank"] / 2**30,
+      mean("spill_read_bytes") / 1e9, mean("spill_write_bytes") / 1e9, m("spill_wait_ms"), steps[-1]["loss"],
+      mean("spill_cached_bytes") / 1e9))
 PY
 }
 for G in $GB; do
@@ -93,22 +95,28 @@ for r in $(seq "$REPS"); do
       --deepspeed_config "$(GAS=$((G / 2)) cfg "$v" "$v")" --train-iters "$STEPS" --metrics-file "$tmp/m.jsonl" > "$tmp/out.txt" 2>&1 \
       || { cat "$tmp/out.txt"; exit 1; }
     res[$v]="${res[$v]:-}|$(summ "$tmp/m.jsonl")"
+    [ "$v" = opt ] && grep -m1 'NVMe offload (offload_optimizer)' "$tmp/out.txt" > "$tmp/spilled.txt" || true
+    [ "$v" = opt ] && grep -m1 'memory per rank' "$tmp/out.txt" | grep -o 'spill buffers [^|]*' > "$tmp/bufs.txt" || true
   done
 done
 col() { echo "${res[$1]}" | tr '|' '\n' | awk -v c="$2" 'NF {print $c}'; }
 MEM_MS=$(med $(col none 2))
-echo "$MODEL, bf16, ZeRO-3, 2 ranks x 1 thread, seq $SEQ, global batch $G, $STEPS steps (medians of steps 2..$STEPS, then of $REPS runs)"
+echo "$MODEL, bf16, ZeRO-3, 2 ranks x 1 thread, seq $SEQ, global batch $G, $STEPS steps (medians of steps 2..$STEPS, bytes their mean, then medians of $REPS runs)"
 echo
-echo "| variant | tokens/s | vs in memory | step ms | peak RSS/rank | GB read/step/rank | GB written/step/rank | I/O wait ms | I/O ms at dd's rates (2 ranks) | step / max(compute, I/O) | last loss |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| variant | tokens/s | vs in memory | step ms | peak RSS/rank | GB read/step/rank | GB not read (in the buffers) | GB written/step/rank | I/O wait ms | I/O ms at dd's rates (2 ranks) | step / max(compute, I/O) | last loss |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 MEM_TPS=$(med $(col none 1))
 for v in none opt both; do
   t=$(med $(col "$v" 1)) ms=$(med $(col "$v" 2)) rd=$(med $(col "$v" 4)) wr=$(med $(col "$v" 5))
   io=$(awk -v r="$rd" -v w="$wr" -v R="$DDR" -v W="$DDW" 'BEGIN {printf "%.0f", 2 * (r / R + w / W) * 1e3}')
   ov=$(awk -v s="$ms" -v c="$MEM_MS" -v i="$io" 'BEGIN {m = c > i ? c : i; printf "%.2f", s / m}')
   name=$([ "$v" = none ] && echo "in memory" || ([ "$v" = opt ] && echo "offload_optimizer nvme" || echo "offload_optimizer + offload_param nvme"))
-  echo "| $name | $t | $(ratio "$t" "$MEM_TPS") | $ms | $(med $(col "$v" 3)) GiB | $rd | $wr | $(med $(col "$v" 6)) | $io | $ov | $(col "$v" 7 | tail -1) |"
+  echo "| $name | $t | $(ratio "$t" "$MEM_TPS") | $ms | $(med $(col "$v" 3)) GiB | $rd | $(med $(col "$v" 8)) | $wr | $(med $(col "$v" 6)) | $io | $ov | $(col "$v" 7 | tail -1) |"
 done
+echo
+# what the buffers hold against what is spilled: the reads they save (each stream starts with the
+# sub-groups the last one ended with) grow with that fraction
+echo "offload_optimizer: $(cat "$tmp/bufs.txt") per rank (sub_group_size ${SUB:-10000000} x buffer_count 4 x arrays);$(sed 's/^ *NVMe offload (offload_optimizer)://' "$tmp/spilled.txt")"
 echo
 done
 

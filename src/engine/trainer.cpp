@@ -1,6 +1,7 @@
 #include "src/engine/trainer.hpp"
 
 #include <algorithm>
+#include <array>
 #include <pthread.h>
 
 #include <csignal>
@@ -509,10 +510,12 @@ StepMetrics Trainer::train_step() {
   // DeepSpeed divides each micro loss by GAS; fp16 multiplies it by the loss scale
   const double backward_scale = (scaler_ ? scaler_->scale() : 1.0) / static_cast<double>(ds.grad_accum);
   double loss_sum = 0.0, t_fwd = 0.0, t_bwd = 0.0, t_rec = 0.0, a = 0.0, b = 0.0;
-  const double spill_r0 = aio_ ? static_cast<double>(aio_->bytes_read()) : 0.0;
-  const double spill_w0 = aio_ ? static_cast<double>(aio_->bytes_written()) : 0.0;
+  // spill bytes: counted from the last step's end (a step's last writes and the next forward's
+  // first read finish between two steps), from this step's start the first time
+  if (aio_ && spill_mark_[0] < 0)
+    spill_mark_ = {static_cast<double>(aio_->bytes_read()), static_cast<double>(aio_->bytes_written()),
+                   store_->spill_cached_bytes()};
   const double spill_t0 = store_->spill_wait_seconds();
-  const double spill_c0 = store_->spill_cached_bytes();
   if (partition_.stages > 1) {
     loss_sum = run_pipeline_list(ops, backward_scale, t_fwd, t_rec);
     t_bwd = now_seconds() - t0 - t_fwd;
@@ -627,9 +630,12 @@ StepMetrics Trainer::train_step() {
   m.forward_ms = t_fwd * 1e3, m.backward_ms = t_bwd * 1e3, m.optimizer_ms = (t_end - t_opt0) * 1e3;
   m.recompute_ms = t_rec * 1e3;
   if (aio_) {
-    m.spill_read_bytes = static_cast<double>(aio_->bytes_read()) - spill_r0;
-    m.spill_write_bytes = static_cast<double>(aio_->bytes_written()) - spill_w0;
-    m.spill_cached_bytes = store_->spill_cached_bytes() - spill_c0;
+    const std::array<double, 3> now{static_cast<double>(aio_->bytes_read()), static_cast<double>(aio_->bytes_written()),
+                                    store_->spill_cached_bytes()};
+    m.spill_read_bytes = now[0] - spill_mark_[0];
+    m.spill_write_bytes = now[1] - spill_mark_[1];
+    m.spill_cached_bytes = now[2] - spill_mark_[2];
+    spill_mark_ = now;
     m.spill_wait_ms = (store_->spill_wait_seconds() - spill_t0) * 1e3;
   }
   const double tokens = static_cast<double>(ds.train_batch_size) * opt_.model.seq_len;

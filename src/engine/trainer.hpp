@@ -8,6 +8,7 @@
 // order: step s, micro-batch m, dp rank r reads samples s*TBS + m*(W*MBS) + r*MBS ..., so every
 // layout sees the same samples per global batch.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -223,6 +224,7 @@ class Trainer {
   std::unique_ptr<LossScaler> scaler_;
   bool stop_requested_ = false;
   uint64_t samples_ = 0;    // global samples consumed (DeepSpeed's global_samples)
+  std::array<double, 3> spill_mark_{-1.0, 0.0, 0.0};  // NVMe offload: bytes read, written, not read at the last step's end
   struct PendingSave {  // a save between its start and its commit
     std::string dir, tag, tmp;
     std::vector<io::LogicalTensor> tensors;
