@@ -98,8 +98,8 @@ Result reference(const model::ModelConfig& m, json cfg, int dp, int steps) {
 // per tensor (3e-5 per element), for every schedule and ZeRO stage 0-2. What differs from one rank
 // is only the order of sums (the tied table's two gradient halves added at the boundary; with
 // tp the projections' partial sums). AdamW on 1F1B: losses 1e-5, parameters 5e-4 per tensor, 5e-3
-// with tp 2 (as the tensor-parallel test: Adam normalises rounding-level differences of near-zero
-// gradients into O(lr) steps).
+// with tp 2 or dp 2 (as the tensor-parallel test: Adam normalises rounding-level differences of
+// near-zero gradients into O(lr) steps).
 TEST(Pipeline, MatchesSingleRankTraining) {
   const int steps = 20, gas = 8;
   for (const Layout3 l : layouts()) {
@@ -126,8 +126,11 @@ TEST(Pipeline, MatchesSingleRankTraining) {
                                      " stage " + std::to_string(stage);
             EXPECT_LE(loss, 1e-5) << what;
             const bool sgd = std::string(opt) == "SGD";
-            // AdamW with tp 2 adds the tensor-parallel sums' order (measured 1.3e-3 on LLaMA's qkv at tp 2 x pp 2)
-            EXPECT_LE(tensor, sgd ? 1e-5 : l.tp > 1 ? 5e-3 : 5e-4) << what;
+            // AdamW with tp 2 adds the tensor-parallel sums' order (measured 1.3e-3 on LLaMA's qkv at
+            // tp 2 x pp 2), and dp 2 the order of the gradient halves' sum (measured 8.9e-4 on LLaMA's
+            // qkv at pp 2 x dp 2 on an AMD EPYC with AVX-512, 4.4e-6..3.2e-4 elsewhere); pp alone
+            // changes only the tied table's sum (3.7e-5)
+            EXPECT_LE(tensor, sgd ? 1e-5 : l.tp > 1 || dp > 1 ? 5e-3 : 5e-4) << what;
             if (sgd) {
               // per element (denominators floored at 1e-2): the dp 2 layouts sum each gradient in
               // two halves; measured on Intel Xeon (oneDNN's AVX-512 GEMMs) GPT-2 1.1e-6 and LLaMA
