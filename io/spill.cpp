@@ -411,27 +411,25 @@ void SpillArrays::drain_all_quietly() const noexcept {
   }
 }
 
-void SpillArrays::settle_range(size_t lo, size_t hi, bool invalidate) const {
-  for (auto& sl : slots_) {
-    if (sl.group < 0) continue;
-    const size_t g0 = static_cast<size_t>(sl.group) * G_, g1 = std::min(n_, g0 + G_);
-    if (g1 <= lo || g0 >= hi) continue;
-    drain(sl.writes);
-    if (invalidate) drain(sl.reads), sl.group = -1, sl.valid = false;
-  }
-}
-
-void SpillArrays::settle() {
+void SpillArrays::settle_range(size_t lo, size_t hi, bool invalidate, bool timed) const {
   std::lock_guard<std::mutex> lk(mu_);
   const double a = now_seconds();
   try {
-    for (auto& sl : slots_) drain(sl.writes);
+    for (auto& sl : slots_) {
+      if (sl.group < 0) continue;  // (a buffer with writes in flight holds a sub-group)
+      const size_t g0 = static_cast<size_t>(sl.group) * G_, g1 = std::min(n_, g0 + G_);
+      if (g1 <= lo || g0 >= hi) continue;
+      drain(sl.writes);
+      if (invalidate) drain(sl.reads), sl.group = -1, sl.valid = false;
+    }
   } catch (...) {
-    drain_all_quietly();
+    drain_all_quietly();  // nothing may still move into or out of the buffers
     throw;
   }
-  io_s_ += now_seconds() - a;
+  if (timed) io_s_ += now_seconds() - a;
 }
+
+void SpillArrays::settle() { settle_range(0, n_, false, true); }
 
 void SpillArrays::stream(const Fn& fn, bool read, bool write) {
   if (n_ == 0) return;
@@ -445,16 +443,19 @@ void SpillArrays::stream(const Fn& fn, bool read, bool write) {
   const bool down = down_;
   down_ = !down_;
   auto group = [&](size_t i) { return down ? nsub - 1 - i : i; };
+  auto idle = [&](Slot& sl) {  // the buffer's requests finished (the time counted as waiting)
+    const double a = now_seconds();
+    drain(sl.reads);
+    drain(sl.writes);
+    io_s_ += now_seconds() - a;
+  };
   auto issue = [&](size_t j) {  // sub-group j into its buffer, once the buffer's last write is done
     Slot& sl = slots_[j % S];
     if (sl.group == static_cast<long>(j) && (sl.valid || !read)) {  // already there (or not wanted)
       if (read) cached_bytes_ += K * bytes(j);
       return;
     }
-    const double a = now_seconds();
-    drain(sl.writes);
-    drain(sl.reads);
-    io_s_ += now_seconds() - a;
+    idle(sl);
     sl.group = static_cast<long>(j), sl.valid = false;
     if (!read) return;
     for (size_t k = 0; k < K; ++k)
@@ -472,10 +473,7 @@ void SpillArrays::stream(const Fn& fn, bool read, bool write) {
       while (next < nsub && next <= i + L) issue(group(next++));
       const size_t j = group(i), s = j % S;
       Slot& sl = slots_[s];
-      const double a = now_seconds();
-      drain(sl.reads);
-      drain(sl.writes);  // a buffer still being written by the previous stream
-      io_s_ += now_seconds() - a;
+      idle(sl);  // its reads, and the writes of a buffer the previous stream left in flight
       for (size_t k = 0; k < K; ++k) ptrs[k] = slot(s, k);
       fn(j * G_, len(j), ptrs.data());
       sl.valid = read || write;
@@ -519,17 +517,9 @@ void SpillArrays::range_io(int k, size_t off, size_t n, float* data, bool write)
   DMPI_REQUIRE(off + n <= n_, "spill array " << files_[static_cast<size_t>(k)].name << ": elements [" << off << ", "
                                              << off + n << ") are past its end " << n_);
   const File& f = files_[static_cast<size_t>(k)];
-  {
-    // the file's bytes there: the last stream's writes finished; a write makes the buffers
-    // holding those sub-groups stale
-    std::lock_guard<std::mutex> lk(mu_);
-    try {
-      settle_range(off, off + n, write);
-    } catch (...) {
-      drain_all_quietly();
-      throw;
-    }
-  }
+  // the file's bytes there: the last stream's writes finished; a write makes the buffers
+  // holding those sub-groups stale (not timed: this may be a checkpoint's thread)
+  settle_range(off, off + n, write, false);
   constexpr size_t kBounce = size_t{8} << 20;
   std::unique_ptr<float, Free> bounce(aligned_floats(kBounce / sizeof(float)));
   char* b = reinterpret_cast<char*>(bounce.get());
@@ -555,17 +545,7 @@ AioEngine::Ticket SpillArrays::read_async(int k, size_t off, size_t n, float* bu
   DMPI_REQUIRE(off + n <= n_, "spill array " << files_[static_cast<size_t>(k)].name << ": elements [" << off << ", "
                                              << off + n << ") are past its end " << n_);
   const File& f = files_[static_cast<size_t>(k)];
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    const double a = now_seconds();
-    try {
-      settle_range(off, off + n, false);  // the last stream's writes of these elements
-    } catch (...) {
-      drain_all_quietly();
-      throw;
-    }
-    io_s_ += now_seconds() - a;
-  }
+  settle_range(off, off + n, false, true);  // the last stream's writes of these elements
   const size_t first = off - lead(off);
   return aio_.read(f.fd, buf, span(off, n) * sizeof(float), first * sizeof(float), f.path);
 }

@@ -184,8 +184,11 @@ class SpillArrays {
     std::vector<AioEngine::Ticket> reads, writes;
   };
   void drain(std::vector<AioEngine::Ticket>& ts) const;  // with mu_ held
-  void settle_range(size_t lo, size_t hi, bool invalidate) const;  // writes over [lo, hi) done; with mu_ held
-  void drain_all_quietly() const noexcept;                         // after an error, and at destruction
+  // Takes mu_: the writes in flight over elements [lo, hi) finished (invalidate: and the buffers
+  // holding them forgotten), the wait added to io_seconds() if timed; on an error every request
+  // is drained before it propagates
+  void settle_range(size_t lo, size_t hi, bool invalidate, bool timed) const;
+  void drain_all_quietly() const noexcept;  // with mu_ held: after an error, and at destruction
   mutable std::mutex mu_;
   mutable std::vector<Slot> slots_;
   bool down_ = false;  // the next stream's direction
