@@ -190,14 +190,16 @@ std::string AioEngine::describe() const {
          ring_->why_not + ")";
 }
 
-AioEngine::Ticket AioEngine::read(int fd, void* buf, size_t n, uint64_t off, const std::string& what) {
-  return submit(false, fd, buf, n, off, what);
+AioEngine::Ticket AioEngine::read(int fd, void* buf, size_t n, uint64_t off, const std::string& what,
+                                  const std::vector<Ticket>& after) {
+  return submit(false, fd, buf, n, off, what, after);
 }
 AioEngine::Ticket AioEngine::write(int fd, const void* buf, size_t n, uint64_t off, const std::string& what) {
-  return submit(true, fd, const_cast<void*>(buf), n, off, what);
+  return submit(true, fd, const_cast<void*>(buf), n, off, what, {});
 }
 
-AioEngine::Ticket AioEngine::submit(bool write, int fd, void* buf, size_t n, uint64_t off, const std::string& what) {
+AioEngine::Ticket AioEngine::submit(bool write, int fd, void* buf, size_t n, uint64_t off, const std::string& what,
+                                    const std::vector<Ticket>& after) {
   std::lock_guard<std::mutex> lk(mu_);
   const Ticket t = next_++;
   Job& j = jobs_[t];
@@ -207,15 +209,29 @@ AioEngine::Ticket AioEngine::submit(bool write, int fd, void* buf, size_t n, uin
     chunks.push_back({write, fd, static_cast<char*>(buf) + a, std::min(o_.block_size, n - a), off + a, t});
   j.left = chunks.size();
   if (chunks.empty()) return t;
+  // requests still in flight among `after` (one waited for already, or finished, is done)
+  size_t waiting = 0;
+  for (Ticket a : after) {
+    auto it = jobs_.find(a);
+    if (it != jobs_.end() && it->second.left > 0) ++waiting, dependents_.emplace(a, t);
+  }
+  if (waiting > 0) {
+    held_[t] = Held{waiting, std::move(chunks)};
+    return t;
+  }
+  enqueue(chunks);
+  return t;
+}
+
+void AioEngine::enqueue(std::vector<Chunk>& chunks) {
   for (auto& c : chunks) {
-    if (write && fail_write_at_ >= 0 && writes_seen_++ == fail_write_at_) {
+    if (c.write && fail_write_at_ >= 0 && writes_seen_++ == fail_write_at_) {
       finish(c, ENOSPC);  // fault injection: this block finds the disk full
       continue;
     }
     queue_.push_back(c);
   }
   work_cv_.notify_all();
-  return t;
 }
 
 void AioEngine::finish(const Chunk& c, int err) {
@@ -227,7 +243,19 @@ void AioEngine::finish(const Chunk& c, int err) {
                                "one; the last checkpoint is untouched)"
                              : "");
   if (!err) (c.write ? bytes_written_ : bytes_read_) += c.n;
-  if (--j.left == 0) done_cv_.notify_all();
+  if (--j.left > 0) return;
+  done_cv_.notify_all();
+  // the requests held for this one go to the queue once nothing else holds them
+  auto [b, e] = dependents_.equal_range(c.t);
+  std::vector<Ticket> ready;
+  for (auto it = b; it != e; ++it)
+    if (--held_.at(it->second).waiting == 0) ready.push_back(it->second);
+  dependents_.erase(b, e);
+  for (Ticket r : ready) {
+    std::vector<Chunk> chunks = std::move(held_.at(r).chunks);
+    held_.erase(r);
+    enqueue(chunks);
+  }
 }
 
 void AioEngine::wait(Ticket t) {
@@ -246,8 +274,7 @@ void AioEngine::run_threads() {
       std::unique_lock<std::mutex> lk(mu_);
       work_cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;
-      c = queue_.front();
-      queue_.pop_front();
+      c = queue_.pop();
     }
     int err = 0;
     while (c.done < c.n) {
@@ -279,8 +306,7 @@ void AioEngine::run_uring() {
       while (static_cast<int>(active.size()) < o_.queue_depth && !queue_.empty()) {
         io_uring_sqe* sqe = io_uring_get_sqe(&ring);
         if (!sqe) break;
-        Chunk c = queue_.front();
-        queue_.pop_front();
+        Chunk c = queue_.pop();
         if (c.write) io_uring_prep_write(sqe, c.fd, c.buf + c.done, static_cast<unsigned>(c.n - c.done), c.off + c.done);
         else io_uring_prep_read(sqe, c.fd, c.buf + c.done, static_cast<unsigned>(c.n - c.done), c.off + c.done);
         io_uring_sqe_set_data64(sqe, ++ids);
@@ -415,12 +441,15 @@ void SpillArrays::settle_range(size_t lo, size_t hi, bool invalidate, bool timed
   std::lock_guard<std::mutex> lk(mu_);
   const double a = now_seconds();
   try {
+    auto over = [&](long g) {
+      if (g < 0) return false;
+      const size_t g0 = static_cast<size_t>(g) * G_, g1 = std::min(n_, g0 + G_);
+      return g1 > lo && g0 < hi;
+    };
     for (auto& sl : slots_) {
-      if (sl.group < 0) continue;  // (a buffer with writes in flight holds a sub-group)
-      const size_t g0 = static_cast<size_t>(sl.group) * G_, g1 = std::min(n_, g0 + G_);
-      if (g1 <= lo || g0 >= hi) continue;
-      drain(sl.writes);
-      if (invalidate) drain(sl.reads), sl.group = -1, sl.valid = false;
+      // the writes of the sub-group it wrote (which a chained read may already have replaced)
+      if (over(sl.written)) drain(sl.writes), sl.written = -1;
+      if (invalidate && over(sl.group)) drain(sl.reads), drain(sl.writes), sl.group = -1, sl.valid = false;
     }
   } catch (...) {
     drain_all_quietly();  // nothing may still move into or out of the buffers
@@ -432,79 +461,186 @@ void SpillArrays::settle_range(size_t lo, size_t hi, bool invalidate, bool timed
 void SpillArrays::settle() { settle_range(0, n_, false, true); }
 
 void SpillArrays::stream(const Fn& fn, bool read, bool write) {
+  begin(fn, read, write);
+  finish();
+}
+
+long SpillArrays::holding(size_t j) const {
+  for (size_t s = 0; s < slots_.size(); ++s)
+    if (slots_[s].group == static_cast<long>(j) && slots_[s].valid) return static_cast<long>(s);
+  return -1;
+}
+
+void SpillArrays::begin(Fn fn, bool read, bool write) {
+  finish();  // a stream still pending first: its sub-groups are then what this one reads
   if (n_ == 0) return;
   std::lock_guard<std::mutex> lk(mu_);
-  const size_t K = files_.size(), nsub = (n_ + G_ - 1) / G_;
+  const size_t nsub = (n_ + G_ - 1) / G_;
   const auto S = static_cast<size_t>(S_);
-  auto slot = [&](size_t s, size_t k) { return bufs_.get() + (s * K + k) * G_; };
-  auto len = [&](size_t j) { return std::min(G_, n_ - j * G_); };
-  auto bytes = [&](size_t j) { return round_up(len(j) * sizeof(float), kAlign); };
-  // up, then down: the first sub-groups of this stream are the last of the previous one
-  const bool down = down_;
-  down_ = !down_;
-  auto group = [&](size_t i) { return down ? nsub - 1 - i : i; };
-  auto idle = [&](Slot& sl) {  // the buffer's requests finished (the time counted as waiting)
-    const double a = now_seconds();
-    drain(sl.reads);
-    drain(sl.writes);
-    io_s_ += now_seconds() - a;
+  // The order: position p goes through buffer p % S. A buffer that holds a sub-group (its bytes
+  // the file's) gives it position s, its own index: it is not read. The other sub-groups follow
+  // in ascending order (S <= nsub leaves enough of them to fill every buffer that holds none),
+  // so a forward going up the partition finds its sub-groups in the order they are updated.
+  Stream& st = st_;
+  st = Stream{};
+  st.fn = std::move(fn), st.read = read, st.write = write;
+  st.done.assign(nsub, 0);
+  std::vector<long> held(S, -1);
+  std::vector<char> taken(nsub, 0);
+  for (size_t s = 0; s < S; ++s) {
+    const long g = slots_[s].group;
+    if (g >= 0 && static_cast<size_t>(g) < nsub && !taken[static_cast<size_t>(g)] && (slots_[s].valid || !read))
+      held[s] = g, taken[static_cast<size_t>(g)] = 1;
+  }
+  size_t rest = 0;
+  auto next_rest = [&] {
+    while (taken[rest]) ++rest;
+    taken[rest] = 1;
+    return rest;
   };
-  auto issue = [&](size_t j) {  // sub-group j into its buffer, once the buffer's last write is done
-    Slot& sl = slots_[j % S];
-    if (sl.group == static_cast<long>(j) && (sl.valid || !read)) {  // already there (or not wanted)
-      if (read) cached_bytes_ += K * bytes(j);
-      return;
-    }
-    idle(sl);
-    sl.group = static_cast<long>(j), sl.valid = false;
-    if (!read) return;
-    for (size_t k = 0; k < K; ++k)
-      sl.reads.push_back(aio_.read(files_[k].fd, slot(j % S, k), bytes(j), j * G_ * sizeof(float), files_[k].path));
-    sl.valid = true;  // once these reads are drained
-  };
-  // how far ahead to read: the buffer of the sub-group L places ahead last held the one S - L
-  // places behind it, which must be written back already (L = S - 2 leaves one sub-group's write
-  // overlapping the update of the next)
-  const size_t L = write ? (S >= 2 ? S - 2 : 0) : S - 1;
-  std::vector<float*> ptrs(K);
-  size_t next = 0;
+  st.order.reserve(nsub);
+  for (size_t s = 0; s < S; ++s) st.order.push_back(held[s] >= 0 ? static_cast<size_t>(held[s]) : next_rest());
+  while (st.order.size() < nsub) st.order.push_back(next_rest());
+  // how far ahead to read: S - 1 places, into the buffer of the sub-group just updated, the read
+  // chained after that buffer's write in the engine
+  st.ahead = S - 1;
+  st.active = true;
   try {
-    for (size_t i = 0; i < nsub; ++i) {
-      while (next < nsub && next <= i + L) issue(group(next++));
-      const size_t j = group(i), s = j % S;
-      Slot& sl = slots_[s];
-      idle(sl);  // its reads, and the writes of a buffer the previous stream left in flight
-      for (size_t k = 0; k < K; ++k) ptrs[k] = slot(s, k);
-      fn(j * G_, len(j), ptrs.data());
-      sl.valid = read || write;
-      if (write) {
-        // the padding after the last element is written as zeros
-        if (len(j) < G_)
-          for (size_t k = 0; k < K; ++k) std::fill(ptrs[k] + len(j), ptrs[k] + G_, 0.0f);
-        for (size_t k = 0; k < K; ++k)
-          sl.writes.push_back(aio_.write(files_[k].fd, ptrs[k], bytes(j), j * G_ * sizeof(float), files_[k].path));
-      }
-    }
+    issue_ahead(0);
   } catch (...) {
-    // nothing may still move into or out of the buffers when the error propagates, and none of
-    // them mirrors the file any more
+    st_ = Stream{};
     drain_all_quietly();
     throw;
   }
 }
 
+void SpillArrays::idle(Slot& sl) const {  // the buffer's requests finished (the time counted as waiting)
+  const double a = now_seconds();
+  drain(sl.reads);
+  drain(sl.writes);
+  io_s_ += now_seconds() - a;
+}
+
+// with mu_ held: the reads of every position up to p + ahead issued (each into its buffer once
+// the buffer's last write is done)
+void SpillArrays::issue_ahead(size_t p) {
+  Stream& st = st_;
+  const size_t K = files_.size(), nsub = st.order.size();
+  const auto S = static_cast<size_t>(S_);
+  while (st.next < nsub && st.next <= p + st.ahead) {
+    const size_t q = st.next++, j = st.order[q], s = q % S;
+    Slot& sl = slots_[s];
+    const size_t bytes = round_up(std::min(G_, n_ - j * G_) * sizeof(float), kAlign);
+    if (sl.group == static_cast<long>(j) && (sl.valid || !st.read)) {  // already there (or not wanted)
+      if (st.read) cached_bytes_ += K * bytes;
+      continue;
+    }
+    drain(sl.reads);  // (none: its last sub-group was updated, or held and not read)
+    for (auto& other : slots_)  // no other buffer names this sub-group any more (none mirrors it)
+      if (&other != &sl && other.group == static_cast<long>(j)) idle(other), other.group = -1, other.valid = false;
+    sl.group = static_cast<long>(j), sl.valid = false;
+    if (!st.read) continue;
+    // the reads start in the engine once the buffer's writes (of the sub-group it held) are done,
+    // and any write of this sub-group still in flight from another buffer: nobody waits here
+    std::vector<AioEngine::Ticket> after = sl.writes;
+    for (const auto& other : slots_)
+      if (&other != &sl && other.written == static_cast<long>(j)) after.insert(after.end(), other.writes.begin(), other.writes.end());
+    for (size_t k = 0; k < K; ++k)
+      sl.reads.push_back(aio_.read(files_[k].fd, bufs_.get() + (s * K + k) * G_, bytes, j * G_ * sizeof(float),
+                                   files_[k].path, after));
+    sl.valid = true;  // once these reads are drained
+  }
+}
+
+// with mu_ held: the next position of the pending stream updated and its write issued
+void SpillArrays::step_one() {
+  Stream& st = st_;
+  const size_t K = files_.size(), S = static_cast<size_t>(S_);
+  const size_t p = st.pos, j = st.order[p], s = p % S, len = std::min(G_, n_ - j * G_);
+  issue_ahead(p);
+  Slot& sl = slots_[s];
+  idle(sl);  // its reads, and the writes of a buffer the previous stream left in flight
+  std::vector<float*> ptrs(K);
+  for (size_t k = 0; k < K; ++k) ptrs[k] = bufs_.get() + (s * K + k) * G_;
+  st.fn(j * G_, len, ptrs.data());
+  sl.valid = st.read || st.write;
+  if (st.write) {
+    const size_t bytes = round_up(len * sizeof(float), kAlign);
+    // the padding after the last element is written as zeros
+    if (len < G_)
+      for (size_t k = 0; k < K; ++k) std::fill(ptrs[k] + len, ptrs[k] + G_, 0.0f);
+    for (size_t k = 0; k < K; ++k)
+      sl.writes.push_back(aio_.write(files_[k].fd, ptrs[k], bytes, j * G_ * sizeof(float), files_[k].path));
+    sl.written = static_cast<long>(j);
+  }
+  st.done[j] = 1;
+  ++st.pos;
+}
+
+void SpillArrays::advance(size_t lo, size_t hi) {
+  std::unique_lock<std::mutex> lk(mu_);
+  Stream& st = st_;
+  if (!st.active) return;
+  const size_t nsub = st.order.size();
+  const size_t g0 = lo / G_, g1 = std::min(nsub, (std::max(hi, lo + 1) - 1) / G_ + 1);
+  auto needed = [&] {
+    for (size_t g = g0; g < g1; ++g)
+      if (!st.done[g]) return true;
+    return false;
+  };
+  try {
+    while (st.pos < nsub && needed()) step_one();
+  } catch (...) {
+    // nothing may still move into or out of the buffers when the error propagates, and none of
+    // them mirrors the file any more; the stream is abandoned
+    st_ = Stream{};
+    drain_all_quietly();
+    throw;
+  }
+  if (st.pos == nsub) {
+    Fn done = std::move(st.fn);  // released outside the lock: it may own its caller's state
+    st_ = Stream{};
+    lk.unlock();
+  }
+}
+
+void SpillArrays::require_updated(int k, size_t off, size_t n) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  DMPI_REQUIRE(!pending_over(off, off + n), "spill array " << files_[static_cast<size_t>(k)].name << ": elements ["
+                                                            << off << ", " << off + n
+                                                            << ") are read before the pending stream updated them");
+}
+
+void SpillArrays::ensure(size_t lo, size_t n) {
+  if (n > 0) advance(lo, lo + n);
+}
+void SpillArrays::finish() { advance(0, n_); }
+
+size_t SpillArrays::pending() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return st_.active ? st_.order.size() - st_.pos : 0;
+}
+
+bool SpillArrays::pending_over(size_t lo, size_t hi) const {
+  if (!st_.active || hi <= lo) return false;
+  for (size_t g = lo / G_; g <= (hi - 1) / G_ && g < st_.done.size(); ++g)
+    if (!st_.done[g]) return true;
+  return false;
+}
+
 bool SpillArrays::copy_cached(int k, size_t off, size_t n, float* out) const {
   if (n == 0) return true;
+  require_updated(k, off, n);
   std::lock_guard<std::mutex> lk(mu_);
-  const auto S = static_cast<size_t>(S_);
   const size_t K = files_.size();
   for (size_t j = off / G_; j <= (off + n - 1) / G_; ++j) {
-    const Slot& sl = slots_[j % S];
-    if (sl.group != static_cast<long>(j) || !sl.valid || !sl.reads.empty()) return false;
+    const long s = holding(j);
+    if (s < 0 || !slots_[static_cast<size_t>(s)].reads.empty()) return false;
   }
   for (size_t x = off; x < off + n;) {
     const size_t j = x / G_, e = std::min(off + n, (j + 1) * G_);
-    const float* src = bufs_.get() + ((j % S) * K + static_cast<size_t>(k)) * G_ + (x - j * G_);
+    const auto s = static_cast<size_t>(holding(j));
+    const float* src = bufs_.get() + (s * K + static_cast<size_t>(k)) * G_ + (x - j * G_);
     std::memcpy(out + (x - off), src, (e - x) * sizeof(float));
     x = e;
   }
@@ -517,6 +653,7 @@ void SpillArrays::range_io(int k, size_t off, size_t n, float* data, bool write)
   DMPI_REQUIRE(off + n <= n_, "spill array " << files_[static_cast<size_t>(k)].name << ": elements [" << off << ", "
                                              << off + n << ") are past its end " << n_);
   const File& f = files_[static_cast<size_t>(k)];
+  require_updated(k, off, n);
   // the file's bytes there: the last stream's writes finished; a write makes the buffers
   // holding those sub-groups stale (not timed: this may be a checkpoint's thread)
   settle_range(off, off + n, write, false);
@@ -545,6 +682,7 @@ AioEngine::Ticket SpillArrays::read_async(int k, size_t off, size_t n, float* bu
   DMPI_REQUIRE(off + n <= n_, "spill array " << files_[static_cast<size_t>(k)].name << ": elements [" << off << ", "
                                              << off + n << ") are past its end " << n_);
   const File& f = files_[static_cast<size_t>(k)];
+  require_updated(k, off, n);
   settle_range(off, off + n, false, true);  // the last stream's writes of these elements
   const size_t first = off - lead(off);
   return aio_.read(f.fd, buf, span(off, n) * sizeof(float), first * sizeof(float), f.path);

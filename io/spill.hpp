@@ -14,10 +14,13 @@
 //                `buffers` host buffers: sub-group i+1 is read while i is updated and i-1 is
 //                written back (buffers >= 3). The buffers outlive a stream: its last writes
 //                finish behind the caller's next work (the forward), and a buffer keeps mirroring
-//                its sub-group's bytes in the file, so the streams alternate direction and the
-//                next one starts with the sub-groups the last one ended with, already in memory
-//                (neither read again nor waited for), and offload_param's reads of those elements
-//                are copies (copy_cached). Beside the files an HDF5 index (index.h5) names
+//                its sub-group's bytes in the file, so the next stream starts with the
+//                sub-groups the last one ended with, already in memory (neither read again nor
+//                waited for), then goes up through the others; offload_param's reads of those
+//                elements are copies (copy_cached). A stream may also run on demand (begin,
+//                ensure, finish): ZeRO-3's optimizer step is finished by the next forward, each
+//                unit's gather updating the sub-groups of its partition chunk first, while the
+//                reads of the next ones proceed. Beside the files an HDF5 index (index.h5) names
 //                each array as an external dataset (H5Pset_external): h5dump or h5py read a
 //                spilled state without deepmpi.
 #pragma once
@@ -77,8 +80,9 @@ class AioEngine {
   bool uring() const { return uring_; }
   std::string describe() const;
   using Ticket = uint64_t;
-  // buf, n and off aligned to 4096 bytes (O_DIRECT); `what` names the file in errors
-  Ticket read(int fd, void* buf, size_t n, uint64_t off, const std::string& what);
+  // buf, n and off aligned to 4096 bytes (O_DIRECT); `what` names the file in errors; a read
+  // starts once the requests `after` finished (the writes out of the buffer it reads into)
+  Ticket read(int fd, void* buf, size_t n, uint64_t off, const std::string& what, const std::vector<Ticket>& after = {});
   Ticket write(int fd, const void* buf, size_t n, uint64_t off, const std::string& what);
   void wait(Ticket t);  // throws the request's error (file, offset, the system's message)
   uint64_t bytes_read() const { return bytes_read_.load(); }  // so far (any thread may ask)
@@ -98,15 +102,38 @@ class AioEngine {
     size_t left = 0;
     std::string error, what;
   };
-  Ticket submit(bool write, int fd, void* buf, size_t n, uint64_t off, const std::string& what);
+  Ticket submit(bool write, int fd, void* buf, size_t n, uint64_t off, const std::string& what,
+                const std::vector<Ticket>& after);
   void finish(const Chunk& c, int err);  // with mu_ held
+  void enqueue(std::vector<Chunk>& chunks);  // with mu_ held
+  struct Held {  // a request waiting for others before it is queued
+    size_t waiting = 0;
+    std::vector<Chunk> chunks;
+  };
+  std::map<Ticket, Held> held_;
+  std::multimap<Ticket, Ticket> dependents_;  // a request -> the held ones waiting for it
   void run_threads();
   void run_uring();
   AioOptions o_;
   bool uring_ = false;
   std::mutex mu_;
   std::condition_variable work_cv_, done_cv_;
-  std::deque<Chunk> queue_;
+  // Requests waiting for a worker: reads first (someone waits for each soon: the optimizer's
+  // next sub-group, a gather's chunk), writes when no read waits (what they hold back is a
+  // buffer's next read, chained after them, or the file's durability, settled later)
+  struct Queue {
+    std::deque<Chunk> reads, writes;
+    bool empty() const { return reads.empty() && writes.empty(); }
+    void push_back(const Chunk& c) { (c.write ? writes : reads).push_back(c); }
+    void push_front(const Chunk& c) { (c.write ? writes : reads).push_front(c); }
+    Chunk pop() {
+      auto& q = reads.empty() ? writes : reads;
+      Chunk c = q.front();
+      q.pop_front();
+      return c;
+    }
+  };
+  Queue queue_;
   std::map<Ticket, Job> jobs_;
   Ticket next_ = 1;
   bool stop_ = false;
@@ -134,13 +161,23 @@ class SpillArrays {
   size_t file_bytes() const { return files_.size() * padded_ * sizeof(float); }
   // fn(begin, n, arrays): sub-group [begin, begin + n) of every array at arrays[k]. read: the
   // values are read first (else the buffers hold garbage for fn to fill); write: written back
-  // after fn (which may change them; without write it must not). Pipelined over the buffers, the
-  // sub-groups in alternating order from one call to the next (up, then down: the buffers still
-  // hold the last call's final sub-groups); returns with the last writes in flight, waited for
-  // by whatever next touches those bytes (a stream, read, write, read_async, the destructor) or
-  // by settle().
+  // after fn (which may change them; without write it must not). Pipelined over the buffers:
+  // the sub-groups some buffer still holds (the last ones the previous stream updated) come
+  // first and are not read, the others follow in ascending order. stream() returns with the last
+  // writes in flight, waited for by whatever next touches those bytes (a stream, read, write,
+  // read_async, the destructor) or by settle().
   using Fn = std::function<void(size_t begin, size_t n, float* const* arrays)>;
   void stream(const Fn& fn, bool read = true, bool write = true);
+  // The same stream, run on demand (ZeRO-3's optimizer step finished by the next forward):
+  // begin() issues the first reads and returns; ensure(lo, n) runs it until every sub-group over
+  // elements [lo, lo + n) is done (the reads of the next ones stay in flight behind the caller's
+  // work); finish() runs the rest. fn must own what it uses. Another begin() or stream() finishes
+  // a pending stream first; read, write, read_async and copy_cached refuse elements it has not
+  // updated (the caller ensures them first). Single caller thread.
+  void begin(Fn fn, bool read = true, bool write = true);
+  void ensure(size_t lo, size_t n);
+  void finish();
+  size_t pending() const;  // sub-groups the pending stream has not updated yet (0: none)
   void settle();  // every write in flight finished (its error thrown here)
   // Synchronous reads and writes of any range of array k (through an aligned bounce buffer of
   // the caller's thread; safe from another thread while no stream() runs)
@@ -180,10 +217,28 @@ class SpillArrays {
   // requests in flight. Guarded by mu_ (range reads may come from a checkpoint's thread).
   struct Slot {
     long group = -1;
+    long written = -1;  // the sub-group its writes in flight carry (a chained read may be refilling it)
     bool valid = false;
     std::vector<AioEngine::Ticket> reads, writes;
   };
   void drain(std::vector<AioEngine::Ticket>& ts) const;  // with mu_ held
+  void idle(Slot& sl) const;                            // with mu_ held: its reads and writes done, timed
+  long holding(size_t j) const;                         // with mu_ held: the buffer mirroring sub-group j, or -1
+  // The pending stream (active: begun, not finished): its order of sub-groups (position p in
+  // buffer p % S), the next position to update and to read, what is done
+  struct Stream {
+    bool active = false, read = true, write = true;
+    Fn fn;
+    std::vector<size_t> order;
+    std::vector<char> done;
+    size_t pos = 0, next = 0, ahead = 0;
+  };
+  Stream st_;
+  void issue_ahead(size_t p);               // with mu_ held
+  void step_one();                          // with mu_ held
+  void advance(size_t lo, size_t hi);       // takes mu_
+  bool pending_over(size_t lo, size_t hi) const;  // with mu_ held
+  void require_updated(int k, size_t off, size_t n) const;  // takes mu_
   // Takes mu_: the writes in flight over elements [lo, hi) finished (invalidate: and the buffers
   // holding them forgotten), the wait added to io_seconds() if timed; on an error every request
   // is drained before it propagates
@@ -191,7 +246,6 @@ class SpillArrays {
   void drain_all_quietly() const noexcept;  // with mu_ held: after an error, and at destruction
   mutable std::mutex mu_;
   mutable std::vector<Slot> slots_;
-  bool down_ = false;  // the next stream's direction
   mutable std::atomic<uint64_t> cached_bytes_{0};
   std::vector<File> files_;
   size_t n_ = 0, padded_ = 0, G_ = 0;

@@ -275,6 +275,7 @@ float* ParamStore::base32(int u) const {
 void ParamStore::gather(int i) {
   Unit& u = units_[static_cast<size_t>(i)];
   const UnitInfo& ui = layout_.unit(i);
+  if (u.persistent) refresh_persistent(i);
   if (!half_ && u.persistent) return;  // fp32 persistent units are the unit's parameters for good
   if (u.work) {
     wait_gather(i);
@@ -337,7 +338,10 @@ void ParamStore::wait_gather(int i) {
 
 const void* ParamStore::partition_chunk(int i) {
   const UnitInfo& ui = layout_.unit(i);
-  if (!params_spilled_) return half_ ? p16part_.at(ui.part_off) : static_cast<const void*>(ppart_.as<float>() + ui.part_off);
+  if (!params_spilled_) {
+    if (spill_) spill_->ensure(ui.part_off, ui.chunk);  // the step's update of this chunk done
+    return half_ ? p16part_.at(ui.part_off) : static_cast<const void*>(ppart_.as<float>() + ui.part_off);
+  }
   Unit& u = units_[static_cast<size_t>(i)];
   if (u.part16) return u.part16;
   if (!u.rd) post_read(i);  // not read ahead: read now, past the read-ahead budget if need be
@@ -383,8 +387,9 @@ void ParamStore::post_read(int i) {
     u.rd_floats = floats;
     aligned_bytes_ += floats * sizeof(float);
   }
-  // elements the optimizer's buffers still hold (the last sub-groups it updated) are copied;
-  // the rest is read
+  // the step's update of this chunk done; elements the optimizer's buffers still hold (the
+  // sub-groups it updated last) are copied, the rest is read
+  spill_->ensure(ui.part_off, ui.chunk);
   if (!spill_->copy_cached(0, ui.part_off, ui.chunk, u.rd.get() + io::SpillArrays::lead(ui.part_off)))
     u.rd_ticket = spill_->read_async(0, ui.part_off, ui.chunk, u.rd.get());
   ++staged_;
@@ -431,6 +436,7 @@ void ParamStore::release(int i, bool keep) {
 }
 
 void ParamStore::acquire_grads(int i) {
+  if (!in_backward_) finish_update();  // the backward adds into the gradients the update still reads
   in_backward_ = true;
   Unit& u = units_[static_cast<size_t>(i)];
   const size_t n = layout_.unit(i).numel;
@@ -530,6 +536,7 @@ void ParamStore::unit_views(int mu, std::vector<ConstView>& params, std::vector<
     const size_t off = ti.offset - layout_.unit(pu).offset;
     Shape sh;
     for (auto d : ti.shape) sh.d[sh.ndim++] = d;
+    if (units_[static_cast<size_t>(pu)].persistent) refresh_persistent(pu);  // (fp32: no gather instruction)
     const Unit& x = units_[static_cast<size_t>(pu)];
     if (half_ && ti.dtype == model::DTypePolicy::AsStored) {
       DMPI_REQUIRE(x.src16, "parameters of unit " << mu << " (" << ti.name << ") are not gathered");
@@ -547,7 +554,9 @@ void ParamStore::begin_step() {
   micro_ = 0;
   if (res_.states_partitioned && !res_.grads_partitioned && !half_) kernels::fill_zero(ctx_, gfull_.as<float>(), gfull_.numel());
   if (half_ && !res_.grads_partitioned) kernels::zero_bytes(ctx_, gfull_.data(), gfull_.bytes());
-  if (res_.states_partitioned) kernels::zero_bytes(ctx_, gpart_.data(), gpart_.bytes());
+  // (an update finished on demand zeroes each sub-group's gradients once it has stepped them)
+  if (res_.states_partitioned && !grads_zeroed_) kernels::zero_bytes(ctx_, gpart_.data(), gpart_.bytes());
+  grads_zeroed_ = false;
 }
 
 void ParamStore::end_micro() {
@@ -653,50 +662,64 @@ double ParamStore::grad_norm() {
   return std::sqrt(sq);
 }
 
+// Elements [off, off + n) of owned slice s: their fp32 values at p, their states at base[k];
+// fn steps them with their averaged gradients (16-bit gradients widened into tmp, chunk by chunk)
+// and in bf16/fp16 the updated masters are rounded to the 16-bit parameters while the chunk is
+// in cache.
+void ParamStore::step_slice(const OwnedFn& fn, OwnedScratch& w, const OwnedSlice& s, size_t off, size_t n, float* p,
+                            bool whole_tensors) {
+  constexpr size_t kChunk = size_t{1} << 16;  // bf16/fp16: this many at a time (cache-sized)
+  void* g = !res_.states_partitioned ? gfull_.at(s.flat + off) : gpart_.at(s.state_off + off);
+  if (!half_) return fn(p, static_cast<float*>(g), w.base.data(), n, s.decay);
+  const size_t step = whole_tensors ? n : kChunk;
+  for (size_t a = 0; a < n; a += step) {
+    const size_t c = std::min(step, n - a);
+    void* ga = element(g, gdt_, a);
+    float* gf = static_cast<float*>(ga);
+    if (gdt_ != DType::F32) {
+      w.tmp.resize(std::max(w.tmp.size(), c));
+      kernels::convert(ctx_, ga, gdt_, w.tmp.data(), DType::F32, c);
+      gf = w.tmp.data();
+    }
+    for (size_t k = 0; k < w.base.size(); ++k) w.st[k] = w.base[k] + a;
+    fn(p + a, gf, w.st.data(), c, s.decay);
+    round_to_params(s, off + a, c, p + a);
+  }
+}
+
 void ParamStore::for_each_owned(const OwnedFn& fn, bool whole_tensors) {
   DMPI_REQUIRE(!whole_tensors || !res_.states_partitioned, "whole tensors are owned at ZeRO stage 0 only");
-  constexpr size_t kChunk = size_t{1} << 16;  // bf16/fp16: this many at a time (cache-sized)
-  std::vector<float> tmp;
   const auto K = static_cast<size_t>(slots_);
-  std::vector<float*> base(K), st(K);
-  // elements [off, off + n) of slice s: their fp32 values at p, their states at base[k]
-  auto run = [&](const OwnedSlice& s, size_t off, size_t n, float* p) {
-    void* g = !res_.states_partitioned ? gfull_.at(s.flat + off) : gpart_.at(s.state_off + off);
-    if (!half_) return fn(p, static_cast<float*>(g), base.data(), n, s.decay);
-    // 16-bit gradients widened into tmp; the updated masters rounded to the 16-bit parameters
-    // while the chunk is in cache
-    const size_t step = whole_tensors ? n : kChunk;
-    for (size_t a = 0; a < n; a += step) {
-      const size_t c = std::min(step, n - a);
-      void* ga = element(g, gdt_, a);
-      float* gf = static_cast<float*>(ga);
-      if (gdt_ != DType::F32) {
-        tmp.resize(std::max(tmp.size(), c));
-        kernels::convert(ctx_, ga, gdt_, tmp.data(), DType::F32, c);
-        gf = tmp.data();
-      }
-      for (size_t k = 0; k < K; ++k) st[k] = base[k] + a;
-      fn(p + a, gf, st.data(), c, s.decay);
-      round_to_params(s, off + a, c, p + a);
-    }
-  };
   if (spill_) {
     quiesce_reads();  // no read-ahead of the old masters survives the step
+    spill_->finish();
     const int m0 = masters_spilled_ ? 1 : 0;
-    spill_->stream([&](size_t a, size_t m, float* const* arr) {
+    // ZeRO-3: the stream is finished by the next forward (each gather first updates the
+    // sub-groups of its chunk), so it owns what it uses; each sub-group's gradients are zeroed
+    // once stepped (begin_step leaves them), so the next backward finds them clean
+    const bool lazy = res_.params_partitioned;
+    auto w = std::make_shared<OwnedScratch>();
+    w->base.resize(K), w->st.resize(K);
+    auto sub = [this, fn, w, m0, K, lazy](size_t a, size_t m, float* const* arr) {
       for (const auto& s : owned_) {
         const size_t x0 = std::max(a, s.state_off), x1 = std::min(a + m, s.state_off + s.n);
         if (x0 >= x1) continue;
-        for (size_t k = 0; k < K; ++k) base[k] = arr[static_cast<size_t>(m0) + k] + (x0 - a);
-        run(s, x0 - s.state_off, x1 - x0, masters_spilled_ ? arr[0] + (x0 - a) : s.p + (x0 - s.state_off));
+        for (size_t k = 0; k < K; ++k) w->base[k] = arr[static_cast<size_t>(m0) + k] + (x0 - a);
+        step_slice(fn, *w, s, x0 - s.state_off, x1 - x0, masters_spilled_ ? arr[0] + (x0 - a) : s.p + (x0 - s.state_off), false);
       }
-    });
+      if (lazy) kernels::zero_bytes(ctx_, gpart_.at(a), m * dtype_size(gdt_));
+    };
+    if (!lazy) return spill_->stream(sub);
+    spill_->begin(sub);
+    grads_zeroed_ = true;
     return;
   }
+  OwnedScratch w;
+  w.base.resize(K), w.st.resize(K);
   for (const auto& s : owned_) {
     auto whole = [&](size_t off, size_t n) {
-      for (size_t k = 0; k < K; ++k) base[k] = states_[k].as<float>() + s.state_off + off;
-      run(s, off, n, s.p + off);
+      for (size_t k = 0; k < K; ++k) w.base[k] = states_[k].as<float>() + s.state_off + off;
+      step_slice(fn, w, s, off, n, s.p + off, whole_tensors);
     };
     if (!whole_tensors) {
       whole(0, s.n);
@@ -708,6 +731,12 @@ void ParamStore::for_each_owned(const OwnedFn& fn, bool whole_tensors) {
     }
   }
 }
+
+void ParamStore::finish_update() {
+  if (spill_) spill_->finish();
+}
+
+size_t ParamStore::pending_update() const { return spill_ ? spill_->pending() : 0; }
 
 void ParamStore::fill_state(int slot, float v) {
   if (!spill_) {
@@ -760,17 +789,17 @@ void ParamStore::masters_loaded() {
 void ParamStore::after_optimizer() {
   if (!res_.states_partitioned) return;
   const Layout& L = layout_;
-  if (W_ == 1) {
-    if (res_.params_partitioned)
-      for (auto& [i, buf] : persist_) {
-        kernels::convert(ctx_, partition_chunk(i), buf.dtype(), buf.data(), buf.dtype(), buf.numel());
-        drop_chunk(i);
-      }
-    read_ahead(first_gathered_);
+  if (res_.params_partitioned) {
+    // the persistent units are gathered again from the updated partitions at their first use
+    // (the update may still be finishing then: it reaches their chunks only as the forward does)
+    for (auto& [i, buf] : persist_) units_[static_cast<size_t>(i)].stale = true;
+    // offload_param: the next forward's first unit read while the step ends - unless the update
+    // is still to run, which the read would have to finish first (its gather updates it then)
+    if (pending_update() == 0) read_ahead(first_gathered_);
     return;
   }
-  std::vector<comm::WorkPtr> works;
-  if (!res_.params_partitioned) {
+  if (W_ == 1) return;
+  {
     // allgather_bucket_size: at most that many gathered elements in flight (a unit larger than
     // the bucket goes alone); the oldest all-gather is finished before the next would pass it
     std::deque<std::pair<comm::WorkPtr, int64_t>> inflight;
@@ -789,12 +818,19 @@ void ParamStore::after_optimizer() {
       elems += n;
     }
     for (auto& [w, n] : inflight) w->wait();
-  } else {
-    for (auto& [i, buf] : persist_) works.push_back(comm_.iall_gather(partition_chunk(i), L.unit(i).chunk, buf.data(), buf.dtype()));
   }
-  for (auto& w : works) w->wait();
-  for (auto& [i, buf] : persist_) drop_chunk(i);
-  read_ahead(first_gathered_);  // offload_param: the next forward's first unit, while the step ends
+}
+
+// A persistent unit's gathered parameters from the partitions updated since (stage 3)
+void ParamStore::refresh_persistent(int i) {
+  Unit& u = units_[static_cast<size_t>(i)];
+  if (!u.stale) return;
+  u.stale = false;
+  Buffer& buf = persist_.at(i);
+  const void* chunk = partition_chunk(i);
+  if (W_ == 1) kernels::convert(ctx_, chunk, buf.dtype(), buf.data(), buf.dtype(), buf.numel());
+  else comm_.all_gather(chunk, layout_.unit(i).chunk, buf.data(), buf.dtype());
+  drop_chunk(i);
 }
 
 StoreMemory ParamStore::memory() const {
@@ -855,6 +891,7 @@ StoreMemory ParamStore::planned(const Layout& L, const config::DsConfig& ds, int
 
 std::vector<StatePiece> ParamStore::state_pieces(bool balanced) {
   DMPI_REQUIRE(!balanced || !res_.states_partitioned, "a balanced share needs every element on every rank (ZeRO stage 0)");
+  finish_update();  // (a checkpoint reads the spill files from its own thread)
   std::vector<StatePiece> out;
   const std::vector<Run> runs = balanced ? layout_.balanced() : layout_.owned();
   for (const Run& r : runs) {
@@ -877,6 +914,7 @@ std::vector<StatePiece> ParamStore::state_pieces(bool balanced) {
 }
 
 std::vector<std::vector<float>> ParamStore::gather_full() {
+  finish_update();
   const Layout& L = layout_;
   std::vector<float> flat;
   if (!res_.states_partitioned) {

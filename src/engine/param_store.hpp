@@ -165,8 +165,14 @@ class ParamStore {
   // masters are rounded to this rank's 16-bit parameters. With NVMe offload the elements come
   // sub-group by sub-group from the spill files and go back after fn.
   // whole_tensors (stage 0 only): one call per tensor (Lamb's trust ratio).
+  // ZeRO-3 with NVMe offload: fn runs on demand after this returns (fn must own what it uses):
+  // each gather of the next forward first updates the sub-groups of its partition chunk, and the
+  // first backward, a checkpoint (state_pieces), gather_full, the spill reads and writes, and the
+  // next step finish the rest (finish_update); the stream's reads overlap the forward.
   using OwnedFn = std::function<void(float* p, float* g, float* const* states, size_t n, bool decay)>;
   void for_each_owned(const OwnedFn& fn, bool whole_tensors = false);
+  void finish_update();          // the optimizer step's update finished (no-op when it is)
+  size_t pending_update() const;  // sub-groups it has not updated yet
   void fill_state(int slot, float v);  // every element of optimizer state `slot` set to v
   // NVMe offload
   bool spilled() const { return spill_ != nullptr; }
@@ -181,6 +187,7 @@ class ParamStore {
   // from another thread while the optimizer does not run
   void spill_read(int k, size_t off, size_t n, float* out) const { spill_->read(k, off, n, out); }
   void spill_write(int k, size_t off, size_t n, const float* in) {
+    finish_update();
     quiesce_reads();
     spill_->write(k, off, n, in);
   }
@@ -207,6 +214,7 @@ class ParamStore {
     comm::WorkPtr gather_work;  // stage 3: prefetch in flight (into work, or g16)
     float* grads = nullptr;     // this micro-batch's fp32 gradients (pooled, or the whole buffer)
     bool persistent = false;
+    bool stale = false;  // persistent: the partitions changed since it was gathered (refresh_persistent)
     std::vector<std::pair<size_t, size_t>> widen;  // bf16/fp16: runs (offset in unit, count) of Widened tensors
     // offload_param: the unit's partition chunk read from the masters' spill file (aligned), its
     // read in flight (0: none), and in bf16/fp16 the chunk rounded to 16 bits (pool buffer)
@@ -231,6 +239,13 @@ class ParamStore {
   void quiesce_reads();      // offload_param: every read-ahead finished and dropped (the file changes)
   void wait_gather(int u);   // the unit's prefetch all-gather finished, its staged chunk dropped
   void finish_reduce(PendingReduce& r);
+  void refresh_persistent(int u);
+  struct OwnedScratch {
+    std::vector<float> tmp;
+    std::vector<float*> base, st;
+  };
+  void step_slice(const OwnedFn& fn, OwnedScratch& w, const OwnedSlice& s, size_t off, size_t n, float* p,
+                  bool whole_tensors);
   void wait_all_reduces();
   void round_to_params(const OwnedSlice& s, size_t off, size_t n, const float* src);
   void widen_partition(size_t a, size_t n, float* out) const;  // bf16/fp16: the 16-bit owned elements [a, a + n) widened
@@ -277,6 +292,7 @@ class ParamStore {
   int first_gathered_ = -1;  // offload_param: the first unit a forward gathers (-1: none)
   int micro_ = 0, gas_ = 1;  // micro-batches of this step done, of gradient_accumulation_steps
   bool in_backward_ = false;
+  bool grads_zeroed_ = false;  // the last update zeroed the partition's gradients as it went
   double param_wait_s_ = 0;
   std::multimap<size_t, io::SpillArrays::Buffer> aligned_free_;  // free read buffers by size (floats)
   size_t aligned_bytes_ = 0;

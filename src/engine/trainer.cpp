@@ -445,7 +445,8 @@ void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double 
   h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.grad_scale = grad_scale, h.step = applied_steps_;
   h.weight_decay = sched_.weight_decay(opt_.ds.optimizer.weight_decay);  // Megatron's weight-decay increment
   store_->for_each_owned(
-      [&](float* p, float* g, float* const* st, size_t n, bool decay) { optimizer_->step(p, g, st, n, decay, h); },
+      // by value: at ZeRO-3 with NVMe offload the update finishes during the next forward
+      [opt = optimizer_.get(), h](float* p, float* g, float* const* st, size_t n, bool decay) { opt->step(p, g, st, n, decay, h); },
       optimizer_->needs_whole_tensors());
 }
 
@@ -637,6 +638,7 @@ StepMetrics Trainer::train_step() {
     m.spill_cached_bytes = now[2] - spill_mark_[2];
     spill_mark_ = now;
     m.spill_wait_ms = (store_->spill_wait_seconds() - spill_t0) * 1e3;
+    m.spill_deferred = static_cast<double>(store_->pending_update());
   }
   const double tokens = static_cast<double>(ds.train_batch_size) * opt_.model.seq_len;
   m.tokens_per_s = tokens / dt;
@@ -724,10 +726,10 @@ TrainSummary Trainer::run() {
                     m.backward_ms, m.optimizer_ms);
       if (aio_)  // rank 0's spill traffic this step (every rank moves about as much)
         std::printf("  NVMe offload | read %.3f GB | written %.3f GB | %.2f GB/s over the step | waited %.1f ms for I/O"
-                    " | %.3f GB not read (in the spill buffers)\n",
+                    " | %.3f GB not read (in the spill buffers) | %.0f sub-groups left to the next forward\n",
                     m.spill_read_bytes / 1e9, m.spill_write_bytes / 1e9,
                     (m.spill_read_bytes + m.spill_write_bytes) / 1e9 / (m.step_ms / 1e3), m.spill_wait_ms,
-                    m.spill_cached_bytes / 1e9);
+                    m.spill_cached_bytes / 1e9, m.spill_deferred);
       if (opt_.ds.activation_checkpointing.profile && opt_.recompute.granularity == model::RecomputeConfig::Granularity::Full)
         std::printf("  recompute (ms) | %.1f of the backward's %.1f\n", m.recompute_ms, m.backward_ms);
       if (opt_.ds.misc.memory_breakdown) {
@@ -753,7 +755,7 @@ TrainSummary Trainer::run() {
                       {"tokens_per_s", m.tokens_per_s}, {"tflops", m.tflops}, {"mfu", m.mfu},
                       {"forward_ms", m.forward_ms}, {"backward_ms", m.backward_ms}, {"optimizer_ms", m.optimizer_ms},
                       {"loss_scale", m.loss_scale}, {"skipped", m.skipped}, {"skipped_steps", skipped_steps_},
-                      {"spill_read_bytes", m.spill_read_bytes}, {"spill_write_bytes", m.spill_write_bytes}, {"spill_cached_bytes", m.spill_cached_bytes},
+                      {"spill_read_bytes", m.spill_read_bytes}, {"spill_write_bytes", m.spill_write_bytes}, {"spill_cached_bytes", m.spill_cached_bytes}, {"spill_deferred_subgroups", m.spill_deferred},
                       {"spill_wait_ms", m.spill_wait_ms}});
     if (commit_ms_ > 0) {
       metrics_.write({{"checkpoint_commit_ms", commit_ms_}, {"step", m.step}});

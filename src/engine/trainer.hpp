@@ -88,6 +88,8 @@ struct StepMetrics {
   // step waited for them (the optimizer's sub-group stream, and the parameter chunks' reads)
   double spill_read_bytes = 0, spill_write_bytes = 0, spill_wait_ms = 0;
   double spill_cached_bytes = 0;  // reads the spill buffers saved (already holding the bytes)
+  // ZeRO-3: sub-groups of this step's update left to the next forward (each gather updates its own)
+  double spill_deferred = 0;
 };
 
 struct MemoryReport {

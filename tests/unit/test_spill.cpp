@@ -5,6 +5,7 @@
 // HDF5 itself; a full disk, a file system without O_DIRECT, a missing nvme_path and a stale
 // directory are errors naming the path.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <unistd.h>
 
@@ -105,15 +106,21 @@ void roundtrip(const std::string& backend, int buffers) {
       true, false);
   EXPECT_EQ(bad, 0u);
   EXPECT_GE(aio.bytes_written(), 3 * n * sizeof(float));
-  // The buffers outlive a stream and the streams alternate direction: the second (down) finds
-  // the first's last `buffers` sub-groups in memory (10 full ones and the short one: 4096 bytes
-  // on disk), the third (up) the second's last ones (0 .. buffers-1) less sub-group 0, which the
-  // write of elements 3-4 made stale. Every other sub-group is read from the file.
+  // The buffers outlive a stream, and a stream takes the sub-groups they hold first (not read),
+  // then the others in ascending order, position p through buffer p % S. The second stream finds
+  // the first's last S sub-groups (11-S .. 10: the short one is 4096 bytes on disk) and ends with
+  // the top S of the others, 11-2S .. 10-S (S <= 4 leaves at least S of them); the writes of
+  // elements 3-4 (sub-group 0) and of the tail (from element n - 3001: sub-groups 8, 9, 10) make
+  // those stale, so the third stream finds only the ones outside {0, 8, 9, 10}. Every other
+  // sub-group is read from the file.
   const auto S = static_cast<size_t>(buffers);
   const size_t full = 2048 * sizeof(float), file = 10 * full + 4096;
-  EXPECT_EQ(a.bytes_cached(), 3 * (4096 + (S - 1) * full) + 3 * (S - 1) * full);
+  size_t third = 0;
+  for (size_t g = 11 - 2 * S; g <= 10 - S; ++g) third += g != 0 && g < 8;
+  EXPECT_EQ(a.bytes_cached(), 3 * (4096 + (S - 1) * full) + 3 * third * full);
   EXPECT_GE(aio.bytes_read() + a.bytes_cached(), 2 * 3 * file);
-  // copy_cached: the third stream ended holding sub-groups 11-S .. 10 (the tail that write() put)
+  // copy_cached: the third stream ended with the top S of the sub-groups it read, 11-S .. 10
+  // (8, 9 and 10 among them: the tail that write() put)
   std::vector<float> tail(300, 0.0f);
   ASSERT_TRUE(a.copy_cached(2, n - tail.size(), tail.size(), tail.data()));
   for (size_t i = 0; i < tail.size(); ++i) bad += tail[i] != put[put.size() - tail.size() + i];
@@ -143,6 +150,130 @@ TEST(Spill, RoundTripThreadPool) {
 TEST(Spill, RoundTripIoUring) {
   if (!have_uring()) GTEST_SKIP() << "io_uring is not available here (built without liburing, or the kernel refuses it)";
   for (int b : {1, 2, 3, 4}) roundtrip("uring", b);
+}
+
+// A stream run on demand (begin, ensure, finish: ZeRO-3's update finished by the next forward):
+// ensure updates the sub-groups over a range and no more than the order asks (the ones held
+// first, then ascending), reads of elements it has not updated are refused, and the finished
+// stream leaves in the files exactly what a plain stream leaves.
+void on_demand(const std::string& backend) {
+  TmpDir d("demand-" + backend);
+  AioOptions o;
+  o.backend = backend;
+  AioEngine aio(o);
+  const size_t n = 8 * 1024 + 100, G = 1024;  // 9 sub-groups, the last one short
+  SpillArrays a(d.path, "t", {"x", "y"}, n, G, 3, aio);
+  a.stream([&](size_t b, size_t m, float* const* arr) {
+    for (int k = 0; k < 2; ++k)
+      for (size_t i = 0; i < m; ++i) arr[k][i] = value(k, b + i, 0);
+  }, false, true);  // ends holding sub-groups 6, 7, 8 (positions 6, 7, 8: buffers 0, 1, 2)
+  std::vector<size_t> order;
+  size_t bad = 0;
+  auto update = [&](size_t b, size_t m, float* const* arr) {
+    order.push_back(b / G);
+    for (int k = 0; k < 2; ++k)
+      for (size_t i = 0; i < m; ++i) {
+        bad += arr[k][i] != value(k, b + i, 0);
+        arr[k][i] = value(k, b + i, 1);
+      }
+  };
+  a.begin(update);
+  EXPECT_EQ(a.pending(), 9u);
+  EXPECT_TRUE(order.empty());  // nothing updated yet: the first reads are in flight
+  std::vector<float> got(10);
+  EXPECT_THROW(a.read(0, 2 * G, 10, got.data()), std::exception);  // sub-group 2 is not updated yet
+  EXPECT_THROW(a.copy_cached(1, 7 * G, 10, got.data()), std::exception);  // held, but not updated either
+  a.ensure(2 * G + 5, 10);  // sub-group 2: after the held ones (6, 7, 8), then 0, 1, 2
+  EXPECT_EQ(order, (std::vector<size_t>{6, 7, 8, 0, 1, 2}));
+  EXPECT_EQ(a.pending(), 3u);
+  a.ensure(7 * G, G);  // already done: nothing more
+  EXPECT_EQ(order.size(), 6u);
+  ASSERT_TRUE(a.copy_cached(0, 2 * G, 10, got.data()));  // just updated, still in its buffer
+  for (size_t i = 0; i < 10; ++i) bad += got[i] != value(0, 2 * G + i, 1);
+  EXPECT_THROW(a.read(1, 3 * G, 10, got.data()), std::exception);
+  a.finish();
+  EXPECT_EQ(order, (std::vector<size_t>{6, 7, 8, 0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(a.pending(), 0u);
+  EXPECT_EQ(bad, 0u);
+  std::vector<float> all(n);
+  for (int k = 0; k < 2; ++k) {
+    a.read(k, 0, n, all.data());
+    for (size_t i = 0; i < n; ++i) bad += all[i] != value(k, i, 1);
+  }
+  EXPECT_EQ(bad, 0u);
+  // a new stream finishes a pending one first: the second update sees the first's values
+  order.clear();
+  a.begin([&](size_t b, size_t m, float* const* arr) {
+    order.push_back(b / G);
+    for (size_t i = 0; i < m; ++i) arr[0][i] += 1.0f;
+  });
+  a.ensure(0, 1);  // the held ones are 3, 4, 5 (the last three updated), then 0
+  EXPECT_EQ(order, (std::vector<size_t>{3, 4, 5, 0}));
+  a.stream([&](size_t b, size_t m, float* const* arr) {
+    for (size_t i = 0; i < m; ++i) bad += arr[0][i] != value(0, b + i, 1) + 1.0f;
+  }, true, false);
+  EXPECT_EQ(order.size(), 9u);
+  EXPECT_EQ(bad, 0u);
+}
+
+TEST(Spill, StreamOnDemandThreadPool) { on_demand("threads"); }
+
+TEST(Spill, StreamOnDemandIoUring) {
+  if (!have_uring()) GTEST_SKIP() << "io_uring is not available here (built without liburing, or the kernel refuses it)";
+  on_demand("uring");
+}
+
+// A read chained after writes starts only once they are done: each buffer is written to one
+// place and then refilled from another, the read submitted at once; the file and the buffer must
+// hold the values in that order (a read that overtook its write would put the other place's
+// bytes in the file).
+void chained(const std::string& backend) {
+  TmpDir d("chain-" + backend);
+  AioOptions o;
+  o.backend = backend;
+  o.block_size = 4096;  // many requests, so an unordered engine would interleave them
+  o.queue_depth = 8;
+  o.threads = 4;
+  AioEngine aio(o);
+  const size_t B = 16, F = 4 * 4096 / sizeof(float);  // 16 buffers of 16 KiB
+  const std::string path = d.path + "/chain.bin";
+  const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_DIRECT, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(2 * B * F * sizeof(float))), 0);
+  std::vector<SpillArrays::Buffer> bufs;
+  for (size_t b = 0; b < B; ++b) bufs.push_back(SpillArrays::aligned_buffer(F));
+  // the second half of the file: the values the reads bring back
+  for (size_t b = 0; b < B; ++b) {
+    for (size_t i = 0; i < F; ++i) bufs[b].get()[i] = value(2, b * F + i, 0);
+    aio.wait(aio.write(fd, bufs[b].get(), F * sizeof(float), (B + b) * F * sizeof(float), path));
+  }
+  for (int round = 0; round < 5; ++round) {
+    std::vector<AioEngine::Ticket> reads;
+    for (size_t b = 0; b < B; ++b) {
+      for (size_t i = 0; i < F; ++i) bufs[b].get()[i] = value(1, b * F + i, round);
+      const AioEngine::Ticket w = aio.write(fd, bufs[b].get(), F * sizeof(float), b * F * sizeof(float), path);
+      reads.push_back(aio.read(fd, bufs[b].get(), F * sizeof(float), (B + b) * F * sizeof(float), path, {w}));
+      reads.push_back(w);
+    }
+    for (auto t : reads) aio.wait(t);
+    size_t bad = 0;
+    std::vector<float> back(F);
+    for (size_t b = 0; b < B; ++b) {
+      for (size_t i = 0; i < F; ++i) bad += bufs[b].get()[i] != value(2, b * F + i, 0);
+      ASSERT_EQ(::pread(fd, bufs[0].get(), F * sizeof(float), static_cast<off_t>(b * F * sizeof(float))),
+                static_cast<ssize_t>(F * sizeof(float)));
+      for (size_t i = 0; i < F; ++i) bad += bufs[0].get()[i] != value(1, b * F + i, round);
+    }
+    EXPECT_EQ(bad, 0u) << "round " << round;
+  }
+  ::close(fd);
+}
+
+TEST(Spill, ChainedReadWaitsForItsWritesThreadPool) { chained("threads"); }
+
+TEST(Spill, ChainedReadWaitsForItsWritesIoUring) {
+  if (!have_uring()) GTEST_SKIP() << "io_uring is not available here (built without liburing, or the kernel refuses it)";
+  chained("uring");
 }
 
 TEST(Spill, SubGroupAndBuffersAreBounded) {
