@@ -683,9 +683,18 @@ AioEngine::Ticket SpillArrays::read_async(int k, size_t off, size_t n, float* bu
                                              << off + n << ") are past its end " << n_);
   const File& f = files_[static_cast<size_t>(k)];
   require_updated(k, off, n);
-  settle_range(off, off + n, false, true);  // the last stream's writes of these elements
+  // chained after the writes of these elements still in flight (a stream's, from the buffers)
+  std::vector<AioEngine::Ticket> after;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (const auto& sl : slots_) {
+      if (sl.written < 0) continue;
+      const size_t g0 = static_cast<size_t>(sl.written) * G_, g1 = std::min(n_, g0 + G_);
+      if (g1 > off && g0 < off + n) after.insert(after.end(), sl.writes.begin(), sl.writes.end());
+    }
+  }
   const size_t first = off - lead(off);
-  return aio_.read(f.fd, buf, span(off, n) * sizeof(float), first * sizeof(float), f.path);
+  return aio_.read(f.fd, buf, span(off, n) * sizeof(float), first * sizeof(float), f.path, after);
 }
 
 void SpillArrays::read(int k, size_t off, size_t n, float* out) const { range_io(k, off, n, out, false); }

@@ -204,7 +204,7 @@ class SpillArrays {
   // The HDF5 index: one external dataset per array, named by `names`
   void write_index(const std::string& path) const;
   const std::string& file(int k) const { return files_[static_cast<size_t>(k)].path; }
-  double io_seconds() const { return io_s_.load(); }  // time the streams and read_async waited for I/O
+  double io_seconds() const { return io_s_.load(); }  // time the streams and settle() waited for I/O
 
  private:
   struct File {
