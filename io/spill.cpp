@@ -441,21 +441,22 @@ void SpillArrays::settle_range(size_t lo, size_t hi, bool invalidate, bool timed
   std::lock_guard<std::mutex> lk(mu_);
   const double a = now_seconds();
   try {
-    auto over = [&](long g) {
-      if (g < 0) return false;
-      const size_t g0 = static_cast<size_t>(g) * G_, g1 = std::min(n_, g0 + G_);
-      return g1 > lo && g0 < hi;
-    };
     for (auto& sl : slots_) {
       // the writes of the sub-group it wrote (which a chained read may already have replaced)
-      if (over(sl.written)) drain(sl.writes), sl.written = -1;
-      if (invalidate && over(sl.group)) drain(sl.reads), drain(sl.writes), sl.group = -1, sl.valid = false;
+      if (group_over(sl.written, lo, hi)) drain(sl.writes), sl.written = -1;
+      if (invalidate && group_over(sl.group, lo, hi)) drain(sl.reads), drain(sl.writes), sl.group = -1, sl.valid = false;
     }
   } catch (...) {
     drain_all_quietly();  // nothing may still move into or out of the buffers
     throw;
   }
   if (timed) io_s_ += now_seconds() - a;
+}
+
+bool SpillArrays::group_over(long g, size_t lo, size_t hi) const {
+  if (g < 0) return false;
+  const size_t g0 = static_cast<size_t>(g) * G_, g1 = std::min(n_, g0 + G_);
+  return g1 > lo && g0 < hi;
 }
 
 void SpillArrays::settle() { settle_range(0, n_, false, true); }
@@ -536,15 +537,17 @@ void SpillArrays::issue_ahead(size_t p) {
       continue;
     }
     drain(sl.reads);  // (none: its last sub-group was updated, or held and not read)
-    for (auto& other : slots_)  // no other buffer names this sub-group any more (none mirrors it)
-      if (&other != &sl && other.group == static_cast<long>(j)) idle(other), other.group = -1, other.valid = false;
+    // the reads start in the engine once the buffer's writes (of the sub-group it held) are done,
+    // and any write of this sub-group still in flight from another buffer: nobody waits here; no
+    // other buffer names this sub-group any more (none mirrors it)
+    std::vector<AioEngine::Ticket> after = sl.writes;
+    for (auto& other : slots_) {
+      if (&other == &sl) continue;
+      if (other.group == static_cast<long>(j)) idle(other), other.group = -1, other.valid = false;
+      if (other.written == static_cast<long>(j)) after.insert(after.end(), other.writes.begin(), other.writes.end());
+    }
     sl.group = static_cast<long>(j), sl.valid = false;
     if (!st.read) continue;
-    // the reads start in the engine once the buffer's writes (of the sub-group it held) are done,
-    // and any write of this sub-group still in flight from another buffer: nobody waits here
-    std::vector<AioEngine::Ticket> after = sl.writes;
-    for (const auto& other : slots_)
-      if (&other != &sl && other.written == static_cast<long>(j)) after.insert(after.end(), other.writes.begin(), other.writes.end());
     for (size_t k = 0; k < K; ++k)
       sl.reads.push_back(aio_.read(files_[k].fd, bufs_.get() + (s * K + k) * G_, bytes, j * G_ * sizeof(float),
                                    files_[k].path, after));
@@ -687,11 +690,8 @@ AioEngine::Ticket SpillArrays::read_async(int k, size_t off, size_t n, float* bu
   std::vector<AioEngine::Ticket> after;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    for (const auto& sl : slots_) {
-      if (sl.written < 0) continue;
-      const size_t g0 = static_cast<size_t>(sl.written) * G_, g1 = std::min(n_, g0 + G_);
-      if (g1 > off && g0 < off + n) after.insert(after.end(), sl.writes.begin(), sl.writes.end());
-    }
+    for (const auto& sl : slots_)
+      if (group_over(sl.written, off, off + n)) after.insert(after.end(), sl.writes.begin(), sl.writes.end());
   }
   const size_t first = off - lead(off);
   return aio_.read(f.fd, buf, span(off, n) * sizeof(float), first * sizeof(float), f.path, after);

@@ -11,8 +11,10 @@
 //                it, aio.intra_op_parallelism threads doing pread/pwrite. describe() says which.
 //   SpillArrays  named float arrays of one length, one file each (O_DIRECT, allocated in full at
 //                creation, so a full disk shows at start), streamed in sub-groups through
-//                `buffers` host buffers: sub-group i+1 is read while i is updated and i-1 is
-//                written back (buffers >= 3). The buffers outlive a stream: its last writes
+//                `buffers` host buffers: the reads run buffers - 1 sub-groups ahead of the one
+//                updated, each chained in the engine after the write out of its buffer (so the
+//                writes of the sub-groups just updated overlap the reads and the update of the
+//                next ones). The buffers outlive a stream: its last writes
 //                finish behind the caller's next work (the forward), and a buffer keeps mirroring
 //                its sub-group's bytes in the file, so the next stream starts with the
 //                sub-groups the last one ended with, already in memory (neither read again nor
@@ -239,6 +241,7 @@ class SpillArrays {
   void advance(size_t lo, size_t hi);       // takes mu_
   bool pending_over(size_t lo, size_t hi) const;  // with mu_ held
   void require_updated(int k, size_t off, size_t n) const;  // takes mu_
+  bool group_over(long g, size_t lo, size_t hi) const;    // sub-group g (-1: none) meets elements [lo, hi)
   // Takes mu_: the writes in flight over elements [lo, hi) finished (invalidate: and the buffers
   // holding them forgotten), the wait added to io_seconds() if timed; on an error every request
   // is drained before it propagates

@@ -799,26 +799,24 @@ void ParamStore::after_optimizer() {
     return;
   }
   if (W_ == 1) return;
-  {
-    // allgather_bucket_size: at most that many gathered elements in flight (a unit larger than
-    // the bucket goes alone); the oldest all-gather is finished before the next would pass it
-    std::deque<std::pair<comm::WorkPtr, int64_t>> inflight;
-    int64_t elems = 0;
-    void* params = half_ ? p16_.data() : pfull_.data();
-    for (int ui = 0; ui < L.num_units(); ++ui) {
-      const UnitInfo& u = L.unit(ui);
-      const auto n = static_cast<int64_t>(u.numel);
-      while (!inflight.empty() && elems + n > allgather_bucket_) {
-        inflight.front().first->wait();
-        elems -= inflight.front().second;
-        inflight.pop_front();
-      }
-      void* base = element(params, pdt_, u.offset);
-      inflight.push_back({comm_.iall_gather(element(base, pdt_, static_cast<size_t>(rank_) * u.chunk), u.chunk, base, pdt_), n});
-      elems += n;
+  // allgather_bucket_size: at most that many gathered elements in flight (a unit larger than
+  // the bucket goes alone); the oldest all-gather is finished before the next would pass it
+  std::deque<std::pair<comm::WorkPtr, int64_t>> inflight;
+  int64_t elems = 0;
+  void* params = half_ ? p16_.data() : pfull_.data();
+  for (int ui = 0; ui < L.num_units(); ++ui) {
+    const UnitInfo& u = L.unit(ui);
+    const auto n = static_cast<int64_t>(u.numel);
+    while (!inflight.empty() && elems + n > allgather_bucket_) {
+      inflight.front().first->wait();
+      elems -= inflight.front().second;
+      inflight.pop_front();
     }
-    for (auto& [w, n] : inflight) w->wait();
+    void* base = element(params, pdt_, u.offset);
+    inflight.push_back({comm_.iall_gather(element(base, pdt_, static_cast<size_t>(rank_) * u.chunk), u.chunk, base, pdt_), n});
+    elems += n;
   }
+  for (auto& [w, n] : inflight) w->wait();
 }
 
 // A persistent unit's gathered parameters from the partitions updated since (stage 3)
