@@ -258,6 +258,12 @@ void AioEngine::finish(const Chunk& c, int err) {
   }
 }
 
+bool AioEngine::done(Ticket t) {
+  std::lock_guard<std::mutex> lk(mu_);
+  const auto it = jobs_.find(t);
+  return it == jobs_.end() || it->second.left == 0;
+}
+
 void AioEngine::wait(Ticket t) {
   std::unique_lock<std::mutex> lk(mu_);
   done_cv_.wait(lk, [&] { return jobs_.at(t).left == 0; });
@@ -502,10 +508,14 @@ void SpillArrays::begin(Fn fn, bool read, bool write) {
   st.order.reserve(nsub);
   for (size_t s = 0; s < S; ++s) st.order.push_back(held[s] >= 0 ? static_cast<size_t>(held[s]) : next_rest());
   while (st.order.size() < nsub) st.order.push_back(next_rest());
+  start();
+}
+
+void SpillArrays::start() {
   // how far ahead to read: S - 1 places, into the buffer of the sub-group just updated, the read
   // chained after that buffer's write in the engine
-  st.ahead = S - 1;
-  st.active = true;
+  st_.ahead = static_cast<size_t>(S_) - 1;
+  st_.active = true;
   try {
     issue_ahead(0);
   } catch (...) {
@@ -513,6 +523,57 @@ void SpillArrays::begin(Fn fn, bool read, bool write) {
     drain_all_quietly();
     throw;
   }
+}
+
+void SpillArrays::begin_gated(Fn fn) {
+  finish();
+  if (n_ == 0) return;
+  std::lock_guard<std::mutex> lk(mu_);
+  const size_t nsub = (n_ + G_ - 1) / G_, S = std::min(static_cast<size_t>(S_), nsub);
+  st_ = Stream{};
+  st_.fn = std::move(fn), st_.gated = true;
+  st_.done.assign(nsub, 0);
+  // descending; among the first S (positions s < S go through buffer s) a sub-group some buffer
+  // already holds takes that buffer's position and is not read
+  for (size_t q = 0; q < nsub; ++q) st_.order.push_back(nsub - 1 - q);
+  std::vector<char> placed(S, 0);
+  for (size_t s = 0; s < S; ++s) {
+    const long g = slots_[s].group;
+    if (g < 0 || !slots_[s].valid || static_cast<size_t>(g) + S < nsub) continue;  // not among the top S
+    const auto at = static_cast<size_t>(std::find(st_.order.begin(), st_.order.begin() + static_cast<long>(S), g) -
+                                        st_.order.begin());
+    if (at >= S || placed[at] || placed[s]) continue;
+    std::swap(st_.order[s], st_.order[at]);
+    placed[s] = 1;
+  }
+  start();
+}
+
+size_t SpillArrays::step_ready(const std::function<bool(size_t)>& ready) {
+  std::unique_lock<std::mutex> lk(mu_);
+  Stream& st = st_;
+  if (!st.active || !st.gated) return 0;
+  const size_t nsub = st.order.size(), S = static_cast<size_t>(S_);
+  size_t stepped = 0;
+  auto arrived = [&](const Slot& sl) {
+    for (auto* ts : {&sl.reads, &sl.writes})
+      for (AioEngine::Ticket t : *ts)
+        if (!aio_.done(t)) return false;
+    return true;
+  };
+  try {
+    while (st.pos < nsub && ready(st.order[st.pos]) && arrived(slots_[st.pos % S])) step_one(), ++stepped;
+  } catch (...) {
+    st_ = Stream{};
+    drain_all_quietly();
+    throw;
+  }
+  if (st.pos == nsub) {
+    Fn done = std::move(st.fn);
+    st_ = Stream{};
+    lk.unlock();
+  }
+  return stepped;
 }
 
 void SpillArrays::idle(Slot& sl) const {  // the buffer's requests finished (the time counted as waiting)
@@ -615,6 +676,10 @@ void SpillArrays::require_updated(int k, size_t off, size_t n) const {
 }
 
 void SpillArrays::ensure(size_t lo, size_t n) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (st_.gated) return;  // its sub-groups wait for their gradients (step_ready), not for a reader
+  }
   if (n > 0) advance(lo, lo + n);
 }
 void SpillArrays::finish() { advance(0, n_); }
@@ -625,7 +690,7 @@ size_t SpillArrays::pending() const {
 }
 
 bool SpillArrays::pending_over(size_t lo, size_t hi) const {
-  if (!st_.active || hi <= lo) return false;
+  if (!st_.active || st_.gated || hi <= lo) return false;  // a gated stream's readers want the values before it
   for (size_t g = lo / G_; g <= (hi - 1) / G_ && g < st_.done.size(); ++g)
     if (!st_.done[g]) return true;
   return false;

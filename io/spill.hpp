@@ -87,6 +87,7 @@ class AioEngine {
   Ticket read(int fd, void* buf, size_t n, uint64_t off, const std::string& what, const std::vector<Ticket>& after = {});
   Ticket write(int fd, const void* buf, size_t n, uint64_t off, const std::string& what);
   void wait(Ticket t);  // throws the request's error (file, offset, the system's message)
+  bool done(Ticket t);  // finished (or failed: wait() throws its error), without waiting
   uint64_t bytes_read() const { return bytes_read_.load(); }  // so far (any thread may ask)
   uint64_t bytes_written() const { return bytes_written_.load(); }
 
@@ -179,6 +180,14 @@ class SpillArrays {
   void begin(Fn fn, bool read = true, bool write = true);
   void ensure(size_t lo, size_t n);
   void finish();
+  // A gated stream (ZeRO-3's optimizer step during the last backward, without gradient clipping
+  // or loss scaling): the order is descending (the backward finishes the gradients from the top
+  // of the partition down), its first reads are issued at once, and a sub-group is updated only
+  // by step_ready(ready), when ready(j) says its inputs are final and its reads have arrived
+  // (nothing waits there), or by finish(). ensure() does nothing; reads of elements it has not
+  // updated are allowed (they see the values before the update).
+  void begin_gated(Fn fn);
+  size_t step_ready(const std::function<bool(size_t j)>& ready);  // sub-groups updated by this call
   size_t pending() const;  // sub-groups the pending stream has not updated yet (0: none)
   void settle();  // every write in flight finished (its error thrown here)
   // Synchronous reads and writes of any range of array k (through an aligned bounce buffer of
@@ -229,13 +238,14 @@ class SpillArrays {
   // The pending stream (active: begun, not finished): its order of sub-groups (position p in
   // buffer p % S), the next position to update and to read, what is done
   struct Stream {
-    bool active = false, read = true, write = true;
+    bool active = false, read = true, write = true, gated = false;
     Fn fn;
     std::vector<size_t> order;
     std::vector<char> done;
     size_t pos = 0, next = 0, ahead = 0;
   };
   Stream st_;
+  void start();                             // with mu_ held: st_'s first reads issued
   void issue_ahead(size_t p);               // with mu_ held
   void step_one();                          // with mu_ held
   void advance(size_t lo, size_t hi);       // takes mu_

@@ -18,6 +18,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NVME=${1:-$PWD/build/nvme-bench} MODEL=${2:-gpt2-124m} SEQ=${3:-128} GB=${4:-4} STEPS=${5:-4} REPS=${6:-2}
 CAP=${7:-gpt2-1.5b} CAP_STEPS=${8:-3}
+# CLIP=0: no gradient clipping and no bf16 overflow check, so the ZeRO-3 update runs during the
+# last backward (README "NVMe offload"); UPDATE=after keeps it after the backward even then
+CLIP=${CLIP:-1.0}
+export DEEPMPI_OFFLOAD_UPDATE=${UPDATE:-backward}
 BIN=${BIN:-build/release/deepmpi}
 SPILL_BENCH=${SPILL_BENCH:-build/release/perf/spill_bench}
 PY=/usr/bin/python3
@@ -65,8 +69,8 @@ cfg() {  # cfg NAME OFFLOAD(none|opt|both)
   [ "$2" != none ] && off=", \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"$NVME\", \"buffer_count\": 4}"
   [ "$2" = both ] && off="$off, \"offload_param\": {\"device\": \"nvme\", \"nvme_path\": \"$NVME\", \"buffer_count\": ${PBUF:-5}}"
   cat > "$tmp/$1.json" <<JSON
-{"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": ${GAS:-1}, "gradient_clipping": 1.0,
- "bf16": {"enabled": true},
+{"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": ${GAS:-1}, "gradient_clipping": $CLIP,
+ "bf16": {"enabled": true$([ "$CLIP" = 0 ] && echo ', "check_grad_overflow": false')},
  "zero_optimization": {"stage": 3, "sub_group_size": ${SUB:-10000000}, "stage3_max_reuse_distance": ${REUSE:-1000000000}$off},
  "optimizer": {"type": "AdamW", "params": {"lr": 6e-4, "weight_decay": 0.1}}}
 JSON
@@ -101,7 +105,7 @@ for r in $(seq "$REPS"); do
 done
 col() { echo "${res[$1]}" | tr '|' '\n' | awk -v c="$2" 'NF {print $c}'; }
 MEM_MS=$(med $(col none 2))
-echo "$MODEL, bf16, ZeRO-3, 2 ranks x 1 thread, seq $SEQ, global batch $G, $STEPS steps (medians of steps 2..$STEPS, bytes their mean, then medians of $REPS runs)"
+echo "$MODEL, bf16, ZeRO-3, 2 ranks x 1 thread, seq $SEQ, global batch $G, gradient_clipping $CLIP, update $DEEPMPI_OFFLOAD_UPDATE where it applies, $STEPS steps (medians of steps 2..$STEPS, bytes their mean, then medians of $REPS runs)"
 echo
 echo "| variant | tokens/s | vs in memory | step ms | peak RSS/rank | GB read/step/rank | GB not read (in the buffers) | GB written/step/rank | I/O wait ms | I/O ms at dd's rates (2 ranks) | step / max(compute, I/O) | last loss |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"

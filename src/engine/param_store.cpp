@@ -436,7 +436,9 @@ void ParamStore::release(int i, bool keep) {
 }
 
 void ParamStore::acquire_grads(int i) {
-  if (!in_backward_) finish_update();  // the backward adds into the gradients the update still reads
+  if (!in_backward_ && !armed_) finish_update();  // the backward adds into the gradients the update still reads
+  // an armed update: sub-groups whose states arrived since the last look
+  if (armed_ && micro_ == gas_ - 1) in_backward_updates_ += spill_->step_ready([this](size_t j) { return group_left_[j] == 0; });
   in_backward_ = true;
   Unit& u = units_[static_cast<size_t>(i)];
   const size_t n = layout_.unit(i).numel;
@@ -518,6 +520,7 @@ void ParamStore::finish_reduce(PendingReduce& r) {
   kernels::accumulate(ctx_, gpart_.at(u.part_off), gdt_, r.recv, comm_dtype_, u.chunk, static_cast<float>(post_scale_));
   release_buf(r.buf);
   release_buf(r.recv);
+  if (armed_ && micro_ == gas_ - 1) gradients_final(r.unit);
 }
 
 void ParamStore::wait_all_reduces() {
@@ -557,6 +560,7 @@ void ParamStore::begin_step() {
   // (an update finished on demand zeroes each sub-group's gradients once it has stepped them)
   if (res_.states_partitioned && !grads_zeroed_) kernels::zero_bytes(ctx_, gpart_.data(), gpart_.bytes());
   grads_zeroed_ = false;
+  if (armed_fn_) begin_armed();
 }
 
 void ParamStore::end_micro() {
@@ -575,6 +579,12 @@ void ParamStore::reduce_gradients() {
   tied_pending_.clear();
   if (res_.grads_partitioned) {  // stages 2-3: reduced into gpart_ during each backward (end_micro)
     wait_all_reduces();
+    if (armed_) {  // the sub-groups the backward did not update (the last ones, or states still on their way)
+      armed_ = false;
+      spill_->finish();
+      armed_norm_ = grads_zeroed_ = true;
+      quiesce_reads();  // a chunk staged in the backward holds the masters before the update
+    }
     return;
   }
   const Layout& L = layout_;
@@ -649,7 +659,10 @@ double ParamStore::grad_norm() {
         if (counted(t)) sq += kernels::sum_squares(ctx_, gfull_.at(t.offset), gdt_, t.numel);
     }
   } else {
-    if (all) {
+    if (armed_norm_) {
+      sq = armed_sq_;  // the armed update zeroed the gradients as it went, summing them first
+      armed_norm_ = false;
+    } else if (all) {
       sq = kernels::sum_squares(ctx_, gpart_.data(), gdt_, gpart_.numel());  // padding is zero
     } else {
       for (const Run& r : layout_.owned())
@@ -687,30 +700,35 @@ void ParamStore::step_slice(const OwnedFn& fn, OwnedScratch& w, const OwnedSlice
   }
 }
 
+io::SpillArrays::Fn ParamStore::spill_fn(const OwnedFn& fn, bool zero, double* sq) {
+  const auto K = static_cast<size_t>(slots_);
+  const int m0 = masters_spilled_ ? 1 : 0;
+  auto w = std::make_shared<OwnedScratch>();
+  w->base.resize(K), w->st.resize(K);
+  return [this, fn, w, m0, K, zero, sq](size_t a, size_t m, float* const* arr) {
+    if (sq) *sq += kernels::sum_squares(ctx_, gpart_.at(a), gdt_, m);  // before fn may overwrite them
+    for (const auto& s : owned_) {
+      const size_t x0 = std::max(a, s.state_off), x1 = std::min(a + m, s.state_off + s.n);
+      if (x0 >= x1) continue;
+      for (size_t k = 0; k < K; ++k) w->base[k] = arr[static_cast<size_t>(m0) + k] + (x0 - a);
+      step_slice(fn, *w, s, x0 - s.state_off, x1 - x0, masters_spilled_ ? arr[0] + (x0 - a) : s.p + (x0 - s.state_off), false);
+    }
+    if (zero) kernels::zero_bytes(ctx_, gpart_.at(a), m * dtype_size(gdt_));
+  };
+}
+
 void ParamStore::for_each_owned(const OwnedFn& fn, bool whole_tensors) {
   DMPI_REQUIRE(!whole_tensors || !res_.states_partitioned, "whole tensors are owned at ZeRO stage 0 only");
   const auto K = static_cast<size_t>(slots_);
   if (spill_) {
     quiesce_reads();  // no read-ahead of the old masters survives the step
     spill_->finish();
-    const int m0 = masters_spilled_ ? 1 : 0;
     // ZeRO-3: the stream is finished by the next forward (each gather first updates the
     // sub-groups of its chunk), so it owns what it uses; each sub-group's gradients are zeroed
     // once stepped (begin_step leaves them), so the next backward finds them clean
     const bool lazy = res_.params_partitioned;
-    auto w = std::make_shared<OwnedScratch>();
-    w->base.resize(K), w->st.resize(K);
-    auto sub = [this, fn, w, m0, K, lazy](size_t a, size_t m, float* const* arr) {
-      for (const auto& s : owned_) {
-        const size_t x0 = std::max(a, s.state_off), x1 = std::min(a + m, s.state_off + s.n);
-        if (x0 >= x1) continue;
-        for (size_t k = 0; k < K; ++k) w->base[k] = arr[static_cast<size_t>(m0) + k] + (x0 - a);
-        step_slice(fn, *w, s, x0 - s.state_off, x1 - x0, masters_spilled_ ? arr[0] + (x0 - a) : s.p + (x0 - s.state_off), false);
-      }
-      if (lazy) kernels::zero_bytes(ctx_, gpart_.at(a), m * dtype_size(gdt_));
-    };
-    if (!lazy) return spill_->stream(sub);
-    spill_->begin(sub);
+    if (!lazy) return spill_->stream(spill_fn(fn, false, nullptr));
+    spill_->begin(spill_fn(fn, true, nullptr));
     grads_zeroed_ = true;
     return;
   }
@@ -733,7 +751,38 @@ void ParamStore::for_each_owned(const OwnedFn& fn, bool whole_tensors) {
 }
 
 void ParamStore::finish_update() {
+  DMPI_REQUIRE(!armed_, "the optimizer's update was asked for before the step's last backward ended");
   if (spill_) spill_->finish();
+}
+
+void ParamStore::arm_update(OwnedFn fn) {
+  DMPI_REQUIRE(spill_ && res_.params_partitioned && !(tp_ && tp_->size() > 1) && !(pp_ && pp_->size() > 1),
+               "an update during the backward needs ZeRO-3 with NVMe offload, without tensor or pipeline parallelism");
+  armed_fn_ = std::move(fn);
+}
+
+void ParamStore::begin_armed() {
+  armed_sq_ = 0.0, in_backward_updates_ = 0;
+  const size_t G = spill_->sub_group(), nsub = (spill_->size() + G - 1) / G;
+  group_left_.assign(nsub, 0);
+  for (int u = 0; u < layout_.num_units(); ++u) {
+    const UnitInfo& ui = layout_.unit(u);
+    for (size_t g = ui.part_off / G; ui.chunk > 0 && g <= (ui.part_off + ui.chunk - 1) / G; ++g) ++group_left_[g];
+  }
+  // (a stream left to this forward by an unarmed step is finished first)
+  spill_->begin_gated(spill_fn(armed_fn_, true, &armed_sq_));
+  armed_fn_ = nullptr;
+  armed_ = true;
+}
+
+void ParamStore::gradients_final(int u) {
+  const UnitInfo& ui = layout_.unit(u);
+  const size_t G = spill_->sub_group();
+  for (size_t g = ui.part_off / G; ui.chunk > 0 && g <= (ui.part_off + ui.chunk - 1) / G; ++g) {
+    DMPI_REQUIRE(group_left_[g] > 0, "unit " << u << ": its gradients were reduced twice in the step's last micro-batch");
+    --group_left_[g];
+  }
+  in_backward_updates_ += spill_->step_ready([this](size_t j) { return group_left_[j] == 0; });
 }
 
 size_t ParamStore::pending_update() const { return spill_ ? spill_->pending() : 0; }

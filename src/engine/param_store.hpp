@@ -172,6 +172,17 @@ class ParamStore {
   using OwnedFn = std::function<void(float* p, float* g, float* const* states, size_t n, bool decay)>;
   void for_each_owned(const OwnedFn& fn, bool whole_tensors = false);
   void finish_update();          // the optimizer step's update finished (no-op when it is)
+  // ZeRO-3 with NVMe offload when nothing needs every gradient before the update (no gradient
+  // clipping, no loss scaler, no overflow check; no tensor or pipeline parallelism): armed before
+  // a step (before begin_step) with that step's update, the optimizer runs during the step's last
+  // backward. begin_step begins the sub-group stream (descending, its first reads overlapping the
+  // forward); each sub-group is updated once every unit over it has had its last gradients
+  // reduced, if its states have arrived (nothing waits for the disk in the backward);
+  // reduce_gradients updates the rest. grad_norm is then summed from each sub-group's gradients
+  // before its update. fn as for_each_owned's (it must own what it uses).
+  void arm_update(OwnedFn fn);
+  // sub-groups the last armed step updated before the backward ended (the rest: reduce_gradients)
+  size_t updated_in_backward() const { return in_backward_updates_; }
   size_t pending_update() const;  // sub-groups it has not updated yet
   void fill_state(int slot, float v);  // every element of optimizer state `slot` set to v
   // NVMe offload
@@ -246,6 +257,18 @@ class ParamStore {
   };
   void step_slice(const OwnedFn& fn, OwnedScratch& w, const OwnedSlice& s, size_t off, size_t n, float* p,
                   bool whole_tensors);
+  // The spill stream's function over sub-group [a, a + m): fn on every owned slice in it; zero:
+  // then its gradients zeroed (an update run behind the caller's back); sq: their sum of squares
+  // added there first
+  io::SpillArrays::Fn spill_fn(const OwnedFn& fn, bool zero, double* sq);
+  void begin_armed();                 // begin_step: the armed update's stream begun
+  void gradients_final(int u);        // the armed step's last reduction of unit u is in
+  OwnedFn armed_fn_;
+  bool armed_ = false;                // the armed stream is running (this step's last backward)
+  bool armed_norm_ = false;           // grad_norm: the armed stream's sum of squares
+  double armed_sq_ = 0.0;
+  std::vector<int> group_left_;       // per sub-group: units over it whose last reduction is not in
+  size_t in_backward_updates_ = 0;
   void wait_all_reduces();
   void round_to_params(const OwnedSlice& s, size_t off, size_t n, const float* src);
   void widen_partition(size_t a, size_t n, float* out) const;  // bf16/fp16: the 16-bit owned elements [a, a + n) widened

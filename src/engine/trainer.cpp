@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
@@ -268,6 +269,17 @@ Trainer::Trainer(const comm::MpiEnv& env, TrainOptions opt)
   runner_->set_tp(tp_.get());
   if (PP > 1) setup_pipeline_io();
   if (ds.fp16.enabled) scaler_ = std::make_unique<LossScaler>(ds.fp16);
+  {
+    // nothing needs every gradient before the update: no clipping (the global norm), no loss
+    // scaler or bf16 overflow check (skip the step), element-wise optimizer, and one tp and pp rank
+    // (the norm's sum over them is not kept per sub-group)
+    const char* e = std::getenv("DEEPMPI_OFFLOAD_UPDATE");
+    DMPI_REQUIRE(!e || std::string(e) == "after" || std::string(e) == "backward" || std::string(e).empty(),
+                 "DEEPMPI_OFFLOAD_UPDATE=" << e << ": write \"backward\" (the default where it applies) or \"after\"");
+    update_in_backward_ = store_->spilled() && ds.zero.stage == 3 && !scaler_ && ds.gradient_clipping <= 0.0 &&
+                          !(ds.bf16.enabled && ds.bf16.check_grad_overflow) && !optimizer_->needs_whole_tensors() &&
+                          PP == 1 && groups_->get(comm::Group::TP).size() == 1 && !(e && std::string(e) == "after");
+  }
   for (int k = 0; k < optimizer_->state_slots(); ++k)
     if (const float v = optimizer_->initial_state(k); v != 0.0f)
       store_->fill_state(k, v);
@@ -424,6 +436,16 @@ std::string Trainer::spill_report() const {
      << ds.zero.sub_group_size << ") through " << a->buffers() << " buffer(s) (buffer_count "
      << ds.zero.offload_optimizer.buffer_count << "): " << h(a->host_bytes()) << " of host memory; "
      << static_cast<double>(spill_dir_->free_bytes()) / 1e9 << " GB left free on the file system";
+  if (ds.zero.stage == 3)
+    os << "\n    the optimizer step "
+       << (update_in_backward_ ? "runs during the last backward: each sub-group is updated once its gradients are final "
+                                 "(no gradient_clipping, no loss scaling)"
+                               : std::string("is finished by the next forward: each gather first updates its chunk's "
+                                             "sub-groups") +
+                                     (std::getenv("DEEPMPI_OFFLOAD_UPDATE") && std::string(std::getenv("DEEPMPI_OFFLOAD_UPDATE")) == "after"
+                                          ? " (DEEPMPI_OFFLOAD_UPDATE=after)"
+                                                                            : " (gradient_clipping, loss scaling, the bf16 "
+                                                                              "overflow check or tp/pp need every gradient first)"));
   if (store_->params_spilled())
     os << "\n  NVMe offload (offload_param): no parameter partition in memory; each unit's chunk is read from the "
           "spilled fp32 masters"
@@ -440,14 +462,20 @@ std::string Trainer::spill_report() const {
   return os.str();
 }
 
-void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double beta2) {
+// The optimizer's step number is applied_steps_ (counted before the step)
+ParamStore::OwnedFn Trainer::update_fn(double lr, float grad_scale, double beta1, double beta2) const {
   StepHyper h;
   h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.grad_scale = grad_scale, h.step = applied_steps_;
   h.weight_decay = sched_.weight_decay(opt_.ds.optimizer.weight_decay);  // Megatron's weight-decay increment
-  store_->for_each_owned(
-      // by value: at ZeRO-3 with NVMe offload the update finishes during the next forward
-      [opt = optimizer_.get(), h](float* p, float* g, float* const* st, size_t n, bool decay) { opt->step(p, g, st, n, decay, h); },
-      optimizer_->needs_whole_tensors());
+  // by value: at ZeRO-3 with NVMe offload the update finishes during the next forward, or runs
+  // during the backward
+  return [opt = optimizer_.get(), h](float* p, float* g, float* const* st, size_t n, bool decay) {
+    opt->step(p, g, st, n, decay, h);
+  };
+}
+
+void Trainer::apply_optimizer(double lr, float grad_scale, double beta1, double beta2) {
+  store_->for_each_owned(update_fn(lr, grad_scale, beta1, beta2), optimizer_->needs_whole_tensors());
 }
 
 std::vector<std::vector<float>> Trainer::full_params() {
@@ -517,6 +545,15 @@ StepMetrics Trainer::train_step() {
     spill_mark_ = {static_cast<double>(aio_->bytes_read()), static_cast<double>(aio_->bytes_written()),
                    store_->spill_cached_bytes()};
   const double spill_t0 = store_->spill_wait_seconds();
+  // the update during the last backward: its hyper-parameters are this step's (the scheduler
+  // steps at the end; no clipping and no loss scale: the gradients' factor is 1)
+  bool snapshot_waited = false;
+  if (update_in_backward_) {
+    double b1 = ds.optimizer.beta1, b2 = ds.optimizer.beta2;
+    if (optimizer_->has_betas()) sched_.momentum(b1, b2);
+    ++applied_steps_;
+    store_->arm_update(update_fn(sched_.current_lr(), 1.0f, b1, b2));
+  }
   if (partition_.stages > 1) {
     loss_sum = run_pipeline_list(ops, backward_scale, t_fwd, t_rec);
     t_bwd = now_seconds() - t0 - t_fwd;
@@ -535,7 +572,12 @@ StepMetrics Trainer::train_step() {
       case OpKind::Gather: store_->gather(in.unit); break;
       case OpKind::Prefetch: store_->prefetch(in.unit); break;
       case OpKind::Release: store_->release(in.unit, in.keep); break;
-      case OpKind::AcquireGrads: store_->acquire_grads(in.unit); break;
+      case OpKind::AcquireGrads:
+        // the update during this backward writes the spill files a background save may still read
+        if (update_in_backward_ && in.micro == static_cast<int>(ds.grad_accum) - 1 && !snapshot_waited)
+          wait_snapshot(), snapshot_waited = true;
+        store_->acquire_grads(in.unit);
+        break;
       case OpKind::ReduceGrads: store_->reduce_grads(in.unit); break;
       case OpKind::Forward:
       case OpKind::Recompute: {
@@ -589,10 +631,12 @@ StepMetrics Trainer::train_step() {
     // DeepSpeed: clip_coef = min(1, max_norm / (norm + 1e-6)) on the unscaled norm; 0 disables
     // clipping. Unscaling and clipping are one multiply in the optimizer.
     if (ds.gradient_clipping > 0.0) coef = std::min(1.0, ds.gradient_clipping / (norm + 1e-6));
-    ++applied_steps_;
-    double b1 = ds.optimizer.beta1, b2 = ds.optimizer.beta2;
-    if (optimizer_->has_betas()) sched_.momentum(b1, b2);  // OneCycle's cycled momentum
-    apply_optimizer(lr, static_cast<float>(coef / scale), b1, b2);
+    if (!update_in_backward_) {  // (else done during the backward, with these values)
+      ++applied_steps_;
+      double b1 = ds.optimizer.beta1, b2 = ds.optimizer.beta2;
+      if (optimizer_->has_betas()) sched_.momentum(b1, b2);  // OneCycle's cycled momentum
+      apply_optimizer(lr, static_cast<float>(coef / scale), b1, b2);
+    }
     store_->after_optimizer();
     sched_.step();
   }
@@ -639,6 +683,7 @@ StepMetrics Trainer::train_step() {
     spill_mark_ = now;
     m.spill_wait_ms = (store_->spill_wait_seconds() - spill_t0) * 1e3;
     m.spill_deferred = static_cast<double>(store_->pending_update());
+    m.spill_in_backward = update_in_backward_ ? static_cast<double>(store_->updated_in_backward()) : 0.0;
   }
   const double tokens = static_cast<double>(ds.train_batch_size) * opt_.model.seq_len;
   m.tokens_per_s = tokens / dt;
@@ -726,10 +771,11 @@ TrainSummary Trainer::run() {
                     m.backward_ms, m.optimizer_ms);
       if (aio_)  // rank 0's spill traffic this step (every rank moves about as much)
         std::printf("  NVMe offload | read %.3f GB | written %.3f GB | %.2f GB/s over the step | waited %.1f ms for I/O"
-                    " | %.3f GB not read (in the spill buffers) | %.0f sub-groups left to the next forward\n",
+                    " | %.3f GB not read (in the spill buffers) | %.0f sub-groups %s\n",
                     m.spill_read_bytes / 1e9, m.spill_write_bytes / 1e9,
                     (m.spill_read_bytes + m.spill_write_bytes) / 1e9 / (m.step_ms / 1e3), m.spill_wait_ms,
-                    m.spill_cached_bytes / 1e9, m.spill_deferred);
+                    m.spill_cached_bytes / 1e9, update_in_backward_ ? m.spill_in_backward : m.spill_deferred,
+                    update_in_backward_ ? "updated during the backward" : "left to the next forward");
       if (opt_.ds.activation_checkpointing.profile && opt_.recompute.granularity == model::RecomputeConfig::Granularity::Full)
         std::printf("  recompute (ms) | %.1f of the backward's %.1f\n", m.recompute_ms, m.backward_ms);
       if (opt_.ds.misc.memory_breakdown) {
@@ -755,7 +801,7 @@ TrainSummary Trainer::run() {
                       {"tokens_per_s", m.tokens_per_s}, {"tflops", m.tflops}, {"mfu", m.mfu},
                       {"forward_ms", m.forward_ms}, {"backward_ms", m.backward_ms}, {"optimizer_ms", m.optimizer_ms},
                       {"loss_scale", m.loss_scale}, {"skipped", m.skipped}, {"skipped_steps", skipped_steps_},
-                      {"spill_read_bytes", m.spill_read_bytes}, {"spill_write_bytes", m.spill_write_bytes}, {"spill_cached_bytes", m.spill_cached_bytes}, {"spill_deferred_subgroups", m.spill_deferred},
+                      {"spill_read_bytes", m.spill_read_bytes}, {"spill_write_bytes", m.spill_write_bytes}, {"spill_cached_bytes", m.spill_cached_bytes}, {"spill_deferred_subgroups", m.spill_deferred}, {"spill_in_backward_subgroups", m.spill_in_backward},
                       {"spill_wait_ms", m.spill_wait_ms}});
     if (commit_ms_ > 0) {
       metrics_.write({{"checkpoint_commit_ms", commit_ms_}, {"step", m.step}});

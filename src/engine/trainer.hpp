@@ -90,6 +90,8 @@ struct StepMetrics {
   double spill_cached_bytes = 0;  // reads the spill buffers saved (already holding the bytes)
   // ZeRO-3: sub-groups of this step's update left to the next forward (each gather updates its own)
   double spill_deferred = 0;
+  // ZeRO-3 without gradient clipping or loss scaling: sub-groups updated during the last backward
+  double spill_in_backward = 0;
 };
 
 struct MemoryReport {
@@ -125,6 +127,10 @@ class Trainer {
   TrainSummary run();
   // one step of the configured optimizer (beta1/beta2: the config's, or OneCycle's cycled ones)
   void apply_optimizer(double lr, float grad_scale, double beta1, double beta2);
+  // ZeRO-3 with NVMe offload, no gradient clipping, no loss scaler, no bf16 overflow check, one
+  // tensor- and pipeline-parallel rank: the optimizer runs during each step's last backward
+  // (ParamStore::arm_update); DEEPMPI_OFFLOAD_UPDATE=after keeps it after the backward
+  bool update_in_backward() const { return update_in_backward_; }
   const model::Model<float>& model() const { return *model_; }  // this pipeline stage's units
   const model::Model<float>& whole() const { return whole_ ? *whole_ : *model_; }  // every unit (the checkpoint's tensors)
   const Partition& partition() const { return partition_; }
@@ -224,6 +230,8 @@ class Trainer {
   // micro_steps every micro-batch; applied_steps (the optimizer's own step count) the others.
   int64_t global_steps_ = 0, skipped_steps_ = 0, micro_steps_ = 0, applied_steps_ = 0;
   std::unique_ptr<LossScaler> scaler_;
+  bool update_in_backward_ = false;
+  ParamStore::OwnedFn update_fn(double lr, float grad_scale, double beta1, double beta2) const;
   bool stop_requested_ = false;
   uint64_t samples_ = 0;    // global samples consumed (DeepSpeed's global_samples)
   std::array<double, 3> spill_mark_{-1.0, 0.0, 0.0};  // NVMe offload: bytes read, written, not read at the last step's end

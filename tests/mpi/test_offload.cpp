@@ -28,6 +28,8 @@ using test::world_rank;
 struct Result {
   std::vector<double> losses;
   std::vector<double> read_bytes, cached_bytes, deferred;  // NVMe offload: per step, from the step's metrics
+  std::vector<double> norms, in_backward;
+  bool update_in_backward = false;
   std::map<std::string, std::vector<float>> tensors;
   engine::MemoryReport memory;
   size_t partition = 0, max_chunk = 0;  // this rank's partition; the largest unit chunk in it
@@ -73,12 +75,15 @@ Result train(const json& cfg, int steps, const std::string& ckpt = "", int save_
     r.read_bytes.push_back(m.spill_read_bytes);
     r.cached_bytes.push_back(m.spill_cached_bytes);
     r.deferred.push_back(m.spill_deferred);
+    r.norms.push_back(m.grad_norm);
+    r.in_backward.push_back(m.spill_in_backward);
     if (save_at && i + 1 == save_at) t.save_checkpoint(ckpt, "", async);
   }
   t.finish_saves();
   const auto full = t.full_params();
   for (int k = 0; k < t.model().num_tensors(); ++k) r.tensors[t.model().spec(k).name] = full[static_cast<size_t>(k)];
   r.memory = t.memory();
+  r.update_in_backward = t.update_in_backward();
   r.partition = t.store().layout().partition_numel();
   for (int u = 0; u < t.store().layout().num_units(); ++u) r.max_chunk = std::max(r.max_chunk, t.store().layout().unit(u).chunk);
   if (t.store().spilled()) r.spill_dir = t.store().spill_arrays()->file(0);
@@ -218,6 +223,54 @@ TEST(Offload, ParameterOffloadIsBitIdenticalAtStage3) {
     }
   }
   g_layers = 0;
+}
+
+// Without gradient clipping, loss scaling or an overflow check nothing needs every gradient
+// before the update, so at ZeRO-3 each sub-group is stepped during the last backward once the
+// gradients over it are final (ParamStore::arm_update). Still bit-identical to the in-memory run
+// over 20 steps (an update of a sub-group before its last gradients would not be), with and
+// without offload_param and across a background save; the norm is summed per sub-group before
+// its update; every step streams every sub-group and leaves none to the next forward.
+TEST(Offload, UpdateDuringTheBackwardIsBitIdentical) {
+  test::TempDir nvme("deepmpi-nvme"), ckpt("deepmpi-ckpt");
+  const std::vector<const char*> backends = uring_here() ? std::vector<const char*>{"uring", "threads"}
+                                                         : std::vector<const char*>{"threads"};
+  auto unclipped = [](json c, bool bf16) {
+    c["gradient_clipping"] = 0.0;
+    if (bf16) c["bf16"]["check_grad_overflow"] = false;
+    return c;
+  };
+  for (bool bf16 : {false, true})
+    for (bool params : {false, true}) {
+      json in_memory = unclipped(config(3, bf16, ""), bf16);
+      if (params) in_memory["zero_optimization"]["stage3_param_persistence_threshold"] = 600;
+      const Result mem = train(in_memory, 20);
+      EXPECT_FALSE(mem.update_in_backward);
+      for (const char* b : backends) {
+        SCOPED_TRACE(std::string(bf16 ? "bf16 " : "fp32 ") + (params ? "offload_param " : "") + b);
+        Backend be(b);
+        const std::string dir = ckpt.path + "/" + b + (bf16 ? "b" : "f") + (params ? "p" : "");
+        const Result off = train(unclipped(config(3, bf16, nvme.path, params), bf16), 20, dir, 10, true);
+        ASSERT_TRUE(off.update_in_backward);
+        ASSERT_EQ(off.losses.size(), mem.losses.size());
+        const size_t P = off.partition, G = std::min<size_t>(4096, (P + 1023) / 1024 * 1024), nsub = (P + G - 1) / G;
+        const size_t arrays = bf16 ? 3 : 2, last = (P - (nsub - 1) * G + 1023) / 1024 * 1024;
+        const double total = static_cast<double>(arrays * ((nsub - 1) * G + last) * sizeof(float));
+        double early = 0;
+        for (size_t i = 0; i < off.losses.size(); ++i) {
+          EXPECT_EQ(off.losses[i], mem.losses[i]) << "step " << i + 1;
+          EXPECT_NEAR(off.norms[i], mem.norms[i], 1e-9 * mem.norms[i]) << "step " << i + 1;
+          EXPECT_EQ(off.deferred[i], 0.0) << "step " << i + 1;
+          EXPECT_LE(off.in_backward[i], static_cast<double>(nsub)) << "step " << i + 1;
+          if (!params) {  // (offload_param's chunk reads come from the same engine)
+            EXPECT_EQ(off.read_bytes[i] + off.cached_bytes[i], total) << "step " << i + 1;
+          }
+          early += off.in_backward[i];
+        }
+        EXPECT_GT(early, 0.0) << "no sub-group was updated during a backward in 20 steps";
+        EXPECT_EQ(differing(off, mem), 0u);
+      }
+    }
 }
 
 TEST(Offload, CheckpointsStreamSpilledStatesBitExactly) {

@@ -152,6 +152,38 @@ TEST(Spill, RoundTripIoUring) {
   for (int b : {1, 2, 3, 4}) roundtrip("uring", b);
 }
 
+// Round 0 of two arrays written by a write-only stream (it ends holding its last sub-groups)
+void fill_round0(SpillArrays& a) {
+  a.stream([&](size_t b, size_t m, float* const* arr) {
+    for (int k = 0; k < 2; ++k)
+      for (size_t i = 0; i < m; ++i) arr[k][i] = value(k, b + i, 0);
+  }, false, true);
+}
+
+// An update from round 0 to round 1 of two arrays: records the order of sub-groups (of G) and
+// counts the values it finds that are not round 0's
+SpillArrays::Fn to_round1(std::vector<size_t>& order, size_t& bad, size_t G) {
+  return [&order, &bad, G](size_t b, size_t m, float* const* arr) {
+    order.push_back(b / G);
+    for (int k = 0; k < 2; ++k)
+      for (size_t i = 0; i < m; ++i) {
+        bad += arr[k][i] != value(k, b + i, 0);
+        arr[k][i] = value(k, b + i, 1);
+      }
+  };
+}
+
+// Values of the two arrays' n elements that are not round 1's, read synchronously
+size_t not_round1(const SpillArrays& a, size_t n) {
+  size_t bad = 0;
+  std::vector<float> all(n);
+  for (int k = 0; k < 2; ++k) {
+    a.read(k, 0, n, all.data());
+    for (size_t i = 0; i < n; ++i) bad += all[i] != value(k, i, 1);
+  }
+  return bad;
+}
+
 // A stream run on demand (begin, ensure, finish: ZeRO-3's update finished by the next forward):
 // ensure updates the sub-groups over a range and no more than the order asks (the ones held
 // first, then ascending), reads of elements it has not updated are refused, and the finished
@@ -163,20 +195,10 @@ void on_demand(const std::string& backend) {
   AioEngine aio(o);
   const size_t n = 8 * 1024 + 100, G = 1024;  // 9 sub-groups, the last one short
   SpillArrays a(d.path, "t", {"x", "y"}, n, G, 3, aio);
-  a.stream([&](size_t b, size_t m, float* const* arr) {
-    for (int k = 0; k < 2; ++k)
-      for (size_t i = 0; i < m; ++i) arr[k][i] = value(k, b + i, 0);
-  }, false, true);  // ends holding sub-groups 6, 7, 8 (positions 6, 7, 8: buffers 0, 1, 2)
+  fill_round0(a);  // ends holding sub-groups 6, 7, 8 (positions 6, 7, 8: buffers 0, 1, 2)
   std::vector<size_t> order;
   size_t bad = 0;
-  auto update = [&](size_t b, size_t m, float* const* arr) {
-    order.push_back(b / G);
-    for (int k = 0; k < 2; ++k)
-      for (size_t i = 0; i < m; ++i) {
-        bad += arr[k][i] != value(k, b + i, 0);
-        arr[k][i] = value(k, b + i, 1);
-      }
-  };
+  auto update = to_round1(order, bad, G);
   a.begin(update);
   EXPECT_EQ(a.pending(), 9u);
   EXPECT_TRUE(order.empty());  // nothing updated yet: the first reads are in flight
@@ -195,12 +217,7 @@ void on_demand(const std::string& backend) {
   EXPECT_EQ(order, (std::vector<size_t>{6, 7, 8, 0, 1, 2, 3, 4, 5}));
   EXPECT_EQ(a.pending(), 0u);
   EXPECT_EQ(bad, 0u);
-  std::vector<float> all(n);
-  for (int k = 0; k < 2; ++k) {
-    a.read(k, 0, n, all.data());
-    for (size_t i = 0; i < n; ++i) bad += all[i] != value(k, i, 1);
-  }
-  EXPECT_EQ(bad, 0u);
+  EXPECT_EQ(not_round1(a, n), 0u);
   // a new stream finishes a pending one first: the second update sees the first's values
   order.clear();
   a.begin([&](size_t b, size_t m, float* const* arr) {
@@ -221,6 +238,67 @@ TEST(Spill, StreamOnDemandThreadPool) { on_demand("threads"); }
 TEST(Spill, StreamOnDemandIoUring) {
   if (!have_uring()) GTEST_SKIP() << "io_uring is not available here (built without liburing, or the kernel refuses it)";
   on_demand("uring");
+}
+
+// A gated stream (ZeRO-3's update during the last backward): descending; step_ready updates a
+// sub-group only when the caller says it is ready and its reads have arrived, in order, never
+// waiting; ensure does nothing; reads of elements it has not updated see the old values; a
+// sub-group a buffer already holds among the first ones is not read; finish updates the rest.
+void gated(const std::string& backend) {
+  TmpDir d("gated-" + backend);
+  AioOptions o;
+  o.backend = backend;
+  AioEngine aio(o);
+  const size_t n = 8 * 1024 + 100, G = 1024, nsub = 9;  // the last sub-group short
+  SpillArrays a(d.path, "t", {"x", "y"}, n, G, 3, aio);
+  fill_round0(a);  // ends holding sub-groups 6, 7, 8 in buffers 0, 1, 2
+  std::vector<size_t> order;
+  size_t bad = 0;
+  auto update = to_round1(order, bad, G);
+  const uint64_t cached0 = a.bytes_cached();
+  a.begin_gated(update);
+  EXPECT_EQ(a.pending(), nsub);
+  // 8, 7, 6 are held: position s takes buffer s's sub-group (6 -> 0, 7 -> 1, 8 -> 2), none read
+  EXPECT_EQ(a.bytes_cached() - cached0, 2u * 3 * G * sizeof(float));  // 2 arrays x (6, 7, and 8 rounded up to 4 KiB)
+  a.ensure(0, n);  // no effect on a gated stream
+  EXPECT_TRUE(order.empty());
+  std::vector<float> got(10);
+  a.read(1, 8 * G, 10, got.data());  // not updated: the values before it (allowed)
+  for (size_t i = 0; i < 10; ++i) bad += got[i] != value(1, 8 * G + i, 0);
+  // ready: 5 and above; the order goes 6, 7, 8 (held, in their buffers' positions), then 5, 4, ...
+  auto ready = [](size_t j) { return j >= 5; };
+  size_t stepped = 0;
+  for (int t = 0; t < 2000 && stepped < 4; ++t) {
+    stepped += a.step_ready(ready);
+    if (stepped < 4) ::usleep(1000);  // sub-group 5's reads on their way (step_ready never waits)
+  }
+  EXPECT_EQ(order, (std::vector<size_t>{6, 7, 8, 5}));
+  EXPECT_EQ(a.step_ready(ready), 0u);  // 4 is not ready
+  EXPECT_EQ(a.pending(), 5u);
+  a.finish();
+  EXPECT_EQ(order, (std::vector<size_t>{6, 7, 8, 5, 4, 3, 2, 1, 0}));
+  EXPECT_EQ(a.pending(), 0u);
+  EXPECT_EQ(bad, 0u);
+  EXPECT_EQ(not_round1(a, n), 0u);
+  // the buffers now hold 2, 1, 0: not among the next gated stream's first three (8, 7, 6), so
+  // everything is read; the values are the last stream's
+  order.clear();
+  const uint64_t cached1 = a.bytes_cached();
+  a.begin_gated([&](size_t b, size_t m, float* const* arr) {
+    order.push_back(b / G);
+    for (size_t i = 0; i < m; ++i) bad += arr[0][i] != value(0, b + i, 1);
+  });
+  a.finish();
+  EXPECT_EQ(a.bytes_cached(), cached1);
+  EXPECT_EQ(order, (std::vector<size_t>{8, 7, 6, 5, 4, 3, 2, 1, 0}));
+  EXPECT_EQ(bad, 0u);
+}
+
+TEST(Spill, GatedStreamThreadPool) { gated("threads"); }
+
+TEST(Spill, GatedStreamIoUring) {
+  if (!have_uring()) GTEST_SKIP() << "io_uring is not available here (built without liburing, or the kernel refuses it)";
+  gated("uring");
 }
 
 // A read chained after writes starts only once they are done: each buffer is written to one
