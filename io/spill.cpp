@@ -511,11 +511,12 @@ void SpillArrays::begin(Fn fn, bool read, bool write) {
   start();
 }
 
-void SpillArrays::start() {
+void SpillArrays::start(bool reads) {
   // how far ahead to read: S - 1 places, into the buffer of the sub-group just updated, the read
   // chained after that buffer's write in the engine
   st_.ahead = static_cast<size_t>(S_) - 1;
   st_.active = true;
+  if (!reads) return;
   try {
     issue_ahead(0);
   } catch (...) {
@@ -525,7 +526,7 @@ void SpillArrays::start() {
   }
 }
 
-void SpillArrays::begin_gated(Fn fn) {
+void SpillArrays::begin_gated(Fn fn, bool defer_reads) {
   finish();
   if (n_ == 0) return;
   std::lock_guard<std::mutex> lk(mu_);
@@ -546,7 +547,7 @@ void SpillArrays::begin_gated(Fn fn) {
     std::swap(st_.order[s], st_.order[at]);
     placed[s] = 1;
   }
-  start();
+  start(!defer_reads);
 }
 
 size_t SpillArrays::step_ready(const std::function<bool(size_t)>& ready) {
@@ -562,6 +563,7 @@ size_t SpillArrays::step_ready(const std::function<bool(size_t)>& ready) {
     return true;
   };
   try {
+    if (st.pos == 0) issue_ahead(0);  // (deferred reads start here; issued ones are not again)
     while (st.pos < nsub && ready(st.order[st.pos]) && arrived(slots_[st.pos % S])) step_one(), ++stepped;
   } catch (...) {
     st_ = Stream{};

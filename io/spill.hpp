@@ -185,8 +185,9 @@ class SpillArrays {
   // of the partition down), its first reads are issued at once, and a sub-group is updated only
   // by step_ready(ready), when ready(j) says its inputs are final and its reads have arrived
   // (nothing waits there), or by finish(). ensure() does nothing; reads of elements it has not
-  // updated are allowed (they see the values before the update).
-  void begin_gated(Fn fn);
+  // updated are allowed (they see the values before the update). defer_reads: the first reads
+  // wait for the first step_ready (the buffers keep what they hold for copy_cached until then).
+  void begin_gated(Fn fn, bool defer_reads = false);
   size_t step_ready(const std::function<bool(size_t j)>& ready);  // sub-groups updated by this call
   size_t pending() const;  // sub-groups the pending stream has not updated yet (0: none)
   void settle();  // every write in flight finished (its error thrown here)
@@ -245,7 +246,7 @@ class SpillArrays {
     size_t pos = 0, next = 0, ahead = 0;
   };
   Stream st_;
-  void start();                             // with mu_ held: st_'s first reads issued
+  void start(bool reads = true);            // with mu_ held: st_ active, its first reads issued
   void issue_ahead(size_t p);               // with mu_ held
   void step_one();                          // with mu_ held
   void advance(size_t lo, size_t hi);       // takes mu_

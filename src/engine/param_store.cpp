@@ -769,8 +769,10 @@ void ParamStore::begin_armed() {
     const UnitInfo& ui = layout_.unit(u);
     for (size_t g = ui.part_off / G; ui.chunk > 0 && g <= (ui.part_off + ui.chunk - 1) / G; ++g) ++group_left_[g];
   }
-  // (a stream left to this forward by an unarmed step is finished first)
-  spill_->begin_gated(spill_fn(armed_fn_, true, &armed_sq_));
+  // (a stream left to this forward by an unarmed step is finished first). offload_param: the
+  // first reads wait for the last backward, so the forwards copy the chunks of the sub-groups the
+  // buffers hold (the lowest: the last ones updated) instead of reading them
+  spill_->begin_gated(spill_fn(armed_fn_, true, &armed_sq_), params_spilled_);
   armed_fn_ = nullptr;
   armed_ = true;
 }

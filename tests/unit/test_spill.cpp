@@ -292,6 +292,19 @@ void gated(const std::string& backend) {
   EXPECT_EQ(a.bytes_cached(), cached1);
   EXPECT_EQ(order, (std::vector<size_t>{8, 7, 6, 5, 4, 3, 2, 1, 0}));
   EXPECT_EQ(bad, 0u);
+  // defer_reads: nothing is read before the first step_ready, so the buffers still hold 2, 1, 0
+  // for copy_cached (the reads of 8, 7, 6 would take them)
+  const uint64_t read0 = aio.bytes_read();
+  a.begin_gated([&](size_t b, size_t m, float* const* arr) {
+    for (size_t i = 0; i < m; ++i) bad += arr[1][i] != value(1, b + i, 1);
+  }, true);
+  ASSERT_TRUE(a.copy_cached(1, 5, 10, got.data()));
+  for (size_t i = 0; i < 10; ++i) bad += got[i] != value(1, 5 + i, 1);
+  EXPECT_EQ(a.step_ready([](size_t) { return false; }), 0u);  // the reads start; nothing is updated
+  EXPECT_FALSE(a.copy_cached(1, 5, 10, got.data()));  // sub-group 0's buffer (2) now takes sub-group 6
+  a.finish();
+  EXPECT_EQ(aio.bytes_read() - read0, 2u * (8 * G + 1024) * sizeof(float));  // every sub-group, the last rounded up
+  EXPECT_EQ(bad, 0u);
 }
 
 TEST(Spill, GatedStreamThreadPool) { gated("threads"); }
